@@ -1,0 +1,97 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "dynreg",
+    platforms: [.macOS(.v14), .iOS(.v17)],
+    products: [
+        .library(name: "DynRegProtocol", targets: ["DynRegProtocol"]),
+        .library(name: "DynRegClient", targets: ["DynRegClient"]),
+        .executable(name: "dynreg", targets: ["dynreg"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0", traits: []),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.30.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+    ],
+    targets: [
+        // The wire format: pure, Sendable, swift-crypto only.
+        .target(
+            name: "DynRegProtocol",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Products, devices, credentials and the audit log, behind a protocol; SQLite implementation.
+        .target(
+            name: "DynRegStore",
+            dependencies: [
+                "DynRegProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The registration service: device endpoints, activation hook, admin API.
+        .target(
+            name: "DynRegServer",
+            dependencies: [
+                "DynRegProtocol",
+                "DynRegStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The device SDK.
+        .target(
+            name: "DynRegClient",
+            dependencies: [
+                "DynRegProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "dynreg",
+            dependencies: [
+                "DynRegProtocol",
+                "DynRegStore",
+                "DynRegServer",
+                "DynRegClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DynRegProtocolTests",
+            dependencies: [
+                "DynRegProtocol",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            resources: [.copy("Resources")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DynRegCLITests",
+            dependencies: ["dynreg"],
+            resources: [.copy("Resources")],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,1 @@
+// The device SDK; see DynRegClient.docc.
