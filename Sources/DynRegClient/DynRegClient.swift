@@ -1,1 +1,0 @@
-// The device SDK; see DynRegClient.docc.

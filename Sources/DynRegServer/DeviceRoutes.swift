@@ -1,0 +1,82 @@
+import DynRegProtocol
+import DynRegStore
+import Foundation
+import Hummingbird
+import HTTPTypes
+import NIOCore
+
+/// `POST /device/register`, `POST /register/dev` and the MQTT broker hook `POST /device/auth`.
+///
+/// Business errors answer HTTP 200 with the protocol's envelope: the official Python SDK reads the error only
+/// from a 200 response. No device input yields a 500.
+struct DeviceRoutes<Store: RegistrationStore>: Sendable {
+    let service: RegistrationService<Store>
+    let maxBodySize: Int
+
+    static var signatureHeader: HTTPField.Name { HTTPField.Name("X-TC-Signature")! }
+    private static var algorithmHeader: HTTPField.Name { HTTPField.Name("X-TC-Algorithm")! }
+    private static var timestampHeader: HTTPField.Name { HTTPField.Name("X-TC-Timestamp")! }
+    private static var nonceHeader: HTTPField.Name { HTTPField.Name("X-TC-Nonce")! }
+
+    func register(on router: Router<DynRegRequestContext>) {
+        router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
+            let requestId = UUID().uuidString.lowercased()
+            guard let body = try? await request.body.collect(upTo: maxBodySize) else {
+                return Self.current(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
+            }
+            let input = CurrentRegistrationInput(
+                hostHeader: request.head.authority,
+                algorithm: request.headers[Self.algorithmHeader],
+                timestamp: request.headers[Self.timestampHeader],
+                nonce: request.headers[Self.nonceHeader],
+                signature: request.headers[Self.signatureHeader],
+                body: Array(buffer: body))
+            let result = await service.register(input, remoteAddress: context.remoteAddressText, logger: context.logger)
+            return Self.current(result, requestId)
+        }
+        router.post(RouterPath(RegistrationPath.legacy)) { request, context -> Response in
+            let requestId = UUID().uuidString.lowercased()
+            // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
+            guard let body = try? await request.body.collect(upTo: maxBodySize) else {
+                return Self.legacy(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
+            }
+            let result = await service.registerLegacy(
+                body: Array(buffer: body), remoteAddress: context.remoteAddressText, logger: context.logger)
+            return Self.legacy(result, requestId)
+        }
+        router.post("/device/auth") { request, context -> Response in
+            guard let body = try? await request.body.collect(upTo: maxBodySize),
+                let auth = try? JSONDecoder().decode(AuthRequest.self, from: Data(body.readableBytesView))
+            else {
+                return .json(status: .ok, #"{"result":"deny"}"#)
+            }
+            let allowed = await service.authenticate(
+                clientId: auth.clientid, username: auth.username, password: auth.password, logger: context.logger)
+            return .json(status: .ok, allowed ? #"{"result":"allow"}"# : #"{"result":"deny"}"#)
+        }
+    }
+
+    private static func current(_ result: RegistrationResult, _ requestId: String) -> Response {
+        let reply: RegistrationReply
+        switch result {
+        case .issued(let payload): reply = .success(payload, requestId: requestId)
+        case .refused(let code, let message): reply = .failure(code: code.code, message: message, requestId: requestId)
+        }
+        return .json(status: .ok, bytes: reply.encodedJSON())
+    }
+
+    private static func legacy(_ result: RegistrationResult, _ requestId: String) -> Response {
+        let reply: LegacyRegistrationReply
+        switch result {
+        case .issued(let payload): reply = .success(payload, requestId: requestId)
+        case .refused(let code, let message): reply = .failure(code: code.legacyCode, message: message, requestId: requestId)
+        }
+        return .json(status: .ok, bytes: reply.encodedJSON())
+    }
+}
+
+private struct AuthRequest: Decodable {
+    var clientid: String
+    var username: String
+    var password: String
+}

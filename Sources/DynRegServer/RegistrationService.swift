@@ -1,0 +1,202 @@
+public import DynRegProtocol
+public import DynRegStore
+public import Foundation
+public import Logging
+
+/// What a device asked for on `POST /device/register`, as received: nothing parsed or trusted yet.
+public struct CurrentRegistrationInput: Sendable {
+    public var hostHeader: String?
+    public var algorithm: String?
+    public var timestamp: String?
+    public var nonce: String?
+    public var signature: String?
+    public var body: [UInt8]
+
+    public init(
+        hostHeader: String?, algorithm: String?, timestamp: String?, nonce: String?, signature: String?, body: [UInt8]
+    ) {
+        self.hostHeader = hostHeader
+        self.algorithm = algorithm
+        self.timestamp = timestamp
+        self.nonce = nonce
+        self.signature = signature
+        self.body = body
+    }
+}
+
+/// The outcome of a registration, before it is put into either protocol's envelope.
+public enum RegistrationResult: Sendable, Hashable {
+    case issued(EncryptedPayload)
+    case refused(RegistrationErrorCode, message: String)
+
+    static func refused(_ code: RegistrationErrorCode) -> Self { .refused(code, message: code.defaultMessage) }
+}
+
+/// Registration and activation rules, independent of HTTP.
+public struct RegistrationService<Store: RegistrationStore>: Sendable {
+    public let store: Store
+    public let timestampWindow: Int64
+    public let publicHosts: [String]
+    let clock: @Sendable () -> Date
+
+    public init(
+        store: Store, timestampWindow: Int64, publicHosts: [String], clock: @escaping @Sendable () -> Date = Date.init
+    ) {
+        self.store = store
+        self.timestampWindow = timestampWindow
+        self.publicHosts = publicHosts
+        self.clock = clock
+    }
+
+    // MARK: Device endpoints
+
+    public func register(_ input: CurrentRegistrationInput, remoteAddress: String, logger: Logger) async
+        -> RegistrationResult
+    {
+        guard let body = try? RegistrationRequestBody(decoding: input.body) else {
+            return .refused(.invalidParameter, message: "the body must be a JSON object with ProductId and DeviceName")
+        }
+        guard let algorithmHeader = input.algorithm, let algorithm = SignatureAlgorithm(headerValue: algorithmHeader)
+        else {
+            return .refused(.invalidParameter, message: "X-TC-Algorithm must be hmacsha256 or hmacsha1")
+        }
+        guard let timestampText = input.timestamp, let timestamp = DecimalField.parse(timestampText) else {
+            return .refused(.invalidParameter, message: "X-TC-Timestamp must be a decimal Unix time")
+        }
+        guard let nonceText = input.nonce, let nonce = DecimalField.parse(nonceText) else {
+            return .refused(.invalidParameter, message: "X-TC-Nonce must be a non-negative decimal integer")
+        }
+        guard let signature = input.signature, !signature.isEmpty else {
+            return .refused(.invalidParameter, message: "X-TC-Signature is missing")
+        }
+        var hosts: [String] = []
+        if let header = input.hostHeader { hosts.append(CanonicalHost.fromHostHeader(header)) }
+        hosts.append(contentsOf: publicHosts.filter { !hosts.contains($0) })
+        let signed = SignedRequest(
+            canonicalHost: "", algorithm: algorithm, timestamp: timestampText, nonce: nonceText, body: input.body)
+        let result = await admit(
+            productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce, logger: logger
+        ) { secret in
+            var candidate = signed
+            return hosts.contains { host in
+                candidate.canonicalHost = host
+                return candidate.verify(signature: signature, productSecret: secret)
+            }
+        }
+        await audit(result, productId: body.productId, deviceName: body.deviceName, remoteAddress: remoteAddress,
+                    endpoint: RegistrationPath.current, logger: logger)
+        return result
+    }
+
+    public func registerLegacy(body bytes: [UInt8], remoteAddress: String, logger: Logger) async -> RegistrationResult {
+        guard let body = try? LegacyRegistrationRequestBody(decoding: bytes) else {
+            return .refused(
+                .invalidParameter,
+                message: "the body must be a JSON object with productId, deviceName, nonce, timestamp and signature")
+        }
+        let signed = body.signed
+        let result = await admit(
+            productId: signed.productId, deviceName: signed.deviceName, timestamp: signed.timestamp,
+            nonce: signed.nonce, logger: logger
+        ) { secret in
+            signed.verify(signature: body.signature, productSecret: secret)
+        }
+        await audit(result, productId: signed.productId, deviceName: signed.deviceName, remoteAddress: remoteAddress,
+                    endpoint: RegistrationPath.legacy, logger: logger)
+        return result
+    }
+
+    /// The checks both protocols share, in an order that reveals nothing to a caller without the product secret
+    /// beyond whether the product exists.
+    private func admit(
+        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, logger: Logger,
+        verify: (String) -> Bool
+    ) async -> RegistrationResult {
+        guard DeviceNameRules.isValid(deviceName) else { return .refused(.deviceNameInvalid) }
+        guard ProductIdRules.isValid(productId) else { return .refused(.productNotExist) }
+        do {
+            guard let product = try await store.product(id: productId) else { return .refused(.productNotExist) }
+            guard verify(product.secret) else { return .refused(.signatureFailure) }
+            let now = clock()
+            let replayExpiry: Date?
+            if timestamp == 0 && product.allowClocklessDevices {
+                replayExpiry = nil
+            } else {
+                let skew = Int64(now.timeIntervalSince1970) - timestamp
+                guard abs(skew) <= timestampWindow else { return .refused(.signatureExpire) }
+                // Past this time the timestamp itself is refused, so the pair can be forgotten.
+                replayExpiry = Date(timeIntervalSince1970: TimeInterval(timestamp + timestampWindow + 1))
+            }
+            guard product.dynamicRegistration else { return .refused(.dynamicRegistrationDisabled) }
+            guard product.authType == .key else {
+                return .refused(.authTypeUnsupported)
+            }
+            let psk = Secrets.psk()
+            let decision = try await store.register(
+                RegistrationAttempt(
+                    productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce,
+                    replayExpiry: replayExpiry, psk: psk, now: now))
+            switch decision {
+            case .rejected(let code):
+                return .refused(code)
+            case .issued:
+                return .issued(try DeviceCredential.key(psk: psk).encrypted(productSecret: product.secret))
+            }
+        } catch {
+            logger.error("registration failed in the store", metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"])
+            return .refused(.internalError)
+        }
+    }
+
+    private func audit(
+        _ result: RegistrationResult, productId: String, deviceName: String, remoteAddress: String, endpoint: String,
+        logger: Logger
+    ) async {
+        let outcome: String
+        switch result {
+        case .issued: outcome = "Success"
+        case .refused(let code, _): outcome = code.code
+        }
+        // Bounded fields: the audit log must not become a way to store arbitrary data.
+        let event = RegistrationEvent(
+            time: clock(), productId: String(productId.prefix(64)), deviceName: String(deviceName.prefix(64)),
+            outcome: outcome, remoteAddress: remoteAddress, endpoint: endpoint)
+        do {
+            try await store.recordEvent(event)
+        } catch {
+            logger.warning("could not record a registration event", metadata: ["dynreg.outcome": "\(outcome)"])
+        }
+        logger.debug(
+            "registration", metadata: ["dynreg.product.id": "\(event.productId)", "dynreg.outcome": "\(outcome)"])
+    }
+
+    // MARK: MQTT broker hook
+
+    /// Checks MQTT credentials derived from a psk (PROTOCOL.md §4); the first success activates the device.
+    public func authenticate(clientId: String, username: String, password: String, logger: Logger) async -> Bool {
+        guard let parsed = MQTTUsername(username), parsed.clientId == clientId else { return false }
+        guard parsed.expiry >= Int64(clock().timeIntervalSince1970) else { return false }
+        do {
+            // A client id is product id + device name; product ids vary in length, so try each that fits.
+            let candidates = try await store.products()
+                .filter { clientId.hasPrefix($0.id) && clientId.count > $0.id.count }
+                .sorted { $0.id.count > $1.id.count }
+            for product in candidates {
+                let deviceName = String(clientId.dropFirst(product.id.count))
+                guard let device = try await store.device(productId: product.id, deviceName: deviceName),
+                    let psk = device.psk
+                else { continue }
+                guard MQTTCredentials.verify(username: username, password: password, psk: psk) else { return false }
+                if device.status != .activated {
+                    _ = try await store.activateDevice(productId: product.id, deviceName: deviceName, now: clock())
+                    logger.info("device activated", metadata: ["dynreg.product.id": "\(product.id)"])
+                }
+                return true
+            }
+            return false
+        } catch {
+            logger.error("authentication failed in the store")
+            return false
+        }
+    }
+}

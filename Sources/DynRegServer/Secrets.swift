@@ -1,0 +1,43 @@
+import Foundation
+
+/// Every key, secret, identifier and token comes from the system CSPRNG.
+package enum Secrets {
+    private static let upperAlphanumerics = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".utf8)
+    private static let alphanumerics = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".utf8)
+
+    private static func string(length: Int, alphabet: [UInt8]) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return String(decoding: (0..<length).map { _ in alphabet.randomElement(using: &generator)! }, as: UTF8.self)
+    }
+
+    /// Ten upper-case letters and digits, the shape of a Tencent product id.
+    package static func productId() -> String { string(length: 10, alphabet: upperAlphanumerics) }
+
+    /// 24 letters and digits (~143 bits); its first 16 bytes key the payload cipher.
+    package static func productSecret() -> String { string(length: 24, alphabet: alphanumerics) }
+
+    /// Base64 of 16 random bytes.
+    package static func psk() -> String { Data(randomBytes(16)).base64EncodedString() }
+
+    /// 43 characters of URL-safe Base64 (256 bits).
+    package static func adminToken() -> String {
+        Data(randomBytes(32)).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    package static func randomBytes(_ count: Int) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: count)
+        var index = 0
+        while index < count {
+            var word = generator.next()
+            for _ in 0..<8 where index < count {
+                bytes[index] = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                index += 1
+            }
+        }
+        return bytes
+    }
+}

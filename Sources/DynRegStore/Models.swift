@@ -1,0 +1,178 @@
+public import DynRegProtocol
+public import Foundation
+
+/// How a product's devices authenticate; fixed when the product is created.
+public enum AuthType: String, Sendable, Codable, Hashable, CaseIterable {
+    /// Key authentication: devices receive a psk (`encryptionType` 2).
+    case key
+    /// Certificate authentication: devices receive a certificate and key (`encryptionType` 1).
+    case certificate
+}
+
+/// A product: a family of devices sharing one product secret.
+public struct Product: Sendable, Hashable {
+    public var id: String
+    public var name: String
+    public var authType: AuthType
+    public var secret: String
+    public var dynamicRegistration: Bool
+    public var autoCreate: Bool
+    /// The most devices the product may hold; `nil` for no limit.
+    public var deviceQuota: Int?
+    /// Admit devices without a clock (`X-TC-Timestamp: 0`).
+    public var allowClocklessDevices: Bool
+    public var deviceCount: Int
+    public var createdAt: Date
+
+    public init(
+        id: String, name: String, authType: AuthType, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
+        deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date
+    ) {
+        self.id = id
+        self.name = name
+        self.authType = authType
+        self.secret = secret
+        self.dynamicRegistration = dynamicRegistration
+        self.autoCreate = autoCreate
+        self.deviceQuota = deviceQuota
+        self.allowClocklessDevices = allowClocklessDevices
+        self.deviceCount = deviceCount
+        self.createdAt = createdAt
+    }
+}
+
+/// The switches an operator may change after creation.
+public struct ProductUpdate: Sendable, Hashable {
+    public var name: String?
+    public var dynamicRegistration: Bool?
+    public var autoCreate: Bool?
+    /// `.some(nil)` removes the quota.
+    public var deviceQuota: Int??
+    public var allowClocklessDevices: Bool?
+
+    public init(
+        name: String? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil, deviceQuota: Int?? = nil,
+        allowClocklessDevices: Bool? = nil
+    ) {
+        self.name = name
+        self.dynamicRegistration = dynamicRegistration
+        self.autoCreate = autoCreate
+        self.deviceQuota = deviceQuota
+        self.allowClocklessDevices = allowClocklessDevices
+    }
+}
+
+/// A device's lifecycle: created (by an operator) → registered (holds a credential) → activated (has connected).
+public enum DeviceStatus: String, Sendable, Codable, Hashable, CaseIterable {
+    case created
+    case registered
+    case activated
+}
+
+public struct Device: Sendable, Hashable {
+    public var productId: String
+    public var name: String
+    public var status: DeviceStatus
+    /// The current psk of a key-auth device; `nil` until it registers.
+    public var psk: String?
+    public var createdAt: Date
+    public var registeredAt: Date?
+    public var activatedAt: Date?
+    public var registrationCount: Int
+
+    public init(
+        productId: String, name: String, status: DeviceStatus, psk: String?, createdAt: Date, registeredAt: Date?,
+        activatedAt: Date?, registrationCount: Int
+    ) {
+        self.productId = productId
+        self.name = name
+        self.status = status
+        self.psk = psk
+        self.createdAt = createdAt
+        self.registeredAt = registeredAt
+        self.activatedAt = activatedAt
+        self.registrationCount = registrationCount
+    }
+}
+
+/// A registration request that passed every check the store cannot make (signature, window, switches).
+public struct RegistrationAttempt: Sendable, Hashable {
+    public var productId: String
+    public var deviceName: String
+    public var timestamp: Int64
+    public var nonce: Int64
+    /// When the (timestamp, nonce) pair may be forgotten; `nil` keeps it until the device is activated
+    /// (devices without a clock, whose replay protection rests on the nonce alone).
+    public var replayExpiry: Date?
+    /// The credential to issue if the registration is admitted.
+    public var psk: String
+    public var now: Date
+
+    public init(
+        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, replayExpiry: Date?, psk: String,
+        now: Date
+    ) {
+        self.productId = productId
+        self.deviceName = deviceName
+        self.timestamp = timestamp
+        self.nonce = nonce
+        self.replayExpiry = replayExpiry
+        self.psk = psk
+        self.now = now
+    }
+}
+
+/// The store's decision on a registration: expected outcomes are values, not errors.
+public enum RegistrationDecision: Sendable, Hashable {
+    /// Committed durably: the device holds the new credential.
+    case issued(Device)
+    case rejected(RegistrationErrorCode)
+}
+
+/// One line of the audit log.
+public struct RegistrationEvent: Sendable, Hashable {
+    public var id: Int64
+    public var time: Date
+    public var productId: String
+    public var deviceName: String
+    /// `Success` or an error code.
+    public var outcome: String
+    public var remoteAddress: String
+    public var endpoint: String
+
+    public init(
+        id: Int64 = 0, time: Date, productId: String, deviceName: String, outcome: String, remoteAddress: String,
+        endpoint: String
+    ) {
+        self.id = id
+        self.time = time
+        self.productId = productId
+        self.deviceName = deviceName
+        self.outcome = outcome
+        self.remoteAddress = remoteAddress
+        self.endpoint = endpoint
+    }
+}
+
+/// Why a store operation other than registration failed.
+public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Code: String, Sendable, Hashable {
+        case productNotFound
+        case deviceNotFound
+        case deviceExists
+        case productExists
+        case quotaExceeded
+        case invalidInput
+        case unavailable
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,42 @@
+public import Foundation
+
+/// Everything the server keeps: products, devices and their credentials, the replay cache and the audit log.
+///
+/// Implementations make each method atomic; `register` in particular decides and commits in one transaction,
+/// so that quotas and uniqueness hold under concurrent registrations.
+public protocol RegistrationStore: Sendable {
+    // MARK: Products
+    func createProduct(_ product: Product) async throws -> Product
+    func products() async throws -> [Product]
+    func product(id: String) async throws -> Product?
+    func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product
+    func rotateProductSecret(id: String, newSecret: String) async throws -> Product
+    func deleteProduct(id: String) async throws
+
+    // MARK: Devices
+    /// Pre-registers a device (status `created`); fails with `deviceExists` or `quotaExceeded`.
+    func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device
+    /// Devices ordered by name, after the cursor `after`.
+    func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device]
+    func device(productId: String, deviceName: String) async throws -> Device?
+    func deleteDevice(productId: String, deviceName: String) async throws
+    /// Forgets the credential and activation: the device may register again.
+    func resetDevice(productId: String, deviceName: String) async throws -> Device
+    /// Marks a registered device activated; returns `nil` if the device does not exist.
+    func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device
+
+    // MARK: Registration
+    /// Checks replay, existence, activation and quota, and issues the credential, atomically and durably.
+    func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision
+
+    /// Removes replay entries that expired before `now`; returns how many.
+    func purgeExpiredNonces(now: Date) async throws -> Int
+
+    // MARK: Audit log
+    func recordEvent(_ event: RegistrationEvent) async throws
+    /// Newest first.
+    func events(productId: String, limit: Int) async throws -> [RegistrationEvent]
+
+    /// A cheap query proving the store answers.
+    func checkHealth() async throws
+}

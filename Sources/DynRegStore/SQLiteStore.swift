@@ -1,0 +1,374 @@
+import DynRegProtocol
+public import Foundation
+import GRDB
+
+/// The embedded default: one SQLite file in WAL mode with `synchronous=FULL`, so an acknowledged
+/// registration survives a crash of the process or the machine.
+public final class SQLiteStore: RegistrationStore {
+    private let pool: DatabasePool
+
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        // Keep bound values (secrets) out of error descriptions.
+        configuration.publicStatementArguments = false
+        pool = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(pool)
+        let synchronous = try pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        guard synchronous == 2 else { throw StoreError(.unavailable, "SQLite refused synchronous=FULL") }
+    }
+
+    /// Named, append-only migrations; one transaction each, no application types.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: products, devices, nonces, events") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE products (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL,
+                        auth_type TEXT NOT NULL,
+                        secret TEXT NOT NULL,
+                        dynamic_registration INTEGER NOT NULL,
+                        auto_create INTEGER NOT NULL,
+                        device_quota INTEGER,
+                        allow_clockless INTEGER NOT NULL,
+                        -- Kept in step with devices so a quota check is O(1) with millions of devices.
+                        device_count INTEGER NOT NULL DEFAULT 0,
+                        created_at REAL NOT NULL
+                    );
+                    CREATE TABLE devices (
+                        product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+                        name TEXT NOT NULL,
+                        status TEXT NOT NULL,
+                        psk TEXT,
+                        created_at REAL NOT NULL,
+                        registered_at REAL,
+                        activated_at REAL,
+                        registration_count INTEGER NOT NULL DEFAULT 0,
+                        PRIMARY KEY (product_id, name)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE nonces (
+                        product_id TEXT NOT NULL,
+                        device_name TEXT NOT NULL,
+                        timestamp INTEGER NOT NULL,
+                        nonce INTEGER NOT NULL,
+                        expires_at REAL,
+                        PRIMARY KEY (product_id, device_name, timestamp, nonce)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX nonces_expiry ON nonces(expires_at) WHERE expires_at IS NOT NULL;
+                    CREATE TABLE events (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        time REAL NOT NULL,
+                        product_id TEXT NOT NULL,
+                        device_name TEXT NOT NULL,
+                        outcome TEXT NOT NULL,
+                        remote_address TEXT NOT NULL,
+                        endpoint TEXT NOT NULL
+                    );
+                    CREATE INDEX events_by_product ON events(product_id, id);
+                    """)
+        }
+        return migrator
+    }
+
+    // MARK: Products
+
+    public func createProduct(_ product: Product) async throws -> Product {
+        try await pool.write { db in
+            if try Self.fetchProduct(db, id: product.id) != nil {
+                throw StoreError(.productExists, "product \(product.id) already exists")
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create,
+                        device_quota, allow_clockless, device_count, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
+                    """,
+                arguments: [
+                    product.id, product.name, product.authType.rawValue, product.secret, product.dynamicRegistration,
+                    product.autoCreate, product.deviceQuota, product.allowClocklessDevices,
+                    product.createdAt.timeIntervalSince1970,
+                ])
+            return try Self.requireProduct(db, id: product.id)
+        }
+    }
+
+    public func products() async throws -> [Product] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM products ORDER BY created_at, id").map(Self.product(from:))
+        }
+    }
+
+    public func product(id: String) async throws -> Product? {
+        try await pool.read { db in try Self.fetchProduct(db, id: id) }
+    }
+
+    public func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
+        try await pool.write { db in
+            var product = try Self.requireProduct(db, id: id)
+            if let name = update.name { product.name = name }
+            if let value = update.dynamicRegistration { product.dynamicRegistration = value }
+            if let value = update.autoCreate { product.autoCreate = value }
+            if let value = update.deviceQuota { product.deviceQuota = value }
+            if let value = update.allowClocklessDevices { product.allowClocklessDevices = value }
+            try db.execute(
+                sql: """
+                    UPDATE products SET name = ?, dynamic_registration = ?, auto_create = ?, device_quota = ?,
+                        allow_clockless = ? WHERE id = ?
+                    """,
+                arguments: [
+                    product.name, product.dynamicRegistration, product.autoCreate, product.deviceQuota,
+                    product.allowClocklessDevices, id,
+                ])
+            return product
+        }
+    }
+
+    public func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
+        try await pool.write { db in
+            _ = try Self.requireProduct(db, id: id)
+            try db.execute(sql: "UPDATE products SET secret = ? WHERE id = ?", arguments: [newSecret, id])
+            return try Self.requireProduct(db, id: id)
+        }
+    }
+
+    public func deleteProduct(id: String) async throws {
+        try await pool.write { db in
+            _ = try Self.requireProduct(db, id: id)
+            try db.execute(sql: "DELETE FROM devices WHERE product_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM nonces WHERE product_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM products WHERE id = ?", arguments: [id])
+        }
+    }
+
+    // MARK: Devices
+
+    public func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+        try await pool.write { db in
+            let product = try Self.requireProduct(db, id: productId)
+            if try Self.fetchDevice(db, productId: productId, name: deviceName) != nil {
+                throw StoreError(.deviceExists, "device \(deviceName) already exists in product \(productId)")
+            }
+            if let quota = product.deviceQuota, product.deviceCount >= quota {
+                throw StoreError(.quotaExceeded, "product \(productId) has reached its quota of \(quota) devices")
+            }
+            try Self.insertDevice(db, productId: productId, name: deviceName, status: .created, psk: nil, now: now)
+            return try Self.requireDevice(db, productId: productId, name: deviceName)
+        }
+    }
+
+    public func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device] {
+        try await pool.read { db in
+            _ = try Self.requireProduct(db, id: productId)
+            var sql = "SELECT * FROM devices WHERE product_id = ?"
+            var arguments: StatementArguments = [productId]
+            if let status {
+                sql += " AND status = ?"
+                arguments += [status.rawValue]
+            }
+            if let after {
+                sql += " AND name > ?"
+                arguments += [after]
+            }
+            sql += " ORDER BY name LIMIT ?"
+            arguments += [limit]
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.device(from:))
+        }
+    }
+
+    public func device(productId: String, deviceName: String) async throws -> Device? {
+        try await pool.read { db in try Self.fetchDevice(db, productId: productId, name: deviceName) }
+    }
+
+    public func deleteDevice(productId: String, deviceName: String) async throws {
+        try await pool.write { db in
+            _ = try Self.requireDevice(db, productId: productId, name: deviceName)
+            try db.execute(
+                sql: "DELETE FROM devices WHERE product_id = ? AND name = ?", arguments: [productId, deviceName])
+            try db.execute(
+                sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ?", arguments: [productId, deviceName])
+            try db.execute(
+                sql: "UPDATE products SET device_count = device_count - 1 WHERE id = ?", arguments: [productId])
+        }
+    }
+
+    public func resetDevice(productId: String, deviceName: String) async throws -> Device {
+        try await pool.write { db in
+            _ = try Self.requireDevice(db, productId: productId, name: deviceName)
+            try db.execute(
+                sql: """
+                    UPDATE devices SET status = 'created', psk = NULL, registered_at = NULL, activated_at = NULL
+                    WHERE product_id = ? AND name = ?
+                    """,
+                arguments: [productId, deviceName])
+            try db.execute(
+                sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL",
+                arguments: [productId, deviceName])
+            return try Self.requireDevice(db, productId: productId, name: deviceName)
+        }
+    }
+
+    public func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+        try await pool.write { db in
+            let device = try Self.requireDevice(db, productId: productId, name: deviceName)
+            if device.status == .activated { return device }
+            try db.execute(
+                sql: "UPDATE devices SET status = 'activated', activated_at = ? WHERE product_id = ? AND name = ?",
+                arguments: [now.timeIntervalSince1970, productId, deviceName])
+            // Clockless devices' nonces were kept until activation: registration is now refused anyway.
+            try db.execute(
+                sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL",
+                arguments: [productId, deviceName])
+            return try Self.requireDevice(db, productId: productId, name: deviceName)
+        }
+    }
+
+    // MARK: Registration
+
+    public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
+        try await pool.write { db in
+            guard let product = try Self.fetchProduct(db, id: attempt.productId) else {
+                return .rejected(.productNotExist)
+            }
+            let existing = try Self.fetchDevice(db, productId: attempt.productId, name: attempt.deviceName)
+            if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
+            if existing == nil {
+                if !product.autoCreate { return .rejected(.deviceNotExist) }
+                if let quota = product.deviceQuota, product.deviceCount >= quota { return .rejected(.deviceQuota) }
+            }
+            // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
+            try db.execute(
+                sql: "INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                arguments: [
+                    attempt.productId, attempt.deviceName, attempt.timestamp, attempt.nonce,
+                    attempt.replayExpiry?.timeIntervalSince1970,
+                ])
+            if db.changesCount == 0 { return .rejected(.nonceReused) }
+            let now = attempt.now.timeIntervalSince1970
+            if existing == nil {
+                try Self.insertDevice(
+                    db, productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: attempt.psk,
+                    now: attempt.now, registeredAt: attempt.now)
+            } else {
+                try db.execute(
+                    sql: """
+                        UPDATE devices SET status = 'registered', psk = ?, registered_at = ?,
+                            registration_count = registration_count + 1
+                        WHERE product_id = ? AND name = ?
+                        """,
+                    arguments: [attempt.psk, now, attempt.productId, attempt.deviceName])
+            }
+            return .issued(try Self.requireDevice(db, productId: attempt.productId, name: attempt.deviceName))
+        }
+    }
+
+    public func purgeExpiredNonces(now: Date) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(
+                sql: "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < ?",
+                arguments: [now.timeIntervalSince1970])
+            return db.changesCount
+        }
+    }
+
+    // MARK: Audit log
+
+    public func recordEvent(_ event: RegistrationEvent) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    event.time.timeIntervalSince1970, event.productId, event.deviceName, event.outcome,
+                    event.remoteAddress, event.endpoint,
+                ])
+        }
+    }
+
+    public func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM events WHERE product_id = ? ORDER BY id DESC LIMIT ?",
+                arguments: [productId, limit]
+            ).map { row in
+                RegistrationEvent(
+                    id: row["id"], time: Date(timeIntervalSince1970: row["time"]), productId: row["product_id"],
+                    deviceName: row["device_name"], outcome: row["outcome"], remoteAddress: row["remote_address"],
+                    endpoint: row["endpoint"])
+            }
+        }
+    }
+
+    public func checkHealth() async throws {
+        _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+
+    // MARK: Rows
+
+    private static func insertDevice(
+        _ db: Database, productId: String, name: String, status: DeviceStatus, psk: String?, now: Date,
+        registeredAt: Date? = nil
+    ) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO devices (product_id, name, status, psk, created_at, registered_at, registration_count)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                productId, name, status.rawValue, psk, now.timeIntervalSince1970, registeredAt?.timeIntervalSince1970,
+                registeredAt == nil ? 0 : 1,
+            ])
+        try db.execute(sql: "UPDATE products SET device_count = device_count + 1 WHERE id = ?", arguments: [productId])
+    }
+
+    private static func fetchProduct(_ db: Database, id: String) throws -> Product? {
+        try Row.fetchOne(db, sql: "SELECT * FROM products WHERE id = ?", arguments: [id]).map(product(from:))
+    }
+
+    private static func requireProduct(_ db: Database, id: String) throws -> Product {
+        guard let product = try fetchProduct(db, id: id) else {
+            throw StoreError(.productNotFound, "product \(id) does not exist")
+        }
+        return product
+    }
+
+    private static func fetchDevice(_ db: Database, productId: String, name: String) throws -> Device? {
+        try Row.fetchOne(
+            db, sql: "SELECT * FROM devices WHERE product_id = ? AND name = ?", arguments: [productId, name]
+        ).map(device(from:))
+    }
+
+    private static func requireDevice(_ db: Database, productId: String, name: String) throws -> Device {
+        guard let device = try fetchDevice(db, productId: productId, name: name) else {
+            throw StoreError(.deviceNotFound, "device \(name) does not exist in product \(productId)")
+        }
+        return device
+    }
+
+    private static func product(from row: Row) -> Product {
+        Product(
+            id: row["id"], name: row["name"], authType: AuthType(rawValue: row["auth_type"]) ?? .key,
+            secret: row["secret"], dynamicRegistration: row["dynamic_registration"], autoCreate: row["auto_create"],
+            deviceQuota: row["device_quota"], allowClocklessDevices: row["allow_clockless"],
+            deviceCount: row["device_count"], createdAt: Date(timeIntervalSince1970: row["created_at"]))
+    }
+
+    private static func device(from row: Row) -> Device {
+        Device(
+            productId: row["product_id"], name: row["name"],
+            status: DeviceStatus(rawValue: row["status"]) ?? .created, psk: row["psk"],
+            createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            registeredAt: (row["registered_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+            activatedAt: (row["activated_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+            registrationCount: row["registration_count"])
+    }
+}

@@ -1,0 +1,138 @@
+import DynRegProtocol
+import DynRegServer
+import DynRegStore
+import Foundation
+import Testing
+
+@Suite("Admin API, HTTPS and restarts")
+struct AdminAndLifecycleTests {
+    @Test("admin API: no token 401, wrong token 401, right token 200")
+    func tokens() async throws {
+        try await TestServer.with { server in
+            let none = try await server.admin(.GET, "/products", token: nil)
+            #expect(none.status == 401)
+            #expect((none.json["error"] as? [String: Any])?["code"] as? String == "Unauthorized")
+            let wrong = try await server.admin(.GET, "/products", token: "not-the-token")
+            #expect(wrong.status == 401)
+            let right = try await server.admin(.GET, "/products")
+            #expect(right.status == 200)
+            #expect(right.json["products"] is [Any])
+        }
+    }
+
+    @Test("admin API: products and devices lifecycle")
+    func lifecycle() async throws {
+        try await TestServer.with { server in
+            let missingName = try await server.admin(.POST, "/products", json: "{}")
+            #expect(missingName.status == 400)
+            let badBody = try await server.admin(.POST, "/products", json: "not json")
+            #expect(badBody.status == 400)
+            let product = try await server.createProduct(#"{"name":"meters","authType":"key","deviceQuota":10}"#)
+            let list = try await server.admin(.GET, "/products")
+            let listed = try #require((list.json["products"] as? [[String: Any]])?.first)
+            #expect(listed["productSecret"] == nil)
+            let updated = try await server.admin(.PATCH, "/products/\(product.id)", json: #"{"autoCreate":false,"deviceQuota":null}"#)
+            #expect(updated.json["autoCreate"] as? Bool == false)
+            #expect(updated.json["deviceQuota"] is NSNull)
+            let rotated = try await server.admin(.POST, "/products/\(product.id)/rotate-secret")
+            let newSecret = try #require(rotated.json["productSecret"] as? String)
+            #expect(newSecret != product.secret)
+            #expect(newSecret.count >= 16)
+            for name in ["a1", "a2", "a3"] {
+                let created = try await server.admin(.POST, "/products/\(product.id)/devices", json: #"{"deviceName":"\#(name)"}"#)
+                #expect(created.status == 201)
+            }
+            let duplicate = try await server.admin(.POST, "/products/\(product.id)/devices", json: #"{"deviceName":"a1"}"#)
+            #expect(duplicate.status == 409)
+            let badName = try await server.admin(.POST, "/products/\(product.id)/devices", json: #"{"deviceName":"a b"}"#)
+            #expect(badName.status == 400)
+            // The old secret stops working, the new one works.
+            let old = try await server.register(productId: product.id, deviceName: "a1", secret: product.secret)
+            #expect(old.errorCode == "AuthFailure.SignatureFailure")
+            let new = try await server.register(productId: product.id, deviceName: "a1", secret: newSecret)
+            #expect(new.errorCode == nil)
+            let page1 = try await server.admin(.GET, "/products/\(product.id)/devices?limit=2")
+            #expect((page1.json["devices"] as? [Any])?.count == 2)
+            let cursor = try #require(page1.json["nextCursor"] as? String)
+            let page2 = try await server.admin(.GET, "/products/\(product.id)/devices?limit=2&after=\(cursor)")
+            #expect((page2.json["devices"] as? [[String: Any]])?.map { $0["deviceName"] as? String } == ["a3"])
+            let registered = try await server.admin(.GET, "/products/\(product.id)/devices?status=registered")
+            #expect((registered.json["devices"] as? [[String: Any]])?.map { $0["deviceName"] as? String } == ["a1"])
+            let badStatus = try await server.admin(.GET, "/products/\(product.id)/devices?status=bogus")
+            #expect(badStatus.status == 400)
+            let events = try await server.admin(.GET, "/products/\(product.id)/events")
+            let outcomes = (events.json["events"] as? [[String: Any]])?.map { $0["outcome"] as? String }
+            #expect(outcomes == ["Success", "AuthFailure.SignatureFailure"])
+            let event = try #require((events.json["events"] as? [[String: Any]])?.first)
+            #expect(event["remoteAddress"] as? String == "127.0.0.1")
+            #expect(event["endpoint"] as? String == "/device/register")
+            let deleted = try await server.admin(.DELETE, "/products/\(product.id)/devices/a2")
+            #expect(deleted.status == 204)
+            let gone = try await server.admin(.GET, "/products/\(product.id)/devices/a2")
+            #expect(gone.status == 404)
+            let show = try await server.admin(.GET, "/products/\(product.id)")
+            #expect(show.json["deviceCount"] as? Int == 2)
+            let deleteProduct = try await server.admin(.DELETE, "/products/\(product.id)")
+            #expect(deleteProduct.status == 204)
+            let missing = try await server.admin(.GET, "/products/\(product.id)")
+            #expect(missing.status == 404)
+            let unknownRegistration = try await server.register(productId: product.id, deviceName: "a1", secret: newSecret)
+            #expect(unknownRegistration.errorCode == "ResourceNotFound.ProductNotExist")
+        }
+    }
+
+    @Test("health answers ok")
+    func health() async throws {
+        try await TestServer.with { server in
+            let answer = try await server.send(.GET, "/health")
+            #expect(answer.status == 200)
+            #expect(answer.text == #"{"status":"ok"}"#)
+        }
+    }
+
+    @Test("restarting keeps products, devices and credentials")
+    func restart() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-restart-\(UUID().uuidString)")
+        let (product, psk) = try await TestServer.with(directory: directory) { server in
+            let product = try await server.createProduct()
+            let psk = try #require(try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
+                .credential(secret: product.secret).psk)
+            return (product, psk)
+        }
+        try await TestServer.with(directory: directory) { server in
+            let show = try await server.admin(.GET, "/products/\(product.id)")
+            #expect(show.json["productSecret"] as? String == product.secret)
+            let device = try await server.admin(.GET, "/products/\(product.id)/devices/d")
+            #expect(device.json["status"] as? String == "registered")
+            let credentials = try MQTTCredentials.derive(
+                productId: product.id, deviceName: "d", psk: psk, expiry: Int64(Date().timeIntervalSince1970) + 60)
+            let auth = try await server.send(.POST, "/device/auth", body: Array(#"{"clientid":"\#(credentials.clientId)","username":"\#(credentials.username)","password":"\#(credentials.password)"}"#.utf8))
+            #expect(auth.json["result"] as? String == "allow")
+        }
+    }
+
+    @Test("HTTPS with a self-signed certificate")
+    func https() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let cert = directory.appendingPathComponent("cert.pem").path
+        let key = directory.appendingPathComponent("key.pem").path
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        openssl.arguments = [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+        ]
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        #expect(openssl.terminationStatus == 0)
+        try await TestServer.with(directory: directory, configure: { $0.tls = .init(certificatePath: cert, keyPath: key) }) { server in
+            #expect(server.baseURL.hasPrefix("https://"))
+            let product = try await server.createProduct()
+            let answer = try await server.register(productId: product.id, deviceName: "tls-device", secret: product.secret)
+            #expect(answer.errorCode == nil, "\(answer.text)")
+            #expect(try answer.credential(secret: product.secret).psk != nil)
+        }
+    }
+}

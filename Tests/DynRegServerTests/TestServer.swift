@@ -1,0 +1,185 @@
+import AsyncHTTPClient
+import DynRegProtocol
+import DynRegServer
+import DynRegStore
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import ServiceLifecycle
+import Testing
+
+/// A real `dynreg` server on a loopback port with a real SQLite file in a fresh directory.
+struct TestServer {
+    static let adminToken = "test-admin-token-0123456789"
+
+    let baseURL: String
+    let port: Int
+    let store: SQLiteStore
+    let directory: URL
+    let client: HTTPClient
+
+    /// Starts a server, runs `body`, and shuts the server down.
+    static func with<T>(
+        directory: URL? = nil,
+        configure: (inout ServerConfiguration) -> Void = { _ in },
+        _ body: (TestServer) async throws -> T
+    ) async throws -> T {
+        let directory = directory ?? FileManager.default.temporaryDirectory
+            .appendingPathComponent("dynreg-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        var configuration = ServerConfiguration(adminToken: adminToken)
+        configuration.port = 0
+        configure(&configuration)
+        var logger = Logger(label: "dynreg-test")
+        logger.logLevel = .warning
+        let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let app = try buildApplication(configuration: configuration, store: store, logger: logger) { port in
+            portContinuation.yield(port)
+        }
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = portStream.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw TestFailure("server did not start") }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.certificateVerification = .none
+            let client = HTTPClient(
+                eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+            let scheme = configuration.tls == nil ? "http" : "https"
+            let server = TestServer(
+                baseURL: "\(scheme)://127.0.0.1:\(port)", port: port, store: store, directory: directory, client: client)
+            do {
+                let result = try await body(server)
+                try await client.shutdown()
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+                return result
+            } catch {
+                try? await client.shutdown()
+                await group.triggerGracefulShutdown()
+                tasks.cancelAll()
+                throw error
+            }
+        }
+    }
+
+    // MARK: HTTP
+
+    struct Answer {
+        var status: Int
+        var body: [UInt8]
+        var headers: HTTPHeaders
+        var json: [String: Any] {
+            (try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]) ?? [:]
+        }
+        var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    func send(
+        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil
+    ) async throws -> Answer {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let buffer = try await response.body.collect(upTo: 1 << 20)
+        return Answer(status: Int(response.status.code), body: Array(buffer: buffer), headers: response.headers)
+    }
+
+    func admin(_ method: HTTPMethod, _ path: String, json: String? = nil, token: String? = adminToken) async throws
+        -> Answer
+    {
+        var headers: [(String, String)] = [("Content-Type", "application/json")]
+        if let token { headers.append(("Authorization", "Bearer \(token)")) }
+        return try await send(method, "/admin/v1" + path, headers: headers, body: json.map { Array($0.utf8) })
+    }
+
+    /// Creates a product through the admin API and returns (productId, productSecret).
+    func createProduct(_ json: String = #"{"name":"test"}"#) async throws -> (id: String, secret: String) {
+        let answer = try await admin(.POST, "/products", json: json)
+        #expect(answer.status == 201)
+        let object = answer.json
+        guard let id = object["productId"] as? String, let secret = object["productSecret"] as? String else {
+            throw TestFailure("product creation answered \(answer.text)")
+        }
+        return (id, secret)
+    }
+
+    // MARK: Device requests
+
+    /// Signs and sends `POST /device/register` as an SDK would.
+    func register(
+        productId: String, deviceName: String, secret: String, algorithm: DynRegProtocol.SignatureAlgorithm = .hmacSHA256,
+        bodyHash: BodyHash? = nil, signedHost: String = "127.0.0.1", hostHeader: String? = nil,
+        timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max)),
+        body: [UInt8]? = nil, algorithmHeader: String? = nil
+    ) async throws -> Answer {
+        let bytes = body ?? RegistrationRequestBody(productId: productId, deviceName: deviceName).encodedJSON()
+        let signed = SignedRequest(
+            canonicalHost: signedHost, algorithm: algorithm, timestamp: String(timestamp), nonce: String(nonce),
+            body: bytes)
+        var headers = [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("X-TC-Algorithm", algorithmHeader ?? algorithm.name),
+            ("X-TC-Timestamp", String(timestamp)),
+            ("X-TC-Nonce", String(nonce)),
+            ("X-TC-Signature", signed.signature(productSecret: secret, bodyHash: bodyHash)),
+        ]
+        if let hostHeader { headers.append(("Host", hostHeader)) }
+        return try await send(.POST, RegistrationPath.current, headers: headers, body: bytes)
+    }
+
+    /// Signs and sends the legacy `POST /register/dev` as the C SDK does.
+    func registerLegacy(
+        productId: String, deviceName: String, secret: String,
+        timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max))
+    ) async throws -> Answer {
+        let signed = LegacySignedRequest(productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce)
+        let body = LegacyRegistrationRequestBody(signed: signed, signature: signed.signature(productSecret: secret))
+        return try await send(
+            .POST, RegistrationPath.legacy, headers: [("Content-Type", "application/x-www-form-urlencoded")],
+            body: body.encodedJSON())
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension TestServer.Answer {
+    /// The v2 error code, or nil on success.
+    var errorCode: String? {
+        ((json["Response"] as? [String: Any])?["Error"] as? [String: Any])?["Code"] as? String
+    }
+
+    /// Decrypts a v2 success into the credential.
+    func credential(secret: String) throws -> DeviceCredential {
+        guard case .success(let payload, _) = try RegistrationReply(decoding: body) else {
+            throw TestFailure("expected success, got \(text)")
+        }
+        return try DeviceCredential(
+            decoding: PayloadCipher.decrypt(payload: payload.payload, length: payload.length, productSecret: secret))
+    }
+
+    var legacyCode: Int? { json["code"] as? Int }
+
+    func legacyCredential(secret: String) throws -> DeviceCredential {
+        guard case .success(let payload, _) = try LegacyRegistrationReply(decoding: body) else {
+            throw TestFailure("expected success, got \(text)")
+        }
+        return try DeviceCredential(
+            decoding: PayloadCipher.decrypt(payload: payload.payload, length: payload.length, productSecret: secret))
+    }
+}
+
+extension DeviceCredential {
+    var psk: String? {
+        if case .key(let psk) = self { return psk }
+        return nil
+    }
+}
