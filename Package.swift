@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.30.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // The wire format: pure, Sendable, swift-crypto only.
@@ -42,12 +45,35 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The same store protocol on PostgreSQL, for several server instances.
+        .target(
+            name: "DynRegPostgres",
+            dependencies: [
+                "DynRegProtocol",
+                "DynRegStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Per-product certificate authorities: device certificates, CSRs, revocation, CRLs.
+        .target(
+            name: "DynRegCA",
+            dependencies: [
+                "DynRegProtocol",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The registration service: device endpoints, activation hook, admin API.
         .target(
             name: "DynRegServer",
             dependencies: [
                 "DynRegProtocol",
                 "DynRegStore",
+                "DynRegCA",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -71,7 +97,9 @@ let package = Package(
                 "DynRegStore",
                 "DynRegServer",
                 "DynRegClient",
+                "DynRegPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -84,6 +112,15 @@ let package = Package(
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             resources: [.copy("Resources")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DynRegStoreTests",
+            dependencies: [
+                "DynRegProtocol",
+                "DynRegStore",
+                "DynRegPostgres",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,1 @@
+// PostgreSQL store: see PostgresStore.swift.
