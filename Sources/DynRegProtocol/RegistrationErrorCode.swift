@@ -55,9 +55,6 @@ public struct RegistrationErrorCode: Sendable, Hashable, CustomStringConvertible
     public static let csrSubjectMismatch = Self(
         "InvalidParameterValue.CsrSubjectMismatch", legacy: 1031,
         message: "the CSR subject common name must be the product id followed by the device name")
-    public static let authTypeUnsupported = Self(
-        "UnsupportedOperation.AuthTypeUnsupported", legacy: 1040,
-        message: "this server cannot issue credentials for the product's authentication type yet")
     public static let requestLimitExceeded = Self(
         "RequestLimitExceeded", legacy: 1090, message: "too many requests; retry later", retryable: true)
     public static let internalError = Self(
@@ -67,7 +64,7 @@ public struct RegistrationErrorCode: Sendable, Hashable, CustomStringConvertible
     public static let all: [Self] = [
         .invalidParameter, .deviceNameInvalid, .productNotExist, .dynamicRegistrationDisabled,
         .signatureFailure, .signatureExpire, .nonceReused, .deviceNotExist, .deviceAlreadyActivated,
-        .deviceQuota, .csrInvalid, .csrSubjectMismatch, .authTypeUnsupported, .requestLimitExceeded, .internalError,
+        .deviceQuota, .csrInvalid, .csrSubjectMismatch, .requestLimitExceeded, .internalError,
     ]
 
     /// The code for a legacy numeric code, if it is one of ours.

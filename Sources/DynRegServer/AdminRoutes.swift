@@ -1,3 +1,4 @@
+import DynRegCA
 import DynRegProtocol
 import DynRegStore
 import Foundation
@@ -9,6 +10,7 @@ import NIOCore
 struct AdminRoutes<Store: RegistrationStore>: Sendable {
     let store: Store
     let token: String
+    let authorities: CertificateAuthorities
 
     func register(on group: RouterGroup<DynRegRequestContext>) {
         group.add(middleware: BearerTokenMiddleware(token: token))
@@ -21,11 +23,23 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
             if let quota = input.deviceQuota, quota < 0 {
                 throw AdminError(.badRequest, "InvalidQuota", "deviceQuota must be zero or more")
             }
+            let id = Secrets.productId()
+            let authType = input.authType ?? .key
+            var stored: StoredCertificateAuthority?
+            if authType == .certificate {
+                let validity = input.certificateValidityDays ?? 3650
+                guard (1...36_500).contains(validity) else {
+                    throw AdminError(.badRequest, "InvalidValidity", "certificateValidityDays must be 1-36500")
+                }
+                stored = try makeAuthority(productId: id, input: input, validityDays: validity)
+            } else if input.caCertificatePem != nil || input.caPrivateKeyPem != nil || input.caKeyType != nil {
+                throw AdminError(.badRequest, "InvalidAuthType", "CA settings apply to certificate products only")
+            }
             let product = Product(
-                id: Secrets.productId(), name: name, authType: input.authType ?? .key, secret: Secrets.productSecret(),
+                id: id, name: name, authType: authType, secret: Secrets.productSecret(),
                 dynamicRegistration: input.dynamicRegistration ?? true, autoCreate: input.autoCreate ?? true,
                 deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices ?? false,
-                deviceCount: 0, createdAt: Date())
+                deviceCount: 0, createdAt: Date(), certificateAuthority: stored)
             let created = try await mapped { try await store.createProduct(product) }
             return EditedResponse(status: .created, response: ProductView(created, includeSecret: true))
         }
@@ -112,12 +126,81 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
             let name = try context.parameters.require("deviceName")
             return DeviceView(try await mapped { try await store.activateDevice(productId: id, deviceName: name, now: Date()) })
         }
+        group.get("/products/{productId}/ca") { _, context -> Response in
+            let product = try await certificateProduct(try context.parameters.require("productId"))
+            return Response.pem(product.certificateAuthority?.certificatePEM ?? "")
+        }
+        group.get("/products/{productId}/crl") { _, context -> Response in
+            let product = try await certificateProduct(try context.parameters.require("productId"))
+            guard let authority = try? authorities.authority(for: product) else {
+                throw AdminError(.internalServerError, "InternalError", "the product CA could not be opened")
+            }
+            let revoked = try await mapped { try await store.revokedCertificates(productId: product.id) }
+            let now = Date()
+            // Seconds since the epoch: increasing across restarts and instances without shared state.
+            let crl = try authority.crl(
+                revoked: revoked.map { ($0.serial, $0.revokedAt ?? now) }, number: Int(now.timeIntervalSince1970),
+                now: now)
+            return Response.pem(crl)
+        }
+        group.get("/products/{productId}/devices/{deviceName}/certificates") { _, context -> CertificateList in
+            let id = try context.parameters.require("productId")
+            let name = try context.parameters.require("deviceName")
+            let certificates = try await mapped { try await store.certificates(productId: id, deviceName: name) }
+            return CertificateList(certificates: certificates.map(CertificateView.init))
+        }
+        group.post("/products/{productId}/certificates/{serial}/revoke") { _, context -> CertificateView in
+            let id = try context.parameters.require("productId")
+            let serial = try context.parameters.require("serial")
+            return CertificateView(try await mapped { try await store.revokeCertificate(productId: id, serial: serial, now: Date()) })
+        }
         group.get("/products/{productId}/events") { request, context -> EventList in
             let id = try context.parameters.require("productId")
             let limit = min(max(request.uri.queryParameters["limit"].flatMap { Int(String($0)) } ?? 100, 1), 1000)
             guard try await mapped({ try await store.product(id: id) }) != nil else { throw AdminError.productNotFound(id) }
             let events = try await mapped { try await store.events(productId: id, limit: limit) }
             return EventList(events: events.map(EventView.init))
+        }
+    }
+
+    private func certificateProduct(_ id: String) async throws -> Product {
+        guard let product = try await mapped({ try await store.product(id: id) }) else {
+            throw AdminError.productNotFound(id)
+        }
+        guard product.certificateAuthority != nil else {
+            throw AdminError(.notFound, "NotFound", "product \(id) uses key authentication and has no CA")
+        }
+        return product
+    }
+
+    private func makeAuthority(productId: String, input: ProductCreateInput, validityDays: Int) throws
+        -> StoredCertificateAuthority
+    {
+        let authority: ProductCertificateAuthority
+        switch (input.caCertificatePem, input.caPrivateKeyPem) {
+        case (let certificate?, let key?):
+            do {
+                authority = try ProductCertificateAuthority(certificatePEM: certificate, privateKeyPEM: key)
+            } catch {
+                throw AdminError(.badRequest, "InvalidCertificateAuthority", error.description)
+            }
+        case (nil, nil):
+            guard let keyType = CAKeyType(rawValue: input.caKeyType ?? "p256") else {
+                throw AdminError(.badRequest, "InvalidKeyType", "caKeyType must be p256, p384 or rsa2048")
+            }
+            do {
+                authority = try ProductCertificateAuthority.create(productId: productId, keyType: keyType)
+            } catch {
+                throw AdminError(.internalServerError, "InternalError", "the CA could not be created")
+            }
+        default:
+            throw AdminError(
+                .badRequest, "InvalidCertificateAuthority", "caCertificatePem and caPrivateKeyPem go together")
+        }
+        do {
+            return try authorities.stored(authority, productId: productId, validityDays: validityDays)
+        } catch {
+            throw AdminError(.internalServerError, "InternalError", "the CA key could not be sealed")
         }
     }
 
@@ -138,6 +221,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
             case .productNotFound, .deviceNotFound: throw AdminError(.notFound, "NotFound", error.message)
             case .deviceExists, .productExists: throw AdminError(.conflict, "Conflict", error.message)
             case .quotaExceeded: throw AdminError(.conflict, RegistrationErrorCode.deviceQuota.code, error.message)
+            case .certificateNotFound: throw AdminError(.notFound, "NotFound", error.message)
             case .invalidInput: throw AdminError(.badRequest, "InvalidInput", error.message)
             case .unavailable: throw AdminError(.serviceUnavailable, "Unavailable", error.message)
             }
@@ -210,6 +294,10 @@ struct ProductCreateInput: Decodable {
     var autoCreate: Bool?
     var deviceQuota: Int?
     var allowClocklessDevices: Bool?
+    var caKeyType: String?
+    var certificateValidityDays: Int?
+    var caCertificatePem: String?
+    var caPrivateKeyPem: String?
 }
 
 struct ProductUpdateInput: Decodable {
@@ -251,6 +339,8 @@ struct ProductView: ResponseEncodable {
     var allowClocklessDevices: Bool
     var deviceCount: Int
     var createdAt: Date
+    var caKeyType: String?
+    var certificateValidityDays: Int?
 
     init(_ product: Product, includeSecret: Bool) {
         productId = product.id
@@ -263,6 +353,8 @@ struct ProductView: ResponseEncodable {
         allowClocklessDevices = product.allowClocklessDevices
         deviceCount = product.deviceCount
         createdAt = product.createdAt
+        caKeyType = product.certificateAuthority?.keyType
+        certificateValidityDays = product.certificateAuthority?.certificateValidityDays
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -277,11 +369,13 @@ struct ProductView: ResponseEncodable {
         try container.encode(allowClocklessDevices, forKey: .allowClocklessDevices)
         try container.encode(deviceCount, forKey: .deviceCount)
         try container.encode(createdAt, forKey: .createdAt)
+        try container.encodeIfPresent(caKeyType, forKey: .caKeyType)
+        try container.encodeIfPresent(certificateValidityDays, forKey: .certificateValidityDays)
     }
 
     enum CodingKeys: String, CodingKey {
         case productId, name, authType, productSecret, dynamicRegistration, autoCreate, deviceQuota
-        case allowClocklessDevices, deviceCount, createdAt
+        case allowClocklessDevices, deviceCount, createdAt, caKeyType, certificateValidityDays
     }
 }
 
@@ -342,4 +436,40 @@ struct EventView: ResponseEncodable {
 
 struct EventList: ResponseEncodable {
     var events: [EventView]
+}
+
+struct CertificateView: ResponseEncodable {
+    var serial: String
+    var deviceName: String
+    var fingerprint: String
+    var notBefore: Date
+    var notAfter: Date
+    var issuedAt: Date
+    var revokedAt: Date?
+    var status: String
+    var certificatePem: String
+
+    init(_ certificate: DeviceCertificate) {
+        serial = certificate.serial
+        deviceName = certificate.deviceName
+        fingerprint = certificate.fingerprint
+        notBefore = certificate.notBefore
+        notAfter = certificate.notAfter
+        issuedAt = certificate.issuedAt
+        revokedAt = certificate.revokedAt
+        status = certificate.revokedAt == nil ? "valid" : "revoked"
+        certificatePem = certificate.pem
+    }
+}
+
+struct CertificateList: ResponseEncodable {
+    var certificates: [CertificateView]
+}
+
+extension Response {
+    static func pem(_ text: String) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "application/x-pem-file"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
 }

@@ -38,8 +38,10 @@ public func buildApplication<Store: RegistrationStore>(
     logger: Logger,
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> some ApplicationProtocol {
+    let authorities = CertificateAuthorities(masterKey: configuration.masterKey)
     let service = RegistrationService<Store>(
-        store: store, timestampWindow: configuration.timestampWindow, publicHosts: configuration.publicHosts)
+        store: store, timestampWindow: configuration.timestampWindow, publicHosts: configuration.publicHosts,
+        authorities: authorities)
     let router = Router(context: DynRegRequestContext.self)
     router.add(middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization]))
     DeviceRoutes<Store>(service: service, maxBodySize: configuration.maxDeviceBodySize).register(on: router)
@@ -51,7 +53,7 @@ public func buildApplication<Store: RegistrationStore>(
             return .json(status: .serviceUnavailable, #"{"status":"unavailable"}"#)
         }
     }
-    AdminRoutes<Store>(store: store, token: configuration.adminToken).register(on: router.group("/admin/v1"))
+    AdminRoutes<Store>(store: store, token: configuration.adminToken, authorities: authorities).register(on: router.group("/admin/v1"))
 
     let server: HTTPServerBuilder
     if let tls = configuration.tls {

@@ -51,7 +51,8 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
                 return .json(status: .ok, #"{"result":"deny"}"#)
             }
             let allowed = await service.authenticate(
-                clientId: auth.clientid, username: auth.username, password: auth.password, logger: context.logger)
+                clientId: auth.clientid, username: auth.username ?? "", password: auth.password ?? "",
+                certificate: auth.certificate, fingerprint: auth.fingerprint, logger: context.logger)
             return .json(status: .ok, allowed ? #"{"result":"allow"}"# : #"{"result":"deny"}"#)
         }
     }
@@ -75,8 +76,11 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     }
 }
 
+/// EMQX HTTP authentication body; `certificate` (peer PEM) or `fingerprint` replace the password for certificate devices.
 private struct AuthRequest: Decodable {
     var clientid: String
-    var username: String
-    var password: String
+    var username: String?
+    var password: String?
+    var certificate: String?
+    var fingerprint: String?
 }

@@ -1,3 +1,5 @@
+import Crypto
+import DynRegCA
 public import DynRegProtocol
 public import DynRegStore
 public import Foundation
@@ -37,14 +39,17 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
     public let store: Store
     public let timestampWindow: Int64
     public let publicHosts: [String]
+    let authorities: CertificateAuthorities
     let clock: @Sendable () -> Date
 
-    public init(
-        store: Store, timestampWindow: Int64, publicHosts: [String], clock: @escaping @Sendable () -> Date = Date.init
+    init(
+        store: Store, timestampWindow: Int64, publicHosts: [String], authorities: CertificateAuthorities,
+        clock: @escaping @Sendable () -> Date = Date.init
     ) {
         self.store = store
         self.timestampWindow = timestampWindow
         self.publicHosts = publicHosts
+        self.authorities = authorities
         self.clock = clock
     }
 
@@ -75,7 +80,8 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
         let signed = SignedRequest(
             canonicalHost: "", algorithm: algorithm, timestamp: timestampText, nonce: nonceText, body: input.body)
         let result = await admit(
-            productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce, logger: logger
+            productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce, csr: body.csr,
+            logger: logger
         ) { secret in
             var candidate = signed
             return hosts.contains { host in
@@ -97,7 +103,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
         let signed = body.signed
         let result = await admit(
             productId: signed.productId, deviceName: signed.deviceName, timestamp: signed.timestamp,
-            nonce: signed.nonce, logger: logger
+            nonce: signed.nonce, csr: nil, logger: logger
         ) { secret in
             signed.verify(signature: body.signature, productSecret: secret)
         }
@@ -109,7 +115,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
     /// The checks both protocols share, in an order that reveals nothing to a caller without the product secret
     /// beyond whether the product exists.
     private func admit(
-        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, logger: Logger,
+        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, csr: String?, logger: Logger,
         verify: (String) -> Bool
     ) async -> RegistrationResult {
         guard DeviceNameRules.isValid(deviceName) else { return .refused(.deviceNameInvalid) }
@@ -128,24 +134,71 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
                 replayExpiry = Date(timeIntervalSince1970: TimeInterval(timestamp + timestampWindow + 1))
             }
             guard product.dynamicRegistration else { return .refused(.dynamicRegistrationDisabled) }
-            guard product.authType == .key else {
-                return .refused(.authTypeUnsupported)
+            let credential: DeviceCredential
+            let issued: IssuedCredential
+            switch product.authType {
+            case .key:
+                let psk = Secrets.psk()
+                credential = .key(psk: psk)
+                issued = .key(psk: psk)
+            case .certificate:
+                switch try certify(product: product, deviceName: deviceName, csr: csr, now: now) {
+                case .success(let pair):
+                    (credential, issued) = pair
+                case .failure(let code):
+                    return .refused(code)
+                }
             }
-            let psk = Secrets.psk()
             let decision = try await store.register(
                 RegistrationAttempt(
                     productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce,
-                    replayExpiry: replayExpiry, psk: psk, now: now))
+                    replayExpiry: replayExpiry, credential: issued, now: now))
             switch decision {
             case .rejected(let code):
                 return .refused(code)
             case .issued:
-                return .issued(try DeviceCredential.key(psk: psk).encrypted(productSecret: product.secret))
+                return .issued(try credential.encrypted(productSecret: product.secret))
             }
         } catch {
             logger.error("registration failed in the store", metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"])
             return .refused(.internalError)
         }
+    }
+
+    private enum Certification {
+        case success((DeviceCredential, IssuedCredential))
+        case failure(RegistrationErrorCode)
+    }
+
+    /// Issues a certificate: for the CSR's key when the device sent one (its key never leaves it), else for a new key.
+    private func certify(product: Product, deviceName: String, csr: String?, now: Date) throws -> Certification {
+        guard let authority = try authorities.authority(for: product) else {
+            throw CertificateAuthorityError(.notACertificateAuthority)
+        }
+        let commonName = product.id + deviceName
+        let validity = product.certificateAuthority?.certificateValidityDays ?? 3650
+        let certificate: IssuedCertificate
+        let clientKey: String
+        if let csr {
+            do {
+                let publicKey = try ProductCertificateAuthority.verifyCSR(pem: csr, expectedCommonName: commonName)
+                certificate = try authority.issue(commonName: commonName, publicKey: publicKey, validityDays: validity, now: now)
+            } catch let error {
+                switch error.code {
+                case .csrSubjectMismatch: return .failure(.csrSubjectMismatch)
+                case .csrInvalid, .csrSignatureInvalid: return .failure(.csrInvalid)
+                default: throw error
+                }
+            }
+            clientKey = ""
+        } else {
+            (certificate, clientKey) = try authority.issueWithNewKey(commonName: commonName, validityDays: validity, now: now)
+        }
+        let record = DeviceCertificate(
+            serial: certificate.serialHex, productId: product.id, deviceName: deviceName,
+            fingerprint: certificate.fingerprint, pem: certificate.pem, notBefore: certificate.notBefore,
+            notAfter: certificate.notAfter, issuedAt: now)
+        return .success((.certificate(clientCert: certificate.pem, clientKey: clientKey), .certificate(record)))
     }
 
     private func audit(
@@ -173,7 +226,13 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
     // MARK: MQTT broker hook
 
     /// Checks MQTT credentials derived from a psk (PROTOCOL.md §4); the first success activates the device.
-    public func authenticate(clientId: String, username: String, password: String, logger: Logger) async -> Bool {
+    public func authenticate(
+        clientId: String, username: String, password: String, certificate: String? = nil, fingerprint: String? = nil,
+        logger: Logger
+    ) async -> Bool {
+        if certificate != nil || fingerprint != nil {
+            return await authenticate(clientId: clientId, certificatePEM: certificate, fingerprint: fingerprint, logger: logger)
+        }
         guard let parsed = MQTTUsername(username), parsed.clientId == clientId else { return false }
         guard parsed.expiry >= Int64(clock().timeIntervalSince1970) else { return false }
         do {
@@ -199,4 +258,43 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
             return false
         }
     }
+
+    /// The certificate alternative: the broker passes the peer certificate (PEM) or its SHA-256 fingerprint.
+    private func authenticate(clientId: String, certificatePEM: String?, fingerprint: String?, logger: Logger) async
+        -> Bool
+    {
+        var wanted: String
+        if let certificatePEM {
+            guard let der = pemBody(certificatePEM) else { return false }
+            wanted = SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
+        } else if let fingerprint {
+            wanted = fingerprint.lowercased().filter { $0 != ":" }
+        } else {
+            return false
+        }
+        do {
+            let now = clock()
+            guard let stored = try await store.certificate(fingerprint: wanted), stored.revokedAt == nil,
+                stored.notBefore <= now, now <= stored.notAfter, stored.productId + stored.deviceName == clientId,
+                let device = try await store.device(productId: stored.productId, deviceName: stored.deviceName)
+            else { return false }
+            if device.status != .activated {
+                _ = try await store.activateDevice(productId: stored.productId, deviceName: stored.deviceName, now: now)
+                logger.info("device activated", metadata: ["dynreg.product.id": "\(stored.productId)"])
+            }
+            return true
+        } catch {
+            logger.error("certificate authentication failed in the store")
+            return false
+        }
+    }
+}
+
+/// The DER bytes of the first PEM block.
+func pemBody(_ pem: String) -> Data? {
+    let lines = pem.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+    guard let start = lines.firstIndex(where: { $0.hasPrefix("-----BEGIN ") }),
+        let end = lines[start...].firstIndex(where: { $0.hasPrefix("-----END ") })
+    else { return nil }
+    return Data(base64Encoded: lines[(start + 1)..<end].joined())
 }

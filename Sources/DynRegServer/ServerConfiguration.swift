@@ -1,3 +1,4 @@
+public import DynRegCA
 public import Foundation
 
 /// How `dynreg serve` runs. Only the command line reads flags and the environment; this is what it produces.
@@ -14,6 +15,8 @@ public struct ServerConfiguration: Sendable {
     public var tls: TLSFiles?
     /// The bearer token of the admin API. Secret: never logged.
     public var adminToken: String
+    /// Seals product CA keys at rest. Every instance on one database needs the same key.
+    public var masterKey: MasterKey
     /// Largest device request body accepted.
     public var maxDeviceBodySize: Int = 4096
 
@@ -28,7 +31,8 @@ public struct ServerConfiguration: Sendable {
 
     public static let defaultPublicHosts = ["ap-guangzhou.gateway.tencentdevices.com"]
 
-    public init(adminToken: String) {
+    public init(adminToken: String, masterKey: MasterKey) {
         self.adminToken = adminToken
+        self.masterKey = masterKey
     }
 }

@@ -23,10 +23,13 @@ public struct Product: Sendable, Hashable {
     public var allowClocklessDevices: Bool
     public var deviceCount: Int
     public var createdAt: Date
+    /// The CA of a certificate-auth product; `nil` for key-auth products.
+    public var certificateAuthority: StoredCertificateAuthority?
 
     public init(
         id: String, name: String, authType: AuthType, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
-        deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date
+        deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date,
+        certificateAuthority: StoredCertificateAuthority? = nil
     ) {
         self.id = id
         self.name = name
@@ -38,7 +41,62 @@ public struct Product: Sendable, Hashable {
         self.allowClocklessDevices = allowClocklessDevices
         self.deviceCount = deviceCount
         self.createdAt = createdAt
+        self.certificateAuthority = certificateAuthority
     }
+}
+
+/// A product CA as stored: the private key only ever sealed under the server's master key.
+public struct StoredCertificateAuthority: Sendable, Hashable {
+    public var certificatePEM: String
+    /// The CA private key, encrypted at rest; opaque to the store.
+    public var sealedPrivateKey: String
+    public var keyType: String
+    /// Validity of the device certificates this CA issues.
+    public var certificateValidityDays: Int
+
+    public init(certificatePEM: String, sealedPrivateKey: String, keyType: String, certificateValidityDays: Int) {
+        self.certificatePEM = certificatePEM
+        self.sealedPrivateKey = sealedPrivateKey
+        self.keyType = keyType
+        self.certificateValidityDays = certificateValidityDays
+    }
+}
+
+/// A device certificate the product CA issued. The device's private key is never stored.
+public struct DeviceCertificate: Sendable, Hashable {
+    /// Lower-case hex of the serial number.
+    public var serial: String
+    public var productId: String
+    public var deviceName: String
+    /// Lower-case hex SHA-256 of the DER certificate.
+    public var fingerprint: String
+    public var pem: String
+    public var notBefore: Date
+    public var notAfter: Date
+    public var issuedAt: Date
+    public var revokedAt: Date?
+
+    public init(
+        serial: String, productId: String, deviceName: String, fingerprint: String, pem: String, notBefore: Date,
+        notAfter: Date, issuedAt: Date, revokedAt: Date? = nil
+    ) {
+        self.serial = serial
+        self.productId = productId
+        self.deviceName = deviceName
+        self.fingerprint = fingerprint
+        self.pem = pem
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+        self.issuedAt = issuedAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// The credential a registration issues.
+public enum IssuedCredential: Sendable, Hashable {
+    case key(psk: String)
+    /// A new certificate; previous unrevoked certificates of the device are revoked in the same transaction.
+    case certificate(DeviceCertificate)
 }
 
 /// The switches an operator may change after creation.
@@ -105,19 +163,19 @@ public struct RegistrationAttempt: Sendable, Hashable {
     /// (devices without a clock, whose replay protection rests on the nonce alone).
     public var replayExpiry: Date?
     /// The credential to issue if the registration is admitted.
-    public var psk: String
+    public var credential: IssuedCredential
     public var now: Date
 
     public init(
-        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, replayExpiry: Date?, psk: String,
-        now: Date
+        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, replayExpiry: Date?,
+        credential: IssuedCredential, now: Date
     ) {
         self.productId = productId
         self.deviceName = deviceName
         self.timestamp = timestamp
         self.nonce = nonce
         self.replayExpiry = replayExpiry
-        self.psk = psk
+        self.credential = credential
         self.now = now
     }
 }
@@ -162,6 +220,7 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
         case deviceExists
         case productExists
         case quotaExceeded
+        case certificateNotFound
         case invalidInput
         case unavailable
     }

@@ -20,7 +20,7 @@ public protocol RegistrationStore: Sendable {
     func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device]
     func device(productId: String, deviceName: String) async throws -> Device?
     func deleteDevice(productId: String, deviceName: String) async throws
-    /// Forgets the credential and activation: the device may register again.
+    /// Forgets the credential and activation (revoking its certificates): the device may register again.
     func resetDevice(productId: String, deviceName: String) async throws -> Device
     /// Marks a registered device activated; returns `nil` if the device does not exist.
     func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device
@@ -31,6 +31,16 @@ public protocol RegistrationStore: Sendable {
 
     /// Removes replay entries that expired before `now`; returns how many.
     func purgeExpiredNonces(now: Date) async throws -> Int
+
+    // MARK: Certificates
+    /// A device's certificates, newest first.
+    func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate]
+    /// Revokes one certificate (idempotent); fails with `certificateNotFound`.
+    func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate
+    /// Every revoked certificate of a product, for its CRL.
+    func revokedCertificates(productId: String) async throws -> [DeviceCertificate]
+    /// Looks a certificate up by its SHA-256 fingerprint (lower-case hex).
+    func certificate(fingerprint: String) async throws -> DeviceCertificate?
 
     // MARK: Audit log
     func recordEvent(_ event: RegistrationEvent) async throws

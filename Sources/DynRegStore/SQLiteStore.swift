@@ -75,6 +75,29 @@ public final class SQLiteStore: RegistrationStore {
                     CREATE INDEX events_by_product ON events(product_id, id);
                     """)
         }
+        migrator.registerMigration("v2: certificate authorities and device certificates") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE products ADD COLUMN ca_certificate TEXT;
+                    ALTER TABLE products ADD COLUMN ca_sealed_key TEXT;
+                    ALTER TABLE products ADD COLUMN ca_key_type TEXT;
+                    ALTER TABLE products ADD COLUMN certificate_validity_days INTEGER;
+                    CREATE TABLE certificates (
+                        serial TEXT NOT NULL,
+                        product_id TEXT NOT NULL,
+                        device_name TEXT NOT NULL,
+                        fingerprint TEXT NOT NULL,
+                        pem TEXT NOT NULL,
+                        not_before REAL NOT NULL,
+                        not_after REAL NOT NULL,
+                        issued_at REAL NOT NULL,
+                        revoked_at REAL,
+                        PRIMARY KEY (product_id, serial)
+                    ) WITHOUT ROWID;
+                    CREATE UNIQUE INDEX certificates_by_fingerprint ON certificates(fingerprint);
+                    CREATE INDEX certificates_by_device ON certificates(product_id, device_name);
+                    """)
+        }
         return migrator
     }
 
@@ -88,13 +111,16 @@ public final class SQLiteStore: RegistrationStore {
             try db.execute(
                 sql: """
                     INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create,
-                        device_quota, allow_clockless, device_count, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
+                        device_quota, allow_clockless, device_count, created_at, ca_certificate, ca_sealed_key,
+                        ca_key_type, certificate_validity_days)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     product.id, product.name, product.authType.rawValue, product.secret, product.dynamicRegistration,
                     product.autoCreate, product.deviceQuota, product.allowClocklessDevices,
-                    product.createdAt.timeIntervalSince1970,
+                    product.createdAt.timeIntervalSince1970, product.certificateAuthority?.certificatePEM,
+                    product.certificateAuthority?.sealedPrivateKey, product.certificateAuthority?.keyType,
+                    product.certificateAuthority?.certificateValidityDays,
                 ])
             return try Self.requireProduct(db, id: product.id)
         }
@@ -144,6 +170,7 @@ public final class SQLiteStore: RegistrationStore {
             _ = try Self.requireProduct(db, id: id)
             try db.execute(sql: "DELETE FROM devices WHERE product_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM nonces WHERE product_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM certificates WHERE product_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM products WHERE id = ?", arguments: [id])
         }
     }
@@ -194,6 +221,7 @@ public final class SQLiteStore: RegistrationStore {
                 sql: "DELETE FROM devices WHERE product_id = ? AND name = ?", arguments: [productId, deviceName])
             try db.execute(
                 sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ?", arguments: [productId, deviceName])
+            try Self.revokeActiveCertificates(db, productId: productId, deviceName: deviceName, now: Date())
             try db.execute(
                 sql: "UPDATE products SET device_count = device_count - 1 WHERE id = ?", arguments: [productId])
         }
@@ -211,6 +239,7 @@ public final class SQLiteStore: RegistrationStore {
             try db.execute(
                 sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL",
                 arguments: [productId, deviceName])
+            try Self.revokeActiveCertificates(db, productId: productId, deviceName: deviceName, now: Date())
             return try Self.requireDevice(db, productId: productId, name: deviceName)
         }
     }
@@ -252,9 +281,11 @@ public final class SQLiteStore: RegistrationStore {
                 ])
             if db.changesCount == 0 { return .rejected(.nonceReused) }
             let now = attempt.now.timeIntervalSince1970
+            var psk: String?
+            if case .key(let key) = attempt.credential { psk = key }
             if existing == nil {
                 try Self.insertDevice(
-                    db, productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: attempt.psk,
+                    db, productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: psk,
                     now: attempt.now, registeredAt: attempt.now)
             } else {
                 try db.execute(
@@ -263,7 +294,21 @@ public final class SQLiteStore: RegistrationStore {
                             registration_count = registration_count + 1
                         WHERE product_id = ? AND name = ?
                         """,
-                    arguments: [attempt.psk, now, attempt.productId, attempt.deviceName])
+                    arguments: [psk, now, attempt.productId, attempt.deviceName])
+            }
+            if case .certificate(let certificate) = attempt.credential {
+                try Self.revokeActiveCertificates(
+                    db, productId: attempt.productId, deviceName: attempt.deviceName, now: attempt.now)
+                try db.execute(
+                    sql: """
+                        INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before,
+                            not_after, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        certificate.serial, attempt.productId, attempt.deviceName, certificate.fingerprint,
+                        certificate.pem, certificate.notBefore.timeIntervalSince1970,
+                        certificate.notAfter.timeIntervalSince1970, now,
+                    ])
             }
             return .issued(try Self.requireDevice(db, productId: attempt.productId, name: attempt.deviceName))
         }
@@ -276,6 +321,73 @@ public final class SQLiteStore: RegistrationStore {
                 arguments: [now.timeIntervalSince1970])
             return db.changesCount
         }
+    }
+
+    // MARK: Certificates
+
+    public func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
+        try await pool.read { db in
+            _ = try Self.requireDevice(db, productId: productId, name: deviceName)
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM certificates WHERE product_id = ? AND device_name = ? ORDER BY issued_at DESC",
+                arguments: [productId, deviceName]
+            ).map(Self.certificate(from:))
+        }
+    }
+
+    public func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate {
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE certificates SET revoked_at = ? WHERE product_id = ? AND serial = ? AND revoked_at IS NULL",
+                arguments: [now.timeIntervalSince1970, productId, serial.lowercased()])
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT * FROM certificates WHERE product_id = ? AND serial = ?",
+                    arguments: [productId, serial.lowercased()])
+            else {
+                throw StoreError(.certificateNotFound, "no certificate with serial \(serial) in product \(productId)")
+            }
+            return Self.certificate(from: row)
+        }
+    }
+
+    public func revokedCertificates(productId: String) async throws -> [DeviceCertificate] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM certificates WHERE product_id = ? AND revoked_at IS NOT NULL ORDER BY revoked_at",
+                arguments: [productId]
+            ).map(Self.certificate(from:))
+        }
+    }
+
+    public func certificate(fingerprint: String) async throws -> DeviceCertificate? {
+        try await pool.read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM certificates WHERE fingerprint = ?", arguments: [fingerprint.lowercased()]
+            ).map(Self.certificate(from:))
+        }
+    }
+
+    private static func revokeActiveCertificates(_ db: Database, productId: String, deviceName: String, now: Date)
+        throws
+    {
+        try db.execute(
+            sql: """
+                UPDATE certificates SET revoked_at = ?
+                WHERE product_id = ? AND device_name = ? AND revoked_at IS NULL
+                """,
+            arguments: [now.timeIntervalSince1970, productId, deviceName])
+    }
+
+    private static func certificate(from row: Row) -> DeviceCertificate {
+        DeviceCertificate(
+            serial: row["serial"], productId: row["product_id"], deviceName: row["device_name"],
+            fingerprint: row["fingerprint"], pem: row["pem"],
+            notBefore: Date(timeIntervalSince1970: row["not_before"]),
+            notAfter: Date(timeIntervalSince1970: row["not_after"]),
+            issuedAt: Date(timeIntervalSince1970: row["issued_at"]),
+            revokedAt: (row["revoked_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
     }
 
     // MARK: Audit log
@@ -359,7 +471,12 @@ public final class SQLiteStore: RegistrationStore {
             id: row["id"], name: row["name"], authType: AuthType(rawValue: row["auth_type"]) ?? .key,
             secret: row["secret"], dynamicRegistration: row["dynamic_registration"], autoCreate: row["auto_create"],
             deviceQuota: row["device_quota"], allowClocklessDevices: row["allow_clockless"],
-            deviceCount: row["device_count"], createdAt: Date(timeIntervalSince1970: row["created_at"]))
+            deviceCount: row["device_count"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            certificateAuthority: (row["ca_certificate"] as String?).map { pem in
+                StoredCertificateAuthority(
+                    certificatePEM: pem, sealedPrivateKey: row["ca_sealed_key"] ?? "", keyType: row["ca_key_type"] ?? "",
+                    certificateValidityDays: row["certificate_validity_days"] ?? 3650)
+            })
     }
 
     private static func device(from row: Row) -> Device {

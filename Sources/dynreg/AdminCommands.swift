@@ -31,6 +31,12 @@ struct AdminOptions: ParsableArguments {
 
     /// Calls the admin API and returns the decoded JSON; API errors become one-line CLI errors.
     func call(_ method: HTTPMethod, _ path: String, body: [String: Any?]? = nil) async throws -> Any? {
+        let data = try await raw(method, path, body: body)
+        return data.isEmpty ? nil : try? JSONSerialization.jsonObject(with: data)
+    }
+
+    /// Calls the admin API and returns the body as is (PEM documents).
+    func raw(_ method: HTTPMethod, _ path: String, body: [String: Any?]? = nil) async throws -> Data {
         let token = try resolvedToken()
         var request = HTTPClientRequest(url: baseURL + "/admin/v1" + path)
         request.method = method
@@ -50,14 +56,14 @@ struct AdminOptions: ParsableArguments {
             throw CLIError("cannot reach the dynreg server at \(baseURL): \(error)")
         }
         let data = Data(bytes.readableBytesView)
-        let object = data.isEmpty ? nil : try? JSONSerialization.jsonObject(with: data)
         guard (200..<300).contains(response.status.code) else {
+            let object = try? JSONSerialization.jsonObject(with: data)
             if let error = (object as? [String: Any])?["error"] as? [String: Any] {
                 throw CLIError("\(error["code"] as? String ?? "Error"): \(error["message"] as? String ?? "")")
             }
             throw CLIError("the server answered HTTP \(response.status.code)")
         }
-        return object
+        return data
     }
 
     func output(_ object: Any?, table: () -> String) {
@@ -112,12 +118,36 @@ enum AuthTypeArgument: String, ExpressibleByArgument, CaseIterable {
 struct ProductCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "product", abstract: "Manage products through the admin API.",
-        subcommands: [Create.self, List.self, Show.self, Update.self, RotateSecret.self, Delete.self])
+        subcommands: [
+            Create.self, List.self, Show.self, Update.self, RotateSecret.self, Delete.self, CA.self, CRL.self,
+        ])
 
     static let productKeys = [
         "productId", "name", "authType", "productSecret", "dynamicRegistration", "autoCreate", "deviceQuota",
-        "allowClocklessDevices", "deviceCount", "createdAt",
+        "allowClocklessDevices", "caKeyType", "certificateValidityDays", "deviceCount", "createdAt",
     ]
+
+    struct CA: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ca", abstract: "Print a certificate product's CA certificate (PEM), for brokers to trust.")
+        @OptionGroup var admin: AdminOptions
+        @Argument(help: "The product id.") var productId: String
+
+        func run() async throws {
+            FileHandle.standardOutput.write(try await admin.raw(.GET, "/products/\(productId)/ca"))
+        }
+    }
+
+    struct CRL: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "crl", abstract: "Print a certificate product's CRL (PEM, signed by its CA), for brokers.")
+        @OptionGroup var admin: AdminOptions
+        @Argument(help: "The product id.") var productId: String
+
+        func run() async throws {
+            FileHandle.standardOutput.write(try await admin.raw(.GET, "/products/\(productId)/crl"))
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a product; prints its id and secret.")
@@ -128,13 +158,38 @@ struct ProductCommand: AsyncParsableCommand {
         @Flag(help: "Refuse every registration.") var noDynamicRegistration = false
         @Option(help: "The most devices the product may hold.") var quota: Int?
         @Flag(help: "Admit devices without a clock (X-TC-Timestamp: 0).") var allowClockless = false
+        @Option(help: "Certificate products: the CA key, p256 (default), p384 or rsa2048.") var caKeyType: String?
+        @Option(help: "Certificate products: device certificate validity in days (default 3650).")
+        var certificateValidityDays: Int?
+        @Option(help: "Certificate products: import this PEM CA certificate instead of creating one.")
+        var importCaCert: String?
+        @Option(help: "Certificate products: the PEM private key of --import-ca-cert.") var importCaKey: String?
+
+        func validate() throws {
+            if (importCaCert == nil) != (importCaKey == nil) {
+                throw ValidationError("--import-ca-cert and --import-ca-key go together")
+            }
+            if auth == .key && (caKeyType != nil || certificateValidityDays != nil || importCaCert != nil) {
+                throw ValidationError("CA options need --auth certificate")
+            }
+        }
 
         func run() async throws {
+            func read(_ path: String?) throws -> String? {
+                guard let path else { return nil }
+                do {
+                    return try String(contentsOfFile: path, encoding: .utf8)
+                } catch {
+                    throw CLIError("cannot read \(path)")
+                }
+            }
             let object = try await admin.call(.POST, "/products", body: [
                 "name": name, "authType": auth.rawValue, "autoCreate": !noAutoCreate,
                 "dynamicRegistration": !noDynamicRegistration, "deviceQuota": quota,
-                "allowClocklessDevices": allowClockless,
-            ])
+                "allowClocklessDevices": allowClockless, "caKeyType": caKeyType,
+                "certificateValidityDays": certificateValidityDays, "caCertificatePem": try read(importCaCert),
+                "caPrivateKeyPem": try read(importCaKey),
+            ].filter { $0.value != nil })
             admin.output(object) { fields(object as? [String: Any] ?? [:], ProductCommand.productKeys) }
         }
     }
@@ -225,7 +280,43 @@ struct ProductCommand: AsyncParsableCommand {
 struct DeviceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "device", abstract: "Manage a product's devices through the admin API.",
-        subcommands: [Create.self, List.self, Show.self, Delete.self, Reset.self, Activate.self])
+        subcommands: [
+            Create.self, List.self, Show.self, Delete.self, Reset.self, Activate.self, Certificates.self,
+            RevokeCertificate.self,
+        ])
+
+    struct Certificates: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a certificate device's certificates.")
+        @OptionGroup var admin: AdminOptions
+        @OptionGroup var target: Target
+
+        func run() async throws {
+            let object = try await admin.call(.GET, target.path + "/certificates")
+            let certificates = (object as? [String: Any])?["certificates"] as? [[String: Any]] ?? []
+            admin.output(object) {
+                table(
+                    ["SERIAL", "STATUS", "ISSUED", "NOT AFTER", "REVOKED", "FINGERPRINT (SHA-256)"],
+                    certificates.map { certificate in
+                        ["serial", "status", "issuedAt", "notAfter", "revokedAt", "fingerprint"].map { text(certificate[$0]) }
+                    })
+            }
+        }
+    }
+
+    struct RevokeCertificate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a device certificate; it appears in the product CRL and the broker hook refuses it.")
+        @OptionGroup var admin: AdminOptions
+        @Argument(help: "The product id.") var productId: String
+        @Argument(help: "The certificate serial (hex).") var serial: String
+
+        func run() async throws {
+            let object = try await admin.call(.POST, "/products/\(productId)/certificates/\(serial)/revoke")
+            admin.output(object) {
+                fields(object as? [String: Any] ?? [:], ["serial", "deviceName", "status", "revokedAt", "fingerprint"])
+            }
+        }
+    }
 
     static let deviceKeys = [
         "productId", "deviceName", "status", "createdAt", "registeredAt", "activatedAt", "registrationCount",

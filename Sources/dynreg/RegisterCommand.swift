@@ -19,9 +19,13 @@ struct Register: AsyncParsableCommand {
     @Option(help: "The product secret (or DYNREG_PRODUCT_SECRET).") var productSecret: String?
     @Flag(help: "Use the legacy /register/dev protocol (always signed with hmacsha1).") var legacy = false
     @Option(help: "hmacsha256 (default) or hmacsha1.") var algorithm: SignatureAlgorithm?
-    @Option(help: "Write the credential to this file (JSON, mode 0600).") var save: String?
+    @Option(help: ArgumentHelp("Write the credential to this file (JSON, mode 0600).", valueName: "file"))
+    var save: String?
     @Flag(help: "Print one JSON object: encryptionType, psk or clientCert and clientKey, requestId.") var json = false
-    @Option(help: "PEM file of the CA that issued the server's certificate, trusted instead of the system's.")
+    @Option(
+        help: ArgumentHelp(
+            "PEM file of the CA that issued the server's certificate, trusted instead of the system's.",
+            valueName: "pem"))
     var caFile: String?
 
     func validate() throws {

@@ -1,4 +1,6 @@
 import ArgumentParser
+import DynRegCA
+import DynRegPostgres
 import DynRegServer
 import DynRegStore
 import Foundation
@@ -10,7 +12,9 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the registration server (SQLite in the data directory by default).",
         discussion: """
             The admin token is DYNREG_ADMIN_TOKEN, or else a random token written to <data-dir>/admin-token \
-            (mode 0600) on first start. On its first start with an empty store the server creates a demo product \
+            (mode 0600) on first start. The master key that seals certificate products' CA keys is \
+            DYNREG_MASTER_KEY (32 bytes, Base64), or else <data-dir>/master-key, created on first start (mode 0600): \
+            back it up, without it the CA keys cannot be opened. On its first start with an empty store the server creates a demo product \
             and prints how to register a device with it.
             """
     )
@@ -30,6 +34,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM private key to serve HTTPS.") var tlsKey: String?
     @Flag(help: "Do not create the demo product on first start.") var noDemo = false
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+    @Option(
+        help: """
+            PostgreSQL URL, postgres://user:password@host:5432/database[?sslmode=...], for several instances \
+            sharing one database; default: SQLite in the data directory. DYNREG_DATABASE keeps the password out of ps.
+            """)
+    var database: String?
 
     func validate() throws {
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -49,13 +59,44 @@ struct Serve: AsyncParsableCommand {
             throw CLIError("cannot create the data directory \(dataDir): \(error.localizedDescription)")
         }
         let token = try adminToken(dataDirectory: dataDirectory)
-        let store: SQLiteStore
-        do {
-            store = try SQLiteStore(path: dataDirectory.appendingPathComponent("dynreg.sqlite").path)
-        } catch {
-            throw CLIError("cannot open the database in \(dataDir): \(error)")
+        let databaseURL = database ?? ProcessInfo.processInfo.environment["DYNREG_DATABASE"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let databaseURL else {
+            let store: SQLiteStore
+            do {
+                store = try SQLiteStore(path: dataDirectory.appendingPathComponent("dynreg.sqlite").path)
+            } catch {
+                throw CLIError("cannot open the database in \(dataDir): \(error)")
+            }
+            return try await serve(store: store, token: token, dataDirectory: dataDirectory, logger: logger)
         }
-        var configuration = ServerConfiguration(adminToken: token.value)
+        let store: PostgresStore
+        do {
+            store = try await PostgresStore(configuration: try PostgresStore.Configuration(url: databaseURL), logger: logger)
+        } catch {
+            throw CLIError("cannot use the PostgreSQL database: \(error)")
+        }
+        if token.path != nil || ProcessInfo.processInfo.environment["DYNREG_MASTER_KEY"] == nil {
+            logger.notice("instances sharing a database need the same DYNREG_ADMIN_TOKEN and DYNREG_MASTER_KEY")
+        }
+        // The checks before the server starts query the store: its pool runs before the server and stops after it.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await store.run() }
+            defer { group.cancelAll() }
+            try await serve(store: store, token: token, dataDirectory: dataDirectory, logger: logger)
+        }
+    }
+
+    private func serve<Store: RegistrationStore>(
+        store: Store, token: (value: String, path: String?), dataDirectory: URL, logger: Logger
+    ) async throws {
+        let masterKey = try loadMasterKey(dataDirectory: dataDirectory)
+        do {
+            try await checkMasterKey(masterKey, store: store)
+        } catch {
+            throw CLIError(
+                "\(error) (DYNREG_MASTER_KEY or \(dataDir)/master-key): restore the key the CA keys were sealed with")
+        }
+        var configuration = ServerConfiguration(adminToken: token.value, masterKey: masterKey)
         configuration.host = host
         configuration.port = port
         configuration.timestampWindow = timestampWindow
@@ -116,7 +157,33 @@ struct Serve: AsyncParsableCommand {
         return (value, file.path)
     }
 
-    private func createDemoProductIfEmpty(_ store: SQLiteStore) async throws -> Product? {
+    private func loadMasterKey(dataDirectory: URL) throws -> MasterKey {
+        if let value = ProcessInfo.processInfo.environment["DYNREG_MASTER_KEY"], !value.isEmpty {
+            do {
+                return try MasterKey(encoded: value)
+            } catch {
+                throw CLIError("DYNREG_MASTER_KEY: \(error)")
+            }
+        }
+        let file = dataDirectory.appendingPathComponent("master-key")
+        if let existing = try? String(contentsOf: file, encoding: .utf8) {
+            do {
+                return try MasterKey(encoded: existing)
+            } catch {
+                throw CLIError("\(file.path): \(error)")
+            }
+        }
+        let (key, encoded) = MasterKey.generate()
+        guard
+            FileManager.default.createFile(
+                atPath: file.path, contents: Data((encoded + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        else {
+            throw CLIError("cannot write the master key to \(file.path)")
+        }
+        return key
+    }
+
+    private func createDemoProductIfEmpty(_ store: some RegistrationStore) async throws -> Product? {
         guard try await store.products().isEmpty else { return nil }
         return try await store.createProduct(DemoProduct.make())
     }

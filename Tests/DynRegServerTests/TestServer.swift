@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import DynRegCA
 import DynRegProtocol
 import DynRegServer
 import DynRegStore
@@ -13,6 +14,7 @@ import Testing
 /// A real `dynreg` server on a loopback port with a real SQLite file in a fresh directory.
 struct TestServer {
     static let adminToken = "test-admin-token-0123456789"
+    static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
 
     let baseURL: String
     let port: Int
@@ -23,6 +25,7 @@ struct TestServer {
     /// Starts a server, runs `body`, and shuts the server down.
     static func with<T>(
         directory: URL? = nil,
+        masterKey: MasterKey = TestServer.masterKey,
         configure: (inout ServerConfiguration) -> Void = { _ in },
         _ body: (TestServer) async throws -> T
     ) async throws -> T {
@@ -30,7 +33,7 @@ struct TestServer {
             .appendingPathComponent("dynreg-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
-        var configuration = ServerConfiguration(adminToken: adminToken)
+        var configuration = ServerConfiguration(adminToken: adminToken, masterKey: masterKey)
         configuration.port = 0
         configure(&configuration)
         var logger = Logger(label: "dynreg-test")

@@ -595,13 +595,36 @@ def test_clockless_devices(server):
 
 def test_certificate_product(server):
     product = server.create_product(authType="certificate")
-    payload = credential(product, v2_success(server.register_v2(product, new_device_name())))
+    device = new_device_name()
+    payload = credential(product, v2_success(server.register_v2(product, device)))
     assert payload["encryptionType"] == 1, payload
     cert = x509.load_pem_x509_certificate(payload["clientCert"].encode())
     key = serialization.load_pem_private_key(payload["clientKey"].encode(), password=None)
     # The key must belong to the certificate, or the device's TLS handshake fails.
     spki = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     assert cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+    # The product CA signed it, for the client id, for client authentication only.
+    ca_reply = server.admin("GET", f"/products/{product['productId']}/ca")
+    assert ca_reply.status == 200, ca_reply.raw
+    ca = x509.load_pem_x509_certificate(ca_reply.raw)
+    cert.verify_directly_issued_by(ca)
+    common_names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    assert [attribute.value for attribute in common_names] == [product["productId"] + device]
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [x509.ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert cert.serial_number.bit_length() > 100
+
+
+def test_certificate_product_legacy_endpoint(server):
+    product = server.create_product(authType="certificate")
+    reply = server.register_legacy(product, new_device_name())
+    no_escaped_slashes(reply)
+    assert reply.json["code"] == 0, reply.raw
+    plaintext = decrypt_payload(product["productSecret"], reply.json["payload"], reply.json["len"])
+    payload = json.loads(plaintext)
+    assert payload["encryptionType"] == 1
+    assert payload["clientCert"].startswith("-----BEGIN CERTIFICATE-----\n")
+    assert payload["clientKey"].startswith("-----BEGIN PRIVATE KEY-----\n")
 
 
 # Admin API shape ------------------------------------------------------------------------

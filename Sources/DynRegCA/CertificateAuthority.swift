@@ -1,0 +1,369 @@
+import Crypto
+public import Foundation
+import SwiftASN1
+public import X509
+import _CryptoExtras
+
+/// The key algorithm of a product CA.
+public enum CAKeyType: String, Sendable, Codable, Hashable, CaseIterable {
+    case p256
+    case p384
+    case rsa2048
+}
+
+/// A CA private key, kept as the concrete type so CRLs can be signed without X509 internals.
+enum CAKey: @unchecked Sendable {
+    case p256(P256.Signing.PrivateKey)
+    case p384(P384.Signing.PrivateKey)
+    case rsa(_RSA.Signing.PrivateKey)
+
+    init(pem: String) throws(CertificateAuthorityError) {
+        if let key = try? P256.Signing.PrivateKey(pemRepresentation: pem) {
+            self = .p256(key)
+        } else if let key = try? P384.Signing.PrivateKey(pemRepresentation: pem) {
+            self = .p384(key)
+        } else if let key = try? _RSA.Signing.PrivateKey(pemRepresentation: pem), key.keySizeInBits >= 2048 {
+            self = .rsa(key)
+        } else {
+            throw CertificateAuthorityError(.unsupportedKey)
+        }
+    }
+
+    var type: CAKeyType {
+        switch self {
+        case .p256: return .p256
+        case .p384: return .p384
+        case .rsa: return .rsa2048
+        }
+    }
+
+    var certificateKey: Certificate.PrivateKey {
+        switch self {
+        case .p256(let key): return Certificate.PrivateKey(key)
+        case .p384(let key): return Certificate.PrivateKey(key)
+        case .rsa(let key): return Certificate.PrivateKey(key)
+        }
+    }
+
+    var pemRepresentation: String {
+        switch self {
+        case .p256(let key): return key.pemRepresentation
+        case .p384(let key): return key.pemRepresentation
+        case .rsa(let key): return key.pemRepresentation
+        }
+    }
+
+    var signatureAlgorithm: Certificate.SignatureAlgorithm {
+        switch self {
+        case .p256: return .ecdsaWithSHA256
+        case .p384: return .ecdsaWithSHA384
+        case .rsa: return .sha256WithRSAEncryption
+        }
+    }
+
+    /// DER AlgorithmIdentifier of `signatureAlgorithm`, for hand-built structures (the CRL).
+    func serializeAlgorithmIdentifier(into coder: inout DER.Serializer) throws {
+        try coder.appendConstructedNode(identifier: .sequence) { coder in
+            switch self {
+            case .p256: try coder.serialize(ASN1ObjectIdentifier("1.2.840.10045.4.3.2"))
+            case .p384: try coder.serialize(ASN1ObjectIdentifier("1.2.840.10045.4.3.3"))
+            case .rsa:
+                try coder.serialize(ASN1ObjectIdentifier("1.2.840.113549.1.1.11"))
+                try coder.serialize(ASN1Null())
+            }
+        }
+    }
+
+    /// The signature value's bytes as they go into a BIT STRING.
+    func sign(_ message: [UInt8]) throws -> [UInt8] {
+        switch self {
+        case .p256(let key): return Array(try key.signature(for: SHA256.hash(data: message)).derRepresentation)
+        case .p384(let key): return Array(try key.signature(for: SHA384.hash(data: message)).derRepresentation)
+        case .rsa(let key):
+            return Array(try key.signature(for: SHA256.hash(data: message), padding: .insecurePKCS1v1_5).rawRepresentation)
+        }
+    }
+}
+
+/// A certificate the CA issued: what the server keeps (never the device's private key).
+public struct IssuedCertificate: Sendable, Hashable {
+    public var serialHex: String
+    /// Lower-case hex SHA-256 of the DER certificate.
+    public var fingerprint: String
+    public var pem: String
+    public var notBefore: Date
+    public var notAfter: Date
+}
+
+/// Why the CA refused or failed; descriptions never contain key material.
+public struct CertificateAuthorityError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Code: String, Sendable, Hashable {
+        case unsupportedKey
+        case invalidCertificate
+        case keyDoesNotMatchCertificate
+        case notACertificateAuthority
+        case csrInvalid
+        case csrSignatureInvalid
+        case csrSubjectMismatch
+        case signingFailed
+    }
+
+    public var code: Code
+    public init(_ code: Code) { self.code = code }
+
+    public var description: String {
+        switch code {
+        case .unsupportedKey: return "the CA key must be a PEM P-256, P-384 or RSA (2048 bits or more) private key"
+        case .invalidCertificate: return "the CA certificate is not a valid PEM X.509 certificate"
+        case .keyDoesNotMatchCertificate: return "the CA private key does not match the CA certificate"
+        case .notACertificateAuthority: return "the certificate is not a CA certificate (basicConstraints CA:TRUE)"
+        case .csrInvalid: return "the CSR is not a valid PEM PKCS#10 request"
+        case .csrSignatureInvalid: return "the CSR signature does not verify"
+        case .csrSubjectMismatch: return "the CSR subject common name is not the product id followed by the device name"
+        case .signingFailed: return "the CA could not sign"
+        }
+    }
+}
+
+/// A product's certificate authority: issues device certificates and signs CRLs.
+public struct ProductCertificateAuthority: Sendable {
+    public let certificate: Certificate
+    public let certificatePEM: String
+    let key: CAKey
+
+    public var keyType: CAKeyType { key.type }
+    /// The CA private key as PEM, to be encrypted before it is stored.
+    public var privateKeyPEM: String { key.pemRepresentation }
+
+    /// Creates a new self-signed CA for a product.
+    public static func create(productId: String, keyType: CAKeyType = .p256, now: Date = Date()) throws
+        -> ProductCertificateAuthority
+    {
+        let key: CAKey
+        switch keyType {
+        case .p256: key = .p256(P256.Signing.PrivateKey())
+        case .p384: key = .p384(P384.Signing.PrivateKey())
+        case .rsa2048: key = .rsa(try _RSA.Signing.PrivateKey(keySize: .bits2048))
+        }
+        let name = try DistinguishedName {
+            OrganizationName("dynreg")
+            CommonName("dynreg product \(productId) CA")
+        }
+        let publicKey = key.certificateKey.publicKey
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(bytes: randomSerial()), publicKey: publicKey,
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(30 * 365 * 86_400),
+            issuer: name, subject: name, signatureAlgorithm: key.signatureAlgorithm,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                SubjectKeyIdentifier(hash: publicKey)
+            },
+            issuerPrivateKey: key.certificateKey)
+        return try ProductCertificateAuthority(certificate: certificate, key: key)
+    }
+
+    /// Loads a CA from PEM, checking the key matches and the certificate may issue certificates.
+    public init(certificatePEM: String, privateKeyPEM: String) throws(CertificateAuthorityError) {
+        let certificate: Certificate
+        do {
+            certificate = try Certificate(pemEncoded: certificatePEM)
+        } catch {
+            throw CertificateAuthorityError(.invalidCertificate)
+        }
+        try self.init(certificate: certificate, key: try CAKey(pem: privateKeyPEM))
+    }
+
+    private init(certificate: Certificate, key: CAKey) throws(CertificateAuthorityError) {
+        guard certificate.publicKey == key.certificateKey.publicKey else {
+            throw CertificateAuthorityError(.keyDoesNotMatchCertificate)
+        }
+        guard case .isCertificateAuthority = (try? certificate.extensions.basicConstraints) ?? .notCertificateAuthority
+        else {
+            throw CertificateAuthorityError(.notACertificateAuthority)
+        }
+        self.certificate = certificate
+        self.key = key
+        do {
+            self.certificatePEM = try certificate.serializeAsPEM().pemString
+        } catch {
+            throw CertificateAuthorityError(.invalidCertificate)
+        }
+    }
+
+    /// Issues a client certificate for `commonName` (the MQTT client id) and the given public key.
+    public func issue(commonName: String, publicKey: Certificate.PublicKey, validityDays: Int, now: Date = Date())
+        throws(CertificateAuthorityError) -> IssuedCertificate
+    {
+        do {
+            let serial = randomSerial()
+            let notBefore = now.addingTimeInterval(-300)
+            let notAfter = now.addingTimeInterval(TimeInterval(validityDays) * 86_400)
+            let subject = try DistinguishedName { CommonName(commonName) }
+            let issuerKeyIdentifier = try certificate.extensions.subjectKeyIdentifier?.keyIdentifier
+            let leaf = try Certificate(
+                version: .v3, serialNumber: Certificate.SerialNumber(bytes: serial), publicKey: publicKey,
+                notValidBefore: notBefore, notValidAfter: notAfter, issuer: certificate.subject, subject: subject,
+                signatureAlgorithm: key.signatureAlgorithm,
+                extensions: try Certificate.Extensions {
+                    Critical(BasicConstraints.notCertificateAuthority)
+                    Critical(KeyUsage(digitalSignature: true))
+                    try ExtendedKeyUsage([.clientAuth])
+                    SubjectKeyIdentifier(hash: publicKey)
+                    if let issuerKeyIdentifier {
+                        AuthorityKeyIdentifier(keyIdentifier: issuerKeyIdentifier)
+                    }
+                },
+                issuerPrivateKey: key.certificateKey)
+            var serializer = DER.Serializer()
+            try serializer.serialize(leaf)
+            let der = serializer.serializedBytes
+            return IssuedCertificate(
+                serialHex: hex(serial), fingerprint: hex(Array(SHA256.hash(data: der))),
+                pem: PEMDocument(type: "CERTIFICATE", derBytes: der).pemString, notBefore: notBefore,
+                notAfter: notAfter)
+        } catch {
+            throw CertificateAuthorityError(.signingFailed)
+        }
+    }
+
+    /// Generates a P-256 key for the device and certifies it: the server-generated path of the protocol.
+    public func issueWithNewKey(commonName: String, validityDays: Int, now: Date = Date())
+        throws(CertificateAuthorityError) -> (certificate: IssuedCertificate, privateKeyPEM: String)
+    {
+        let deviceKey = P256.Signing.PrivateKey()
+        let issued = try issue(
+            commonName: commonName, publicKey: Certificate.PublicKey(deviceKey.publicKey), validityDays: validityDays,
+            now: now)
+        // swift-crypto's PEM for P-256 is PKCS#8 ("BEGIN PRIVATE KEY"), as the protocol's clientKey expects.
+        return (issued, deviceKey.pemRepresentation)
+    }
+
+    /// Checks a device's PKCS#10 request: a good signature and the expected common name.
+    public static func verifyCSR(pem: String, expectedCommonName: String) throws(CertificateAuthorityError)
+        -> Certificate.PublicKey
+    {
+        let csr: CertificateSigningRequest
+        do {
+            csr = try CertificateSigningRequest(pemEncoded: pem)
+        } catch {
+            throw CertificateAuthorityError(.csrInvalid)
+        }
+        guard csr.publicKey.isValidSignature(csr.signature, for: csr) else {
+            throw CertificateAuthorityError(.csrSignatureInvalid)
+        }
+        let commonNames = csr.subject.flatMap { $0 }.filter { $0.type == .RDNAttributeType.commonName }
+            .map { String(describing: $0.value) }
+        guard commonNames == [expectedCommonName] else { throw CertificateAuthorityError(.csrSubjectMismatch) }
+        return csr.publicKey
+    }
+
+    /// A CRL listing the revoked serials, signed by this CA (RFC 5280 §5, version 2).
+    public func crl(revoked: [(serialHex: String, revokedAt: Date)], number: Int, now: Date = Date(), validity: TimeInterval = 7 * 86_400)
+        throws -> String
+    {
+        var tbs = DER.Serializer()
+        try tbs.appendConstructedNode(identifier: .sequence) { coder in
+            try coder.serialize(1)  // v2
+            try key.serializeAlgorithmIdentifier(into: &coder)
+            try coder.serialize(certificate.subject)
+            try appendTime(now, into: &coder)
+            try appendTime(now.addingTimeInterval(validity), into: &coder)
+            if !revoked.isEmpty {
+                try coder.appendConstructedNode(identifier: .sequence) { coder in
+                    for entry in revoked {
+                        try coder.appendConstructedNode(identifier: .sequence) { coder in
+                            coder.appendPrimitiveNode(identifier: .integer) { $0.append(contentsOf: unhex(entry.serialHex)) }
+                            try appendTime(entry.revokedAt, into: &coder)
+                        }
+                    }
+                }
+            }
+            try coder.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) {
+                coder in
+                try coder.appendConstructedNode(identifier: .sequence) { coder in
+                    if let keyIdentifier = try certificate.extensions.subjectKeyIdentifier?.keyIdentifier {
+                        try coder.appendConstructedNode(identifier: .sequence) { coder in
+                            try coder.serialize(ASN1ObjectIdentifier("2.5.29.35"))
+                            try coder.appendPrimitiveNode(identifier: .octetString) { bytes in
+                                var inner = DER.Serializer()
+                                try inner.appendConstructedNode(identifier: .sequence) { coder in
+                                    coder.appendPrimitiveNode(
+                                        identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)
+                                    ) { $0.append(contentsOf: keyIdentifier) }
+                                }
+                                bytes.append(contentsOf: inner.serializedBytes)
+                            }
+                        }
+                    }
+                    try coder.appendConstructedNode(identifier: .sequence) { coder in
+                        try coder.serialize(ASN1ObjectIdentifier("2.5.29.20"))
+                        try coder.appendPrimitiveNode(identifier: .octetString) { bytes in
+                            var inner = DER.Serializer()
+                            try inner.serialize(number)
+                            bytes.append(contentsOf: inner.serializedBytes)
+                        }
+                    }
+                }
+            }
+        }
+        let tbsBytes = tbs.serializedBytes
+        let signature = try key.sign(tbsBytes)
+        var outer = DER.Serializer()
+        try outer.appendConstructedNode(identifier: .sequence) { coder in
+            coder.serializeRawBytes(tbsBytes)
+            try key.serializeAlgorithmIdentifier(into: &coder)
+            try coder.serialize(ASN1BitString(bytes: signature[...]))
+        }
+        return PEMDocument(type: "X509 CRL", derBytes: outer.serializedBytes).pemString
+    }
+}
+
+private func appendTime(_ date: Date, into coder: inout DER.Serializer) throws {
+    let components = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: date)
+    let year = components.year!
+    func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    let rest = two(components.month!) + two(components.day!) + two(components.hour!) + two(components.minute!)
+        + two(components.second!) + "Z"
+    // RFC 5280: UTCTime through 2049, GeneralizedTime from 2050.
+    if year < 2050 {
+        coder.appendPrimitiveNode(identifier: .utcTime) { $0.append(contentsOf: Array((two(year % 100) + rest).utf8)) }
+    } else {
+        coder.appendPrimitiveNode(identifier: .generalizedTime) { $0.append(contentsOf: Array((String(year) + rest).utf8)) }
+    }
+}
+
+/// 16 random bytes, positive and without a leading zero byte.
+func randomSerial() -> [UInt8] {
+    var generator = SystemRandomNumberGenerator()
+    var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    bytes[0] = (bytes[0] & 0x7F) | 0x40
+    return bytes
+}
+
+func hex(_ bytes: some Sequence<UInt8>) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    for byte in bytes {
+        out.append(digits[Int(byte >> 4)])
+        out.append(digits[Int(byte & 0x0F)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+func unhex(_ text: String) -> [UInt8] {
+    var bytes: [UInt8] = []
+    var iterator = text.utf8.makeIterator()
+    func value(_ c: UInt8) -> UInt8 {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return 0
+        }
+    }
+    while let high = iterator.next(), let low = iterator.next() {
+        bytes.append(value(high) << 4 | value(low))
+    }
+    return bytes
+}

@@ -1,0 +1,662 @@
+import DynRegProtocol
+public import DynRegStore
+public import Foundation
+public import Logging
+import PostgresNIO
+public import ServiceLifecycle
+
+/// The store on PostgreSQL, for several server instances sharing one database.
+///
+/// Everything that must hold across instances is decided by the database: uniqueness, quotas (the product row is
+/// locked while a registration decides), the replay cache and activation. Lock order is always product row, then
+/// device row, so transactions cannot deadlock one another.
+///
+/// It is a `Service`: run it in the server's `ServiceGroup` (it runs the connection pool), or queries wait forever.
+/// Values always travel as bound parameters: `\(value)` inside a `PostgresQuery` literal becomes `$n`.
+public struct PostgresStore: RegistrationStore, Service {
+    private let client: PostgresClient
+    private let logger: Logger
+    private let leaseTimeout: Duration
+
+    /// Connects once (failing within `connectTimeout` with the server's reason), applies pending migrations,
+    /// and prepares the pool, which starts with ``run()``.
+    public init(configuration: Configuration, logger: Logger) async throws {
+        var logger = logger
+        logger[metadataKey: "dynreg.database"] = "\(configuration.redactedDescription)"
+        let connection = try await Self.connect(configuration, logger: logger)
+        do {
+            let applied = try await Migrations.run(on: connection, logger: logger)
+            for name in applied { logger.info("applied database migration", metadata: ["dynreg.migration": "\(name)"]) }
+        } catch {
+            try? await connection.close()
+            throw StoreError(.unavailable, "cannot migrate the database: \(Self.reason(error))")
+        }
+        try? await connection.close()
+        self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
+        self.logger = logger
+        self.leaseTimeout = configuration.connectTimeout
+    }
+
+    /// Runs the connection pool until graceful shutdown.
+    public func run() async throws {
+        await client.run()
+    }
+
+    private static func connect(_ configuration: Configuration, logger: Logger) async throws -> PostgresConnection {
+        let target = "PostgreSQL at \(configuration.redactedDescription)"
+        let connectionConfiguration: PostgresConnection.Configuration
+        do {
+            connectionConfiguration = try configuration.connectionConfiguration()
+        } catch {
+            throw StoreError(.unavailable, "cannot set up TLS for \(target)")
+        }
+        // postgres-nio would retry a refused login for about a minute; one attempt tells the operator why at once.
+        let timeout = configuration.connectTimeout
+        return try await withThrowingTaskGroup(of: PostgresConnection?.self) { group in
+            group.addTask {
+                try await PostgresConnection.connect(configuration: connectionConfiguration, id: 0, logger: logger)
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            do {
+                guard let connection = try await group.next() ?? nil else {
+                    throw StoreError(.unavailable, "no answer from \(target) within \(timeout)")
+                }
+                return connection
+            } catch let error as StoreError {
+                throw error
+            } catch {
+                throw StoreError(.unavailable, "cannot connect to \(target): \(reason(error))")
+            }
+        }
+    }
+
+    /// The server's message and SQLSTATE, or the network error; never the query or its values.
+    static func reason(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] {
+                return "\(message) (SQLSTATE \(error.serverInfo?[.sqlState] ?? "?"))"
+            }
+            if let underlying = error.underlying { return "\(underlying)" }
+            return "\(error.code)"
+        }
+        return "\(error)"
+    }
+
+    // MARK: Products
+
+    public func createProduct(_ product: Product) async throws -> Product {
+        let authority = product.certificateAuthority
+        return try await transaction { connection in
+            let rows = try await connection.query(
+                """
+                INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create, device_quota,
+                    allow_clockless, device_count, created_at, ca_certificate, ca_sealed_key, ca_key_type,
+                    certificate_validity_days)
+                VALUES (\(product.id), \(product.name), \(product.authType.rawValue), \(product.secret),
+                    \(product.dynamicRegistration), \(product.autoCreate), \(product.deviceQuota),
+                    \(product.allowClocklessDevices), 0, \(product.createdAt), \(authority?.certificatePEM),
+                    \(authority?.sealedPrivateKey), \(authority?.keyType), \(authority?.certificateValidityDays))
+                ON CONFLICT (id) DO NOTHING
+                RETURNING \(unescaped: Self.productColumns)
+                """, logger: logger)
+            guard let created = try await Self.firstProduct(rows) else {
+                throw StoreError(.productExists, "product \(product.id) already exists")
+            }
+            return created
+        }
+    }
+
+    public func products() async throws -> [Product] {
+        try await leased { connection in
+            let rows = try await connection.query(
+                "SELECT \(unescaped: Self.productColumns) FROM products ORDER BY created_at, id", logger: logger)
+            var products: [Product] = []
+            for try await row in rows { products.append(try Self.product(from: row)) }
+            return products
+        }
+    }
+
+    public func product(id: String) async throws -> Product? {
+        try await leased { connection in try await Self.fetchProduct(connection, id: id, logger: logger) }
+    }
+
+    public func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
+        // Fields not named keep their current value; `.some(nil)` clears the quota.
+        let setsQuota = update.deviceQuota != nil
+        let quota = update.deviceQuota ?? nil
+        return try await transaction { connection in
+            let rows = try await connection.query(
+                """
+                UPDATE products SET
+                    name = COALESCE(\(update.name), name),
+                    dynamic_registration = COALESCE(\(update.dynamicRegistration), dynamic_registration),
+                    auto_create = COALESCE(\(update.autoCreate), auto_create),
+                    device_quota = CASE WHEN \(setsQuota) THEN \(quota)::bigint ELSE device_quota END,
+                    allow_clockless = COALESCE(\(update.allowClocklessDevices), allow_clockless)
+                WHERE id = \(id)
+                RETURNING \(unescaped: Self.productColumns)
+                """, logger: logger)
+            guard let product = try await Self.firstProduct(rows) else { throw Self.productNotFound(id) }
+            return product
+        }
+    }
+
+    public func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
+        try await transaction { connection in
+            let rows = try await connection.query(
+                "UPDATE products SET secret = \(newSecret) WHERE id = \(id) RETURNING \(unescaped: Self.productColumns)",
+                logger: logger)
+            guard let product = try await Self.firstProduct(rows) else { throw Self.productNotFound(id) }
+            return product
+        }
+    }
+
+    public func deleteProduct(id: String) async throws {
+        try await transaction { connection in
+            guard try await Self.lockProduct(connection, id: id, logger: logger) != nil else {
+                throw Self.productNotFound(id)
+            }
+            try await connection.query("DELETE FROM devices WHERE product_id = \(id)", logger: logger)
+            try await connection.query("DELETE FROM nonces WHERE product_id = \(id)", logger: logger)
+            try await connection.query("DELETE FROM certificates WHERE product_id = \(id)", logger: logger)
+            try await connection.query("DELETE FROM products WHERE id = \(id)", logger: logger)
+        }
+    }
+
+    // MARK: Devices
+
+    public func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+        try await transaction { connection in
+            guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
+                throw Self.productNotFound(productId)
+            }
+            if try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil {
+                throw StoreError(.deviceExists, "device \(deviceName) already exists in product \(productId)")
+            }
+            if let quota = product.quota, product.count >= quota {
+                throw StoreError(.quotaExceeded, "product \(productId) has reached its quota of \(quota) devices")
+            }
+            return try await Self.insertDevice(
+                connection, productId: productId, name: deviceName, status: .created, psk: nil, now: now,
+                registeredAt: nil, logger: logger)
+        }
+    }
+
+    public func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device] {
+        try await leased { connection in
+            guard try await Self.fetchProduct(connection, id: productId, logger: logger) != nil else {
+                throw Self.productNotFound(productId)
+            }
+            // NULL parameters switch a filter off, so one statement serves every combination.
+            let rows = try await connection.query(
+                """
+                SELECT \(unescaped: Self.deviceColumns) FROM devices
+                WHERE product_id = \(productId)
+                    AND (\(status?.rawValue)::text IS NULL OR status = \(status?.rawValue))
+                    AND (\(after)::text IS NULL OR name > \(after))
+                ORDER BY name LIMIT \(max(limit, 0))
+                """, logger: logger)
+            var devices: [Device] = []
+            for try await row in rows { devices.append(try Self.device(from: row)) }
+            return devices
+        }
+    }
+
+    public func device(productId: String, deviceName: String) async throws -> Device? {
+        try await leased { connection in
+            try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger)
+        }
+    }
+
+    public func deleteDevice(productId: String, deviceName: String) async throws {
+        try await transaction { connection in
+            // The product first, as everywhere: device_count changes below.
+            _ = try await Self.lockProduct(connection, id: productId, logger: logger)
+            let deleted = try await connection.query(
+                "DELETE FROM devices WHERE product_id = \(productId) AND name = \(deviceName) RETURNING 1",
+                logger: logger
+            ).collect()
+            guard !deleted.isEmpty else { throw Self.deviceNotFound(productId, deviceName) }
+            try await connection.query(
+                "DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)", logger: logger)
+            try await Self.revokeActiveCertificates(
+                connection, productId: productId, deviceName: deviceName, now: Date(), logger: logger)
+            try await connection.query(
+                "UPDATE products SET device_count = device_count - 1 WHERE id = \(productId)", logger: logger)
+        }
+    }
+
+    public func resetDevice(productId: String, deviceName: String) async throws -> Device {
+        try await transaction { connection in
+            let rows = try await connection.query(
+                """
+                UPDATE devices SET status = 'created', psk = NULL, registered_at = NULL, activated_at = NULL
+                WHERE product_id = \(productId) AND name = \(deviceName)
+                RETURNING \(unescaped: Self.deviceColumns)
+                """, logger: logger)
+            guard let device = try await Self.firstDevice(rows) else { throw Self.deviceNotFound(productId, deviceName) }
+            try await connection.query(
+                """
+                DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
+                    AND expires_at IS NULL
+                """, logger: logger)
+            try await Self.revokeActiveCertificates(
+                connection, productId: productId, deviceName: deviceName, now: Date(), logger: logger)
+            return device
+        }
+    }
+
+    public func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+        try await transaction { connection in
+            guard
+                let device = try await Self.fetchDevice(
+                    connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
+            else { throw Self.deviceNotFound(productId, deviceName) }
+            if device.status == .activated { return device }
+            let rows = try await connection.query(
+                """
+                UPDATE devices SET status = 'activated', activated_at = \(now)
+                WHERE product_id = \(productId) AND name = \(deviceName)
+                RETURNING \(unescaped: Self.deviceColumns)
+                """, logger: logger)
+            guard let activated = try await Self.firstDevice(rows) else {
+                throw Self.deviceNotFound(productId, deviceName)
+            }
+            // Clockless devices' nonces were kept until activation: registration is now refused anyway.
+            try await connection.query(
+                """
+                DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
+                    AND expires_at IS NULL
+                """, logger: logger)
+            return activated
+        }
+    }
+
+    // MARK: Registration
+
+    public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
+        let productId = attempt.productId
+        let deviceName = attempt.deviceName
+        return try await transaction { connection in
+            // Every registration of a product waits here, on every instance: the quota check below sees the count
+            // the last committed registration left.
+            guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
+                return .rejected(.productNotExist)
+            }
+            let existing = try await Self.fetchDevice(
+                connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
+            if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
+            if existing == nil {
+                if !product.autoCreate { return .rejected(.deviceNotExist) }
+                if let quota = product.quota, product.count >= quota { return .rejected(.deviceQuota) }
+            }
+            // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
+            let fresh = try await connection.query(
+                """
+                INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at)
+                VALUES (\(productId), \(deviceName), \(attempt.timestamp), \(attempt.nonce), \(attempt.replayExpiry))
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+                """, logger: logger
+            ).collect()
+            if fresh.isEmpty { return .rejected(.nonceReused) }
+            var psk: String?
+            if case .key(let key) = attempt.credential { psk = key }
+            let device: Device
+            if existing == nil {
+                device = try await Self.insertDevice(
+                    connection, productId: productId, name: deviceName, status: .registered, psk: psk,
+                    now: attempt.now, registeredAt: attempt.now, logger: logger)
+            } else {
+                let rows = try await connection.query(
+                    """
+                    UPDATE devices SET status = 'registered', psk = \(psk), registered_at = \(attempt.now),
+                        registration_count = registration_count + 1
+                    WHERE product_id = \(productId) AND name = \(deviceName)
+                    RETURNING \(unescaped: Self.deviceColumns)
+                    """, logger: logger)
+                guard let updated = try await Self.firstDevice(rows) else {
+                    throw Self.deviceNotFound(productId, deviceName)
+                }
+                device = updated
+            }
+            if case .certificate(let certificate) = attempt.credential {
+                try await Self.revokeActiveCertificates(
+                    connection, productId: productId, deviceName: deviceName, now: attempt.now, logger: logger)
+                try await connection.query(
+                    """
+                    INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before, not_after,
+                        issued_at)
+                    VALUES (\(certificate.serial), \(productId), \(deviceName), \(certificate.fingerprint),
+                        \(certificate.pem), \(certificate.notBefore), \(certificate.notAfter), \(attempt.now))
+                    """, logger: logger)
+            }
+            return .issued(device)
+        }
+    }
+
+    public func purgeExpiredNonces(now: Date) async throws -> Int {
+        try await leased { connection in
+            let rows = try await connection.query(
+                "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < \(now) RETURNING 1", logger: logger)
+            var count = 0
+            for try await _ in rows { count += 1 }
+            return count
+        }
+    }
+
+    // MARK: Certificates
+
+    public func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
+        try await leased { connection in
+            guard try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil
+            else { throw Self.deviceNotFound(productId, deviceName) }
+            return try await Self.certificates(
+                connection.query(
+                    """
+                    SELECT \(unescaped: Self.certificateColumns) FROM certificates
+                    WHERE product_id = \(productId) AND device_name = \(deviceName) ORDER BY issued_at DESC
+                    """, logger: logger))
+        }
+    }
+
+    public func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate {
+        let serial = serial.lowercased()
+        return try await transaction { connection in
+            try await connection.query(
+                """
+                UPDATE certificates SET revoked_at = \(now)
+                WHERE product_id = \(productId) AND serial = \(serial) AND revoked_at IS NULL
+                """, logger: logger)
+            let rows = try await connection.query(
+                """
+                SELECT \(unescaped: Self.certificateColumns) FROM certificates
+                WHERE product_id = \(productId) AND serial = \(serial)
+                """, logger: logger)
+            guard let certificate = try await Self.certificates(rows).first else {
+                throw StoreError(.certificateNotFound, "no certificate with serial \(serial) in product \(productId)")
+            }
+            return certificate
+        }
+    }
+
+    public func revokedCertificates(productId: String) async throws -> [DeviceCertificate] {
+        try await leased { connection in
+            try await Self.certificates(
+                connection.query(
+                    """
+                    SELECT \(unescaped: Self.certificateColumns) FROM certificates
+                    WHERE product_id = \(productId) AND revoked_at IS NOT NULL ORDER BY revoked_at
+                    """, logger: logger))
+        }
+    }
+
+    public func certificate(fingerprint: String) async throws -> DeviceCertificate? {
+        let fingerprint = fingerprint.lowercased()
+        return try await leased { connection in
+            try await Self.certificates(
+                connection.query(
+                    """
+                    SELECT \(unescaped: Self.certificateColumns) FROM certificates WHERE fingerprint = \(fingerprint)
+                    """, logger: logger)
+            ).first
+        }
+    }
+
+    private static func revokeActiveCertificates(
+        _ connection: PostgresConnection, productId: String, deviceName: String, now: Date, logger: Logger
+    ) async throws {
+        try await connection.query(
+            """
+            UPDATE certificates SET revoked_at = \(now)
+            WHERE product_id = \(productId) AND device_name = \(deviceName) AND revoked_at IS NULL
+            """, logger: logger)
+    }
+
+    // MARK: Audit log
+
+    public func recordEvent(_ event: RegistrationEvent) async throws {
+        try await leased { connection in
+            try await connection.query(
+                """
+                INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
+                VALUES (\(event.time), \(event.productId), \(event.deviceName), \(event.outcome),
+                    \(event.remoteAddress), \(event.endpoint))
+                """, logger: logger)
+        }
+    }
+
+    public func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
+        try await leased { connection in
+            let rows = try await connection.query(
+                """
+                SELECT id, time, product_id, device_name, outcome, remote_address, endpoint FROM events
+                WHERE product_id = \(productId) ORDER BY id DESC LIMIT \(max(limit, 0))
+                """, logger: logger)
+            var events: [RegistrationEvent] = []
+            for try await row in rows {
+                let (id, time, product, device, outcome, address, endpoint) = try row.decode(
+                    (Int64, Date, String, String, String, String, String).self)
+                events.append(
+                    RegistrationEvent(
+                        id: id, time: time, productId: product, deviceName: device, outcome: outcome,
+                        remoteAddress: address, endpoint: endpoint))
+            }
+            return events
+        }
+    }
+
+    public func checkHealth() async throws {
+        try await leased { connection in
+            try await connection.query("SELECT 1", logger: logger)
+        }
+    }
+
+    // MARK: Connections and transactions
+
+    /// Runs `body` on a pooled connection; waiting for one is bounded, so a database outage answers
+    /// `unavailable` instead of holding requests for the pool's minute of retries.
+    private func leased<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws
+        -> T
+    {
+        let leased = LeaseFlag()
+        let client = self.client
+        let timeout = leaseTimeout
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await client.withConnection { connection in
+                    leased.set()
+                    return try await body(connection)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            while let outcome = try await group.next() {
+                if let value = outcome {
+                    group.cancelAll()
+                    return value
+                }
+                // The timer: give up only while still waiting for a connection, never in the middle of work.
+                if !leased.isSet {
+                    group.cancelAll()
+                    throw StoreError(.unavailable, "no database connection within \(timeout)")
+                }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// One transaction; `body`'s errors roll it back and surface unchanged. Rejections commit nothing to undo.
+    /// A deadlock or serialization failure (which the lock order should prevent) is retried.
+    private func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        async throws -> T
+    {
+        let logger = self.logger
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await leased { connection in
+                    try await connection.query("BEGIN", logger: logger)
+                    let value: T
+                    do {
+                        value = try await body(connection)
+                    } catch {
+                        try? await connection.query("ROLLBACK", logger: logger)
+                        throw error
+                    }
+                    // Only a COMMIT that returns means durable: a registration is acknowledged after this line.
+                    try await connection.query("COMMIT", logger: logger)
+                    return value
+                }
+            } catch let error as PSQLError where attempt < 3 && Self.isRetryable(error) {
+                logger.debug("retrying a transaction", metadata: ["dynreg.sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
+            }
+        }
+    }
+
+    private static func isRetryable(_ error: PSQLError) -> Bool {
+        guard let state = error.serverInfo?[.sqlState] else { return false }
+        return state == "40001" || state == "40P01"
+    }
+
+    // MARK: Rows
+
+    private static let productColumns = """
+        id, name, auth_type, secret, dynamic_registration, auto_create, device_quota, allow_clockless, device_count,
+        created_at, ca_certificate, ca_sealed_key, ca_key_type, certificate_validity_days
+        """
+    private static let certificateColumns =
+        "serial, product_id, device_name, fingerprint, pem, not_before, not_after, issued_at, revoked_at"
+    private static let deviceColumns =
+        "product_id, name, status, psk, created_at, registered_at, activated_at, registration_count"
+
+    private struct LockedProduct {
+        var autoCreate: Bool
+        var quota: Int?
+        var count: Int
+    }
+
+    /// Locks the product row for the rest of the transaction: the first lock any writer of devices takes.
+    private static func lockProduct(_ connection: PostgresConnection, id: String, logger: Logger) async throws
+        -> LockedProduct?
+    {
+        let rows = try await connection.query(
+            "SELECT auto_create, device_quota, device_count FROM products WHERE id = \(id) FOR NO KEY UPDATE",
+            logger: logger)
+        var locked: LockedProduct?
+        for try await row in rows {
+            let (autoCreate, quota, count) = try row.decode((Bool, Int?, Int).self)
+            locked = LockedProduct(autoCreate: autoCreate, quota: quota, count: count)
+        }
+        return locked
+    }
+
+    private static func insertDevice(
+        _ connection: PostgresConnection, productId: String, name: String, status: DeviceStatus, psk: String?,
+        now: Date, registeredAt: Date?, logger: Logger
+    ) async throws -> Device {
+        let rows = try await connection.query(
+            """
+            INSERT INTO devices (product_id, name, status, psk, created_at, registered_at, registration_count)
+            VALUES (\(productId), \(name), \(status.rawValue), \(psk), \(now), \(registeredAt),
+                \(registeredAt == nil ? 0 : 1))
+            RETURNING \(unescaped: deviceColumns)
+            """, logger: logger)
+        guard let device = try await firstDevice(rows) else { throw deviceNotFound(productId, name) }
+        try await connection.query(
+            "UPDATE products SET device_count = device_count + 1 WHERE id = \(productId)", logger: logger)
+        return device
+    }
+
+    private static func fetchProduct(_ connection: PostgresConnection, id: String, logger: Logger) async throws
+        -> Product?
+    {
+        try await firstProduct(
+            connection.query("SELECT \(unescaped: productColumns) FROM products WHERE id = \(id)", logger: logger))
+    }
+
+    private static func fetchDevice(
+        _ connection: PostgresConnection, productId: String, name: String, forUpdate: Bool = false, logger: Logger
+    ) async throws -> Device? {
+        try await firstDevice(
+            connection.query(
+                """
+                SELECT \(unescaped: deviceColumns) FROM devices WHERE product_id = \(productId) AND name = \(name)
+                \(unescaped: forUpdate ? "FOR UPDATE" : "")
+                """, logger: logger))
+    }
+
+    private static func firstProduct(_ rows: PostgresRowSequence) async throws -> Product? {
+        var first: Product?
+        for try await row in rows where first == nil { first = try product(from: row) }
+        return first
+    }
+
+    private static func firstDevice(_ rows: PostgresRowSequence) async throws -> Device? {
+        var first: Device?
+        for try await row in rows where first == nil { first = try device(from: row) }
+        return first
+    }
+
+    private static func product(from row: PostgresRow) throws -> Product {
+        let (
+            id, name, authType, secret, dynamicRegistration, autoCreate, quota, allowClockless, count, createdAt,
+            caCertificate, caSealedKey, caKeyType, validityDays
+        ) = try row.decode(
+            (String, String, String, String, Bool, Bool, Int?, Bool, Int, Date, String?, String?, String?, Int?).self)
+        return Product(
+            id: id, name: name, authType: AuthType(rawValue: authType) ?? .key, secret: secret,
+            dynamicRegistration: dynamicRegistration, autoCreate: autoCreate, deviceQuota: quota,
+            allowClocklessDevices: allowClockless, deviceCount: count, createdAt: createdAt,
+            certificateAuthority: caCertificate.map { pem in
+                StoredCertificateAuthority(
+                    certificatePEM: pem, sealedPrivateKey: caSealedKey ?? "", keyType: caKeyType ?? "",
+                    certificateValidityDays: validityDays ?? 3650)
+            })
+    }
+
+    private static func certificates(_ rows: PostgresRowSequence) async throws -> [DeviceCertificate] {
+        var certificates: [DeviceCertificate] = []
+        for try await row in rows {
+            let (serial, productId, deviceName, fingerprint, pem, notBefore, notAfter, issuedAt, revokedAt) =
+                try row.decode((String, String, String, String, String, Date, Date, Date, Date?).self)
+            certificates.append(
+                DeviceCertificate(
+                    serial: serial, productId: productId, deviceName: deviceName, fingerprint: fingerprint, pem: pem,
+                    notBefore: notBefore, notAfter: notAfter, issuedAt: issuedAt, revokedAt: revokedAt))
+        }
+        return certificates
+    }
+
+    private static func device(from row: PostgresRow) throws -> Device {
+        let (productId, name, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
+            (String, String, String, String?, Date, Date?, Date?, Int).self)
+        return Device(
+            productId: productId, name: name, status: DeviceStatus(rawValue: status) ?? .created, psk: psk,
+            createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count)
+    }
+
+    private static func productNotFound(_ id: String) -> StoreError {
+        StoreError(.productNotFound, "product \(id) does not exist")
+    }
+
+    private static func deviceNotFound(_ productId: String, _ name: String) -> StoreError {
+        StoreError(.deviceNotFound, "device \(name) does not exist in product \(productId)")
+    }
+}
+
+/// Whether a pooled connection was handed over (`Mutex` needs macOS 15; the package supports 14).
+private final class LeaseFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}

@@ -1,0 +1,43 @@
+public import DynRegCA
+public import DynRegStore
+import Foundation
+import Synchronization
+
+/// Opened product CAs, cached: unsealing and parsing a CA key costs more than issuing with it.
+final class CertificateAuthorities: Sendable {
+    let masterKey: MasterKey
+    private let cache = Mutex<[String: (sealed: String, authority: ProductCertificateAuthority)]>([:])
+
+    init(masterKey: MasterKey) {
+        self.masterKey = masterKey
+    }
+
+    func authority(for product: Product) throws -> ProductCertificateAuthority? {
+        guard let stored = product.certificateAuthority else { return nil }
+        if let cached = cache.withLock({ $0[product.id] }), cached.sealed == stored.sealedPrivateKey {
+            return cached.authority
+        }
+        let keyPEM = try masterKey.open(stored.sealedPrivateKey, context: product.id)
+        let authority = try ProductCertificateAuthority(certificatePEM: stored.certificatePEM, privateKeyPEM: keyPEM)
+        cache.withLock { $0[product.id] = (stored.sealedPrivateKey, authority) }
+        return authority
+    }
+
+    /// Seals a CA for storage with its product.
+    func stored(_ authority: ProductCertificateAuthority, productId: String, validityDays: Int) throws
+        -> StoredCertificateAuthority
+    {
+        StoredCertificateAuthority(
+            certificatePEM: authority.certificatePEM,
+            sealedPrivateKey: try masterKey.seal(authority.privateKeyPEM, context: productId),
+            keyType: authority.keyType.rawValue, certificateValidityDays: validityDays)
+    }
+}
+
+/// Refuses to start with a master key that cannot open the stored CA keys: silent garbage is worse than no start.
+public func checkMasterKey(_ masterKey: MasterKey, store: some RegistrationStore) async throws {
+    for product in try await store.products() {
+        guard let stored = product.certificateAuthority else { continue }
+        _ = try masterKey.open(stored.sealedPrivateKey, context: product.id)
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// `dynreg serve --port 0 --no-demo` on an empty data directory, as a subprocess.
+private final class ServeProcess: @unchecked Sendable {
+    static let adminToken = "bench-test-admin-token-0123456789"
+    let process = Process()
+    let dataDirectory: URL
+    private(set) var baseURL = ""
+
+    init() throws {
+        dataDirectory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("dynreg-bench-test-\(UUID().uuidString)")
+        process.executableURL = DynregExecutable.url
+        process.arguments = ["serve", "--port", "0", "--no-demo", "--data-dir", dataDirectory.path]
+        var environment = ProcessInfo.processInfo.environment
+        environment["DYNREG_ADMIN_TOKEN"] = Self.adminToken
+        process.environment = environment
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+
+        // Read on a plain thread so that a silent server cannot hang the test: give up after 60 s.
+        let found = DispatchSemaphore(value: 0)
+        let line = LockedText()
+        Thread.detachNewThread {
+            var text = ""
+            while true {
+                let data = stdout.fileHandleForReading.availableData
+                if data.isEmpty { break }
+                text += String(decoding: data, as: UTF8.self)
+                if let range = text.range(of: "dynreg listening on "),
+                    let end = text[range.upperBound...].firstIndex(of: "\n")
+                {
+                    line.set(String(text[range.upperBound..<end]))
+                    break
+                }
+            }
+            found.signal()
+        }
+        _ = found.wait(timeout: .now() + 60)
+        guard let url = line.get() else {
+            stop()
+            throw ServeError("dynreg serve did not print its listening line")
+        }
+        baseURL = url
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: dataDirectory)
+    }
+
+    /// Calls the admin API; returns the decoded JSON object.
+    func admin(_ method: String, _ path: String, body: String? = nil) async throws -> [String: Any] {
+        var request = URLRequest(url: URL(string: baseURL + "/admin/v1" + path)!)
+        request.httpMethod = method
+        request.setValue("Bearer \(Self.adminToken)", forHTTPHeaderField: "Authorization")
+        if let body {
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.httpBody = Data(body.utf8)
+        }
+        let (data, _) = try await URLSession.shared.data(for: request)
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    func createProduct() async throws -> (id: String, secret: String) {
+        let product = try await admin("POST", "/products", body: #"{"name":"bench"}"#)
+        return (try #require(product["productId"] as? String), try #require(product["productSecret"] as? String))
+    }
+}
+
+private struct ServeError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+private final class LockedText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: String?
+    func set(_ text: String) { lock.withLock { value = text } }
+    func get() -> String? { lock.withLock { value } }
+}
+
+/// The `--json` report of `dynreg bench`.
+private struct BenchReport {
+    var outcomes: [String: Int]
+    var devices: Int
+    var concurrency: Int
+    var object: [String: Any]
+
+    init(_ result: CommandResult) throws {
+        #expect(result.status == 0, "\(result.stderr)")
+        let line = try #require(result.stdout.split(separator: "\n").last.map(String.init), "no output")
+        object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        outcomes = try #require(object["outcomes"] as? [String: Int])
+        devices = try #require(object["devices"] as? Int)
+        concurrency = try #require(object["concurrency"] as? Int)
+    }
+}
+
+@Suite("dynreg bench", .serialized)
+struct BenchCommandTests {
+    private func withServer(_ body: (ServeProcess) async throws -> Void) async throws {
+        let server = try ServeProcess()
+        defer { server.stop() }
+        try await body(server)
+    }
+
+    @Test("registers N distinct devices, current and legacy protocol, and reports every outcome")
+    func registers() async throws {
+        try await withServer { server in
+            let product = try await server.createProduct()
+            let current = try BenchReport(DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "50",
+                 "--concurrency", "8", "--json"],
+                environment: ["DYNREG_PRODUCT_SECRET": product.secret]))
+            #expect(current.outcomes == ["Success": 50])
+            #expect(current.devices == 50)
+            #expect(current.concurrency == 8)
+            for key in ["requestsPerSecond", "p50Ms", "p90Ms", "p99Ms", "maxMs", "durationSeconds"] {
+                #expect(current.object[key] is Double || current.object[key] is Int, "\(key)")
+            }
+
+            let legacy = try BenchReport(DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", product.secret,
+                 "--devices", "50", "--concurrency", "8", "--legacy", "--json"]))
+            #expect(legacy.outcomes == ["Success": 50])
+
+            let sha1 = try BenchReport(DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", product.secret,
+                 "--devices", "50", "--concurrency", "8", "--algorithm", "hmacsha1", "--device-prefix", "sha1",
+                 "--json"]))
+            #expect(sha1.outcomes == ["Success": 50])
+
+            // Three runs of 50 distinct names each.
+            let shown = try await server.admin("GET", "/products/\(product.id)")
+            #expect(shown["deviceCount"] as? Int == 150)
+            let device = try await server.admin("GET", "/products/\(product.id)/devices/sha1-49")
+            #expect(device["deviceName"] as? String == "sha1-49")
+        }
+    }
+
+    @Test("a wrong secret: every request is AuthFailure.SignatureFailure, and the exit status is still 0")
+    func wrongSecret() async throws {
+        try await withServer { server in
+            let product = try await server.createProduct()
+            let wrong = "wrong-secret-0123456789abcdef"
+            let current = try BenchReport(DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
+                 "--devices", "50", "--concurrency", "8", "--json"]))
+            #expect(current.outcomes == ["AuthFailure.SignatureFailure": 50])
+            let legacy = try BenchReport(DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
+                 "--devices", "50", "--concurrency", "8", "--legacy", "--json"]))
+            #expect(legacy.outcomes == ["AuthFailure.SignatureFailure": 50])
+        }
+    }
+
+    @Test("--health sends N requests to GET /health; the human report names the outcomes")
+    func health() async throws {
+        try await withServer { server in
+            let report = try BenchReport(DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--health", "--devices", "50", "--concurrency", "8", "--json"]))
+            #expect(report.outcomes == ["Success": 50])
+            #expect(report.devices == 50)
+
+            let human = try DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--health", "--devices", "20", "--concurrency", "30"])
+            #expect(human.status == 0, "\(human.stderr)")
+            #expect(human.stdout.contains("throughput"))
+            #expect(human.stdout.contains("p99"))
+            #expect(human.stdout.contains("Success"))
+            #expect(human.stdout.contains("20"))
+        }
+    }
+
+    @Test("a server that is not there: one line on stderr, non-zero exit")
+    func unreachable() throws {
+        // Port 9 (discard) on loopback: nothing listens there in a test environment.
+        let result = try DynregExecutable.run(
+            ["bench", "--url", "http://127.0.0.1:9", "--health", "--devices", "5", "--concurrency", "2"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("cannot connect"))
+        #expect(result.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test("bad input: one line on stderr, non-zero exit", arguments: [
+        ["--product-id", "P1", "--devices", "0"],
+        ["--product-id", "P1", "--concurrency", "0"],
+        ["--product-id", "P1", "--product-secret", "short"],
+        ["--product-id", "P1"],
+        ["--product-id", "bad id!"],
+        ["--product-id", "P1", "--device-prefix", "bad/prefix"],
+        ["--product-id", "P1", "--legacy", "--algorithm", "hmacsha256"],
+    ])
+    func badInput(extra: [String]) throws {
+        let result = try DynregExecutable.run(
+            ["bench", "--url", "http://127.0.0.1:9"] + extra, environment: ["DYNREG_PRODUCT_SECRET": ""])
+        #expect(result.status != 0)
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test("https is refused with a clear message")
+    func httpsRefused() throws {
+        let result = try DynregExecutable.run(
+            ["bench", "--url", "https://127.0.0.1:9", "--health"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("http://"))
+    }
+}

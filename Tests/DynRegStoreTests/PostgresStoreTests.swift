@@ -1,0 +1,153 @@
+import DynRegPostgres
+import DynRegStore
+import Foundation
+import PostgresNIO
+import Testing
+
+@Suite("PostgreSQL URLs")
+struct PostgresURLTests {
+    @Test func parsesAFullURL() throws {
+        let configuration = try PostgresStore.Configuration(
+            url: "postgres://dyn%40reg:p%40ss%3Aw0rd@db.example.com:6543/registry?sslmode=verify-full")
+        #expect(configuration.host == "db.example.com")
+        #expect(configuration.port == 6543)
+        #expect(configuration.username == "dyn@reg")
+        #expect(configuration.password == "p@ss:w0rd")
+        #expect(configuration.database == "registry")
+        #expect(configuration.tls == .verifyFull)
+    }
+
+    @Test func defaults() throws {
+        let remote = try PostgresStore.Configuration(url: "postgresql://dynreg:secret@db.internal/dynreg")
+        #expect(remote.port == 5432)
+        #expect(remote.tls == .prefer)
+        let loopback = try PostgresStore.Configuration(url: "postgres://dynreg:secret@127.0.0.1:5433/dynreg")
+        #expect(loopback.tls == .disable)
+        #expect(try PostgresStore.Configuration(url: "postgres://u:p@localhost/d").tls == .disable)
+        #expect(try PostgresStore.Configuration(url: "postgres://u:p@[::1]:5432/d").host == "::1")
+        #expect(try PostgresStore.Configuration(url: "postgres://u:p@[::1]:5432/d").tls == .disable)
+        // libpq's default database is the user's name.
+        #expect(try PostgresStore.Configuration(url: "postgres://dynreg@db.internal").database == "dynreg")
+        #expect(try PostgresStore.Configuration(url: "POSTGRES://u@h/d?sslmode=disable").tls == .disable)
+        #expect(try PostgresStore.Configuration(url: "postgres://u@h/d?sslmode=require").tls == .require)
+        #expect(try PostgresStore.Configuration(url: "postgres://u@h/d?sslmode=prefer").tls == .prefer)
+        #expect(try PostgresStore.Configuration(url: "postgres://u@h/d").password == nil)
+    }
+
+    @Test(arguments: [
+        "mysql://u:hunter2secret@h/d", "postgres://h/d", "postgres://u:hunter2secret@/d",
+        "postgres://u:hunter2secret@h/d?sslmode=sometimes", "postgres://u:hunter2secret@h/d?application_name=x",
+        "postgres://u:hunter2secret@h/a/b", "not a url",
+    ])
+    func refusesBadURLsWithoutQuotingThePassword(_ url: String) {
+        do {
+            _ = try PostgresStore.Configuration(url: url)
+            Issue.record("accepted \(url)")
+        } catch {
+            #expect(error.code == .invalidInput)
+            #expect(!error.message.contains("hunter2secret"))
+        }
+    }
+
+    @Test func redactedDescriptionHasNoPassword() throws {
+        let configuration = try PostgresStore.Configuration(url: "postgres://dynreg:hunter2secret@[fd00::1]:5432/db")
+        #expect(configuration.redactedDescription == "postgres://dynreg@[fd00::1]:5432/db?sslmode=prefer")
+    }
+}
+
+@Suite("PostgreSQL store start")
+struct PostgresStartTests {
+    /// The password is wrong: the server's reason, at once, and no password in it.
+    @Test func wrongPasswordFailsFastWithTheServersReason() async throws {
+        guard var configuration = try PostgresTestDatabase.adminConfiguration() else { return }
+        configuration.password = "wrong-password-\(UUID().uuidString)"
+        let start = ContinuousClock.now
+        do {
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            Issue.record("connected with a wrong password")
+        } catch let error as StoreError {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("password authentication failed"), "\(error.message)")
+            #expect(error.message.contains("28P01"), "\(error.message)")
+            #expect(!error.message.contains(configuration.password ?? "?"))
+            #expect(!String(reflecting: error).contains(configuration.password ?? "?"))
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
+    @Test func unknownDatabaseFailsFast() async throws {
+        guard var configuration = try PostgresTestDatabase.adminConfiguration() else { return }
+        configuration.database = "dynreg_missing_\(UUID().uuidString.prefix(8).lowercased())"
+        await #expect(throws: StoreError.self) {
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+        }
+    }
+
+    @Test func unreachableServerFailsFast() async throws {
+        // A port nothing listens on: refused at once.
+        var configuration = try PostgresStore.Configuration(url: "postgres://dynreg:hunter2secret@127.0.0.1:1/dynreg")
+        configuration.connectTimeout = .seconds(3)
+        let start = ContinuousClock.now
+        do {
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            Issue.record("connected to port 1")
+        } catch let error as StoreError {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("127.0.0.1:1"), "\(error.message)")
+            #expect(!error.message.contains("hunter2secret"))
+        }
+        #expect(ContinuousClock.now - start < .seconds(4))
+    }
+
+    @Test func silentServerTimesOut() async throws {
+        // Accepts TCP and never answers: the connect timeout bounds the wait.
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { listener.close(promise: nil) }
+        let port = try #require(listener.localAddress?.port)
+        var configuration = try PostgresStore.Configuration(url: "postgres://u:hunter2secret@127.0.0.1:\(port)/d")
+        configuration.connectTimeout = .seconds(1)
+        let start = ContinuousClock.now
+        await #expect(throws: StoreError.self) {
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+        }
+        #expect(ContinuousClock.now - start < .seconds(3))
+    }
+
+    @Test func instancesStartingTogetherMigrateOnce() async throws {
+        try await PostgresTestDatabase.withFreshDatabase { configuration in
+            let stores = try await withThrowingTaskGroup(of: PostgresStore.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(stores.count == 4)
+            let connection = try await PostgresConnection.connect(
+                configuration: try configuration.connectionConfiguration(), id: 1, logger: PostgresTestDatabase.logger)
+            let rows = try await connection.query(
+                "SELECT id, name FROM dynreg_migrations ORDER BY id", logger: PostgresTestDatabase.logger
+            ).collect()
+            try await connection.close()
+            #expect(rows.count == 2)
+            #expect(try rows.map { try $0.decode((Int, String).self).0 } == [1, 2])
+            // A later start finds nothing to do and works.
+            let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            try await withRunning(store) { try await store.checkHealth() }
+        }
+    }
+
+    @Test func operationsAnswerUnavailableWhenTheDatabaseIsGone() async throws {
+        try await PostgresTestDatabase.withFreshDatabase { configuration in
+            var short = configuration
+            short.connectTimeout = .seconds(1)
+            let store = try await PostgresStore(configuration: short, logger: PostgresTestDatabase.logger)
+            // The pool never runs: no connection can be had, as when the server is down.
+            let start = ContinuousClock.now
+            await #expect(throws: StoreError.self) { try await store.checkHealth() }
+            #expect(ContinuousClock.now - start < .seconds(3))
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+
+/// A `dynreg serve` child process, as an operator would run it.
+final class ServerProcess: @unchecked Sendable {
+    let process: Process
+    let port: Int
+    let logFile: URL
+
+    /// `.build/<config>/dynreg`, beside the test bundle.
+    static var executable: URL {
+        let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        var directory = bundle.deletingLastPathComponent()
+        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("dynreg").path),
+            directory.path != "/"
+        {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.appendingPathComponent("dynreg")
+    }
+
+    private init(process: Process, port: Int, logFile: URL) {
+        self.process = process
+        self.port = port
+        self.logFile = logFile
+    }
+
+    /// Starts the server on a free port and waits for its `dynreg listening on` line.
+    static func start(arguments: [String], environment: [String: String], name: String) async throws -> ServerProcess {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let logFile = directory.appendingPathComponent("stderr.log")
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+
+        let process = Process()
+        process.executableURL = executable
+        process.arguments =
+            ["serve", "--host", "127.0.0.1", "--port", "0", "--no-demo", "--data-dir", directory.path] + arguments
+        var env = ProcessInfo.processInfo.environment
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = try FileHandle(forWritingTo: logFile)
+        let output = LockedText()
+        stdout.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+            } else {
+                output.append(String(decoding: data, as: UTF8.self))
+            }
+        }
+        try process.run()
+
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let port = Self.listeningPort(in: output.text) {
+                return ServerProcess(process: process, port: port, logFile: logFile)
+            }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        if process.isRunning { process.terminate() }
+        let log = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
+        throw ServerError(
+            description: "dynreg serve (\(name)) did not report listening; stdout: \(output.text) stderr: \(log)")
+    }
+
+    private static func listeningPort(in text: String) -> Int? {
+        for line in text.split(separator: "\n") where line.hasPrefix("dynreg listening on http://127.0.0.1:") {
+            return Int(line.split(separator: ":").last ?? "")
+        }
+        return nil
+    }
+
+    func kill() {
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    var stderr: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    struct ServerError: Error, CustomStringConvertible {
+        var description: String
+    }
+}
+
+final class LockedText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = ""
+
+    func append(_ text: String) { lock.withLock { value += text } }
+    var text: String { lock.withLock { value } }
+}

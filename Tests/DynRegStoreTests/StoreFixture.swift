@@ -1,0 +1,108 @@
+import DynRegPostgres
+import DynRegStore
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+/// The stores every conformance test runs against.
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite
+    case postgres
+
+    var testDescription: String { self == .sqlite ? "SQLite" : "PostgreSQL" }
+}
+
+/// Opens a fresh, empty store of `kind` for one test and closes it afterwards.
+func withStore(_ kind: StoreKind, _ body: (any RegistrationStore) async throws -> Void) async throws {
+    switch kind {
+    case .sqlite:
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("dynreg-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await body(try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path))
+    case .postgres:
+        try await PostgresTestDatabase.withFreshDatabase { configuration in
+            let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            try await withRunning(store) { try await body(store) }
+        }
+    }
+}
+
+/// Runs the store's pool around `body`, as the server's ServiceGroup would.
+func withRunning<T: Sendable>(_ store: PostgresStore, _ body: () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await store.run() }
+        defer { group.cancelAll() }
+        return try await body()
+    }
+}
+
+/// The PostgreSQL server named by `DYNREG_TEST_POSTGRES_URL`, where each test gets a database of its own.
+enum PostgresTestDatabase {
+    static let environment = ProcessInfo.processInfo.environment
+    static let url = environment["DYNREG_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    static let isCI = environment["CI"].map { !$0.isEmpty } ?? false
+
+    static let logger: Logger = {
+        var logger = Logger(label: "dynreg.tests")
+        logger.logLevel = .warning
+        return logger
+    }()
+
+    private static let missing =
+        "DYNREG_TEST_POSTGRES_URL is not set (postgres://user:password@127.0.0.1:5432/postgres, a role that may "
+        + "CREATE DATABASE); .ci/run starts a throwaway PostgreSQL and sets it"
+
+    /// The admin connection's settings, or `nil` after skipping the test (visibly) where no URL is set.
+    /// Under CI a missing URL is a failure.
+    static func adminConfiguration() throws -> PostgresStore.Configuration? {
+        guard let url else {
+            if isCI { throw PostgresRequired() }
+            print("note: skipping a PostgreSQL test: \(missing)")
+            #if compiler(>=6.3)
+                try Test.cancel("\(missing)")
+            #else
+                return nil
+            #endif
+        }
+        var configuration = try PostgresStore.Configuration(url: url)
+        // Tests run in parallel, each with its own pool: stay well inside max_connections.
+        configuration.maximumConnections = 8
+        return configuration
+    }
+
+    struct PostgresRequired: Error, CustomStringConvertible {
+        var description: String { "PostgreSQL is required when CI is set: \(missing)" }
+    }
+
+    /// Creates an empty database with a random name, hands its configuration to `body`, then drops it.
+    static func withFreshDatabase(_ body: (PostgresStore.Configuration) async throws -> Void) async throws {
+        guard let admin = try adminConfiguration() else { return }
+        // Only [a-z0-9_]: the name is spliced into DDL, which takes no parameters.
+        let name = "dynreg_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        try await adminQuery(admin, "CREATE DATABASE \(unescaped: name)")
+        var configuration = admin
+        configuration.database = name
+        do {
+            try await body(configuration)
+        } catch {
+            try? await adminQuery(admin, "DROP DATABASE \(unescaped: name) WITH (FORCE)")
+            throw error
+        }
+        try await adminQuery(admin, "DROP DATABASE \(unescaped: name) WITH (FORCE)")
+    }
+
+    static func adminQuery(_ configuration: PostgresStore.Configuration, _ query: PostgresQuery) async throws {
+        let connection = try await PostgresConnection.connect(
+            configuration: try configuration.connectionConfiguration(), id: 1, logger: logger)
+        do {
+            try await connection.query(query, logger: logger)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try await connection.close()
+    }
+}

@@ -1,0 +1,264 @@
+import AsyncHTTPClient
+import DynRegPostgres
+import DynRegProtocol
+import DynRegStore
+import Foundation
+import NIOCore
+import Testing
+
+/// Two `dynreg serve` processes on one PostgreSQL database, under concurrent load, one of them killed.
+@Suite("Two server instances on PostgreSQL", .serialized)
+struct TwoInstanceTests {
+    static let adminToken = "two-instance-test-admin-token-0123456789"
+
+    enum Outcome: Sendable {
+        case issued(psk: String)
+        case refused(code: String)
+        case transport(String)
+
+        var psk: String? { if case .issued(let psk) = self { psk } else { nil } }
+        var code: String? { if case .refused(let code) = self { code } else { nil } }
+    }
+
+    struct Answer: Sendable {
+        var product: String
+        var device: String
+        var instance: Int
+        var outcome: Outcome
+        var latency: Duration
+    }
+
+    /// Starts both instances on a fresh database (they migrate it together), one configured by flag and one by
+    /// environment, and hands them over with a running store on the same database.
+    static func withTwoInstances(
+        _ body: (PostgresStore, [ServerProcess], HTTPClient) async throws -> Void
+    ) async throws {
+        try await PostgresTestDatabase.withFreshDatabase { configuration in
+            let url = try #require(PostgresTestDatabase.url)
+            let databaseURL = try Self.url(url, database: configuration.database)
+            let environment = ["DYNREG_ADMIN_TOKEN": adminToken]
+            async let first = ServerProcess.start(
+                arguments: ["--database", databaseURL], environment: environment, name: "first")
+            async let second = ServerProcess.start(
+                arguments: [], environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 },
+                name: "second")
+            let servers = try await [first, second]
+            defer { for server in servers { server.stop() } }
+
+            let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            var httpConfiguration = HTTPClient.Configuration()
+            httpConfiguration.connectionPool = .init(
+                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
+            httpConfiguration.timeout = .init(connect: .seconds(10), read: .seconds(120))
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+            do {
+                try await withRunning(store) { try await body(store, servers, client) }
+            } catch {
+                try? await client.shutdown()
+                for (index, server) in servers.enumerated() {
+                    print("instance \(index + 1) stderr:\n\(server.stderr.suffix(4000))")
+                }
+                throw error
+            }
+            try await client.shutdown()
+        }
+    }
+
+    /// The test server's URL with another database; the password never leaves it.
+    static func url(_ base: String, database: String) throws -> String {
+        var components = try #require(URLComponents(string: base))
+        components.path = "/" + database
+        return try #require(components.string)
+    }
+
+    static func product(_ id: String, quota: Int?) -> Product {
+        Product(
+            id: id, name: id, authType: .key, secret: "\(id)-secret-0123456789abcdefghij", dynamicRegistration: true,
+            autoCreate: true, deviceQuota: quota, allowClocklessDevices: false, deviceCount: 0, createdAt: Date())
+    }
+
+    /// One signed `POST /device/register`; the credential decrypted with the product secret.
+    static func register(
+        _ client: HTTPClient, port: Int, instance: Int, product: Product, device: String
+    ) async -> Answer {
+        let start = ContinuousClock.now
+        let body = RegistrationRequestBody(productId: product.id, deviceName: device).encodedJSON()
+        let timestamp = String(Int64(Date().timeIntervalSince1970))
+        let nonce = String(Int64.random(in: 1...Int64(Int32.max)))
+        let signed = SignedRequest(
+            canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: timestamp, nonce: nonce, body: body)
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(RegistrationPath.current)")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
+        request.headers.add(name: "X-TC-Algorithm", value: SignatureAlgorithm.hmacSHA256.name)
+        request.headers.add(name: "X-TC-Timestamp", value: timestamp)
+        request.headers.add(name: "X-TC-Nonce", value: nonce)
+        request.headers.add(name: "X-TC-Signature", value: signed.signature(productSecret: product.secret))
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let outcome: Outcome
+        do {
+            let response = try await client.execute(request, timeout: .seconds(120))
+            let bytes = try await response.body.collect(upTo: 1 << 16)
+            if response.status != .ok {
+                outcome = .transport("HTTP \(response.status.code)")
+            } else {
+                switch try RegistrationReply(decoding: Array(buffer: bytes)) {
+                case .failure(let code, _, _):
+                    outcome = .refused(code: code)
+                case .success(let payload, _):
+                    let plaintext = try PayloadCipher.decrypt(
+                        payload: payload.payload, length: payload.length, productSecret: product.secret)
+                    guard case .key(let psk) = try DeviceCredential(decoding: plaintext) else {
+                        outcome = .transport("not a key credential")
+                        break
+                    }
+                    outcome = .issued(psk: psk)
+                }
+            }
+        } catch {
+            outcome = .transport(String(describing: error))
+        }
+        return Answer(
+            product: product.id, device: device, instance: instance, outcome: outcome,
+            latency: ContinuousClock.now - start)
+    }
+
+    static func summary(_ answers: [Answer], elapsed: Duration) -> String {
+        let latencies = answers.map { Double($0.latency.components.attoseconds) / 1e15 + Double($0.latency.components.seconds) * 1000 }
+            .sorted()
+        func percentile(_ p: Double) -> Double {
+            latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
+        }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return String(
+            format: "%d requests in %.2f s (%.0f/s); latency p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+            answers.count, seconds, Double(answers.count) / seconds, percentile(0.5), percentile(0.99),
+            latencies.last ?? 0)
+    }
+
+    @Test("2 × 500 concurrent registrations, shared names, a quota below demand")
+    func concurrentLoadOnTwoInstances() async throws {
+        try await Self.withTwoInstances { store, servers, client in
+            let unlimited = try await store.createProduct(Self.product("UNLIMITED1", quota: nil))
+            let limited = try await store.createProduct(Self.product("LIMITED150", quota: 150))
+            // Each instance gets 250 names per product; both get the same names.
+            let start = ContinuousClock.now
+            let answers = await withTaskGroup(of: Answer.self) { group in
+                for (instance, server) in servers.enumerated() {
+                    for index in 0..<250 {
+                        for product in [unlimited, limited] {
+                            let device = "\(product.id == unlimited.id ? "u" : "q")-\(index)"
+                            group.addTask {
+                                await Self.register(
+                                    client, port: server.port, instance: instance, product: product, device: device)
+                            }
+                        }
+                    }
+                }
+                return await group.reduce(into: [Answer]()) { $0.append($1) }
+            }
+            let elapsed = ContinuousClock.now - start
+            print("two instances, shared names: \(Self.summary(answers, elapsed: elapsed))")
+
+            #expect(answers.count == 1000)
+            let transport = answers.compactMap { answer -> String? in
+                if case .transport(let message) = answer.outcome { message } else { nil }
+            }
+            #expect(transport.isEmpty, "transport errors: \(transport.prefix(5))")
+            let codes = Dictionary(grouping: answers.compactMap(\.outcome.code), by: { $0 }).mapValues(\.count)
+            #expect(codes[RegistrationErrorCode.internalError.code] == nil, "codes: \(codes)")
+
+            // Unlimited: every request is a success, every device registered twice.
+            let u = answers.filter { $0.product == unlimited.id }
+            #expect(u.allSatisfy { $0.outcome.psk != nil }, "codes: \(codes)")
+            #expect(try await store.product(id: unlimited.id)?.deviceCount == 250)
+
+            // Limited: exactly the quota of devices, and every refusal is the quota's.
+            let q = answers.filter { $0.product == limited.id }
+            #expect(q.allSatisfy { $0.outcome.psk != nil || $0.outcome.code == RegistrationErrorCode.deviceQuota.code })
+            #expect(try await store.product(id: limited.id)?.deviceCount == 150)
+            let storedLimited = try await store.devices(productId: limited.id, status: nil, limit: 1000, after: nil)
+            #expect(storedLimited.count == 150)
+            #expect(Set(q.filter { $0.outcome.psk != nil }.map(\.device)).count == 150)
+
+            // Every success is a stored credential: the device exists, holds one of the psks it was issued, and
+            // counts exactly as many registrations as were acknowledged.
+            for product in [unlimited, limited] {
+                let successes = Dictionary(
+                    grouping: answers.filter { $0.product == product.id && $0.outcome.psk != nil }, by: \.device)
+                for (device, issued) in successes {
+                    let stored = try #require(try await store.device(productId: product.id, deviceName: device))
+                    #expect(stored.status == .registered)
+                    #expect(issued.contains { $0.outcome.psk == stored.psk }, "\(product.id)/\(device)")
+                    #expect(stored.registrationCount == issued.count, "\(product.id)/\(device)")
+                }
+            }
+            let listed = try await store.devices(productId: unlimited.id, status: .registered, limit: 1000, after: nil)
+            #expect(listed.count == 250)
+        }
+    }
+
+    @Test("SIGKILL of one instance under load loses no acknowledged registration")
+    func killingAnInstanceLosesNoAcknowledgedRegistration() async throws {
+        try await Self.withTwoInstances { store, servers, client in
+            let product = try await store.createProduct(Self.product("KILLTEST01", quota: nil))
+            let victim = servers[1]
+            let answeredByVictim = Counter()
+            let start = ContinuousClock.now
+            let (answers, inFlightAtKill) = await withTaskGroup(of: Answer?.self) { group in
+                for (instance, server) in servers.enumerated() {
+                    for index in 0..<500 {
+                        group.addTask {
+                            let answer = await Self.register(
+                                client, port: server.port, instance: instance, product: product,
+                                device: "i\(instance)-\(index)")
+                            if instance == 1 { answeredByVictim.increment() }
+                            return answer
+                        }
+                    }
+                }
+                // Kill once the victim has answered some requests and still has many in flight.
+                let killer = Task {
+                    while answeredByVictim.value < 60 { try? await Task.sleep(for: .milliseconds(1)) }
+                    let inFlight = 500 - answeredByVictim.value
+                    victim.kill()
+                    return inFlight
+                }
+                var answers: [Answer] = []
+                for await answer in group { if let answer { answers.append(answer) } }
+                return (answers, await killer.value)
+            }
+            let elapsed = ContinuousClock.now - start
+            let acknowledged = answers.filter { $0.outcome.psk != nil }
+            let victimAcknowledged = acknowledged.filter { $0.instance == 1 }.count
+            print(
+                "two instances, one killed: \(Self.summary(answers, elapsed: elapsed)); "
+                    + "\(acknowledged.count) acknowledged (\(victimAcknowledged) by the killed instance), "
+                    + "\(inFlightAtKill) of its requests in flight at the kill")
+
+            #expect(inFlightAtKill > 0)
+            // The survivor answered everything it was sent.
+            #expect(answers.filter { $0.instance == 0 }.allSatisfy { $0.outcome.psk != nil })
+            #expect(answers.allSatisfy { $0.outcome.code != RegistrationErrorCode.internalError.code })
+            var lost: [String] = []
+            for answer in acknowledged {
+                let stored = try await store.device(productId: product.id, deviceName: answer.device)
+                if stored?.psk != answer.outcome.psk || stored?.status != .registered { lost.append(answer.device) }
+            }
+            #expect(lost.isEmpty, "acknowledged but not stored: \(lost.prefix(10))")
+            // Unacknowledged ones may have committed (killed after COMMIT, before the answer); counts agree anyway.
+            let stored = try await store.devices(productId: product.id, status: nil, limit: 2000, after: nil)
+            #expect(stored.count >= acknowledged.count)
+            #expect(try await store.product(id: product.id)?.deviceCount == stored.count)
+            print("stored \(stored.count) devices for \(acknowledged.count) acknowledged registrations")
+        }
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+
+    func increment() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
+}

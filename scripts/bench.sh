@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Measures dynreg on this machine: the GET /health ceiling, then key-product registrations on the current and the
+# legacy endpoint, then certificate-product registrations when the server can issue certificates. Every scenario
+# runs R times, interleaved, and the table shows medians. See docs/performance.md.
+#
+# Environment: N (requests per run, default 20000), C (concurrency, default 64), R (runs, default 3),
+# CERT_N (requests per certificate run, default N/10: certificates cost far more), THREADS (generator
+# event-loop threads, default 1), SCRATCH (build directory, default .build-bench), SKIP_BUILD=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-20000}
+C=${C:-64}
+R=${R:-3}
+CERT_N=${CERT_N:-$((N / 10))}
+THREADS=${THREADS:-1}
+SCRATCH=${SCRATCH:-.build-bench}
+
+for tool in curl awk sed; do
+    command -v "$tool" >/dev/null || { echo "bench.sh: $tool is required" >&2; exit 1; }
+done
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    echo "bench.sh: swift build -c release --scratch-path $SCRATCH" >&2
+    swift build -c release --scratch-path "$SCRATCH" --product dynreg >&2
+fi
+BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/dynreg"
+[[ -x "$BIN" ]] || { echo "bench.sh: $BIN not found" >&2; exit 1; }
+
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/dynreg-bench.XXXXXX")
+SERVER_PID=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+export DYNREG_ADMIN_TOKEN="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+"$BIN" serve --port 0 --no-demo --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+SERVER_PID=$!
+
+URL=""
+for _ in $(seq 1 300); do
+    URL=$(sed -n 's/^dynreg listening on \(http:\/\/[^ ]*\).*/\1/p' "$DATA/serve.out")
+    [[ -n "$URL" ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "bench.sh: the server exited:" >&2; cat "$DATA/serve.err" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -n "$URL" ]] || { echo "bench.sh: the server did not start within 30 s" >&2; exit 1; }
+case "$URL" in http://127.0.0.1:*) ;; *) echo "bench.sh: unexpected server URL $URL" >&2; exit 1 ;; esac
+
+# Prints "productId productSecret", or nothing when the server refuses.
+create_product() {
+    local body
+    body=$(curl -sf -X POST "$URL/admin/v1/products" \
+        -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" -H 'Content-Type: application/json' \
+        -d "{\"name\":\"$1\",\"authType\":\"$2\",\"deviceQuota\":1000000000}") || return 0
+    printf '%s %s\n' \
+        "$(printf '%s' "$body" | sed -n 's/.*"productId":"\([^"]*\)".*/\1/p')" \
+        "$(printf '%s' "$body" | sed -n 's/.*"productSecret":"\([^"]*\)".*/\1/p')"
+}
+
+# json_field FIELD JSON: a number from the bench report.
+json_field() { printf '%s' "$2" | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
+successes() { local s; s=$(printf '%s' "$1" | sed -n 's/.*"outcomes":{[^}]*"Success":\([0-9]*\).*/\1/p'); echo "${s:-0}"; }
+outcomes() { printf '%s' "$1" | sed -n 's/.*"outcomes":\({[^}]*}\).*/\1/p'; }
+
+read -r KEY_ID KEY_SECRET <<<"$(create_product bench-key key)"
+[[ -n "${KEY_ID:-}" && -n "${KEY_SECRET:-}" ]] || { echo "bench.sh: could not create a key product" >&2; exit 1; }
+
+# bench SCENARIO DEVICES: runs one measurement, prints its JSON report.
+bench() {
+    local args=(bench --url "$URL" --devices "$2" --concurrency "$C" --threads "$THREADS" --json)
+    case "$1" in
+        health) args+=(--health) ;;
+        key) args+=(--product-id "$KEY_ID") ;;
+        legacy) args+=(--product-id "$KEY_ID" --legacy) ;;
+        cert) args+=(--product-id "$CERT_ID") ;;
+    esac
+    local secret=$KEY_SECRET
+    [[ "$1" == cert ]] && secret=$CERT_SECRET
+    DYNREG_PRODUCT_SECRET=$secret "$BIN" "${args[@]}"
+}
+
+SCENARIOS=(health key legacy)
+NOTES=()
+CERT_ID="" CERT_SECRET=""
+read -r CERT_ID CERT_SECRET <<<"$(create_product bench-cert certificate)" || true
+if [[ -z "${CERT_ID:-}" || -z "${CERT_SECRET:-}" ]]; then
+    NOTES+=("certificate products: skipped, the server refused to create one")
+else
+    probe=$(bench cert 1 2>/dev/null || true)
+    if [[ "$(successes "$probe")" == 1 ]]; then
+        SCENARIOS+=(cert)
+    else
+        NOTES+=("certificate products: skipped, a registration answered $(outcomes "$probe")")
+    fi
+fi
+
+devices_for() { if [[ "$1" == cert ]]; then echo "$CERT_N"; else echo "$N"; fi; }
+label() {
+    case "$1" in
+        health) echo "GET /health (ceiling)" ;;
+        key) echo "POST /device/register, key" ;;
+        legacy) echo "POST /register/dev (legacy), key" ;;
+        cert) echo "POST /device/register, certificate" ;;
+    esac
+}
+
+echo "bench.sh: server $URL (pid $SERVER_PID); N=$N C=$C R=$R; warming up" >&2
+for scenario in "${SCENARIOS[@]}"; do
+    n=$(devices_for "$scenario")
+    bench "$scenario" $((n / 10 > 0 ? n / 10 : 1)) >/dev/null 2>&1 || true
+done
+
+declare -A RATES P99S OKS
+for run in $(seq 1 "$R"); do
+    for scenario in "${SCENARIOS[@]}"; do
+        echo "bench.sh: run $run/$R: $(label "$scenario")" >&2
+        report=$(bench "$scenario" "$(devices_for "$scenario")")
+        RATES[$scenario]+="$(json_field requestsPerSecond "$report") "
+        P99S[$scenario]+="$(json_field p99Ms "$report") "
+        OKS[$scenario]+="$(successes "$report") "
+        if [[ "$(successes "$report")" != "$(devices_for "$scenario")" ]]; then
+            NOTES+=("$(label "$scenario"), run $run: outcomes $(outcomes "$report")")
+        fi
+    done
+done
+
+median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+sum() { tr ' ' '\n' | sed '/^$/d' | awk '{ s += $1 } END { print s + 0 }'; }
+
+HEALTH_RATE=$(median <<<"${RATES[health]}")
+echo
+echo "dynreg bench, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), C=$C, medians of $R runs"
+printf '%-36s %7s %12s %9s %10s %12s  %s\n' scenario requests "requests/s" "p99 ms" "vs health" successes "runs (requests/s)"
+for scenario in "${SCENARIOS[@]}"; do
+    rate=$(median <<<"${RATES[$scenario]}")
+    p99=$(median <<<"${P99S[$scenario]}")
+    ratio=$(awk -v a="$rate" -v b="$HEALTH_RATE" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    total=$(( $(devices_for "$scenario") * R ))
+    printf '%-36s %7s %12.0f %9.2f %10s %12s  %s\n' "$(label "$scenario")" "$(devices_for "$scenario")" "$rate" "$p99" \
+        "$ratio" "$(sum <<<"${OKS[$scenario]}")/$total" "${RATES[$scenario]}"
+done
+HWM=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo "")
+RSS=$(awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo "")
+if [[ -n "$HWM" ]]; then
+    echo "server peak RSS (VmHWM): $((HWM / 1024)) MiB; RSS now: $((RSS / 1024)) MiB"
+fi
+for note in "${NOTES[@]+"${NOTES[@]}"}"; do echo "note: $note"; done
