@@ -6,6 +6,8 @@ import GRDB
 /// registration survives a crash of the process or the machine.
 public final class SQLiteStore: RegistrationStore {
     private let pool: DatabasePool
+    /// Registrations and audit events, the writes on every device request, share transactions.
+    private let groupCommit: GroupCommitter
 
     /// Opens (creating if needed) the database at `path` and runs pending migrations.
     public init(path: String) throws {
@@ -19,6 +21,7 @@ public final class SQLiteStore: RegistrationStore {
         // Keep bound values (secrets) out of error descriptions.
         configuration.publicStatementArguments = false
         pool = try DatabasePool(path: path, configuration: configuration)
+        groupCommit = GroupCommitter(pool: pool)
         try Self.migrator.migrate(pool)
         let synchronous = try pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
         guard synchronous == 2 else { throw StoreError(.unavailable, "SQLite refused synchronous=FULL") }
@@ -262,7 +265,7 @@ public final class SQLiteStore: RegistrationStore {
     // MARK: Registration
 
     public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
-        try await pool.write { db in
+        try await groupCommit.write { db in
             guard let product = try Self.fetchProduct(db, id: attempt.productId) else {
                 return .rejected(.productNotExist)
             }
@@ -393,7 +396,7 @@ public final class SQLiteStore: RegistrationStore {
     // MARK: Audit log
 
     public func recordEvent(_ event: RegistrationEvent) async throws {
-        try await pool.write { db in
+        try await groupCommit.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
@@ -443,7 +446,8 @@ public final class SQLiteStore: RegistrationStore {
     }
 
     private static func fetchProduct(_ db: Database, id: String) throws -> Product? {
-        try Row.fetchOne(db, sql: "SELECT * FROM products WHERE id = ?", arguments: [id]).map(product(from:))
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM products WHERE id = ?"), arguments: [id])
+            .map(product(from:))
     }
 
     private static func requireProduct(_ db: Database, id: String) throws -> Product {
@@ -455,7 +459,8 @@ public final class SQLiteStore: RegistrationStore {
 
     private static func fetchDevice(_ db: Database, productId: String, name: String) throws -> Device? {
         try Row.fetchOne(
-            db, sql: "SELECT * FROM devices WHERE product_id = ? AND name = ?", arguments: [productId, name]
+            db.cachedStatement(sql: "SELECT * FROM devices WHERE product_id = ? AND name = ?"),
+            arguments: [productId, name]
         ).map(device(from:))
     }
 

@@ -121,7 +121,7 @@ struct RegistrationTests {
                 productId: product.id, deviceName: "d", secret: product.secret, timestamp: now - 301)
             #expect(past.errorCode == "AuthFailure.SignatureExpire")
             let future = try await server.register(
-                productId: product.id, deviceName: "d", secret: product.secret, timestamp: now + 301)
+                productId: product.id, deviceName: "d", secret: product.secret, timestamp: now + 400)
             #expect(future.errorCode == "AuthFailure.SignatureExpire")
             let clockless = try await server.register(
                 productId: product.id, deviceName: "d", secret: product.secret, timestamp: 0)
