@@ -91,6 +91,20 @@ let package = Package(
             dependencies: [
                 "DynRegProtocol",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Test helpers shared by the test targets: a real server in process.
+        .target(
+            name: "DynRegTestSupport",
+            dependencies: [
+                "DynRegCA",
+                "DynRegServer",
+                "DynRegStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -132,6 +146,7 @@ let package = Package(
         .testTarget(
             name: "DynRegServerTests",
             dependencies: [
+                "DynRegTestSupport",
                 "DynRegProtocol",
                 "DynRegCA",
                 .product(name: "X509", package: "swift-certificates"),
@@ -146,6 +161,7 @@ let package = Package(
         .testTarget(
             name: "DynRegClientTests",
             dependencies: [
+                "DynRegTestSupport",
                 "DynRegProtocol",
                 "DynRegClient",
                 "DynRegStore",

@@ -30,6 +30,7 @@ public struct FileCredentialStore: CredentialStore {
     /// The credential file.
     public let fileURL: URL
 
+    /// A store at a file URL.
     public init(fileURL: URL) {
         self.fileURL = fileURL
     }

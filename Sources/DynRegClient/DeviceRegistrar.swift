@@ -1,9 +1,11 @@
 import AsyncHTTPClient
+import Crypto
 import DynRegProtocol
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import X509
 
 /// Registers a device with a dynamic-registration server and returns the credential the server issues.
 ///
@@ -41,7 +43,12 @@ public struct DeviceRegistrar: Sendable {
         /// Whether an `AuthFailure.SignatureExpire` answer carrying a `Date` header is retried once with the
         /// server's time. Default `true`.
         public var correctsClockSkew: Bool
+        /// Where the private key of a certificate credential is made. Default ``CertificateKeyOrigin/server``,
+        /// what every Tencent SDK expects; ``CertificateKeyOrigin/device`` keeps the key on the device
+        /// (a dynreg extension, current protocol only).
+        public var certificateKey: CertificateKeyOrigin = .server
 
+        /// A configuration with the documented defaults for everything but the endpoint.
         public init(
             endpoint: RegistrationEndpoint,
             registrationProtocol: RegistrationProtocol = .current,
@@ -63,19 +70,27 @@ public struct DeviceRegistrar: Sendable {
 
     /// The configuration the registrar was made with.
     public let configuration: Configuration
-    private let httpClient: HTTPClient
+    private let httpClient: HTTPClient?
 
     /// A registrar with the given configuration.
     ///
-    /// - Parameter httpClient: The client that sends requests. The default, `HTTPClient.shared`, needs no shutdown.
-    ///   Trust roots from the configuration apply per request, whichever client is used.
-    public init(configuration: Configuration, httpClient: HTTPClient = .shared) {
+    /// - Parameters:
+    ///   - configuration: Where and how to register.
+    ///   - httpClient: The client that sends requests, which you shut down; trust roots from the
+    ///   configuration apply to each request. By default each registration uses a client of its own, shut down when
+    ///   the registration ends, that does not follow redirects and reports a failed connection at once instead of
+    ///   retrying it until the timeout, so that the ``RetryPolicy`` alone decides when to try again.
+    public init(configuration: Configuration, httpClient: HTTPClient? = nil) {
         self.configuration = configuration
         self.httpClient = httpClient
     }
 
     /// A registrar for an endpoint with the default configuration.
-    public init(endpoint: RegistrationEndpoint, httpClient: HTTPClient = .shared) {
+    ///
+    /// - Parameters:
+    ///   - endpoint: Where to register.
+    ///   - httpClient: See ``init(configuration:httpClient:)``.
+    public init(endpoint: RegistrationEndpoint, httpClient: HTTPClient? = nil) {
         self.init(configuration: Configuration(endpoint: endpoint), httpClient: httpClient)
     }
 
@@ -95,6 +110,25 @@ public struct DeviceRegistrar: Sendable {
         -> RegisteredCredential
     {
         let plan = try prepare(productId: productId, deviceName: deviceName, productSecret: productSecret)
+        if let httpClient {
+            return try await register(plan, using: httpClient)
+        }
+        var clientConfiguration = HTTPClient.Configuration()
+        clientConfiguration.tlsConfiguration = plan.tlsConfiguration
+        clientConfiguration.redirectConfiguration = .disallow
+        clientConfiguration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
+        let result: Result<RegisteredCredential, any Error>
+        do {
+            result = .success(try await register(plan, using: client))
+        } catch {
+            result = .failure(error)
+        }
+        try? await client.shutdown()
+        return try result.get()
+    }
+
+    private func register(_ plan: Plan, using httpClient: HTTPClient) async throws -> RegisteredCredential {
         var generator = SystemRandomNumberGenerator()
         var clockOffset: Int64 = 0
         var correctedClock = false
@@ -103,7 +137,7 @@ public struct DeviceRegistrar: Sendable {
         while true {
             try Task.checkCancellation()
             attempts += 1
-            switch await attempt(plan, clockOffset: clockOffset, generator: &generator) {
+            switch await attempt(plan, clockOffset: clockOffset, using: httpClient, generator: &generator) {
             case .registered(let credential):
                 return credential
             case .failed(var error, let serverClockOffset):
@@ -172,6 +206,9 @@ public struct DeviceRegistrar: Sendable {
         var productId: String
         var deviceName: String
         var productSecret: String
+        /// With ``CertificateKeyOrigin/device``: the request and the key that stays here.
+        var csr: String?
+        var deviceKeyPEM: String?
     }
 
     private func prepare(productId: String, deviceName: String, productSecret: String) throws(RegistrationError)
@@ -208,13 +245,32 @@ public struct DeviceRegistrar: Sendable {
             tls.trustRoots = .certificates(certificates)
             tlsConfiguration = tls
         }
+        var csr: String?
+        var deviceKeyPEM: String?
+        if configuration.certificateKey == .device {
+            guard !isLegacy else {
+                throw RegistrationError(.invalidInput, "a key made on the device needs the current protocol")
+            }
+            let key = P256.Signing.PrivateKey()
+            do {
+                let request = try CertificateSigningRequest(
+                    version: .v1, subject: try DistinguishedName { CommonName(productId + deviceName) },
+                    privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(),
+                    signatureAlgorithm: .ecdsaWithSHA256)
+                csr = try request.serializeAsPEM().pemString
+            } catch {
+                throw RegistrationError(.invalidInput, "could not make a certificate signing request")
+            }
+            deviceKeyPEM = key.pemRepresentation
+        }
         let timeout = configuration.timeout.components
         return Plan(
             url: endpoint.url(for: configuration.registrationProtocol),
             canonicalHost: host,
             tlsConfiguration: tlsConfiguration,
             timeout: .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000),
-            productId: productId, deviceName: deviceName, productSecret: productSecret)
+            productId: productId, deviceName: deviceName, productSecret: productSecret, csr: csr,
+            deviceKeyPEM: deviceKeyPEM)
     }
 
     private enum Outcome {
@@ -228,9 +284,9 @@ public struct DeviceRegistrar: Sendable {
 
     private var isLegacy: Bool { configuration.registrationProtocol == .legacy }
 
-    private func attempt(_ plan: Plan, clockOffset: Int64, generator: inout SystemRandomNumberGenerator) async
-        -> Outcome
-    {
+    private func attempt(
+        _ plan: Plan, clockOffset: Int64, using httpClient: HTTPClient, generator: inout SystemRandomNumberGenerator
+    ) async -> Outcome {
         let timestamp = Self.unixTime() + clockOffset
         let nonce = Int64.random(in: 0...Int64(Int32.max), using: &generator)
         var request = HTTPClientRequest(url: plan.url.absoluteString)
@@ -246,7 +302,8 @@ public struct DeviceRegistrar: Sendable {
             // What the embedded C SDK sends, so gateways that serve it serve us.
             request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
         } else {
-            body = RegistrationRequestBody(productId: plan.productId, deviceName: plan.deviceName).encodedJSON()
+            body = RegistrationRequestBody(productId: plan.productId, deviceName: plan.deviceName, csr: plan.csr)
+                .encodedJSON()
             let signed = SignedRequest(
                 canonicalHost: plan.canonicalHost, algorithm: configuration.algorithm,
                 timestamp: String(timestamp), nonce: String(nonce), body: body)
@@ -290,8 +347,20 @@ public struct DeviceRegistrar: Sendable {
     }
 
     private func describeTransportFailure(_ error: any Error) -> String {
-        if let error = error as? HTTPClientError, error == .deadlineExceeded {
-            return "no answer within \(configuration.timeout)"
+        if let error = error as? HTTPClientError {
+            if error == .deadlineExceeded { return "no answer within \(configuration.timeout)" }
+            if error == .remoteConnectionClosed { return "the server closed the connection without answering" }
+        }
+        if let error = error as? IOError {
+            return String(cString: strerror(error.errnoCode))
+        }
+        if error is NIOSSLError || error is BoringSSLError {
+            // BoringSSL's text is a dump of its error queue; the verification failure is what matters.
+            if String(describing: error).contains("CERTIFICATE_VERIFY_FAILED") {
+                return "the server's certificate is not trusted; "
+                    + "for a private CA, configure its certificate as a trust root"
+            }
+            return "the TLS handshake failed"
         }
         return String(describing: error)
     }
@@ -374,7 +443,20 @@ public struct DeviceRegistrar: Sendable {
                 RegistrationError(.undecodableAnswer, message, requestId: requestId, httpStatus: status))
         }
         do {
-            let credential = try DeviceCredential(decoding: plaintext)
+            var credential = try DeviceCredential(decoding: plaintext)
+            if let keyPEM = plan.deviceKeyPEM, case .certificate(let certificate, _) = credential {
+                // The server certified our key: make sure of it before pairing them.
+                guard let parsed = try? Certificate(pemEncoded: certificate),
+                    let key = try? P256.Signing.PrivateKey(pemRepresentation: keyPEM),
+                    parsed.publicKey == Certificate.PublicKey(key.publicKey)
+                else {
+                    return .failure(
+                        RegistrationError(
+                            .undecodableAnswer, "the certificate in the answer is not for the key this device made",
+                            requestId: requestId, httpStatus: status))
+                }
+                credential = .certificate(clientCert: certificate, clientKey: keyPEM)
+            }
             return .success(
                 RegisteredCredential(
                     productId: plan.productId, deviceName: plan.deviceName, credential: credential,
@@ -389,4 +471,13 @@ public struct DeviceRegistrar: Sendable {
     }
 
     private static let wrongSecretMessage = "could not decrypt the credential: is the product secret right?"
+}
+
+/// Where the private key of a certificate credential is made.
+public enum CertificateKeyOrigin: Sendable, Hashable {
+    /// The server makes the key and sends it with the certificate, as the protocol defines.
+    case server
+    /// The device makes a P-256 key and sends a certificate signing request; the key never leaves the device.
+    /// Needs a dynreg server and the current protocol. Key-authentication products ignore the request.
+    case device
 }

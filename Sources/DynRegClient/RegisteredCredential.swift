@@ -19,6 +19,7 @@ public struct RegisteredCredential: Sendable, Hashable, Codable {
     /// The platform's request id for the registration that issued the credential, when known.
     public var requestId: String?
 
+    /// A credential for a device; `requestId` is `nil` when not known.
     public init(productId: String, deviceName: String, credential: DeviceCredential, requestId: String? = nil) {
         self.productId = productId
         self.deviceName = deviceName
@@ -57,6 +58,7 @@ public struct RegisteredCredential: Sendable, Hashable, Codable {
         case productId, deviceName, encryptionType, psk, clientCert, clientKey, requestId
     }
 
+    /// Reads the stored JSON format.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         productId = try container.decode(String.self, forKey: .productId)
@@ -77,6 +79,7 @@ public struct RegisteredCredential: Sendable, Hashable, Codable {
         }
     }
 
+    /// Writes the stored JSON format.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(productId, forKey: .productId)
@@ -101,12 +104,15 @@ extension RegisteredCredential: CustomStringConvertible, CustomDebugStringConver
         }
     }
 
+    /// Product, device and kind of credential; never the psk or the private key.
     public var description: String {
         "RegisteredCredential(productId: \(productId), deviceName: \(deviceName), \(kind), secret material redacted)"
     }
 
+    /// The same as ``description``.
     public var debugDescription: String { description }
 
+    /// Leaves out the psk and the private key, for `dump`.
     public var customMirror: Mirror {
         Mirror(
             self,

@@ -16,6 +16,7 @@ public struct RegistrationProtocol: Sendable, Hashable, CustomStringConvertible 
     /// For platforms and gateways that only know the older protocol.
     public static let legacy = RegistrationProtocol(path: RegistrationPath.legacy)
 
+    /// The path, e.g. `/device/register`.
     public var description: String { path }
 }
 
@@ -39,6 +40,7 @@ public struct RegistrationEndpoint: Sendable, Hashable, CustomStringConvertible 
         self.url = url
     }
 
+    /// The URL as configured.
     public var description: String { url.absoluteString }
 
     /// The URL a request of the given protocol goes to.

@@ -35,6 +35,7 @@ public struct RegistrationError: Error, Sendable, CustomStringConvertible {
         /// A credential store failed to load or save.
         public static let credentialStore = Code(.credentialStore)
 
+        /// The kind's name, e.g. `rejected`.
         public var description: String { kind.rawValue }
     }
 
@@ -44,7 +45,7 @@ public struct RegistrationError: Error, Sendable, CustomStringConvertible {
     public let message: String
     /// The platform's error code for ``Code/rejected``, e.g. `AuthFailure.SignatureFailure`.
     ///
-    /// For the legacy protocol this is the code that ``RegistrationErrorCode/forLegacyCode(_:)`` finds for the numeric
+    /// For the legacy protocol this is the code that `RegistrationErrorCode.forLegacyCode(_:)` finds for the numeric
     /// code, or the number itself as text when the code is unknown; ``legacyCode`` keeps the number.
     public let platformCode: String?
     /// The numeric code of a legacy `/register/dev` answer, e.g. 1010.
@@ -94,6 +95,7 @@ public struct RegistrationError: Error, Sendable, CustomStringConvertible {
         code == .rejected && platformCode == RegistrationErrorCode.signatureExpire.code
     }
 
+    /// One line for people: the platform's code and message, or what failed, with the request id.
     public var description: String {
         var text: String
         switch code {
@@ -106,8 +108,10 @@ public struct RegistrationError: Error, Sendable, CustomStringConvertible {
         default:
             text = message
         }
-        if let requestId, !requestId.isEmpty { text += " (request id \(requestId))" }
-        if attempts > 1 { text += " after \(attempts) attempts" }
+        var details: [String] = []
+        if let requestId, !requestId.isEmpty { details.append("request id \(requestId)") }
+        if attempts > 1 { details.append("after \(attempts) attempts") }
+        if !details.isEmpty { text += " (" + details.joined(separator: ", ") + ")" }
         return text
     }
 }

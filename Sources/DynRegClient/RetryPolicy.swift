@@ -11,6 +11,7 @@ public struct RetryPolicy: Sendable, Hashable {
     /// The longest wait between two attempts. Default 8 s.
     public var maxDelay: Duration
 
+    /// A policy; the defaults are those documented on each property.
     public init(maxAttempts: Int = 4, baseDelay: Duration = .milliseconds(500), maxDelay: Duration = .seconds(8)) {
         self.maxAttempts = maxAttempts
         self.baseDelay = baseDelay

@@ -7,11 +7,13 @@ public import ServiceLifecycle
 
 /// The store on PostgreSQL, for several server instances sharing one database.
 ///
-/// Everything that must hold across instances is decided by the database: uniqueness, quotas (the product row is
-/// locked while a registration decides), the replay cache and activation. Lock order is always product row, then
-/// device row, so transactions cannot deadlock one another.
+/// Everything that must hold across instances is decided by the database: uniqueness, quotas (a new device's
+/// registration locks its product row, which holds the count), the replay cache and activation. A transaction that
+/// takes both locks takes the product row before the device row, and none asks for the product while holding a
+/// device, so they cannot deadlock one another.
 ///
-/// It is a `Service`: run it in the server's `ServiceGroup` (it runs the connection pool), or queries wait forever.
+/// It is a `Service`: `run()` runs the connection pool, in a `ServiceGroup` or a task; until it runs, every
+/// operation fails with `unavailable` after `connectTimeout`.
 /// Values always travel as bound parameters: `\(value)` inside a `PostgresQuery` literal becomes `$n`.
 public struct PostgresStore: RegistrationStore, Service {
     private let client: PostgresClient
@@ -282,18 +284,24 @@ public struct PostgresStore: RegistrationStore, Service {
         let productId = attempt.productId
         let deviceName = attempt.deviceName
         return try await transaction { connection in
-            // Every registration of a product waits here, on every instance: the quota check below sees the count
-            // the last committed registration left.
-            guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
-                return .rejected(.productNotExist)
-            }
-            let existing = try await Self.fetchDevice(
+            // A device that exists is re-registered under its own row lock: no product-wide wait.
+            var existing = try await Self.fetchDevice(
                 connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
-            if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
             if existing == nil {
-                if !product.autoCreate { return .rejected(.deviceNotExist) }
-                if let quota = product.quota, product.count >= quota { return .rejected(.deviceQuota) }
+                // A new device changes the count: every instance's new registrations for the product queue here,
+                // so the quota check sees the count the last committed one left.
+                guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
+                    return .rejected(.productNotExist)
+                }
+                // It may have been created while this transaction waited for the product.
+                existing = try await Self.fetchDevice(
+                    connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
+                if existing == nil {
+                    if !product.autoCreate { return .rejected(.deviceNotExist) }
+                    if let quota = product.quota, product.count >= quota { return .rejected(.deviceQuota) }
+                }
             }
+            if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
             // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
             let fresh = try await connection.query(
                 """
@@ -421,7 +429,7 @@ public struct PostgresStore: RegistrationStore, Service {
 
     public func recordEvent(_ event: RegistrationEvent) async throws {
         try await leased { connection in
-            try await connection.query(
+            _ = try await connection.query(
                 """
                 INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
                 VALUES (\(event.time), \(event.productId), \(event.deviceName), \(event.outcome),
@@ -452,7 +460,7 @@ public struct PostgresStore: RegistrationStore, Service {
 
     public func checkHealth() async throws {
         try await leased { connection in
-            try await connection.query("SELECT 1", logger: logger)
+            _ = try await connection.query("SELECT 1", logger: logger).collect()
         }
     }
 
@@ -508,7 +516,7 @@ public struct PostgresStore: RegistrationStore, Service {
                     do {
                         value = try await body(connection)
                     } catch {
-                        try? await connection.query("ROLLBACK", logger: logger)
+                        _ = try? await connection.query("ROLLBACK", logger: logger)
                         throw error
                     }
                     // Only a COMMIT that returns means durable: a registration is acknowledged after this line.
@@ -562,16 +570,20 @@ public struct PostgresStore: RegistrationStore, Service {
         _ connection: PostgresConnection, productId: String, name: String, status: DeviceStatus, psk: String?,
         now: Date, registeredAt: Date?, logger: Logger
     ) async throws -> Device {
+        // One round trip for both: the product row stays locked until COMMIT, so every one counts.
         let rows = try await connection.query(
             """
-            INSERT INTO devices (product_id, name, status, psk, created_at, registered_at, registration_count)
-            VALUES (\(productId), \(name), \(status.rawValue), \(psk), \(now), \(registeredAt),
-                \(registeredAt == nil ? 0 : 1))
-            RETURNING \(unescaped: deviceColumns)
+            WITH inserted AS (
+                INSERT INTO devices (product_id, name, status, psk, created_at, registered_at, registration_count)
+                VALUES (\(productId), \(name), \(status.rawValue), \(psk), \(now), \(registeredAt),
+                    \(registeredAt == nil ? 0 : 1))
+                RETURNING \(unescaped: deviceColumns)
+            ), counted AS (
+                UPDATE products SET device_count = device_count + 1 WHERE id = \(productId)
+            )
+            SELECT * FROM inserted
             """, logger: logger)
         guard let device = try await firstDevice(rows) else { throw deviceNotFound(productId, name) }
-        try await connection.query(
-            "UPDATE products SET device_count = device_count + 1 WHERE id = \(productId)", logger: logger)
         return device
     }
 

@@ -27,8 +27,11 @@ struct Register: AsyncParsableCommand {
             "PEM file of the CA that issued the server's certificate, trusted instead of the system's.",
             valueName: "pem"))
     var caFile: String?
+    @Flag(help: "Certificate products: make the key here and send a CSR; the key never leaves this machine.")
+    var keyOnDevice = false
 
     func validate() throws {
+        if legacy && keyOnDevice { throw ValidationError("--key-on-device needs the current protocol, not --legacy") }
         guard RegistrationEndpoint(string: url) != nil else {
             throw ValidationError("--url must be an http or https URL with a host")
         }
@@ -42,6 +45,7 @@ struct Register: AsyncParsableCommand {
         var configuration = DeviceRegistrar.Configuration(endpoint: RegistrationEndpoint(string: url)!)
         configuration.registrationProtocol = legacy ? .legacy : .current
         configuration.algorithm = algorithm ?? .hmacSHA256
+        configuration.certificateKey = keyOnDevice ? .device : .server
         if let caFile {
             do {
                 configuration.trustRootsPEM = try String(contentsOfFile: caFile, encoding: .utf8)

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// The `dynreg` executable built beside the test bundle, if the build produced one.
-private let dynregExecutable: URL? = {
+let dynregExecutable: URL? = {
     var directory = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.deletingLastPathComponent()
     while directory.path != "/" {
         let candidate = directory.appendingPathComponent("dynreg")
@@ -17,14 +17,14 @@ private let dynregExecutable: URL? = {
     return nil
 }()
 
-private struct CommandOutput {
+struct CommandOutput {
     var status: Int32
     var stdout: String
     var stderr: String
 }
 
 /// Runs `dynreg` on a plain thread: waiting for it on the cooperative pool could starve the test server.
-private func dynreg(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandOutput {
+func dynreg(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandOutput {
     let executable = try #require(dynregExecutable)
     return try await withCheckedThrowingContinuation { continuation in
         Thread.detachNewThread {

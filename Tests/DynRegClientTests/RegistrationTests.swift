@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import DynRegClient
 import DynRegProtocol
 import Foundation
@@ -48,7 +49,8 @@ struct RegistrationTests {
         try await withScriptedServer({ _, _ in .legacySuccess() }) { baseURL, log in
             let registered = try await DeviceRegistrar(
                 configuration: fastConfiguration(baseURL, registrationProtocol: .legacy)
-            ).register(productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            ).register(
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
 
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(registered.requestId == "legacy-ok")
@@ -75,6 +77,18 @@ struct RegistrationTests {
             #expect(registered.credential == certificate)
             #expect(registered.psk == nil)
             #expect(try registered.mqttCredentials(expiry: Date()) == nil)
+        }
+    }
+
+    @Test("a caller's HTTP client is used as given")
+    func callersHTTPClient() async throws {
+        try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
+            let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL), httpClient: .shared)
+                .register(
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
+            #expect(registered.credential == .key(psk: Fixture.psk))
+            #expect(await log.count == 1)
         }
     }
 
@@ -105,7 +119,8 @@ struct RetryTests {
     @Test("an answer slower than the timeout is abandoned and the request sent again")
     func slowAnswer() async throws {
         try await withScriptedServer({ number, _ in
-            number == 1 ? .delayed(.seconds(1), then: .success(requestId: "too-late")) : .success(requestId: "in-time")
+            number == 1
+                ? .delayed(.milliseconds(600), then: .success(requestId: "too-late")) : .success(requestId: "in-time")
         }) { baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, timeout: .milliseconds(250)))
             let registered = try await registrar.register(
@@ -292,7 +307,8 @@ struct ClockCorrectionTests {
             let signed = SignedRequest(
                 canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: String(second),
                 nonce: requests[1].headers["x-tc-nonce"]!, body: requests[1].body)
-            #expect(signed.verify(signature: requests[1].headers["x-tc-signature"]!, productSecret: Fixture.productSecret))
+            #expect(
+                signed.verify(signature: requests[1].headers["x-tc-signature"]!, productSecret: Fixture.productSecret))
         }
     }
 
@@ -306,7 +322,8 @@ struct ClockCorrectionTests {
         }) { baseURL, log in
             _ = try await DeviceRegistrar(
                 configuration: fastConfiguration(baseURL, registrationProtocol: .legacy)
-            ).register(productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            ).register(
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             let requests = await log.requests
             try #require(requests.count == 2)
             let body = try LegacyRegistrationRequestBody(decoding: requests[1].body)

@@ -73,6 +73,7 @@ struct TrustRootTests {
                         productSecret: Fixture.productSecret)
                 }
                 #expect(error.code == .transport)
+                #expect(error.message.contains("not trusted"))
             }
             #expect(await log.count == 0)
         }

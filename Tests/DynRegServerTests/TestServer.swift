@@ -3,6 +3,7 @@ import DynRegCA
 import DynRegProtocol
 import DynRegServer
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import Logging
 import NIOCore
@@ -13,8 +14,8 @@ import Testing
 
 /// A real `dynreg` server on a loopback port with a real SQLite file in a fresh directory.
 struct TestServer {
-    static let adminToken = "test-admin-token-0123456789"
-    static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
+    static let adminToken = LiveServer.adminToken
+    static let masterKey = LiveServer.masterKey
 
     let baseURL: String
     let port: Int
@@ -22,48 +23,25 @@ struct TestServer {
     let directory: URL
     let client: HTTPClient
 
-    /// Starts a server, runs `body`, and shuts the server down.
-    static func with<T>(
+    /// Starts a real server (see `LiveServer`), runs `body` with an HTTP client for it, and shuts both down.
+    static func with<T: Sendable>(
         directory: URL? = nil,
         masterKey: MasterKey = TestServer.masterKey,
         configure: (inout ServerConfiguration) -> Void = { _ in },
         _ body: (TestServer) async throws -> T
     ) async throws -> T {
-        let directory = directory ?? FileManager.default.temporaryDirectory
-            .appendingPathComponent("dynreg-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
-        var configuration = ServerConfiguration(adminToken: adminToken, masterKey: masterKey)
-        configuration.port = 0
-        configure(&configuration)
-        var logger = Logger(label: "dynreg-test")
-        logger.logLevel = .warning
-        let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let app = try buildApplication(configuration: configuration, store: store, logger: logger) { port in
-            portContinuation.yield(port)
-        }
-        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            var iterator = portStream.makeAsyncIterator()
-            guard let port = await iterator.next() else { throw TestFailure("server did not start") }
+        try await LiveServer.with(directory: directory, masterKey: masterKey, configure: configure) { live in
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.certificateVerification = .none
-            let client = HTTPClient(
-                eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
-            let scheme = configuration.tls == nil ? "http" : "https"
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
             let server = TestServer(
-                baseURL: "\(scheme)://127.0.0.1:\(port)", port: port, store: store, directory: directory, client: client)
+                baseURL: live.baseURL, port: live.port, store: live.store, directory: live.directory, client: client)
             do {
                 let result = try await body(server)
                 try await client.shutdown()
-                await group.triggerGracefulShutdown()
-                try await tasks.waitForAll()
                 return result
             } catch {
                 try? await client.shutdown()
-                await group.triggerGracefulShutdown()
-                tasks.cancelAll()
                 throw error
             }
         }

@@ -29,7 +29,7 @@ final class ServerProcess: @unchecked Sendable {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-\(name)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let logFile = directory.appendingPathComponent("stderr.log")
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
 
         let process = Process()
         process.executableURL = executable
@@ -78,11 +78,13 @@ final class ServerProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+    /// SIGTERM, then SIGKILL if it has not exited within `grace` (the test needs the port, not the drain).
+    func stop(grace: Duration = .seconds(5)) {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
+        if process.isRunning { kill() } else { process.waitUntilExit() }
     }
 
     var stderr: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }

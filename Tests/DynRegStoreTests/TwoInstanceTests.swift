@@ -37,13 +37,20 @@ struct TwoInstanceTests {
             let url = try #require(PostgresTestDatabase.url)
             let databaseURL = try Self.url(url, database: configuration.database)
             let environment = ["DYNREG_ADMIN_TOKEN": adminToken]
+            let clock = ContinuousClock()
+            let started = clock.now
             async let first = ServerProcess.start(
                 arguments: ["--database", databaseURL], environment: environment, name: "first")
             async let second = ServerProcess.start(
                 arguments: [], environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 },
                 name: "second")
             let servers = try await [first, second]
-            defer { for server in servers { server.stop() } }
+            print("two instances listening after \(clock.now - started)")
+            defer {
+                let stopping = clock.now
+                DispatchQueue.concurrentPerform(iterations: servers.count) { servers[$0].stop() }
+                print("two instances stopped in \(clock.now - stopping)")
+            }
 
             let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             var httpConfiguration = HTTPClient.Configuration()
@@ -53,6 +60,7 @@ struct TwoInstanceTests {
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
             do {
                 try await withRunning(store) { try await body(store, servers, client) }
+                print("test body done after \(clock.now - started)")
             } catch {
                 try? await client.shutdown()
                 for (index, server) in servers.enumerated() {
@@ -219,7 +227,10 @@ struct TwoInstanceTests {
                 }
                 // Kill once the victim has answered some requests and still has many in flight.
                 let killer = Task {
-                    while answeredByVictim.value < 60 { try? await Task.sleep(for: .milliseconds(1)) }
+                    let deadline = ContinuousClock.now + .seconds(60)
+                    while answeredByVictim.value < 60 && ContinuousClock.now < deadline {
+                        try? await Task.sleep(for: .milliseconds(1))
+                    }
                     let inFlight = 500 - answeredByVictim.value
                     victim.kill()
                     return inFlight

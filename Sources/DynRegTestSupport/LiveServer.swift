@@ -1,0 +1,81 @@
+import DynRegCA
+import DynRegServer
+import DynRegStore
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// A real `dynreg` server for tests: in process, on a free loopback port, with a real SQLite file.
+public struct LiveServer: Sendable {
+    public static let adminToken = "test-admin-token-0123456789"
+    public static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
+
+    public let port: Int
+    public let baseURL: String
+    public let store: SQLiteStore
+    public let directory: URL
+
+    /// Starts a server in `directory` (a fresh temporary one by default), runs `body`, and stops the server.
+    public static func with<T: Sendable>(
+        directory: URL? = nil,
+        masterKey: MasterKey = LiveServer.masterKey,
+        configure: (inout ServerConfiguration) -> Void = { _ in },
+        _ body: (LiveServer) async throws -> T
+    ) async throws -> T {
+        let directory =
+            directory
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        var configuration = ServerConfiguration(adminToken: adminToken, masterKey: masterKey)
+        configuration.port = 0
+        configure(&configuration)
+        var logger = Logger(label: "dynreg-test")
+        logger.logLevel = .warning
+        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let app = try buildApplication(configuration: configuration, store: store, logger: logger) { port in
+            portContinuation.yield(port)
+        }
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        let scheme = configuration.tls == nil ? "http" : "https"
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw LiveServerError.didNotStart }
+            let server = LiveServer(
+                port: port, baseURL: "\(scheme)://127.0.0.1:\(port)", store: store, directory: directory)
+            do {
+                let result = try await body(server)
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+                return result
+            } catch {
+                await group.triggerGracefulShutdown()
+                tasks.cancelAll()
+                throw error
+            }
+        }
+    }
+
+    /// Creates a product directly in the store; returns it with its secret.
+    public func createProduct(
+        authType: AuthType = .key, autoCreate: Bool = true, deviceQuota: Int? = nil
+    ) async throws -> Product {
+        var product = DemoProduct.make()
+        product.authType = authType
+        product.autoCreate = autoCreate
+        product.deviceQuota = deviceQuota
+        if authType == .certificate {
+            let authority = try ProductCertificateAuthority.create(productId: product.id)
+            product.certificateAuthority = StoredCertificateAuthority(
+                certificatePEM: authority.certificatePEM,
+                sealedPrivateKey: try LiveServer.masterKey.seal(authority.privateKeyPEM, context: product.id),
+                keyType: authority.keyType.rawValue, certificateValidityDays: 365)
+        }
+        return try await store.createProduct(product)
+    }
+}
+
+public enum LiveServerError: Error {
+    case didNotStart
+}
