@@ -100,18 +100,25 @@ public struct NonceSweeper<Store: RegistrationStore>: Service {
     }
 
     public func run() async throws {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            do {
-                try await Task.sleep(for: interval)
-            } catch {
-                return
+        // Sleeping must end at graceful shutdown, or stopping the server would wait out the interval.
+        do {
+            try await cancelWhenGracefulShutdown {
+                while true {
+                    try await Task.sleep(for: interval)
+                    do {
+                        let removed = try await store.purgeExpiredNonces(now: Date())
+                        if removed > 0 {
+                            logger.debug("purged expired nonces", metadata: ["dynreg.count": "\(removed)"])
+                        }
+                    } catch is CancellationError {
+                        throw CancellationError()
+                    } catch {
+                        logger.warning("could not purge expired nonces")
+                    }
+                }
             }
-            do {
-                let removed = try await store.purgeExpiredNonces(now: Date())
-                if removed > 0 { logger.debug("purged expired nonces", metadata: ["dynreg.count": "\(removed)"]) }
-            } catch {
-                logger.warning("could not purge expired nonces")
-            }
+        } catch is CancellationError {
+            return
         }
     }
 }

@@ -236,10 +236,16 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
         guard let parsed = MQTTUsername(username), parsed.clientId == clientId else { return false }
         guard parsed.expiry >= Int64(clock().timeIntervalSince1970) else { return false }
         do {
-            // A client id is product id + device name; product ids vary in length, so try each that fits.
-            let candidates = try await store.products()
-                .filter { clientId.hasPrefix($0.id) && clientId.count > $0.id.count }
-                .sorted { $0.id.count > $1.id.count }
+            // A client id is product id + device name. Product ids are ten characters (ours and Tencent's), so
+            // try that split first; imported ids of other lengths fall back to a scan of the products.
+            var candidates: [Product] = []
+            if clientId.utf8.count > 10, let product = try await store.product(id: String(clientId.prefix(10))) {
+                candidates = [product]
+            } else {
+                candidates = try await store.products()
+                    .filter { clientId.hasPrefix($0.id) && clientId.count > $0.id.count }
+                    .sorted { $0.id.count > $1.id.count }
+            }
             for product in candidates {
                 let deviceName = String(clientId.dropFirst(product.id.count))
                 guard let device = try await store.device(productId: product.id, deviceName: deviceName),

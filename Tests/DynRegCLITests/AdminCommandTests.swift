@@ -1,0 +1,207 @@
+import Foundation
+import Testing
+
+/// `dynreg serve` as a subprocess on a free port, with a known admin token.
+final class RunningServer: @unchecked Sendable {
+    static let adminToken = "cli-test-admin-token-0123456789"
+    let process = Process()
+    let dataDirectory: URL
+    let baseURL: String
+    /// Everything the server printed before it listened (the demo product, unless `--no-demo`).
+    let banner: String
+
+    init(arguments: [String] = ["--no-demo"]) throws {
+        dataDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-cli-\(UUID().uuidString)")
+        process.executableURL = DynregExecutable.url
+        process.arguments = ["serve", "--port", "0", "--data-dir", dataDirectory.path] + arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["DYNREG_ADMIN_TOKEN"] = Self.adminToken
+        process.environment = environment
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Read on a plain thread so a silent server cannot hang the test: give up after 60 s.
+        let done = DispatchSemaphore(value: 0)
+        let text = Mutex("")
+        let expectDemo = !arguments.contains("--no-demo")
+        Thread.detachNewThread {
+            var seen = ""
+            while true {
+                let data = stdout.fileHandleForReading.availableData
+                if data.isEmpty { break }
+                seen += String(decoding: data, as: UTF8.self)
+                if seen.contains("dynreg listening on "), !expectDemo || seen.contains("--product-secret") { break }
+            }
+            text.withLock { $0 = seen }
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + 60)
+        banner = text.withLock { $0 }
+        guard let line = banner.split(separator: "\n").first(where: { $0.hasPrefix("dynreg listening on ") }) else {
+            process.terminate()
+            throw RunningServerError.didNotStart
+        }
+        baseURL = String(line.dropFirst("dynreg listening on ".count))
+    }
+
+    /// Runs `dynreg` against this server.
+    func dynreg(_ arguments: [String], token: String? = RunningServer.adminToken) throws -> CommandResult {
+        var environment = ["DYNREG_SERVER": baseURL, "DYNREG_ADMIN_TOKEN": ""]
+        if let token { environment["DYNREG_ADMIN_TOKEN"] = token }
+        return try DynregExecutable.run(arguments + ["--data-dir", dataDirectory.path], environment: environment)
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: dataDirectory)
+    }
+
+    static func with<T>(arguments: [String] = ["--no-demo"], _ body: (RunningServer) throws -> T) throws -> T {
+        let server = try RunningServer(arguments: arguments)
+        defer { server.stop() }
+        return try body(server)
+    }
+}
+
+enum RunningServerError: Error { case didNotStart }
+
+import Synchronization
+
+func json(_ result: CommandResult) throws -> [String: Any] {
+    try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
+}
+
+@Suite("dynreg product, device and events commands")
+struct AdminCommandTests {
+    @Test("product create/show/update/rotate/list/delete, device create/list/show/reset/activate/delete, events")
+    func lifecycle() throws {
+        try RunningServer.with { server in
+            let created = try server.dynreg(["product", "create", "--name", "meters", "--quota", "5", "--json"])
+            #expect(created.status == 0, "\(created.stderr)")
+            let product = try json(created)
+            let id = try #require(product["productId"] as? String)
+            let secret = try #require(product["productSecret"] as? String)
+            #expect(secret.count >= 16)
+            let show = try json(try server.dynreg(["product", "show", id, "--json"]))
+            #expect(show["deviceCount"] as? Int == 0)
+            #expect(show["deviceQuota"] as? Int == 5)
+            let table = try server.dynreg(["product", "show", id])
+            #expect(table.stdout.contains("autoCreate") && table.stdout.contains("on"))
+            let updated = try json(try server.dynreg(["product", "update", id, "--auto-create", "off", "--no-quota", "--json"]))
+            #expect(updated["autoCreate"] as? Bool == false)
+            #expect(updated["deviceQuota"] is NSNull)
+            let rotated = try json(try server.dynreg(["product", "rotate-secret", id, "--json"]))
+            #expect(rotated["productSecret"] as? String != secret)
+            let list = try server.dynreg(["product", "list"])
+            #expect(list.stdout.hasPrefix("PRODUCT"))
+            #expect(list.stdout.contains(id))
+
+            #expect(try server.dynreg(["device", "create", id, "gw-01"]).status == 0)
+            let device = try json(try server.dynreg(["device", "show", id, "gw-01", "--json"]))
+            #expect(device["status"] as? String == "created")
+            let activated = try json(try server.dynreg(["device", "activate", id, "gw-01", "--json"]))
+            #expect(activated["status"] as? String == "activated")
+            let reset = try json(try server.dynreg(["device", "reset", id, "gw-01", "--json"]))
+            #expect(reset["status"] as? String == "created")
+            for name in ["gw-02", "gw-03"] { _ = try server.dynreg(["device", "create", id, name]) }
+            let page = try json(try server.dynreg(["device", "list", id, "--limit", "2", "--json"]))
+            #expect((page["devices"] as? [Any])?.count == 2)
+            #expect(page["nextCursor"] as? String == "gw-02")
+            let rest = try json(try server.dynreg(["device", "list", id, "--after", "gw-02", "--json"]))
+            #expect((rest["devices"] as? [[String: Any]])?.map { $0["deviceName"] as? String } == ["gw-03"])
+            #expect(try server.dynreg(["device", "delete", id, "gw-03"]).status == 0)
+            let events = try server.dynreg(["events", id])
+            #expect(events.status == 0)
+            #expect(events.stdout.hasPrefix("TIME"))
+            #expect(try server.dynreg(["product", "delete", id]).status == 0)
+            let gone = try server.dynreg(["product", "show", id])
+            #expect(gone.status != 0)
+            #expect(gone.stderr == "dynreg: NotFound: product \(id) does not exist\n")
+        }
+    }
+
+    @Test("certificate products: ca, crl, certificates and revoke-certificate")
+    func certificates() throws {
+        try RunningServer.with { server in
+            let product = try json(try server.dynreg(["product", "create", "--name", "cams", "--auth", "certificate", "--json"]))
+            let id = try #require(product["productId"] as? String)
+            let secret = try #require(product["productSecret"] as? String)
+            let ca = try server.dynreg(["product", "ca", id])
+            #expect(ca.stdout.hasPrefix("-----BEGIN CERTIFICATE-----"))
+            let registered = try DynregExecutable.run([
+                "register", "--url", server.baseURL, "--product-id", id, "--device-name", "cam-1", "--product-secret", secret,
+                "--key-on-device", "--json",
+            ])
+            #expect(registered.status == 0, "\(registered.stderr)")
+            #expect(try json(registered)["clientKey"] as? String != "")
+            let certificates = try json(try server.dynreg(["device", "certificates", id, "cam-1", "--json"]))
+            let serial = try #require((certificates["certificates"] as? [[String: Any]])?.first?["serial"] as? String)
+            let revoked = try json(try server.dynreg(["device", "revoke-certificate", id, serial, "--json"]))
+            #expect(revoked["status"] as? String == "revoked")
+            let crl = try server.dynreg(["product", "crl", id])
+            #expect(crl.stdout.hasPrefix("-----BEGIN X509 CRL-----"))
+            let keyProduct = try json(try server.dynreg(["product", "create", "--name", "k", "--json"]))
+            let noCA = try server.dynreg(["product", "ca", try #require(keyProduct["productId"] as? String)])
+            #expect(noCA.status != 0)
+            #expect(noCA.stderr.contains("has no CA"))
+        }
+    }
+
+    @Test("without a token, with a wrong token, and with no server: one line, non-zero")
+    func failures() throws {
+        try RunningServer.with { server in
+            let wrong = try server.dynreg(["product", "list"], token: "nope")
+            #expect(wrong.status != 0)
+            #expect(wrong.stderr == "dynreg: Unauthorized: wrong admin token\n")
+            // No token anywhere: the data directory has none because the server used DYNREG_ADMIN_TOKEN.
+            let none = try DynregExecutable.run(
+                ["product", "list", "--data-dir", "/nonexistent"],
+                environment: ["DYNREG_SERVER": server.baseURL, "DYNREG_ADMIN_TOKEN": ""])
+            #expect(none.status != 0)
+            #expect(none.stderr.hasPrefix("dynreg: no admin token"))
+        }
+        let unreachable = try DynregExecutable.run(
+            ["product", "list", "--server", "http://127.0.0.1:1", "--token", "t"])
+        #expect(unreachable.status != 0)
+        #expect(unreachable.stderr.hasPrefix("dynreg: cannot reach the dynreg server at http://127.0.0.1:1"))
+        #expect(unreachable.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test("first start prints the demo product; restarting keeps it and creates no second one")
+    func demo() throws {
+        let server = try RunningServer(arguments: [])
+        #expect(server.banner.contains("Demo product created"))
+        let productId = try #require(
+            server.banner.split(separator: "\n").first { $0.contains("ProductId:") }?.split(separator: " ").last)
+        server.process.terminate()
+        server.process.waitUntilExit()
+        #expect(server.process.terminationReason == .exit)
+        // Same data directory again.
+        let again = Process()
+        again.executableURL = DynregExecutable.url
+        again.arguments = ["serve", "--port", "0", "--data-dir", server.dataDirectory.path]
+        let out = Pipe()
+        again.standardOutput = out
+        again.standardError = FileHandle.nullDevice
+        try again.run()
+        var text = ""
+        while !text.contains("dynreg listening on ") {
+            let data = out.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        let url = String(text.split(separator: "\n").first { $0.hasPrefix("dynreg listening on ") }!.dropFirst(20))
+        Thread.sleep(forTimeInterval: 0.2)
+        let list = try DynregExecutable.run(["product", "list", "--json", "--server", url, "--data-dir", server.dataDirectory.path])
+        again.terminate()
+        again.waitUntilExit()
+        #expect(!text.contains("Demo product created"))
+        let products = try json(list)["products"] as? [[String: Any]]
+        #expect(products?.map { $0["productId"] as? String } == [String(productId)])
+        try? FileManager.default.removeItem(at: server.dataDirectory)
+    }
+}
