@@ -5,7 +5,8 @@
 #
 # Environment: N (requests per run, default 20000), C (concurrency, default 64), R (runs, default 3),
 # CERT_N (requests per certificate run, default N/10: certificates cost far more), THREADS (generator
-# event-loop threads, default 1), SCRATCH (build directory, default .build-bench), SKIP_BUILD=1.
+# event-loop threads, default 1), SCRATCH (build directory, default .build-bench), SKIP_BUILD=1, SERVER_BIN (a
+# different dynreg binary to serve, e.g. an older build to compare against; the load generator stays this one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,12 +27,16 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/dynreg"
 [[ -x "$BIN" ]] || { echo "bench.sh: $BIN not found" >&2; exit 1; }
+SERVER_BIN=${SERVER_BIN:-$BIN}
 
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/dynreg-bench.XXXXXX")
 SERVER_PID=""
 cleanup() {
     if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
+        # A graceful stop can take a while (background services); do not hold the terminal for it.
+        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
     rm -rf "$DATA"
@@ -40,7 +45,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 export DYNREG_ADMIN_TOKEN="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-"$BIN" serve --port 0 --no-demo --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+"$SERVER_BIN" serve --port 0 --no-demo --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
 SERVER_PID=$!
 
 URL=""
@@ -137,6 +142,7 @@ sum() { tr ' ' '\n' | sed '/^$/d' | awk '{ s += $1 } END { print s + 0 }'; }
 HEALTH_RATE=$(median <<<"${RATES[health]}")
 echo
 echo "dynreg bench, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), C=$C, medians of $R runs"
+[[ "$SERVER_BIN" != "$BIN" ]] && echo "server binary: $SERVER_BIN"
 printf '%-36s %7s %12s %9s %10s %12s  %s\n' scenario requests "requests/s" "p99 ms" "vs health" successes "runs (requests/s)"
 for scenario in "${SCENARIOS[@]}"; do
     rate=$(median <<<"${RATES[$scenario]}")

@@ -28,12 +28,17 @@ extension PostgresStore {
         public var tls: TLSMode
         /// Connections each instance may open; several instances share the server's `max_connections`.
         public var maximumConnections: Int
-        /// How long to wait for the server, at start and for a connection from the pool.
+        /// How long to wait for the server to answer a new connection, at start and in the pool.
         public var connectTimeout: Duration
+        /// How long an operation waits for a pooled connection, while no other operation gets one either, before
+        /// failing with `unavailable`: while the database is down, requests fail after this instead of queueing
+        /// for the pool's minute of retries. A busy pool, still handing out connections, is waited for.
+        public var leaseTimeout: Duration
 
         public init(
             host: String, port: Int = 5432, username: String, password: String?, database: String,
-            tls: TLSMode? = nil, maximumConnections: Int = 20, connectTimeout: Duration = .seconds(10)
+            tls: TLSMode? = nil, maximumConnections: Int = 20, connectTimeout: Duration = .seconds(10),
+            leaseTimeout: Duration = .seconds(5)
         ) {
             self.host = host
             self.port = port
@@ -43,6 +48,7 @@ extension PostgresStore {
             self.tls = tls ?? (Self.isLoopback(host) ? .disable : .prefer)
             self.maximumConnections = maximumConnections
             self.connectTimeout = connectTimeout
+            self.leaseTimeout = leaseTimeout
         }
 
         /// Parses `postgres://user:password@host:port/database?sslmode=disable` (or `postgresql://`).

@@ -13,12 +13,13 @@ public import ServiceLifecycle
 /// device, so they cannot deadlock one another.
 ///
 /// It is a `Service`: `run()` runs the connection pool, in a `ServiceGroup` or a task; until it runs, every
-/// operation fails with `unavailable` after `connectTimeout`.
+/// operation fails with `unavailable` after `leaseTimeout`.
 /// Values always travel as bound parameters: `\(value)` inside a `PostgresQuery` literal becomes `$n`.
 public struct PostgresStore: RegistrationStore, Service {
     private let client: PostgresClient
     private let logger: Logger
     private let leaseTimeout: Duration
+    private let progress = LeaseProgress()
 
     /// Connects once (failing within `connectTimeout` with the server's reason), applies pending migrations,
     /// and prepares the pool, which starts with ``run()``.
@@ -36,7 +37,7 @@ public struct PostgresStore: RegistrationStore, Service {
         try? await connection.close()
         self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
         self.logger = logger
-        self.leaseTimeout = configuration.connectTimeout
+        self.leaseTimeout = configuration.leaseTimeout
     }
 
     /// Runs the connection pool until graceful shutdown.
@@ -52,27 +53,31 @@ public struct PostgresStore: RegistrationStore, Service {
         } catch {
             throw StoreError(.unavailable, "cannot set up TLS for \(target)")
         }
-        // postgres-nio would retry a refused login for about a minute; one attempt tells the operator why at once.
+        // postgres-nio's pool would retry a refused login for about a minute; one attempt says why at once.
+        // The attempt is raced against a timer on its event loop rather than awaited: a server that accepts TCP
+        // and never answers must not hold the start, even if the attempt ignores cancellation.
         let timeout = configuration.connectTimeout
-        return try await withThrowingTaskGroup(of: PostgresConnection?.self) { group in
-            group.addTask {
-                try await PostgresConnection.connect(configuration: connectionConfiguration, id: 0, logger: logger)
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            do {
-                guard let connection = try await group.next() ?? nil else {
-                    throw StoreError(.unavailable, "no answer from \(target) within \(timeout)")
+        let eventLoop = PostgresConnection.defaultEventLoopGroup.any()
+        let promise = eventLoop.makePromise(of: PostgresConnection.self)
+        let decided = FirstOutcome()
+        let timer = eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout / .nanoseconds(1)))) {
+            if decided.claim() { promise.fail(StoreError(.unavailable, "no answer from \(target) within \(timeout)")) }
+        }
+        PostgresConnection.connect(on: eventLoop, configuration: connectionConfiguration, id: 0, logger: logger)
+            .whenComplete { result in
+                timer.cancel()
+                guard decided.claim() else {
+                    if case .success(let late) = result { late.close().whenComplete { _ in } }
+                    return
                 }
-                return connection
-            } catch let error as StoreError {
-                throw error
-            } catch {
-                throw StoreError(.unavailable, "cannot connect to \(target): \(reason(error))")
+                promise.completeWith(result)
             }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.unavailable, "cannot connect to \(target): \(reason(error))")
         }
     }
 
@@ -83,7 +88,11 @@ public struct PostgresStore: RegistrationStore, Service {
                 return "\(message) (SQLSTATE \(error.serverInfo?[.sqlState] ?? "?"))"
             }
             if let underlying = error.underlying { return "\(underlying)" }
-            return "\(error.code)"
+            switch error.code {
+            case .serverClosedConnection: return "the server closed the connection (is it PostgreSQL, reachable?)"
+            case .sslUnsupported: return "the server does not offer TLS, which sslmode requires"
+            default: return "\(error.code)"
+            }
         }
         return "\(error)"
     }
@@ -200,7 +209,7 @@ public struct PostgresStore: RegistrationStore, Service {
                 WHERE product_id = \(productId)
                     AND (\(status?.rawValue)::text IS NULL OR status = \(status?.rawValue))
                     AND (\(after)::text IS NULL OR name > \(after))
-                ORDER BY name LIMIT \(max(limit, 0))
+                ORDER BY name LIMIT \(limit < 0 ? nil : limit)  -- negative: no limit, as in SQLite
                 """, logger: logger)
             var devices: [Device] = []
             for try await row in rows { devices.append(try Self.device(from: row)) }
@@ -443,7 +452,7 @@ public struct PostgresStore: RegistrationStore, Service {
             let rows = try await connection.query(
                 """
                 SELECT id, time, product_id, device_name, outcome, remote_address, endpoint FROM events
-                WHERE product_id = \(productId) ORDER BY id DESC LIMIT \(max(limit, 0))
+                WHERE product_id = \(productId) ORDER BY id DESC LIMIT \(limit < 0 ? nil : limit)
                 """, logger: logger)
             var events: [RegistrationEvent] = []
             for try await row in rows {
@@ -466,23 +475,30 @@ public struct PostgresStore: RegistrationStore, Service {
 
     // MARK: Connections and transactions
 
-    /// Runs `body` on a pooled connection; waiting for one is bounded, so a database outage answers
-    /// `unavailable` instead of holding requests for the pool's minute of retries.
+    /// Runs `body` on a pooled connection. Waiting for one is bounded while no operation gets a connection (the
+    /// database is down), so an outage answers `unavailable` instead of holding requests for the pool's minute of
+    /// retries; while others get connections the pool is merely busy and the wait goes on.
     private func leased<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws
         -> T
     {
         let leased = LeaseFlag()
+        let progress = self.progress
         let client = self.client
         let timeout = leaseTimeout
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
                 try await client.withConnection { connection in
                     leased.set()
+                    progress.record()
                     return try await body(connection)
                 }
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                var wait = timeout
+                repeat {
+                    try? await Task.sleep(for: wait)
+                    wait = progress.untilStalled(after: timeout)
+                } while !Task.isCancelled && !leased.isSet && wait > .zero
                 return nil
             }
             while let outcome = try await group.next() {
@@ -671,4 +687,27 @@ private final class LeaseFlag: @unchecked Sendable {
 
     func set() { lock.withLock { value = true } }
     var isSet: Bool { lock.withLock { value } }
+}
+
+/// Which of two racing callbacks came first.
+private final class FirstOutcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var claimed = false
+
+    func claim() -> Bool {
+        lock.withLock {
+            defer { claimed = true }
+            return !claimed
+        }
+    }
+}
+
+/// When an operation last got a pooled connection, shared by all operations of a store.
+private final class LeaseProgress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var last = ContinuousClock.now
+
+    func record() { lock.withLock { last = .now } }
+    /// How long until `duration` will have passed without a lease; zero or less once it has.
+    func untilStalled(after duration: Duration) -> Duration { lock.withLock { duration - (ContinuousClock.now - last) } }
 }

@@ -54,6 +54,10 @@ private final class ServeProcess: @unchecked Sendable {
     func stop() {
         if process.isRunning {
             process.terminate()
+            // Graceful shutdown waits for idle keep-alive connections; the test does not need to.
+            let deadline = Date().addingTimeInterval(3)
+            while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(at: dataDirectory)
@@ -64,6 +68,7 @@ private final class ServeProcess: @unchecked Sendable {
         var request = URLRequest(url: URL(string: baseURL + "/admin/v1" + path)!)
         request.httpMethod = method
         request.setValue("Bearer \(Self.adminToken)", forHTTPHeaderField: "Authorization")
+        request.setValue("close", forHTTPHeaderField: "Connection")
         if let body {
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
             request.httpBody = Data(body.utf8)

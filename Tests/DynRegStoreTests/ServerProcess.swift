@@ -6,8 +6,11 @@ final class ServerProcess: @unchecked Sendable {
     let port: Int
     let logFile: URL
 
-    /// `.build/<config>/dynreg`, beside the test bundle.
+    /// `.build/<config>/dynreg`, beside the test bundle, or `DYNREG_TEST_DYNREG_BINARY` (to measure a release build).
     static var executable: URL {
+        if let path = ProcessInfo.processInfo.environment["DYNREG_TEST_DYNREG_BINARY"], !path.isEmpty {
+            return URL(fileURLWithPath: path)
+        }
         let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
         var directory = bundle.deletingLastPathComponent()
         while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("dynreg").path),
@@ -62,6 +65,7 @@ final class ServerProcess: @unchecked Sendable {
         }
         if process.isRunning { process.terminate() }
         let log = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(at: directory)
         throw ServerError(
             description: "dynreg serve (\(name)) did not report listening; stdout: \(output.text) stderr: \(log)")
     }
@@ -73,18 +77,28 @@ final class ServerProcess: @unchecked Sendable {
         return nil
     }
 
-    func kill() {
+    // Waiting polls with Task.sleep: blocking a thread of the (two-thread) cooperative pool would stall
+    // every other test in the process.
+
+    func kill() async {
         Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        await waitForExit(within: .seconds(30))
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within `grace` (the test needs the port, not the drain).
-    func stop(grace: Duration = .seconds(5)) {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = ContinuousClock.now + grace
-        while process.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
-        if process.isRunning { kill() } else { process.waitUntilExit() }
+    /// SIGTERM, then SIGKILL if it has not exited within `grace` (the test needs the port, not the drain);
+    /// then removes its data directory.
+    func stop(grace: Duration = .seconds(3)) async {
+        if process.isRunning {
+            process.terminate()
+            await waitForExit(within: grace)
+            if process.isRunning { await kill() }
+        }
+        try? FileManager.default.removeItem(at: logFile.deletingLastPathComponent())
+    }
+
+    private func waitForExit(within duration: Duration) async {
+        let deadline = ContinuousClock.now + duration
+        while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
     }
 
     var stderr: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }

@@ -60,7 +60,7 @@ enum PostgresTestDatabase {
     static func adminConfiguration() throws -> PostgresStore.Configuration? {
         guard let url else {
             if isCI { throw PostgresRequired() }
-            print("note: skipping a PostgreSQL test: \(missing)")
+            _ = printSkipNote
             #if compiler(>=6.3)
                 try Test.cancel("\(missing)")
             #else
@@ -72,6 +72,9 @@ enum PostgresTestDatabase {
         configuration.maximumConnections = 8
         return configuration
     }
+
+    /// Printed once per run; each skipped test also reports itself cancelled.
+    private static let printSkipNote: Void = print("note: skipping the PostgreSQL tests: \(missing)")
 
     struct PostgresRequired: Error, CustomStringConvertible {
         var description: String { "PostgreSQL is required when CI is set: \(missing)" }

@@ -38,37 +38,50 @@ struct TwoInstanceTests {
             let databaseURL = try Self.url(url, database: configuration.database)
             let environment = ["DYNREG_ADMIN_TOKEN": adminToken]
             let clock = ContinuousClock()
-            let started = clock.now
-            async let first = ServerProcess.start(
-                arguments: ["--database", databaseURL], environment: environment, name: "first")
-            async let second = ServerProcess.start(
-                arguments: [], environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 },
-                name: "second")
-            let servers = try await [first, second]
-            print("two instances listening after \(clock.now - started)")
-            defer {
+            let startTime = clock.now
+            async let first = outcome {
+                try await ServerProcess.start(arguments: ["--database", databaseURL], environment: environment, name: "first")
+            }
+            async let second = outcome {
+                try await ServerProcess.start(
+                    arguments: [], environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 },
+                    name: "second")
+            }
+            let started = await [first, second]
+            let servers = started.compactMap { try? $0.get() }
+            func stopAll() async {
                 let stopping = clock.now
-                DispatchQueue.concurrentPerform(iterations: servers.count) { servers[$0].stop() }
+                await withTaskGroup(of: Void.self) { group in
+                    for server in servers { group.addTask { await server.stop() } }
+                }
                 print("two instances stopped in \(clock.now - stopping)")
             }
+            if servers.count < started.count {
+                await stopAll()
+                for result in started { _ = try result.get() }
+            }
+            print("two instances listening after \(clock.now - startTime)")
 
-            let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             var httpConfiguration = HTTPClient.Configuration()
+            // A connection per request: every registration is in flight at once, none queues in the client.
             httpConfiguration.connectionPool = .init(
-                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
-            httpConfiguration.timeout = .init(connect: .seconds(10), read: .seconds(120))
+                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 500)
+            httpConfiguration.timeout = .init(connect: .seconds(60), read: .seconds(120))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
             do {
+                let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
                 try await withRunning(store) { try await body(store, servers, client) }
-                print("test body done after \(clock.now - started)")
+                print("test body done after \(clock.now - startTime)")
             } catch {
                 try? await client.shutdown()
                 for (index, server) in servers.enumerated() {
                     print("instance \(index + 1) stderr:\n\(server.stderr.suffix(4000))")
                 }
+                await stopAll()
                 throw error
             }
-            try await client.shutdown()
+            try? await client.shutdown()
+            await stopAll()
         }
     }
 
@@ -232,7 +245,7 @@ struct TwoInstanceTests {
                         try? await Task.sleep(for: .milliseconds(1))
                     }
                     let inFlight = 500 - answeredByVictim.value
-                    victim.kill()
+                    await victim.kill()
                     return inFlight
                 }
                 var answers: [Answer] = []
@@ -272,4 +285,12 @@ final class Counter: @unchecked Sendable {
 
     func increment() { lock.withLock { count += 1 } }
     var value: Int { lock.withLock { count } }
+}
+
+func outcome<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {
+    do {
+        return .success(try await body())
+    } catch {
+        return .failure(error)
+    }
 }
