@@ -33,7 +33,11 @@ struct TestServer {
         try await LiveServer.with(directory: directory, masterKey: masterKey, configure: configure) { live in
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.certificateVerification = .none
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+            var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+            // Tests send up to 100 requests at once: a connection each, rather than queueing for eight.
+            configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
+            configuration.timeout = .init(connect: .seconds(30), read: .seconds(30))
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             let server = TestServer(
                 baseURL: live.baseURL, port: live.port, store: live.store, directory: live.directory, client: client)
             do {
