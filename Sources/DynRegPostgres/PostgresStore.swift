@@ -475,44 +475,59 @@ public struct PostgresStore: RegistrationStore, Service {
 
     // MARK: Connections and transactions
 
-    /// Runs `body` on a pooled connection. Waiting for one is bounded while no operation gets a connection (the
-    /// database is down), so an outage answers `unavailable` instead of holding requests for the pool's minute of
-    /// retries; while others get connections the pool is merely busy and the wait goes on.
+    /// Runs `body` on a pooled connection, answering for it when the database cannot:
+    /// - while no operation gets a connection for `leaseTimeout` (the database is down), instead of holding
+    ///   requests for the pool's minute of retries; a busy pool, still handing out connections, is waited for;
+    /// - when the connection closes under `body`: postgres-nio never answers a query written to a closed
+    ///   connection, so the work is left behind rather than awaited, which is why it runs in a task of its own.
     private func leased<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws
         -> T
     {
-        let leased = LeaseFlag()
-        let progress = self.progress
         let client = self.client
+        let progress = self.progress
         let timeout = leaseTimeout
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                try await client.withConnection { connection in
-                    leased.set()
+        let lease = Lease<T>()
+        let work = Task {
+            do {
+                let value = try await client.withConnection { connection in
                     progress.record()
+                    lease.start(on: connection)
                     return try await body(connection)
                 }
+                lease.finish(.success(value))
+            } catch {
+                lease.finish(.failure(error))
             }
-            group.addTask {
-                var wait = timeout
-                repeat {
-                    try? await Task.sleep(for: wait)
+        }
+        let watchdog = Task {
+            var wait = timeout
+            while true {
+                try? await Task.sleep(for: wait)
+                if Task.isCancelled { return }
+                switch lease.phase {
+                case .finished:
+                    return
+                case .waiting:
                     wait = progress.untilStalled(after: timeout)
-                } while !Task.isCancelled && !leased.isSet && wait > .zero
-                return nil
-            }
-            while let outcome = try await group.next() {
-                if let value = outcome {
-                    group.cancelAll()
-                    return value
+                    if wait <= .zero {
+                        lease.finish(.failure(StoreError(.unavailable, "no database connection within \(timeout)")))
+                        work.cancel()
+                        return
+                    }
+                case .working(let connection):
+                    if connection.isClosed {
+                        lease.finish(.failure(StoreError(.unavailable, "the database connection closed")))
+                        return
+                    }
+                    wait = timeout
                 }
-                // The timer: give up only while still waiting for a connection, never in the middle of work.
-                if !leased.isSet {
-                    group.cancelAll()
-                    throw StoreError(.unavailable, "no database connection within \(timeout)")
-                }
             }
-            throw CancellationError()
+        }
+        defer { watchdog.cancel() }
+        return try await withTaskCancellationHandler {
+            try await lease.value()
+        } onCancel: {
+            work.cancel()
         }
     }
 
@@ -680,13 +695,45 @@ public struct PostgresStore: RegistrationStore, Service {
     }
 }
 
-/// Whether a pooled connection was handed over (`Mutex` needs macOS 15; the package supports 14).
-private final class LeaseFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
+/// One operation's progress and outcome, delivered once, to whichever of work and watchdog decides first.
+private final class Lease<T: Sendable>: @unchecked Sendable {
+    enum Phase {
+        case waiting
+        case working(PostgresConnection)
+        case finished
+    }
 
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
+    private let lock = NSLock()
+    private var state = Phase.waiting
+    private var result: Result<T, any Error>?
+    private var continuation: CheckedContinuation<T, any Error>?
+
+    var phase: Phase { lock.withLock { state } }
+
+    func start(on connection: PostgresConnection) {
+        lock.withLock { if case .waiting = state { state = .working(connection) } }
+    }
+
+    func finish(_ outcome: Result<T, any Error>) {
+        let waiter: CheckedContinuation<T, any Error>? = lock.withLock {
+            guard result == nil else { return nil }
+            result = outcome
+            state = .finished
+            defer { continuation = nil }
+            return continuation
+        }
+        waiter?.resume(with: outcome)
+    }
+
+    func value() async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready: Result<T, any Error>? = lock.withLock {
+                if result == nil { self.continuation = continuation }
+                return result
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
 }
 
 /// Which of two racing callbacks came first.
