@@ -144,7 +144,7 @@ struct PostgresStartTests {
             guard let admin = try PostgresTestDatabase.adminConfiguration() else { return }
             let name = configuration.database
             var short = configuration
-            short.leaseTimeout = .seconds(1)
+            short.leaseTimeout = .seconds(5)  // generous: a loaded CI machine may take over a second to lease
             let store = try await PostgresStore(configuration: short, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
                 try await store.checkHealth()
@@ -183,7 +183,7 @@ struct PostgresStartTests {
     @Test func operationsFailWhenThePoolIsNotRunning() async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
             var short = configuration
-            short.leaseTimeout = .seconds(1)
+            short.leaseTimeout = .seconds(5)  // generous: a loaded CI machine may take over a second to lease
             let store = try await PostgresStore(configuration: short, logger: PostgresTestDatabase.logger)
             let start = ContinuousClock.now
             await #expect(throws: StoreError.self) { try await store.checkHealth() }
