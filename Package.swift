@@ -138,6 +138,7 @@ let package = Package(
                 "DynRegProtocol",
                 "DynRegStore",
                 "DynRegPostgres",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

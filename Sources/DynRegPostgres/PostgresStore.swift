@@ -290,70 +290,78 @@ public struct PostgresStore: RegistrationStore, Service {
     // MARK: Registration
 
     public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
+        try await transaction { connection in
+            let decision = try await decide(connection, attempt)
+            try await Self.insertEvent(connection, attempt.event(for: decision), logger: logger)
+            return decision
+        }
+    }
+
+    private func decide(_ connection: PostgresConnection, _ attempt: RegistrationAttempt) async throws
+        -> RegistrationDecision
+    {
         let productId = attempt.productId
         let deviceName = attempt.deviceName
-        return try await transaction { connection in
-            // A device that exists is re-registered under its own row lock: no product-wide wait.
-            var existing = try await Self.fetchDevice(
+        // A device that exists is re-registered under its own row lock: no product-wide wait.
+        var existing = try await Self.fetchDevice(
+            connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
+        if existing == nil {
+            // A new device changes the count: every instance's new registrations for the product queue here,
+            // so the quota check sees the count the last committed one left.
+            guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
+                return .rejected(.productNotExist)
+            }
+            // It may have been created while this transaction waited for the product.
+            existing = try await Self.fetchDevice(
                 connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
             if existing == nil {
-                // A new device changes the count: every instance's new registrations for the product queue here,
-                // so the quota check sees the count the last committed one left.
-                guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
-                    return .rejected(.productNotExist)
-                }
-                // It may have been created while this transaction waited for the product.
-                existing = try await Self.fetchDevice(
-                    connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
-                if existing == nil {
-                    if !product.autoCreate { return .rejected(.deviceNotExist) }
-                    if let quota = product.quota, product.count >= quota { return .rejected(.deviceQuota) }
-                }
+                if !product.autoCreate { return .rejected(.deviceNotExist) }
+                if let quota = product.quota, product.count >= quota { return .rejected(.deviceQuota) }
             }
-            if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
-            // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
-            let fresh = try await connection.query(
-                """
-                INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at)
-                VALUES (\(productId), \(deviceName), \(attempt.timestamp), \(attempt.nonce), \(attempt.replayExpiry))
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-                """, logger: logger
-            ).collect()
-            if fresh.isEmpty { return .rejected(.nonceReused) }
-            var psk: String?
-            if case .key(let key) = attempt.credential { psk = key }
-            let device: Device
-            if existing == nil {
-                device = try await Self.insertDevice(
-                    connection, productId: productId, name: deviceName, status: .registered, psk: psk,
-                    now: attempt.now, registeredAt: attempt.now, logger: logger)
-            } else {
-                let rows = try await connection.query(
-                    """
-                    UPDATE devices SET status = 'registered', psk = \(psk), registered_at = \(attempt.now),
-                        registration_count = registration_count + 1
-                    WHERE product_id = \(productId) AND name = \(deviceName)
-                    RETURNING \(unescaped: Self.deviceColumns)
-                    """, logger: logger)
-                guard let updated = try await Self.firstDevice(rows) else {
-                    throw Self.deviceNotFound(productId, deviceName)
-                }
-                device = updated
-            }
-            if case .certificate(let certificate) = attempt.credential {
-                try await Self.revokeActiveCertificates(
-                    connection, productId: productId, deviceName: deviceName, now: attempt.now, logger: logger)
-                try await connection.query(
-                    """
-                    INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before, not_after,
-                        issued_at)
-                    VALUES (\(certificate.serial), \(productId), \(deviceName), \(certificate.fingerprint),
-                        \(certificate.pem), \(certificate.notBefore), \(certificate.notAfter), \(attempt.now))
-                    """, logger: logger)
-            }
-            return .issued(device)
         }
+        if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
+        // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
+        let fresh = try await connection.query(
+            """
+            INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at)
+            VALUES (\(productId), \(deviceName), \(attempt.timestamp), \(attempt.nonce), \(attempt.replayExpiry))
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+            """, logger: logger
+        ).collect()
+        if fresh.isEmpty { return .rejected(.nonceReused) }
+        var psk: String?
+        if case .key(let key) = attempt.credential { psk = key }
+        let device: Device
+        if existing == nil {
+            device = try await Self.insertDevice(
+                connection, productId: productId, name: deviceName, status: .registered, psk: psk,
+                now: attempt.now, registeredAt: attempt.now, logger: logger)
+        } else {
+            let rows = try await connection.query(
+                """
+                UPDATE devices SET status = 'registered', psk = \(psk), registered_at = \(attempt.now),
+                    registration_count = registration_count + 1
+                WHERE product_id = \(productId) AND name = \(deviceName)
+                RETURNING \(unescaped: Self.deviceColumns)
+                """, logger: logger)
+            guard let updated = try await Self.firstDevice(rows) else {
+                throw Self.deviceNotFound(productId, deviceName)
+            }
+            device = updated
+        }
+        if case .certificate(let certificate) = attempt.credential {
+            try await Self.revokeActiveCertificates(
+                connection, productId: productId, deviceName: deviceName, now: attempt.now, logger: logger)
+            try await connection.query(
+                """
+                INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before, not_after,
+                    issued_at)
+                VALUES (\(certificate.serial), \(productId), \(deviceName), \(certificate.fingerprint),
+                    \(certificate.pem), \(certificate.notBefore), \(certificate.notAfter), \(attempt.now))
+                """, logger: logger)
+        }
+        return .issued(device)
     }
 
     public func purgeExpiredNonces(now: Date) async throws -> Int {
@@ -437,14 +445,18 @@ public struct PostgresStore: RegistrationStore, Service {
     // MARK: Audit log
 
     public func recordEvent(_ event: RegistrationEvent) async throws {
-        try await leased { connection in
-            _ = try await connection.query(
-                """
-                INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
-                VALUES (\(event.time), \(event.productId), \(event.deviceName), \(event.outcome),
-                    \(event.remoteAddress), \(event.endpoint))
-                """, logger: logger)
-        }
+        try await leased { connection in try await Self.insertEvent(connection, event, logger: logger) }
+    }
+
+    private static func insertEvent(_ connection: PostgresConnection, _ event: RegistrationEvent, logger: Logger)
+        async throws
+    {
+        _ = try await connection.query(
+            """
+            INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
+            VALUES (\(event.time), \(event.productId), \(event.deviceName), \(event.outcome),
+                \(event.remoteAddress), \(event.endpoint))
+            """, logger: logger)
     }
 
     public func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {

@@ -20,7 +20,7 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
 
     func register(on router: Router<DynRegRequestContext>) {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
-            let requestId = UUID().uuidString.lowercased()
+            let requestId = Secrets.requestId()
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
                 return Self.current(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
             }
@@ -35,7 +35,7 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
             return Self.current(result, requestId)
         }
         router.post(RouterPath(RegistrationPath.legacy)) { request, context -> Response in
-            let requestId = UUID().uuidString.lowercased()
+            let requestId = Secrets.requestId()
             // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
                 return Self.legacy(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)

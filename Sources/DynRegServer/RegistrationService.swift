@@ -79,9 +79,9 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
         hosts.append(contentsOf: publicHosts.filter { !hosts.contains($0) })
         let signed = SignedRequest(
             canonicalHost: "", algorithm: algorithm, timestamp: timestampText, nonce: nonceText, body: input.body)
-        let result = await admit(
+        let (result, audited) = await admit(
             productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce, csr: body.csr,
-            logger: logger
+            remoteAddress: remoteAddress, endpoint: RegistrationPath.current, logger: logger
         ) { secret in
             var candidate = signed
             return hosts.contains { host in
@@ -89,8 +89,8 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
                 return candidate.verify(signature: signature, productSecret: secret)
             }
         }
-        await audit(result, productId: body.productId, deviceName: body.deviceName, remoteAddress: remoteAddress,
-                    endpoint: RegistrationPath.current, logger: logger)
+        await audit(result, recorded: audited, productId: body.productId, deviceName: body.deviceName,
+                    remoteAddress: remoteAddress, endpoint: RegistrationPath.current, logger: logger)
         return result
     }
 
@@ -101,39 +101,43 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
                 message: "the body must be a JSON object with productId, deviceName, nonce, timestamp and signature")
         }
         let signed = body.signed
-        let result = await admit(
+        let (result, audited) = await admit(
             productId: signed.productId, deviceName: signed.deviceName, timestamp: signed.timestamp,
-            nonce: signed.nonce, csr: nil, logger: logger
+            nonce: signed.nonce, csr: nil, remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy,
+            logger: logger
         ) { secret in
             signed.verify(signature: body.signature, productSecret: secret)
         }
-        await audit(result, productId: signed.productId, deviceName: signed.deviceName, remoteAddress: remoteAddress,
-                    endpoint: RegistrationPath.legacy, logger: logger)
+        await audit(result, recorded: audited, productId: signed.productId, deviceName: signed.deviceName,
+                    remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy, logger: logger)
         return result
     }
 
     /// The checks both protocols share, in an order that reveals nothing to a caller without the product secret
-    /// beyond whether the product exists.
+    /// beyond whether the product exists. `audited` is true when the store wrote the audit event with its decision.
     private func admit(
-        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, csr: String?, logger: Logger,
-        verify: (String) -> Bool
-    ) async -> RegistrationResult {
-        guard DeviceNameRules.isValid(deviceName) else { return .refused(.deviceNameInvalid) }
-        guard ProductIdRules.isValid(productId) else { return .refused(.productNotExist) }
+        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, csr: String?, remoteAddress: String,
+        endpoint: String, logger: Logger, verify: (String) -> Bool
+    ) async -> (result: RegistrationResult, audited: Bool) {
+        guard DeviceNameRules.isValid(deviceName) else { return (.refused(.deviceNameInvalid), false) }
+        guard ProductIdRules.isValid(productId) else { return (.refused(.productNotExist), false) }
+        var audited = false
         do {
-            guard let product = try await store.product(id: productId) else { return .refused(.productNotExist) }
-            guard verify(product.secret) else { return .refused(.signatureFailure) }
+            guard let product = try await store.productForAdmission(id: productId) else {
+                return (.refused(.productNotExist), false)
+            }
+            guard verify(product.secret) else { return (.refused(.signatureFailure), false) }
             let now = clock()
             let replayExpiry: Date?
             if timestamp == 0 && product.allowClocklessDevices {
                 replayExpiry = nil
             } else {
                 let skew = Int64(now.timeIntervalSince1970) - timestamp
-                guard abs(skew) <= timestampWindow else { return .refused(.signatureExpire) }
+                guard abs(skew) <= timestampWindow else { return (.refused(.signatureExpire), false) }
                 // Past this time the timestamp itself is refused, so the pair can be forgotten.
                 replayExpiry = Date(timeIntervalSince1970: TimeInterval(timestamp + timestampWindow + 1))
             }
-            guard product.dynamicRegistration else { return .refused(.dynamicRegistrationDisabled) }
+            guard product.dynamicRegistration else { return (.refused(.dynamicRegistrationDisabled), false) }
             let credential: DeviceCredential
             let issued: IssuedCredential
             switch product.authType {
@@ -146,22 +150,24 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
                 case .success(let pair):
                     (credential, issued) = pair
                 case .failure(let code):
-                    return .refused(code)
+                    return (.refused(code), false)
                 }
             }
             let decision = try await store.register(
                 RegistrationAttempt(
                     productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce,
-                    replayExpiry: replayExpiry, credential: issued, now: now))
+                    replayExpiry: replayExpiry, credential: issued, now: now, remoteAddress: remoteAddress,
+                    endpoint: endpoint))
+            audited = true
             switch decision {
             case .rejected(let code):
-                return .refused(code)
+                return (.refused(code), true)
             case .issued:
-                return .issued(try credential.encrypted(productSecret: product.secret))
+                return (.issued(try credential.encrypted(productSecret: product.secret)), true)
             }
         } catch {
             logger.error("registration failed in the store", metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"])
-            return .refused(.internalError)
+            return (.refused(.internalError), audited)
         }
     }
 
@@ -201,14 +207,19 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
         return .success((.certificate(clientCert: certificate.pem, clientKey: clientKey), .certificate(record)))
     }
 
+    /// Writes the audit event unless the store already `recorded` it with its decision, and logs the outcome.
     private func audit(
-        _ result: RegistrationResult, productId: String, deviceName: String, remoteAddress: String, endpoint: String,
-        logger: Logger
+        _ result: RegistrationResult, recorded: Bool, productId: String, deviceName: String, remoteAddress: String,
+        endpoint: String, logger: Logger
     ) async {
         let outcome: String
         switch result {
-        case .issued: outcome = "Success"
+        case .issued: outcome = RegistrationEvent.success
         case .refused(let code, _): outcome = code.code
+        }
+        if recorded {
+            logger.debug("registration", metadata: ["dynreg.product.id": "\(productId)", "dynreg.outcome": "\(outcome)"])
+            return
         }
         // Bounded fields: the audit log must not become a way to store arbitrary data.
         let event = RegistrationEvent(
@@ -239,7 +250,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
             // A client id is product id + device name. Product ids are ten characters (ours and Tencent's), so
             // try that split first; imported ids of other lengths fall back to a scan of the products.
             var candidates: [Product] = []
-            if clientId.utf8.count > 10, let product = try await store.product(id: String(clientId.prefix(10))) {
+            if clientId.utf8.count > 10, let product = try await store.productForAdmission(id: String(clientId.prefix(10))) {
                 candidates = [product]
             } else {
                 candidates = try await store.products()

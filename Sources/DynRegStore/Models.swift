@@ -165,10 +165,13 @@ public struct RegistrationAttempt: Sendable, Hashable {
     /// The credential to issue if the registration is admitted.
     public var credential: IssuedCredential
     public var now: Date
+    /// The peer and the endpoint, for the audit event the store writes in the same transaction as its decision.
+    public var remoteAddress: String
+    public var endpoint: String
 
     public init(
         productId: String, deviceName: String, timestamp: Int64, nonce: Int64, replayExpiry: Date?,
-        credential: IssuedCredential, now: Date
+        credential: IssuedCredential, now: Date, remoteAddress: String = "", endpoint: String = ""
     ) {
         self.productId = productId
         self.deviceName = deviceName
@@ -177,6 +180,21 @@ public struct RegistrationAttempt: Sendable, Hashable {
         self.replayExpiry = replayExpiry
         self.credential = credential
         self.now = now
+        self.remoteAddress = remoteAddress
+        self.endpoint = endpoint
+    }
+
+    /// The audit event for `decision`. Product id and device name are bounded: the log must not become a way to
+    /// store arbitrary data.
+    public func event(for decision: RegistrationDecision) -> RegistrationEvent {
+        let outcome: String
+        switch decision {
+        case .issued: outcome = RegistrationEvent.success
+        case .rejected(let code): outcome = code.code
+        }
+        return RegistrationEvent(
+            time: now, productId: String(productId.prefix(64)), deviceName: String(deviceName.prefix(64)),
+            outcome: outcome, remoteAddress: remoteAddress, endpoint: endpoint)
     }
 }
 
@@ -210,6 +228,9 @@ public struct RegistrationEvent: Sendable, Hashable {
         self.remoteAddress = remoteAddress
         self.endpoint = endpoint
     }
+
+    /// The outcome of an admitted registration.
+    public static let success = "Success"
 }
 
 /// Why a store operation other than registration failed.

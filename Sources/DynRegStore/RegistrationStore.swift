@@ -9,6 +9,9 @@ public protocol RegistrationStore: Sendable {
     func createProduct(_ product: Product) async throws -> Product
     func products() async throws -> [Product]
     func product(id: String) async throws -> Product?
+    /// The product for checking a device request: may come from a cache the store keeps coherent with product
+    /// writes, so `deviceCount` can be stale; `register` re-reads what it decides on.
+    func productForAdmission(id: String) async throws -> Product?
     func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product
     func rotateProductSecret(id: String, newSecret: String) async throws -> Product
     func deleteProduct(id: String) async throws
@@ -26,7 +29,8 @@ public protocol RegistrationStore: Sendable {
     func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device
 
     // MARK: Registration
-    /// Checks replay, existence, activation and quota, and issues the credential, atomically and durably.
+    /// Checks replay, existence, activation and quota, and issues the credential, atomically and durably; the
+    /// audit event for the decision (`attempt.event(for:)`) commits in the same transaction.
     func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision
 
     /// Removes replay entries that expired before `now`; returns how many.
@@ -49,4 +53,10 @@ public protocol RegistrationStore: Sendable {
 
     /// A cheap query proving the store answers.
     func checkHealth() async throws
+}
+
+extension RegistrationStore {
+    public func productForAdmission(id: String) async throws -> Product? {
+        try await product(id: id)
+    }
 }

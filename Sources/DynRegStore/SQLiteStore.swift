@@ -7,10 +7,17 @@ import GRDB
 public final class SQLiteStore: RegistrationStore {
     private let pool: DatabasePool
     /// Registrations and audit events, the writes on every device request, share transactions.
-    private let groupCommit: GroupCommitter
+    let groupCommit: GroupCommitter
+    /// Products as device requests see them; exact because this process is the file's only writer (`lock`).
+    private let admissionCache = ProductCache()
+    private let lock: FileLock
 
     /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    ///
+    /// One store at a time may have the file open: a second one, in this process or another, fails with
+    /// `StoreError.Code.unavailable` rather than serve from a stale product cache.
     public init(path: String) throws {
+        lock = try FileLock(path: path + ".lock")
         var configuration = Configuration()
         configuration.journalMode = .wal
         configuration.busyMode = .timeout(10)
@@ -23,8 +30,18 @@ public final class SQLiteStore: RegistrationStore {
         pool = try DatabasePool(path: path, configuration: configuration)
         groupCommit = GroupCommitter(pool: pool)
         try Self.migrator.migrate(pool)
-        let synchronous = try pool.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        // GRDB puts the writer in synchronous=NORMAL when it enables WAL, after prepareDatabase ran: set FULL
+        // again on the writer, the only connection that commits, and check it there.
+        let synchronous = try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            return try Int.fetchOne(db, sql: "PRAGMA synchronous")
+        }
         guard synchronous == 2 else { throw StoreError(.unavailable, "SQLite refused synchronous=FULL") }
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (2 is FULL): what decides whether a commit is durable.
+    func writerSynchronousMode() throws -> Int? {
+        try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
     }
 
     /// Named, append-only migrations; one transaction each, no application types.
@@ -107,7 +124,8 @@ public final class SQLiteStore: RegistrationStore {
     // MARK: Products
 
     public func createProduct(_ product: Product) async throws -> Product {
-        try await pool.write { db in
+        defer { admissionCache.invalidate() }
+        return try await pool.write { db in
             if try Self.fetchProduct(db, id: product.id) != nil {
                 throw StoreError(.productExists, "product \(product.id) already exists")
             }
@@ -139,8 +157,17 @@ public final class SQLiteStore: RegistrationStore {
         try await pool.read { db in try Self.fetchProduct(db, id: id) }
     }
 
+    public func productForAdmission(id: String) async throws -> Product? {
+        if let cached = admissionCache.product(id: id) { return cached }
+        let generation = admissionCache.generation
+        let product = try await product(id: id)
+        if let product { admissionCache.store(product, ifStillAt: generation) }
+        return product
+    }
+
     public func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
-        try await pool.write { db in
+        defer { admissionCache.invalidate() }
+        return try await pool.write { db in
             var product = try Self.requireProduct(db, id: id)
             if let name = update.name { product.name = name }
             if let value = update.dynamicRegistration { product.dynamicRegistration = value }
@@ -161,7 +188,8 @@ public final class SQLiteStore: RegistrationStore {
     }
 
     public func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
-        try await pool.write { db in
+        defer { admissionCache.invalidate() }
+        return try await pool.write { db in
             _ = try Self.requireProduct(db, id: id)
             try db.execute(sql: "UPDATE products SET secret = ? WHERE id = ?", arguments: [newSecret, id])
             return try Self.requireProduct(db, id: id)
@@ -169,7 +197,8 @@ public final class SQLiteStore: RegistrationStore {
     }
 
     public func deleteProduct(id: String) async throws {
-        try await pool.write { db in
+        defer { admissionCache.invalidate() }
+        return try await pool.write { db in
             _ = try Self.requireProduct(db, id: id)
             try db.execute(sql: "DELETE FROM devices WHERE product_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM nonces WHERE product_id = ?", arguments: [id])
@@ -266,55 +295,73 @@ public final class SQLiteStore: RegistrationStore {
 
     public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
         try await groupCommit.write { db in
-            guard let product = try Self.fetchProduct(db, id: attempt.productId) else {
-                return .rejected(.productNotExist)
-            }
-            let existing = try Self.fetchDevice(db, productId: attempt.productId, name: attempt.deviceName)
-            if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
-            if existing == nil {
-                if !product.autoCreate { return .rejected(.deviceNotExist) }
-                if let quota = product.deviceQuota, product.deviceCount >= quota { return .rejected(.deviceQuota) }
-            }
-            // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
-            try db.execute(
-                sql: "INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                arguments: [
-                    attempt.productId, attempt.deviceName, attempt.timestamp, attempt.nonce,
-                    attempt.replayExpiry?.timeIntervalSince1970,
-                ])
-            if db.changesCount == 0 { return .rejected(.nonceReused) }
-            let now = attempt.now.timeIntervalSince1970
-            var psk: String?
-            if case .key(let key) = attempt.credential { psk = key }
-            if existing == nil {
-                try Self.insertDevice(
-                    db, productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: psk,
-                    now: attempt.now, registeredAt: attempt.now)
-            } else {
-                try db.execute(
-                    sql: """
-                        UPDATE devices SET status = 'registered', psk = ?, registered_at = ?,
-                            registration_count = registration_count + 1
-                        WHERE product_id = ? AND name = ?
-                        """,
-                    arguments: [psk, now, attempt.productId, attempt.deviceName])
-            }
-            if case .certificate(let certificate) = attempt.credential {
-                try Self.revokeActiveCertificates(
-                    db, productId: attempt.productId, deviceName: attempt.deviceName, now: attempt.now)
-                try db.execute(
-                    sql: """
-                        INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before,
-                            not_after, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        certificate.serial, attempt.productId, attempt.deviceName, certificate.fingerprint,
-                        certificate.pem, certificate.notBefore.timeIntervalSince1970,
-                        certificate.notAfter.timeIntervalSince1970, now,
-                    ])
-            }
-            return .issued(try Self.requireDevice(db, productId: attempt.productId, name: attempt.deviceName))
+            let decision = try Self.decide(db, attempt)
+            try Self.insertEvent(db, attempt.event(for: decision))
+            return decision
         }
+    }
+
+    private static func decide(_ db: Database, _ attempt: RegistrationAttempt) throws -> RegistrationDecision {
+        guard let product = try fetchProduct(db, id: attempt.productId) else {
+            return .rejected(.productNotExist)
+        }
+        let existing = try fetchDevice(db, productId: attempt.productId, name: attempt.deviceName)
+        if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
+        if existing == nil {
+            if !product.autoCreate { return .rejected(.deviceNotExist) }
+            if let quota = product.deviceQuota, product.deviceCount >= quota { return .rejected(.deviceQuota) }
+        }
+        // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT DO NOTHING
+                """
+        ).execute(arguments: [
+            attempt.productId, attempt.deviceName, attempt.timestamp, attempt.nonce,
+            attempt.replayExpiry?.timeIntervalSince1970,
+        ])
+        if db.changesCount == 0 { return .rejected(.nonceReused) }
+        let now = attempt.now.timeIntervalSince1970
+        var psk: String?
+        if case .key(let key) = attempt.credential { psk = key }
+        var device: Device
+        if let existing {
+            try db.cachedStatement(
+                sql: """
+                    UPDATE devices SET status = 'registered', psk = ?, registered_at = ?,
+                        registration_count = registration_count + 1
+                    WHERE product_id = ? AND name = ?
+                    """
+            ).execute(arguments: [psk, now, attempt.productId, attempt.deviceName])
+            device = existing
+            device.status = .registered
+            device.registrationCount += 1
+        } else {
+            try insertDevice(
+                db, productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: psk,
+                now: attempt.now, registeredAt: attempt.now)
+            device = Device(
+                productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: nil,
+                createdAt: attempt.now, registeredAt: nil, activatedAt: nil, registrationCount: 1)
+        }
+        // Built here rather than read back: the row is what these statements just wrote.
+        device.psk = psk
+        device.registeredAt = Date(timeIntervalSince1970: now)
+        if case .certificate(let certificate) = attempt.credential {
+            try revokeActiveCertificates(db, productId: attempt.productId, deviceName: attempt.deviceName, now: attempt.now)
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before,
+                        not_after, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """
+            ).execute(arguments: [
+                certificate.serial, attempt.productId, attempt.deviceName, certificate.fingerprint,
+                certificate.pem, certificate.notBefore.timeIntervalSince1970,
+                certificate.notAfter.timeIntervalSince1970, now,
+            ])
+        }
+        return .issued(device)
     }
 
     public func purgeExpiredNonces(now: Date) async throws -> Int {
@@ -332,8 +379,7 @@ public final class SQLiteStore: RegistrationStore {
         try await pool.read { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName)
             return try Row.fetchAll(
-                db, sql: "SELECT * FROM certificates WHERE product_id = ? AND device_name = ? ORDER BY issued_at DESC",
-                arguments: [productId, deviceName]
+                db, sql: Self.deviceCertificatesSQL, arguments: [productId, deviceName]
             ).map(Self.certificate(from:))
         }
     }
@@ -375,12 +421,26 @@ public final class SQLiteStore: RegistrationStore {
     private static func revokeActiveCertificates(_ db: Database, productId: String, deviceName: String, now: Date)
         throws
     {
-        try db.execute(
-            sql: """
-                UPDATE certificates SET revoked_at = ?
-                WHERE product_id = ? AND device_name = ? AND revoked_at IS NULL
-                """,
-            arguments: [now.timeIntervalSince1970, productId, deviceName])
+        try db.cachedStatement(sql: revokeActiveCertificatesSQL)
+            .execute(arguments: [now.timeIntervalSince1970, productId, deviceName])
+    }
+
+    // Without statistics SQLite plans this on the primary key's product_id prefix, i.e. it scans every certificate
+    // of the product, so registrations slowed down as certificates accumulated.
+    static let revokeActiveCertificatesSQL = """
+        UPDATE certificates INDEXED BY certificates_by_device SET revoked_at = ?
+        WHERE product_id = ? AND device_name = ? AND revoked_at IS NULL
+        """
+    static let deviceCertificatesSQL = """
+        SELECT * FROM certificates INDEXED BY certificates_by_device
+        WHERE product_id = ? AND device_name = ? ORDER BY issued_at DESC
+        """
+
+    /// SQLite's plan for `sql`, one line per step: lets tests check that a query uses the index it should.
+    func queryPlan(_ sql: String, arguments: StatementArguments) throws -> [String] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: arguments).map { $0["detail"] }
+        }
     }
 
     private static func certificate(from row: Row) -> DeviceCertificate {
@@ -396,17 +456,19 @@ public final class SQLiteStore: RegistrationStore {
     // MARK: Audit log
 
     public func recordEvent(_ event: RegistrationEvent) async throws {
-        try await groupCommit.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
-                    VALUES (?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    event.time.timeIntervalSince1970, event.productId, event.deviceName, event.outcome,
-                    event.remoteAddress, event.endpoint,
-                ])
-        }
+        try await groupCommit.write { db in try Self.insertEvent(db, event) }
+    }
+
+    private static func insertEvent(_ db: Database, _ event: RegistrationEvent) throws {
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: [
+            event.time.timeIntervalSince1970, event.productId, event.deviceName, event.outcome,
+            event.remoteAddress, event.endpoint,
+        ])
     }
 
     public func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
@@ -433,16 +495,17 @@ public final class SQLiteStore: RegistrationStore {
         _ db: Database, productId: String, name: String, status: DeviceStatus, psk: String?, now: Date,
         registeredAt: Date? = nil
     ) throws {
-        try db.execute(
+        try db.cachedStatement(
             sql: """
                 INSERT INTO devices (product_id, name, status, psk, created_at, registered_at, registration_count)
                 VALUES (?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                productId, name, status.rawValue, psk, now.timeIntervalSince1970, registeredAt?.timeIntervalSince1970,
-                registeredAt == nil ? 0 : 1,
-            ])
-        try db.execute(sql: "UPDATE products SET device_count = device_count + 1 WHERE id = ?", arguments: [productId])
+                """
+        ).execute(arguments: [
+            productId, name, status.rawValue, psk, now.timeIntervalSince1970, registeredAt?.timeIntervalSince1970,
+            registeredAt == nil ? 0 : 1,
+        ])
+        try db.cachedStatement(sql: "UPDATE products SET device_count = device_count + 1 WHERE id = ?")
+            .execute(arguments: [productId])
     }
 
     private static func fetchProduct(_ db: Database, id: String) throws -> Product? {

@@ -34,6 +34,27 @@ struct RegistrationTests {
         }
     }
 
+    @Test("every answer carries its own lower-case version-4 UUID as RequestId, on both endpoints")
+    func requestIds() async throws {
+        try await TestServer.with { server in
+            let product = try await server.createProduct()
+            var ids: Set<String> = []
+            let shape = #/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/#
+            for index in 0..<10 {
+                let ok = try await server.register(productId: product.id, deviceName: "r\(index)", secret: product.secret)
+                let refused = try await server.register(productId: product.id, deviceName: "r\(index)", secret: "wrong-secret-0123456789")
+                let legacy = try await server.registerLegacy(productId: product.id, deviceName: "l\(index)", secret: product.secret)
+                for (answer, key) in [(ok, "RequestId"), (refused, "RequestId"), (legacy, "requestId")] {
+                    let fields = (answer.json["Response"] as? [String: Any]) ?? answer.json
+                    let id = try #require(fields[key] as? String, "\(answer.text)")
+                    #expect(id.wholeMatch(of: shape) != nil, "\(id)")
+                    ids.insert(id)
+                }
+            }
+            #expect(ids.count == 30)
+        }
+    }
+
     @Test("the success plaintext never escapes '/'")
     func noEscapedSlash() async throws {
         try await TestServer.with { server in

@@ -151,8 +151,10 @@ struct StoreConformanceTests {
             #expect(try await store.product(id: "P1")?.deviceCount == 0)
             // The old replay entry went with the product.
             _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1)))
-            // The audit log outlives the product.
-            #expect(try await store.events(productId: "P1", limit: 10).count == 1)
+            // The audit log outlives the product: three registrations (one refused) and the event recorded by hand.
+            #expect(
+                try await store.events(productId: "P1", limit: 10).map(\.outcome)
+                    == ["Success", RegistrationErrorCode.productNotExist.code, "Success", "Success"])
         }
     }
 
@@ -575,6 +577,44 @@ struct StoreConformanceTests {
     }
 
     // MARK: Audit log and health
+
+    @Test(arguments: StoreKind.allCases)
+    func registrationWritesItsAuditEventWithTheDecision(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            _ = try await store.createProduct(Self.product("PE", quota: 1))
+            func attempt(_ name: String, nonce: Int64) -> RegistrationAttempt {
+                var attempt = Self.attempt("PE", name, nonce: nonce)
+                attempt.remoteAddress = "198.51.100.7"
+                attempt.endpoint = "/register/dev"
+                return attempt
+            }
+            _ = Self.issued(try await store.register(attempt("d1", nonce: 1)))
+            #expect(try await store.register(attempt("d1", nonce: 1)) == .rejected(.nonceReused))
+            #expect(try await store.register(attempt("d2", nonce: 2)) == .rejected(.deviceQuota))
+            #expect(try await store.register(Self.attempt("PX", "d", nonce: 3)) == .rejected(.productNotExist))
+            let events = try await store.events(productId: "PE", limit: 10)
+            #expect(events.map(\.outcome) == [RegistrationErrorCode.deviceQuota.code, RegistrationErrorCode.nonceReused.code, "Success"])
+            #expect(events.map(\.deviceName) == ["d2", "d1", "d1"])
+            #expect(events.allSatisfy { $0.remoteAddress == "198.51.100.7" && $0.endpoint == "/register/dev" && $0.time == Self.t0 })
+            #expect(try await store.events(productId: "PX", limit: 10).map(\.outcome) == [RegistrationErrorCode.productNotExist.code])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func theAdmissionViewFollowsProductWrites(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            #expect(try await store.productForAdmission(id: "PA") == nil)
+            _ = try await store.createProduct(Self.product("PA"))
+            let first = try #require(try await store.productForAdmission(id: "PA"))
+            #expect(first.secret == Self.product("PA").secret)
+            _ = try await store.rotateProductSecret(id: "PA", newSecret: "rotated-secret-0123456789")
+            #expect(try await store.productForAdmission(id: "PA")?.secret == "rotated-secret-0123456789")
+            _ = try await store.updateProduct(id: "PA", ProductUpdate(dynamicRegistration: false))
+            #expect(try await store.productForAdmission(id: "PA")?.dynamicRegistration == false)
+            try await store.deleteProduct(id: "PA")
+            #expect(try await store.productForAdmission(id: "PA") == nil)
+        }
+    }
 
     @Test(arguments: StoreKind.allCases)
     func eventsNewestFirst(_ kind: StoreKind) async throws {

@@ -1,0 +1,79 @@
+@testable import DynRegStore
+import Foundation
+import GRDB
+import Testing
+
+/// What only the embedded store promises: its durability setting and the plans of its hot statements.
+@Suite struct SQLiteStoreTests {
+    private func withSQLiteStore(_ body: (SQLiteStore, String) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-sqlite-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("dynreg.sqlite").path
+        try await body(try SQLiteStore(path: path), path)
+    }
+
+    /// GRDB switches a WAL writer to NORMAL; a 200 must mean the commit reached the disk, so the writer is FULL.
+    @Test func theWriterCommitsWithSynchronousFull() async throws {
+        try await withSQLiteStore { store, path in
+            #expect(try store.writerSynchronousMode() == 2)
+            // Also after a registration went through the group committer.
+            _ = try await store.createProduct(StoreConformanceTests.product("PSYNC00001"))
+            _ = try await store.register(StoreConformanceTests.attempt("PSYNC00001", "dev1", nonce: 1))
+            #expect(try store.writerSynchronousMode() == 2)
+        }
+    }
+
+    @Test func revokingADevicesCertificatesUsesTheDeviceIndex() async throws {
+        try await withSQLiteStore { store, _ in
+            let plan = try store.queryPlan(SQLiteStore.revokeActiveCertificatesSQL, arguments: [0, "P", "d"])
+            #expect(plan.contains { $0.contains("USING INDEX certificates_by_device (product_id=? AND device_name=?)") },
+                    "plan: \(plan)")
+            let listing = try store.queryPlan(SQLiteStore.deviceCertificatesSQL, arguments: ["P", "d"])
+            #expect(listing.contains { $0.contains("certificates_by_device (product_id=? AND device_name=?)") },
+                    "plan: \(listing)")
+        }
+    }
+
+    /// Concurrent writes share transactions; one that fails must take back its own writes and nobody else's.
+    @Test func aFailingWriteRollsBackAloneInItsSharedTransaction() async throws {
+        struct Refused: Error {}
+        try await withSQLiteStore { store, _ in
+            let outcomes = try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
+                for index in 0..<200 {
+                    group.addTask {
+                        do {
+                            try await store.groupCommit.write { db in
+                                try db.execute(
+                                    sql: """
+                                        INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
+                                        VALUES (0, 'PG', ?, 'x', 'a', 'e')
+                                        """,
+                                    arguments: ["d\(index)"])
+                                if index % 3 == 0 { throw Refused() }
+                            }
+                            return (index, true)
+                        } catch is Refused {
+                            return (index, false)
+                        }
+                    }
+                }
+                return try await group.reduce(into: [Int: Bool]()) { $0[$1.0] = $1.1 }
+            }
+            #expect(outcomes.count == 200)
+            #expect(outcomes.allSatisfy { $0.value == ($0.key % 3 != 0) })
+            let names = Set(try await store.events(productId: "PG", limit: 1000).map(\.deviceName))
+            #expect(names == Set((0..<200).filter { $0 % 3 != 0 }.map { "d\($0)" }))
+        }
+    }
+
+    @Test func aSecondStoreOnTheSameFileIsRefused() async throws {
+        try await withSQLiteStore { _, path in
+            #expect {
+                _ = try SQLiteStore(path: path)
+            } throws: { error in
+                (error as? StoreError)?.code == .unavailable && "\(error)".contains("another dynreg server")
+            }
+        }
+    }
+}
