@@ -85,9 +85,10 @@ bench() {
         key) args+=(--product-id "$KEY_ID") ;;
         legacy) args+=(--product-id "$KEY_ID" --legacy) ;;
         cert) args+=(--product-id "$CERT_ID") ;;
+        csr) args+=(--product-id "$CERT_ID" --csr) ;;
     esac
     local secret=$KEY_SECRET
-    [[ "$1" == cert ]] && secret=$CERT_SECRET
+    [[ "$1" == cert || "$1" == csr ]] && secret=$CERT_SECRET
     DYNREG_PRODUCT_SECRET=$secret "$BIN" "${args[@]}"
 }
 
@@ -100,19 +101,20 @@ if [[ -z "${CERT_ID:-}" || -z "${CERT_SECRET:-}" ]]; then
 else
     probe=$(bench cert 1 2>/dev/null || true)
     if [[ "$(successes "$probe")" == 1 ]]; then
-        SCENARIOS+=(cert)
+        SCENARIOS+=(cert csr)
     else
         NOTES+=("certificate products: skipped, a registration answered $(outcomes "$probe")")
     fi
 fi
 
-devices_for() { if [[ "$1" == cert ]]; then echo "$CERT_N"; else echo "$N"; fi; }
+devices_for() { if [[ "$1" == cert || "$1" == csr ]]; then echo "$CERT_N"; else echo "$N"; fi; }
 label() {
     case "$1" in
         health) echo "GET /health (ceiling)" ;;
         key) echo "POST /device/register, key" ;;
         legacy) echo "POST /register/dev (legacy), key" ;;
         cert) echo "POST /device/register, certificate" ;;
+        csr) echo "POST /device/register, certificate, CSR" ;;
     esac
 }
 
@@ -140,17 +142,20 @@ median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { if (N
 sum() { tr ' ' '\n' | sed '/^$/d' | awk '{ s += $1 } END { print s + 0 }'; }
 
 HEALTH_RATE=$(median <<<"${RATES[health]}")
+KEY_RATE=$(median <<<"${RATES[key]}")
 echo
 echo "dynreg bench, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), C=$C, medians of $R runs"
 [[ "$SERVER_BIN" != "$BIN" ]] && echo "server binary: $SERVER_BIN"
-printf '%-36s %7s %12s %9s %10s %12s  %s\n' scenario requests "requests/s" "p99 ms" "vs health" successes "runs (requests/s)"
+printf '%-40s %7s %12s %9s %10s %8s %12s  %s\n' scenario requests "requests/s" "p99 ms" "vs health" "vs key" successes "runs (requests/s)"
 for scenario in "${SCENARIOS[@]}"; do
     rate=$(median <<<"${RATES[$scenario]}")
     p99=$(median <<<"${P99S[$scenario]}")
     ratio=$(awk -v a="$rate" -v b="$HEALTH_RATE" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    vskey=$(awk -v a="$rate" -v b="$KEY_RATE" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    [[ "$scenario" == health ]] && vskey="-"
     total=$(( $(devices_for "$scenario") * R ))
-    printf '%-36s %7s %12.0f %9.2f %10s %12s  %s\n' "$(label "$scenario")" "$(devices_for "$scenario")" "$rate" "$p99" \
-        "$ratio" "$(sum <<<"${OKS[$scenario]}")/$total" "${RATES[$scenario]}"
+    printf '%-40s %7s %12.0f %9.2f %10s %8s %12s  %s\n' "$(label "$scenario")" "$(devices_for "$scenario")" "$rate" \
+        "$p99" "$ratio" "$vskey" "$(sum <<<"${OKS[$scenario]}")/$total" "${RATES[$scenario]}"
 done
 HWM=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo "")
 RSS=$(awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo "")

@@ -34,10 +34,15 @@ public final class SQLiteStore: RegistrationStore {
         // again on the writer, the only connection that commits, and check it there.
         let synchronous = try pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // Every registration reads and writes index pages on the writer; SQLite's default 2 MiB cache sends
+            // most of them back to the kernel with millions of devices.
+            try db.execute(sql: "PRAGMA cache_size = -\(Self.writerCacheKiB)")
             return try Int.fetchOne(db, sql: "PRAGMA synchronous")
         }
         guard synchronous == 2 else { throw StoreError(.unavailable, "SQLite refused synchronous=FULL") }
     }
+
+    static let writerCacheKiB = 16 * 1024
 
     /// The writer connection's `PRAGMA synchronous` (2 is FULL): what decides whether a commit is durable.
     func writerSynchronousMode() throws -> Int? {
@@ -302,14 +307,20 @@ public final class SQLiteStore: RegistrationStore {
     }
 
     private static func decide(_ db: Database, _ attempt: RegistrationAttempt) throws -> RegistrationDecision {
-        guard let product = try fetchProduct(db, id: attempt.productId) else {
+        // Only the columns the decision needs: a certificate product's row also holds its CA, which this
+        // statement, run for every registration on the single writer, would otherwise decode each time.
+        guard
+            let limits = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT auto_create, device_quota, device_count FROM products WHERE id = ?"),
+                arguments: [attempt.productId])
+        else {
             return .rejected(.productNotExist)
         }
         let existing = try fetchDevice(db, productId: attempt.productId, name: attempt.deviceName)
         if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
         if existing == nil {
-            if !product.autoCreate { return .rejected(.deviceNotExist) }
-            if let quota = product.deviceQuota, product.deviceCount >= quota { return .rejected(.deviceQuota) }
+            if !(limits[0] as Bool) { return .rejected(.deviceNotExist) }
+            if let quota = limits[1] as Int?, (limits[2] as Int) >= quota { return .rejected(.deviceQuota) }
         }
         // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
         try db.cachedStatement(

@@ -8,6 +8,7 @@ import Histogram
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import X509
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,6 +33,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Requests in flight at once, one connection each.") var concurrency = 16
     @Flag(help: "Use the legacy /register/dev protocol (always hmacsha1).") var legacy = false
     @Flag(help: "Send GET /health instead of registrations.") var health = false
+    @Flag(help: "Send a certificate signing request with each registration (a P-256 key made per device, before the clock starts).")
+    var csr = false
     @Flag(help: "Print one JSON object instead of the report.") var json = false
     @Option(help: "hmacsha256 (default) or hmacsha1.") var algorithm: DynRegProtocol.SignatureAlgorithm?
     @Option(help: "Device names are <prefix>-<i>; random by default so that runs do not collide.")
@@ -49,6 +52,7 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("--url must be an http:// URL with a host (the benchmark does not speak TLS)")
         }
         if legacy && health { throw ValidationError("--legacy and --health exclude each other") }
+        if csr && (legacy || health) { throw ValidationError("--csr needs the current protocol (not --legacy or --health)") }
         if legacy, let algorithm, algorithm != .hmacSHA1 {
             throw ValidationError("--legacy requests are always signed with hmacsha1")
         }
@@ -81,9 +85,13 @@ struct Bench: AsyncParsableCommand {
             mode = legacy ? .legacy : .current(algorithm ?? .hmacSHA256)
         }
         let prefix = devicePrefix ?? Self.randomPrefix()
+        var csrs: [[UInt8]] = []
+        if csr {
+            csrs = try Self.signingRequests(productId: productId ?? "", prefix: prefix, count: devices)
+        }
         let template = RequestFactory(
             mode: mode, target: target, productId: productId ?? "", productSecret: productSecretValue,
-            devicePrefix: prefix)
+            devicePrefix: prefix, csrs: csrs)
         try template.selfCheck(productSecret: productSecretValue)
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
@@ -119,6 +127,28 @@ struct Bench: AsyncParsableCommand {
             FileHandle.standardError.write(Data("dynreg bench: first transport error: \(note)\n".utf8))
         }
         printNow(json ? jsonReport(result, mode: mode) : humanReport(result, mode: mode, prefix: prefix))
+    }
+
+    /// One PEM CSR per device, JSON-escaped, made before the measurement: a device makes its key and request before
+    /// it calls the server, so their cost is not the server's.
+    static func signingRequests(productId: String, prefix: String, count: Int) throws -> [[UInt8]] {
+        FileHandle.standardError.write(Data("dynreg bench: making \(count) keys and certificate signing requests\n".utf8))
+        var requests: [[UInt8]] = []
+        requests.reserveCapacity(count)
+        for index in 0..<count {
+            let key = P256.Signing.PrivateKey(compactRepresentable: false)
+            let request = try CertificateSigningRequest(
+                version: .v1, subject: try DistinguishedName { CommonName(productId + "\(prefix)-\(index)") },
+                privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(),
+                signatureAlgorithm: .ecdsaWithSHA256)
+            // PEM needs no JSON escaping but for its line breaks.
+            var escaped: [UInt8] = []
+            for byte in try request.serializeAsPEM().pemString.utf8 {
+                if byte == 0x0A { escaped += [0x5C, UInt8(ascii: "n")] } else { escaped.append(byte) }
+            }
+            requests.append(escaped)
+        }
+        return requests
     }
 
     /// A prefix that names no device of an earlier run: `b` and 8 random letters or digits.
@@ -208,7 +238,7 @@ struct Bench: AsyncParsableCommand {
     private func description(of mode: BenchMode) -> String {
         switch mode {
         case .health: return "GET /health"
-        case .current(let algorithm): return "POST \(RegistrationPath.current) (\(algorithm.name))"
+        case .current(let algorithm): return "POST \(RegistrationPath.current) (\(algorithm.name)\(csr ? ", CSR" : ""))"
         case .legacy: return "POST \(RegistrationPath.legacy) (legacy, hmacsha1)"
         }
     }
@@ -387,6 +417,8 @@ struct RequestFactory: Sendable {
     private let hmacSHA256: HMAC<SHA256>?
     private let hmacSHA1: HMAC<Insecure.SHA1>?
     private var random: WyRand
+    /// JSON-escaped PEM CSRs by device index, or empty.
+    private let csrs: [[UInt8]]
     // Scratch, reused.
     private var name: [UInt8] = []
     private var body: [UInt8] = []
@@ -395,8 +427,12 @@ struct RequestFactory: Sendable {
     private var timestamp: [UInt8] = []
     private var nonce: [UInt8] = []
 
-    init(mode: BenchMode, target: BenchTarget, productId: String, productSecret: String, devicePrefix: String) {
+    init(
+        mode: BenchMode, target: BenchTarget, productId: String, productSecret: String, devicePrefix: String,
+        csrs: [[UInt8]] = []
+    ) {
         self.mode = mode
+        self.csrs = csrs
         let endpoint: String
         let method: String
         switch mode {
@@ -503,6 +539,10 @@ struct RequestFactory: Sendable {
         case .current(let algorithm):
             body += bodyPrefix
             body += name
+            if index < csrs.count {
+                body += #"","Csr":""#.utf8
+                body += csrs[index]
+            }
             body += #""}"#.utf8
             toSign += signPrefix
             toSign += timestamp
@@ -553,7 +593,8 @@ struct RequestFactory: Sendable {
     func selfCheck(productSecret: String) throws {
         var factory = self
         let now = Int64(time(nil))
-        factory.sign(index: 7, timestamp: now, nonce: 4242)
+        let index = csrs.isEmpty ? 7 : 0
+        factory.sign(index: index, timestamp: now, nonce: 4242)
         let expected: String
         switch mode {
         case .health:
@@ -563,9 +604,11 @@ struct RequestFactory: Sendable {
                 canonicalHost: CanonicalHost.fromHostHeader(hostHeader), algorithm: algorithm,
                 timestamp: String(now), nonce: "4242", body: factory.body
             ).signature(productSecret: productSecret)
+            let csr = csrs.isEmpty
+                ? nil : String(decoding: csrs[index], as: UTF8.self).replacingOccurrences(of: "\\n", with: "\n")
             guard factory.body == RegistrationRequestBody(
                 productId: String(decoding: productId, as: UTF8.self),
-                deviceName: String(decoding: factory.name, as: UTF8.self)
+                deviceName: String(decoding: factory.name, as: UTF8.self), csr: csr
             ).encodedJSON() else { throw CLIError("internal error: the benchmark's request body differs") }
         case .legacy:
             let signed = LegacySignedRequest(

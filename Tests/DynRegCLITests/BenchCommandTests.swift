@@ -77,8 +77,8 @@ private final class ServeProcess: @unchecked Sendable {
         return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
     }
 
-    func createProduct() async throws -> (id: String, secret: String) {
-        let product = try await admin("POST", "/products", body: #"{"name":"bench"}"#)
+    func createProduct(_ json: String = #"{"name":"bench"}"#) async throws -> (id: String, secret: String) {
+        let product = try await admin("POST", "/products", body: json)
         return (try #require(product["productId"] as? String), try #require(product["productSecret"] as? String))
     }
 }
@@ -151,6 +151,31 @@ struct BenchCommandTests {
             #expect(shown["deviceCount"] as? Int == 150)
             let device = try await server.admin("GET", "/products/\(product.id)/devices/sha1-49")
             #expect(device["deviceName"] as? String == "sha1-49")
+        }
+    }
+
+    @Test("--csr: every device sends its own certificate signing request and gets a certificate for it")
+    func signingRequests() async throws {
+        try await withServer { server in
+            let product = try await server.createProduct(#"{"name":"bench-cert","authType":"certificate"}"#)
+            let result = try DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "20", "--concurrency", "4",
+                 "--csr", "--device-prefix", "csr", "--json"],
+                environment: ["DYNREG_PRODUCT_SECRET": product.secret])
+            let report = try BenchReport(result)
+            #expect(report.outcomes == ["Success": 20])
+            #expect((report.object["endpoint"] as? String)?.contains("CSR") == true)
+            #expect(result.stderr.contains("certificate signing requests"))
+            for name in ["csr-0", "csr-19"] {
+                let listing = try await server.admin("GET", "/products/\(product.id)/devices/\(name)/certificates")
+                let certificates = try #require(listing["certificates"] as? [[String: Any]], "\(listing)")
+                #expect(certificates.count == 1)
+            }
+            let refused = try DynregExecutable.run(
+                ["bench", "--url", server.baseURL, "--product-id", product.id, "--csr", "--legacy"],
+                environment: ["DYNREG_PRODUCT_SECRET": product.secret])
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("--csr needs the current protocol"))
         }
     }
 

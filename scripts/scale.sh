@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Does a full store slow registration down? Measures key-product registrations on an empty store, fills the store
+# to DEVICES devices (default 1,000,000) through the registration endpoint, measures again, and reports the
+# change and the store's growth per device. See docs/performance.md ("Scale").
+#
+# Environment: DEVICES (default 1000000), N (requests per measured run, default 20000), C (concurrency, default
+# 64), R (measured runs before and after, default 3), FILL_CHUNK (devices per fill run, default 100000),
+# SCRATCH (build directory, default .build-bench), SKIP_BUILD=1, KEEP=1 (keep the data directory).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICES=${DEVICES:-1000000}
+N=${N:-20000}
+C=${C:-64}
+R=${R:-3}
+FILL_CHUNK=${FILL_CHUNK:-100000}
+SCRATCH=${SCRATCH:-.build-bench}
+
+for tool in curl awk sed sqlite3; do
+    command -v "$tool" >/dev/null || { echo "scale.sh: $tool is required (apt-get install $tool)" >&2; exit 1; }
+done
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    echo "scale.sh: swift build -c release --scratch-path $SCRATCH" >&2
+    swift build -c release --scratch-path "$SCRATCH" --product dynreg >&2
+fi
+BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/dynreg"
+
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/dynreg-scale.XXXXXX")
+DB="$DATA/data/dynreg.sqlite"
+SERVER_PID=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ "${KEEP:-0}" == 1 ]]; then echo "scale.sh: kept $DATA" >&2; else rm -rf "$DATA"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+export DYNREG_ADMIN_TOKEN="scale-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+"$BIN" serve --port 0 --no-demo --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+SERVER_PID=$!
+URL=""
+for _ in $(seq 1 300); do
+    URL=$(sed -n 's/^dynreg listening on \(http:\/\/[^ ]*\).*/\1/p' "$DATA/serve.out")
+    [[ -n "$URL" ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "scale.sh: the server exited:" >&2; cat "$DATA/serve.err" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -n "$URL" ]] || { echo "scale.sh: the server did not start within 30 s" >&2; exit 1; }
+
+body=$(curl -sf -X POST "$URL/admin/v1/products" -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name":"scale","authType":"key","deviceQuota":1000000000}')
+PRODUCT_ID=$(printf '%s' "$body" | sed -n 's/.*"productId":"\([^"]*\)".*/\1/p')
+export DYNREG_PRODUCT_SECRET=$(printf '%s' "$body" | sed -n 's/.*"productSecret":"\([^"]*\)".*/\1/p')
+
+json_field() { printf '%s' "$2" | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
+successes() { local s; s=$(printf '%s' "$1" | sed -n 's/.*"outcomes":{[^}]*"Success":\([0-9]*\).*/\1/p'); echo "${s:-0}"; }
+median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+registered() { curl -sf "$URL/admin/v1/products/$PRODUCT_ID" -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" |
+    sed -n 's/.*"deviceCount":\([0-9]*\).*/\1/p'; }
+# The database's size with its WAL folded in (a checkpoint from a second connection, as SQLite allows).
+store_bytes() {
+    sqlite3 "$DB" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null 2>&1 || true
+    local total=0 f
+    for f in "$DB" "$DB-wal"; do [[ -f "$f" ]] && total=$((total + $(stat -c %s "$f"))); done
+    echo "$total"
+}
+
+# measure LABEL: R runs of N new devices; sets RATE and P99 to the medians.
+measure() {
+    local rates="" p99s="" run report
+    for run in $(seq 1 "$R"); do
+        report=$("$BIN" bench --url "$URL" --product-id "$PRODUCT_ID" --devices "$N" --concurrency "$C" --json 2>/dev/null)
+        [[ "$(successes "$report")" == "$N" ]] || echo "scale.sh: $1 run $run: not every registration succeeded: $report" >&2
+        rates+="$(json_field requestsPerSecond "$report") "
+        p99s+="$(json_field p99Ms "$report") "
+        echo "scale.sh: $1 run $run/$R: $(json_field requestsPerSecond "$report") req/s, p99 $(json_field p99Ms "$report") ms" >&2
+    done
+    RATE=$(median <<<"$rates")
+    P99=$(median <<<"$p99s")
+}
+
+EMPTY_BYTES=$(store_bytes)
+measure "empty store"
+EMPTY_RATE=$RATE EMPTY_P99=$P99
+
+echo "scale.sh: filling the store to $DEVICES devices, $FILL_CHUNK per run" >&2
+started=$(date +%s)
+while :; do
+    have=$(registered)
+    (( have >= DEVICES )) && break
+    chunk=$(( DEVICES - have < FILL_CHUNK ? DEVICES - have : FILL_CHUNK ))
+    "$BIN" bench --url "$URL" --product-id "$PRODUCT_ID" --devices "$chunk" --concurrency "$C" --json >/dev/null 2>&1
+    echo "scale.sh: $(registered) devices stored ($(( $(date +%s) - started )) s)" >&2
+done
+FULL_DEVICES=$(registered)
+FULL_BYTES=$(store_bytes)
+measure "$FULL_DEVICES devices"
+FULL_RATE=$RATE FULL_P99=$P99
+
+echo
+echo "dynreg scale, $(date -u +%Y-%m-%d), $(nproc) CPUs, N=$N C=$C, medians of $R runs"
+printf '%-28s %12s %9s\n' store "requests/s" "p99 ms"
+printf '%-28s %12.0f %9.2f\n' "empty" "$EMPTY_RATE" "$EMPTY_P99"
+printf '%-28s %12.0f %9.2f\n' "$FULL_DEVICES devices" "$FULL_RATE" "$FULL_P99"
+awk -v a="$FULL_RATE" -v b="$EMPTY_RATE" -v p="$FULL_P99" -v q="$EMPTY_P99" \
+    'BEGIN { printf "change: throughput %+.1f %%, p99 %+.1f %%\n", (a / b - 1) * 100, (p / q - 1) * 100 }'
+growth=$(( FULL_BYTES - EMPTY_BYTES ))
+# Devices added between the two size readings: the fill and the empty-store measurement runs.
+awk -v g="$growth" -v d="$FULL_DEVICES" \
+    'BEGIN { printf "store growth: %.1f MiB for %d devices = %.0f bytes per device (device, replay entry, audit event, indexes)\n", g / 1048576, d, g / d }'
+sqlite3 "$DB" "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC;" 2>/dev/null |
+    awk -F'|' -v d="$FULL_DEVICES" '{ printf "  %-28s %8.1f MiB  %6.0f bytes per device\n", $1, $2 / 1048576, $2 / d }' || true
+echo "server peak RSS (VmHWM): $(( $(awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status") / 1024 )) MiB"
