@@ -220,7 +220,7 @@ public struct ProductCertificateAuthority: Sendable {
             let der = serializer.serializedBytes
             return IssuedCertificate(
                 serialHex: hex(serial), fingerprint: hex(Array(SHA256.hash(data: der))),
-                pem: PEMDocument(type: "CERTIFICATE", derBytes: der).pemString, notBefore: notBefore,
+                pem: PEM.encode(type: "CERTIFICATE", der: der), notBefore: notBefore,
                 notAfter: notAfter)
         } catch {
             throw CertificateAuthorityError(.signingFailed)
@@ -237,7 +237,7 @@ public struct ProductCertificateAuthority: Sendable {
             commonName: commonName, publicKey: Certificate.PublicKey(deviceKey.publicKey), validityDays: validityDays,
             now: now)
         // swift-crypto's PEM for P-256 is PKCS#8 ("BEGIN PRIVATE KEY"), as the protocol's clientKey expects.
-        return (issued, deviceKey.pemRepresentation)
+        return (issued, PEM.encode(type: "PRIVATE KEY", der: deviceKey.derRepresentation))
     }
 
     /// Checks a device's PKCS#10 request: a good signature and the expected common name.

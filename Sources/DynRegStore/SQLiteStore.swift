@@ -123,6 +123,36 @@ public final class SQLiteStore: RegistrationStore {
                     CREATE INDEX certificates_by_device ON certificates(product_id, device_name);
                     """)
         }
+        // WITHOUT ROWID keeps whole rows, PEM included, in the primary key's B-tree, and the key is a random
+        // serial: every certificate landed on a random leaf of big rows. A rowid table appends the rows and
+        // leaves only small index entries to random places.
+        migrator.registerMigration("v3: certificates in a rowid table") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE certificates_v3 (
+                        id INTEGER PRIMARY KEY,
+                        serial TEXT NOT NULL,
+                        product_id TEXT NOT NULL,
+                        device_name TEXT NOT NULL,
+                        fingerprint TEXT NOT NULL,
+                        pem TEXT NOT NULL,
+                        not_before REAL NOT NULL,
+                        not_after REAL NOT NULL,
+                        issued_at REAL NOT NULL,
+                        revoked_at REAL
+                    );
+                    INSERT INTO certificates_v3 (serial, product_id, device_name, fingerprint, pem, not_before,
+                        not_after, issued_at, revoked_at)
+                    SELECT serial, product_id, device_name, fingerprint, pem, not_before, not_after, issued_at,
+                        revoked_at
+                    FROM certificates ORDER BY issued_at;
+                    DROP TABLE certificates;
+                    ALTER TABLE certificates_v3 RENAME TO certificates;
+                    CREATE UNIQUE INDEX certificates_by_serial ON certificates(product_id, serial);
+                    CREATE UNIQUE INDEX certificates_by_fingerprint ON certificates(fingerprint);
+                    CREATE INDEX certificates_by_device ON certificates(product_id, device_name);
+                    """)
+        }
         return migrator
     }
 

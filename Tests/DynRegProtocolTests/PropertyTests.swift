@@ -18,6 +18,19 @@ struct PropertyTests {
         }
     }
 
+    @Test("credential JSON round-trips any text (control characters, quotes, backslashes, non-ASCII), '/' unescaped")
+    func credentialJSONRoundTrip() async {
+        let text = Gen.unicodeScalar(in: "\u{0}"..."\u{2FF}").map(Character.init).string(of: 0...300)
+        await propertyCheck(count: 300, input: text, text) { certificate, key throws in
+            let credential = DeviceCredential.certificate(clientCert: certificate + "/", clientKey: key)
+            let json = credential.encodedJSON()
+            #expect(try DeviceCredential(decoding: json) == credential)
+            // Every '/' is written as itself: the C SDK does not unescape "\\/".
+            let slash = UInt8(ascii: "/")
+            #expect(json.filter { $0 == slash }.count == (certificate + "/" + key).utf8.filter { $0 == slash }.count)
+        }
+    }
+
     @Test("a signature never verifies after one byte of body, host, timestamp or nonce changes")
     func tamperedSignatures() async {
         let base = SignedRequest(

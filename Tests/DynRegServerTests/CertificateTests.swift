@@ -184,6 +184,18 @@ struct CertificateTests {
         }
     }
 
+    @Test("PEM text is SwiftASN1's and swift-crypto's, byte for byte, for every length")
+    func pemEncoding() throws {
+        for length in [0, 1, 2, 3, 47, 48, 49, 95, 96, 97, 500, 1000] {
+            let der = (0..<length).map { _ in UInt8.random(in: 0...255) }
+            #expect(PEM.encode(type: "CERTIFICATE", der: der) == PEMDocument(type: "CERTIFICATE", derBytes: der).pemString)
+        }
+        let key = P256.Signing.PrivateKey(compactRepresentable: false)
+        #expect(PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation) == key.pemRepresentation)
+        #expect(try P256.Signing.PrivateKey(pemRepresentation: PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation))
+            .rawRepresentation == key.rawRepresentation)
+    }
+
     @Test("imported CA: operator's PEM certificate and key")
     func importedCA() async throws {
         try await TestServer.with { server in

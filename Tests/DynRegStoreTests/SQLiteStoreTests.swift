@@ -76,4 +76,49 @@ import Testing
             }
         }
     }
+
+    /// A database written by a version before the v3 migration keeps its certificates, and they keep working.
+    @Test func certificatesSurviveTheMoveToARowidTable() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-sqlite-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("dynreg.sqlite").path
+        do {
+            let old = try DatabaseQueue(path: path)
+            try SQLiteStore.migrator.migrate(old, upTo: "v2: certificate authorities and device certificates")
+            try await old.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create,
+                            device_quota, allow_clockless, device_count, created_at)
+                        VALUES ('PMIGRATE01', 'm', 'certificate', 'secret-0123456789abcdef', 1, 1, NULL, 0, 1, 0);
+                        INSERT INTO devices (product_id, name, status, psk, created_at, registered_at, registration_count)
+                        VALUES ('PMIGRATE01', 'd1', 'registered', NULL, 0, 0, 2);
+                        INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before, not_after,
+                            issued_at, revoked_at)
+                        VALUES ('aa01', 'PMIGRATE01', 'd1', 'fp-old', 'PEM-OLD', 0, 100, 1, 5),
+                               ('aa02', 'PMIGRATE01', 'd1', 'fp-new', 'PEM-NEW', 0, 100, 6, NULL);
+                        """)
+            }
+        }
+        let store = try SQLiteStore(path: path)
+        let certificates = try await store.certificates(productId: "PMIGRATE01", deviceName: "d1")
+        #expect(certificates.map(\.serial) == ["aa02", "aa01"])
+        #expect(certificates.map(\.pem) == ["PEM-NEW", "PEM-OLD"])
+        #expect(certificates[1].revokedAt == Date(timeIntervalSince1970: 5))
+        #expect(try await store.certificate(fingerprint: "fp-new")?.serial == "aa02")
+        #expect(try await store.revokedCertificates(productId: "PMIGRATE01").map(\.serial) == ["aa01"])
+        // A new registration revokes the active certificate and adds its own; serials stay unique per product.
+        let issued = StoreConformanceTests.certificate("aa03", "d1", productId: "PMIGRATE01", issuedAt: Date(timeIntervalSince1970: 10))
+        _ = try await store.register(StoreConformanceTests.certificateAttempt("d1", issued, nonce: 9))
+        #expect(try await store.certificates(productId: "PMIGRATE01", deviceName: "d1").filter { $0.revokedAt == nil }
+            .map(\.serial) == ["aa03"])
+        let duplicate = StoreConformanceTests.certificate("aa03", "d2", productId: "PMIGRATE01", issuedAt: Date(timeIntervalSince1970: 11))
+        await #expect(throws: (any Error).self) {
+            _ = try await store.register(StoreConformanceTests.certificateAttempt("d2", duplicate, nonce: 10))
+        }
+        // Nothing of the failed registration stays: its savepoint was rolled back.
+        #expect(try await store.device(productId: "PMIGRATE01", deviceName: "d2") == nil)
+        #expect(try await store.product(id: "PMIGRATE01")?.deviceCount == 1)
+    }
 }
