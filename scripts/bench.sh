@@ -29,50 +29,12 @@ BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/dynreg"
 [[ -x "$BIN" ]] || { echo "bench.sh: $BIN not found" >&2; exit 1; }
 SERVER_BIN=${SERVER_BIN:-$BIN}
 
+. scripts/server-lib.sh
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/dynreg-bench.XXXXXX")
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        # A graceful stop can take a while (background services); do not hold the terminal for it.
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$DATA"
-}
+cleanup() { stop_server; rm -rf "$DATA"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-export DYNREG_ADMIN_TOKEN="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-"$SERVER_BIN" serve --port 0 --no-demo --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
-SERVER_PID=$!
-
-URL=""
-for _ in $(seq 1 300); do
-    URL=$(sed -n 's/^dynreg listening on \(http:\/\/[^ ]*\).*/\1/p' "$DATA/serve.out")
-    [[ -n "$URL" ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "bench.sh: the server exited:" >&2; cat "$DATA/serve.err" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n "$URL" ]] || { echo "bench.sh: the server did not start within 30 s" >&2; exit 1; }
-case "$URL" in http://127.0.0.1:*) ;; *) echo "bench.sh: unexpected server URL $URL" >&2; exit 1 ;; esac
-
-# Prints "productId productSecret", or nothing when the server refuses.
-create_product() {
-    local body
-    body=$(curl -sf -X POST "$URL/admin/v1/products" \
-        -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" -H 'Content-Type: application/json' \
-        -d "{\"name\":\"$1\",\"authType\":\"$2\",\"deviceQuota\":1000000000}") || return 0
-    printf '%s %s\n' \
-        "$(printf '%s' "$body" | sed -n 's/.*"productId":"\([^"]*\)".*/\1/p')" \
-        "$(printf '%s' "$body" | sed -n 's/.*"productSecret":"\([^"]*\)".*/\1/p')"
-}
-
-# json_field FIELD JSON: a number from the bench report.
-json_field() { printf '%s' "$2" | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
-successes() { local s; s=$(printf '%s' "$1" | sed -n 's/.*"outcomes":{[^}]*"Success":\([0-9]*\).*/\1/p'); echo "${s:-0}"; }
-outcomes() { printf '%s' "$1" | sed -n 's/.*"outcomes":\({[^}]*}\).*/\1/p'; }
+start_server "$SERVER_BIN"
 
 read -r KEY_ID KEY_SECRET <<<"$(create_product bench-key key)"
 [[ -n "${KEY_ID:-}" && -n "${KEY_SECRET:-}" ]] || { echo "bench.sh: could not create a key product" >&2; exit 1; }
@@ -138,7 +100,6 @@ for run in $(seq 1 "$R"); do
     done
 done
 
-median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 sum() { tr ' ' '\n' | sed '/^$/d' | awk '{ s += $1 } END { print s + 0 }'; }
 
 HEALTH_RATE=$(median <<<"${RATES[health]}")

@@ -25,41 +25,20 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/dynreg"
 
+. scripts/server-lib.sh
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/dynreg-scale.XXXXXX")
 DB="$DATA/data/dynreg.sqlite"
-SERVER_PID=""
 cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_server
     if [[ "${KEEP:-0}" == 1 ]]; then echo "scale.sh: kept $DATA" >&2; else rm -rf "$DATA"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+start_server "$BIN"
 
-export DYNREG_ADMIN_TOKEN="scale-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-"$BIN" serve --port 0 --no-demo --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
-SERVER_PID=$!
-URL=""
-for _ in $(seq 1 300); do
-    URL=$(sed -n 's/^dynreg listening on \(http:\/\/[^ ]*\).*/\1/p' "$DATA/serve.out")
-    [[ -n "$URL" ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "scale.sh: the server exited:" >&2; cat "$DATA/serve.err" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n "$URL" ]] || { echo "scale.sh: the server did not start within 30 s" >&2; exit 1; }
-
-body=$(curl -sf -X POST "$URL/admin/v1/products" -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" \
-    -H 'Content-Type: application/json' -d '{"name":"scale","authType":"key","deviceQuota":1000000000}')
-PRODUCT_ID=$(printf '%s' "$body" | sed -n 's/.*"productId":"\([^"]*\)".*/\1/p')
-export DYNREG_PRODUCT_SECRET=$(printf '%s' "$body" | sed -n 's/.*"productSecret":"\([^"]*\)".*/\1/p')
-
-json_field() { printf '%s' "$2" | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
-successes() { local s; s=$(printf '%s' "$1" | sed -n 's/.*"outcomes":{[^}]*"Success":\([0-9]*\).*/\1/p'); echo "${s:-0}"; }
-median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+read -r PRODUCT_ID DYNREG_PRODUCT_SECRET <<<"$(create_product scale key)"
+[[ -n "${PRODUCT_ID:-}" && -n "${DYNREG_PRODUCT_SECRET:-}" ]] || { echo "scale.sh: could not create a product" >&2; exit 1; }
+export DYNREG_PRODUCT_SECRET
 registered() { curl -sf "$URL/admin/v1/products/$PRODUCT_ID" -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" |
     sed -n 's/.*"deviceCount":\([0-9]*\).*/\1/p'; }
 # The database's size with its WAL folded in (a checkpoint from a second connection, as SQLite allows).
