@@ -153,6 +153,8 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
                     return (.refused(code), false)
                 }
             }
+            // Encrypted before the store commits: once it has, the audit log says Success, so nothing may fail after.
+            let payload = try credential.encrypted(productSecret: product.secret)
             let decision = try await store.register(
                 RegistrationAttempt(
                     productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce,
@@ -163,7 +165,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
             case .rejected(let code):
                 return (.refused(code), true)
             case .issued:
-                return (.issued(try credential.encrypted(productSecret: product.secret)), true)
+                return (.issued(payload), true)
             }
         } catch {
             logger.error("registration failed in the store", metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"])

@@ -71,10 +71,16 @@ final class GroupCommitter: Sendable {
                             let value = try work(db)
                             try release.execute()
                             results.append(.success(value))
-                        } catch {
-                            try rollback.execute()
-                            try release.execute()
-                            results.append(.failure(error))
+                        } catch let failure {
+                            // If SQLite already rolled the whole transaction back (disk full, I/O error), these
+                            // fail too: fail the batch with the cause, not with "no such savepoint".
+                            do {
+                                try rollback.execute()
+                                try release.execute()
+                            } catch {
+                                throw failure
+                            }
+                            results.append(.failure(failure))
                         }
                     }
                     return results
