@@ -2,7 +2,7 @@ import Crypto
 import DynRegCA
 public import DynRegProtocol
 public import DynRegStore
-public import Foundation
+import Foundation
 public import Logging
 
 /// What a device asked for on `POST /device/register`, as received: nothing parsed or trusted yet.
