@@ -1,75 +1,6 @@
 import Foundation
 import Testing
 
-/// `dynreg serve` as a subprocess on a free port, with a known admin token.
-final class RunningServer: @unchecked Sendable {
-    static let adminToken = "cli-test-admin-token-0123456789"
-    let process = Process()
-    let dataDirectory: URL
-    let baseURL: String
-    /// Everything the server printed before it listened (the demo product, unless `--no-demo`).
-    let banner: String
-
-    init(arguments: [String] = ["--no-demo"]) throws {
-        dataDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-cli-\(UUID().uuidString)")
-        process.executableURL = DynregExecutable.url
-        process.arguments = ["serve", "--port", "0", "--data-dir", dataDirectory.path] + arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["DYNREG_ADMIN_TOKEN"] = Self.adminToken
-        process.environment = environment
-        let stdout = Pipe()
-        process.standardOutput = stdout
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // Read on a plain thread so a silent server cannot hang the test: give up after 60 s.
-        let done = DispatchSemaphore(value: 0)
-        let text = Mutex("")
-        let expectDemo = !arguments.contains("--no-demo")
-        Thread.detachNewThread {
-            var seen = ""
-            while true {
-                let data = stdout.fileHandleForReading.availableData
-                if data.isEmpty { break }
-                seen += String(decoding: data, as: UTF8.self)
-                if seen.contains("dynreg listening on "), !expectDemo || seen.contains("--product-secret") { break }
-            }
-            text.withLock { $0 = seen }
-            done.signal()
-        }
-        _ = done.wait(timeout: .now() + 60)
-        banner = text.withLock { $0 }
-        guard let line = banner.split(separator: "\n").first(where: { $0.hasPrefix("dynreg listening on ") }) else {
-            process.terminate()
-            throw RunningServerError.didNotStart
-        }
-        baseURL = String(line.dropFirst("dynreg listening on ".count))
-    }
-
-    /// Runs `dynreg` against this server.
-    func dynreg(_ arguments: [String], token: String? = RunningServer.adminToken) throws -> CommandResult {
-        var environment = ["DYNREG_SERVER": baseURL, "DYNREG_ADMIN_TOKEN": ""]
-        if let token { environment["DYNREG_ADMIN_TOKEN"] = token }
-        return try DynregExecutable.run(arguments + ["--data-dir", dataDirectory.path], environment: environment)
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(at: dataDirectory)
-    }
-
-    static func with<T>(arguments: [String] = ["--no-demo"], _ body: (RunningServer) throws -> T) throws -> T {
-        let server = try RunningServer(arguments: arguments)
-        defer { server.stop() }
-        return try body(server)
-    }
-}
-
-enum RunningServerError: Error { case didNotStart }
-
-import Synchronization
 
 func json(_ result: CommandResult) throws -> [String: Any] {
     try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
@@ -177,31 +108,29 @@ struct AdminCommandTests {
         #expect(server.banner.contains("Demo product created"))
         let productId = try #require(
             server.banner.split(separator: "\n").first { $0.contains("ProductId:") }?.split(separator: " ").last)
-        server.process.terminate()
-        server.process.waitUntilExit()
+        server.terminate()
         #expect(server.process.terminationReason == .exit)
         // Same data directory again.
-        let again = Process()
-        again.executableURL = DynregExecutable.url
-        again.arguments = ["serve", "--port", "0", "--data-dir", server.dataDirectory.path]
-        let out = Pipe()
-        again.standardOutput = out
-        again.standardError = FileHandle.nullDevice
-        try again.run()
-        var text = ""
-        while !text.contains("dynreg listening on ") {
-            let data = out.fileHandleForReading.availableData
-            if data.isEmpty { break }
-            text += String(decoding: data, as: UTF8.self)
-        }
-        let url = String(text.split(separator: "\n").first { $0.hasPrefix("dynreg listening on ") }!.dropFirst(20))
-        Thread.sleep(forTimeInterval: 0.2)
-        let list = try DynregExecutable.run(["product", "list", "--json", "--server", url, "--data-dir", server.dataDirectory.path])
-        again.terminate()
-        again.waitUntilExit()
-        #expect(!text.contains("Demo product created"))
+        let again = try RunningServer(arguments: [], dataDirectory: server.dataDirectory)
+        defer { again.stop() }
+        #expect(again.banner.contains("dynreg listening on "))
+        #expect(!again.banner.contains("Demo product created"))
+        let list = try again.dynreg(["product", "list", "--json"])
         let products = try json(list)["products"] as? [[String: Any]]
         #expect(products?.map { $0["productId"] as? String } == [String(productId)])
-        try? FileManager.default.removeItem(at: server.dataDirectory)
+    }
+
+    @Test("a second server on the same data directory stops at once with a clear message")
+    func oneServerPerDataDirectory() throws {
+        try RunningServer.with { server in
+            let second = try DynregExecutable.run(
+                ["serve", "--port", "0", "--no-demo", "--data-dir", server.dataDirectory.path],
+                environment: ["DYNREG_ADMIN_TOKEN": RunningServer.adminToken])
+            #expect(second.status != 0)
+            #expect(second.stderr.contains("another dynreg server"), "\(second.stderr)")
+            #expect(second.stderr.split(separator: "\n").count == 1)
+            // The first one still serves.
+            #expect(try server.dynreg(["product", "list", "--json"]).status == 0)
+        }
     }
 }

@@ -1,100 +1,6 @@
 import Foundation
 import Testing
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
-/// `dynreg serve --port 0 --no-demo` on an empty data directory, as a subprocess.
-private final class ServeProcess: @unchecked Sendable {
-    static let adminToken = "bench-test-admin-token-0123456789"
-    let process = Process()
-    let dataDirectory: URL
-    private(set) var baseURL = ""
-
-    init() throws {
-        dataDirectory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("dynreg-bench-test-\(UUID().uuidString)")
-        process.executableURL = DynregExecutable.url
-        process.arguments = ["serve", "--port", "0", "--no-demo", "--data-dir", dataDirectory.path]
-        var environment = ProcessInfo.processInfo.environment
-        environment["DYNREG_ADMIN_TOKEN"] = Self.adminToken
-        process.environment = environment
-        let stdout = Pipe()
-        process.standardOutput = stdout
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-
-        // Read on a plain thread so that a silent server cannot hang the test: give up after 60 s.
-        let found = DispatchSemaphore(value: 0)
-        let line = LockedText()
-        Thread.detachNewThread {
-            var text = ""
-            while true {
-                let data = stdout.fileHandleForReading.availableData
-                if data.isEmpty { break }
-                text += String(decoding: data, as: UTF8.self)
-                if let range = text.range(of: "dynreg listening on "),
-                    let end = text[range.upperBound...].firstIndex(of: "\n")
-                {
-                    line.set(String(text[range.upperBound..<end]))
-                    break
-                }
-            }
-            found.signal()
-        }
-        _ = found.wait(timeout: .now() + 60)
-        guard let url = line.get() else {
-            stop()
-            throw ServeError("dynreg serve did not print its listening line")
-        }
-        baseURL = url
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            // Graceful shutdown waits for idle keep-alive connections; the test does not need to.
-            let deadline = Date().addingTimeInterval(3)
-            while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(at: dataDirectory)
-    }
-
-    /// Calls the admin API; returns the decoded JSON object.
-    func admin(_ method: String, _ path: String, body: String? = nil) async throws -> [String: Any] {
-        var request = URLRequest(url: URL(string: baseURL + "/admin/v1" + path)!)
-        request.httpMethod = method
-        request.setValue("Bearer \(Self.adminToken)", forHTTPHeaderField: "Authorization")
-        request.setValue("close", forHTTPHeaderField: "Connection")
-        if let body {
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.httpBody = Data(body.utf8)
-        }
-        let (data, _) = try await URLSession.shared.data(for: request)
-        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-    }
-
-    func createProduct(_ json: String = #"{"name":"bench"}"#) async throws -> (id: String, secret: String) {
-        let product = try await admin("POST", "/products", body: json)
-        return (try #require(product["productId"] as? String), try #require(product["productSecret"] as? String))
-    }
-}
-
-private struct ServeError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
-
-private final class LockedText: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: String?
-    func set(_ text: String) { lock.withLock { value = text } }
-    func get() -> String? { lock.withLock { value } }
-}
-
 /// The `--json` report of `dynreg bench`.
 private struct BenchReport {
     var outcomes: [String: Int]
@@ -114,10 +20,8 @@ private struct BenchReport {
 
 @Suite("dynreg bench", .serialized)
 struct BenchCommandTests {
-    private func withServer(_ body: (ServeProcess) async throws -> Void) async throws {
-        let server = try ServeProcess()
-        defer { server.stop() }
-        try await body(server)
+    private func withServer(_ body: (RunningServer) async throws -> Void) async throws {
+        try await RunningServer.with(body)
     }
 
     @Test("registers N distinct devices, current and legacy protocol, and reports every outcome")
