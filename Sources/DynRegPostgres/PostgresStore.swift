@@ -289,79 +289,53 @@ public struct PostgresStore: RegistrationStore, Service {
 
     // MARK: Registration
 
-    public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
-        try await transaction { connection in
-            let decision = try await decide(connection, attempt)
-            try await Self.insertEvent(connection, attempt.event(for: decision), logger: logger)
-            return decision
-        }
-    }
+    /// Outcomes by the decision index `dynreg_register` returns (migration v3), from 1.
+    private static let outcomes: [String] = [
+        RegistrationEvent.success, RegistrationErrorCode.productNotExist.code, RegistrationErrorCode.deviceNotExist.code,
+        RegistrationErrorCode.deviceQuota.code, RegistrationErrorCode.deviceAlreadyActivated.code,
+        RegistrationErrorCode.nonceReused.code,
+    ]
+    private static let rejections: [RegistrationErrorCode] = [
+        .productNotExist, .deviceNotExist, .deviceQuota, .deviceAlreadyActivated, .nonceReused,
+    ]
 
-    private func decide(_ connection: PostgresConnection, _ attempt: RegistrationAttempt) async throws
-        -> RegistrationDecision
-    {
-        let productId = attempt.productId
-        let deviceName = attempt.deviceName
-        // A device that exists is re-registered under its own row lock: no product-wide wait.
-        var existing = try await Self.fetchDevice(
-            connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
-        if existing == nil {
-            // A new device changes the count: every instance's new registrations for the product queue here,
-            // so the quota check sees the count the last committed one left.
-            guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
-                return .rejected(.productNotExist)
-            }
-            // It may have been created while this transaction waited for the product.
-            existing = try await Self.fetchDevice(
-                connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
-            if existing == nil {
-                if !product.autoCreate { return .rejected(.deviceNotExist) }
-                if let quota = product.quota, product.count >= quota { return .rejected(.deviceQuota) }
-            }
-        }
-        if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
-        // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
-        let fresh = try await connection.query(
+    /// One statement, committed on its own: the decision, the credential and the audit event (see migration v3).
+    public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
+        let event = attempt.event(for: .rejected(.internalError))
+        var certificate: DeviceCertificate?
+        if case .certificate(let issued) = attempt.credential { certificate = issued }
+        let query: PostgresQuery = """
+            SELECT decision, d_status, d_psk, d_created_at, d_registered_at, d_activated_at, d_registration_count
+            FROM dynreg_register(
+                \(attempt.productId), \(attempt.deviceName), \(attempt.timestamp), \(attempt.nonce),
+                \(attempt.replayExpiry), \(attempt.credential.psk), \(attempt.now),
+                \(certificate?.serial), \(certificate?.fingerprint), \(certificate?.pem), \(certificate?.notBefore),
+                \(certificate?.notAfter),
+                \(event.productId), \(event.deviceName), \(event.remoteAddress), \(event.endpoint), \(Self.outcomes))
             """
-            INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at)
-            VALUES (\(productId), \(deviceName), \(attempt.timestamp), \(attempt.nonce), \(attempt.replayExpiry))
-            ON CONFLICT DO NOTHING
-            RETURNING 1
-            """, logger: logger
-        ).collect()
-        if fresh.isEmpty { return .rejected(.nonceReused) }
-        var psk: String?
-        if case .key(let key) = attempt.credential { psk = key }
-        let device: Device
-        if existing == nil {
-            device = try await Self.insertDevice(
-                connection, productId: productId, name: deviceName, status: .registered, psk: psk,
-                now: attempt.now, registeredAt: attempt.now, logger: logger)
-        } else {
-            let rows = try await connection.query(
-                """
-                UPDATE devices SET status = 'registered', psk = \(psk), registered_at = \(attempt.now),
-                    registration_count = registration_count + 1
-                WHERE product_id = \(productId) AND name = \(deviceName)
-                RETURNING \(unescaped: Self.deviceColumns)
-                """, logger: logger)
-            guard let updated = try await Self.firstDevice(rows) else {
-                throw Self.deviceNotFound(productId, deviceName)
+        return try await retrying {
+            try await self.leased { connection in
+                let rows = try await connection.query(query, logger: self.logger)
+                var decision: RegistrationDecision?
+                for try await row in rows where decision == nil {
+                    let (index, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
+                        (Int, String?, String?, Date?, Date?, Date?, Int?).self)
+                    if index == 1, let status, let createdAt, let count {
+                        decision = .issued(
+                            Device(
+                                productId: attempt.productId, name: attempt.deviceName,
+                                status: DeviceStatus(rawValue: status) ?? .registered, psk: psk, createdAt: createdAt,
+                                registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count))
+                    } else if (2...6).contains(index) {
+                        decision = .rejected(Self.rejections[index - 2])
+                    }
+                }
+                guard let decision else {
+                    throw StoreError(.unavailable, "dynreg_register returned no decision")
+                }
+                return decision
             }
-            device = updated
         }
-        if case .certificate(let certificate) = attempt.credential {
-            try await Self.revokeActiveCertificates(
-                connection, productId: productId, deviceName: deviceName, now: attempt.now, logger: logger)
-            try await connection.query(
-                """
-                INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before, not_after,
-                    issued_at)
-                VALUES (\(certificate.serial), \(productId), \(deviceName), \(certificate.fingerprint),
-                    \(certificate.pem), \(certificate.notBefore), \(certificate.notAfter), \(attempt.now))
-                """, logger: logger)
-        }
-        return .issued(device)
     }
 
     public func purgeExpiredNonces(now: Date) async throws -> Int {
@@ -549,23 +523,31 @@ public struct PostgresStore: RegistrationStore, Service {
         async throws -> T
     {
         let logger = self.logger
+        return try await retrying {
+            try await self.leased { connection in
+                try await connection.query("BEGIN", logger: logger)
+                let value: T
+                do {
+                    value = try await body(connection)
+                } catch {
+                    _ = try? await connection.query("ROLLBACK", logger: logger)
+                    throw error
+                }
+                // Only a COMMIT that returns means durable: a registration is acknowledged after this line.
+                try await connection.query("COMMIT", logger: logger)
+                return value
+            }
+        }
+    }
+
+    /// Runs `body` again, up to three times in all, when PostgreSQL aborted it for a deadlock or a
+    /// serialization failure: nothing of an aborted transaction remains.
+    private func retrying<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
             do {
-                return try await leased { connection in
-                    try await connection.query("BEGIN", logger: logger)
-                    let value: T
-                    do {
-                        value = try await body(connection)
-                    } catch {
-                        _ = try? await connection.query("ROLLBACK", logger: logger)
-                        throw error
-                    }
-                    // Only a COMMIT that returns means durable: a registration is acknowledged after this line.
-                    try await connection.query("COMMIT", logger: logger)
-                    return value
-                }
+                return try await body()
             } catch let error as PSQLError where attempt < 3 && Self.isRetryable(error) {
                 logger.debug("retrying a transaction", metadata: ["dynreg.sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
             }

@@ -97,6 +97,12 @@ public enum IssuedCredential: Sendable, Hashable {
     case key(psk: String)
     /// A new certificate; previous unrevoked certificates of the device are revoked in the same transaction.
     case certificate(DeviceCertificate)
+
+    /// The psk a key-auth device gets; `nil` for a certificate.
+    public var psk: String? {
+        if case .key(let psk) = self { return psk }
+        return nil
+    }
 }
 
 /// The switches an operator may change after creation.

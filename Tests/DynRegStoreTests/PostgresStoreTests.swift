@@ -131,8 +131,8 @@ struct PostgresStartTests {
                 "SELECT id, name FROM dynreg_migrations ORDER BY id", logger: PostgresTestDatabase.logger
             ).collect()
             try await connection.close()
-            #expect(rows.count == 2)
-            #expect(try rows.map { try $0.decode((Int, String).self).0 } == [1, 2])
+            #expect(rows.count == 3)
+            #expect(try rows.map { try $0.decode((Int, String).self).0 } == [1, 2, 3])
             // A later start finds nothing to do and works.
             let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await store.checkHealth() }
