@@ -299,7 +299,9 @@ public struct PostgresStore: RegistrationStore, Service {
         .productNotExist, .deviceNotExist, .deviceQuota, .deviceAlreadyActivated, .nonceReused,
     ]
 
-    /// One statement, committed on its own: the decision, the credential and the audit event (see migration v3).
+    /// One statement makes the decision, the credential and the audit event (see migration v3), in an explicit
+    /// transaction: in autocommit, PostgreSQL sends the rows before it commits, and postgres-nio would not
+    /// report a failure of that commit (a serialization failure, a deferred constraint) to this call.
     public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
         let event = attempt.event(for: .rejected(.internalError))
         var certificate: DeviceCertificate?
@@ -313,28 +315,27 @@ public struct PostgresStore: RegistrationStore, Service {
                 \(certificate?.notAfter),
                 \(event.productId), \(event.deviceName), \(event.remoteAddress), \(event.endpoint), \(Self.outcomes))
             """
-        return try await retrying {
-            try await self.leased { connection in
-                let rows = try await connection.query(query, logger: self.logger)
-                var decision: RegistrationDecision?
-                for try await row in rows where decision == nil {
-                    let (index, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
-                        (Int, String?, String?, Date?, Date?, Date?, Int?).self)
-                    if index == 1, let status, let createdAt, let count {
-                        decision = .issued(
-                            Device(
-                                productId: attempt.productId, name: attempt.deviceName,
-                                status: DeviceStatus(rawValue: status) ?? .registered, psk: psk, createdAt: createdAt,
-                                registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count))
-                    } else if (2...6).contains(index) {
-                        decision = .rejected(Self.rejections[index - 2])
-                    }
+        let logger = self.logger
+        return try await transaction { connection in
+            let rows = try await connection.query(query, logger: logger)
+            var decision: RegistrationDecision?
+            for try await row in rows where decision == nil {
+                let (index, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
+                    (Int, String?, String?, Date?, Date?, Date?, Int?).self)
+                if index == 1, let status, let createdAt, let count {
+                    decision = .issued(
+                        Device(
+                            productId: attempt.productId, name: attempt.deviceName,
+                            status: DeviceStatus(rawValue: status) ?? .registered, psk: psk, createdAt: createdAt,
+                            registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count))
+                } else if (2...6).contains(index) {
+                    decision = .rejected(Self.rejections[index - 2])
                 }
-                guard let decision else {
-                    throw StoreError(.unavailable, "dynreg_register returned no decision")
-                }
-                return decision
             }
+            guard let decision else {
+                throw StoreError(.unavailable, "dynreg_register returned no decision")
+            }
+            return decision
         }
     }
 

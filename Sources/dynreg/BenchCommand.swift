@@ -147,6 +147,10 @@ struct Bench: AsyncParsableCommand {
                 if byte == 0x0A { escaped += [0x5C, UInt8(ascii: "n")] } else { escaped.append(byte) }
             }
             requests.append(escaped)
+            // About 100 µs each: a large run takes a while, so say how far it is.
+            if count >= 20_000, (index + 1) % (count / 10) == 0 {
+                FileHandle.standardError.write(Data("dynreg bench: \(index + 1)/\(count) requests made\n".utf8))
+            }
         }
         return requests
     }

@@ -114,6 +114,34 @@ struct PostgresStartTests {
         #expect(ContinuousClock.now - start < .seconds(30))  // liveness, not speed
     }
 
+    /// An answer with a credential must mean committed: a failure at COMMIT (here a deferred trigger) is an
+    /// error, and nothing of the registration stays.
+    @Test func aFailedCommitIsNeverAcknowledged() async throws {
+        try await PostgresTestDatabase.withFreshDatabase { configuration in
+            let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            try await withRunning(store) {
+                _ = try await store.createProduct(StoreConformanceTests.product("PCOMMIT001"))
+                for statement: PostgresQuery in [
+                    """
+                    CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation'; END $$
+                    """,
+                    """
+                    CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON events
+                    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()
+                    """,
+                ] {
+                    try await PostgresTestDatabase.adminQuery(configuration, statement)
+                }
+                await #expect(throws: (any Error).self) {
+                    _ = try await store.register(StoreConformanceTests.attempt("PCOMMIT001", "d1", nonce: 1))
+                }
+                #expect(try await store.device(productId: "PCOMMIT001", deviceName: "d1") == nil)
+                #expect(try await store.product(id: "PCOMMIT001")?.deviceCount == 0)
+            }
+        }
+    }
+
     @Test func instancesStartingTogetherMigrateOnce() async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
             let stores = try await withThrowingTaskGroup(of: PostgresStore.self) { group in
