@@ -339,8 +339,10 @@ public struct PostgresStore: RegistrationStore, Service {
         }
     }
 
+    // Writes run in explicit transactions even when they are one statement: in autocommit PostgreSQL commits
+    // after the statement's CommandComplete, and postgres-nio would not report a failure of that commit.
     public func purgeExpiredNonces(now: Date) async throws -> Int {
-        try await leased { connection in
+        try await transaction { connection in
             let rows = try await connection.query(
                 "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < \(now) RETURNING 1", logger: logger)
             var count = 0
@@ -420,7 +422,7 @@ public struct PostgresStore: RegistrationStore, Service {
     // MARK: Audit log
 
     public func recordEvent(_ event: RegistrationEvent) async throws {
-        try await leased { connection in try await Self.insertEvent(connection, event, logger: logger) }
+        try await transaction { connection in try await Self.insertEvent(connection, event, logger: logger) }
     }
 
     private static func insertEvent(_ connection: PostgresConnection, _ event: RegistrationEvent, logger: Logger)
