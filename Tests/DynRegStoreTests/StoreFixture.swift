@@ -24,6 +24,10 @@ func withStore(_ kind: StoreKind, _ body: (any RegistrationStore) async throws -
         try await body(try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path))
     case .postgres:
         try await PostgresTestDatabase.withFreshDatabase { configuration in
+            var configuration = configuration
+            // These tests check behaviour, not outages: a machine loaded by a parallel build once took over the
+            // production default of 5 s to hand out a connection.
+            configuration.leaseTimeout = .seconds(30)
             let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await body(store) }
         }
