@@ -289,15 +289,13 @@ public struct PostgresStore: RegistrationStore, Service {
 
     // MARK: Registration
 
-    /// Outcomes by the decision index `dynreg_register` returns (migration v3), from 1.
-    private static let outcomes: [String] = [
-        RegistrationEvent.success, RegistrationErrorCode.productNotExist.code, RegistrationErrorCode.deviceNotExist.code,
-        RegistrationErrorCode.deviceQuota.code, RegistrationErrorCode.deviceAlreadyActivated.code,
-        RegistrationErrorCode.nonceReused.code,
-    ]
+    /// The store's refusals in the order of `dynreg_register`'s decision index (migration v3): 1 is success,
+    /// 2 the first of these.
     private static let rejections: [RegistrationErrorCode] = [
         .productNotExist, .deviceNotExist, .deviceQuota, .deviceAlreadyActivated, .nonceReused,
     ]
+    /// The audit outcome for each decision index, from 1.
+    private static let outcomes = [RegistrationEvent.success] + rejections.map(\.code)
 
     /// One statement makes the decision, the credential and the audit event (see migration v3), in an explicit
     /// transaction: in autocommit, PostgreSQL sends the rows before it commits, and postgres-nio would not

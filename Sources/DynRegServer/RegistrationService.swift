@@ -121,7 +121,6 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
     ) async -> (result: RegistrationResult, audited: Bool) {
         guard DeviceNameRules.isValid(deviceName) else { return (.refused(.deviceNameInvalid), false) }
         guard ProductIdRules.isValid(productId) else { return (.refused(.productNotExist), false) }
-        var audited = false
         do {
             guard let product = try await store.productForAdmission(id: productId) else {
                 return (.refused(.productNotExist), false)
@@ -160,7 +159,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
                     productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce,
                     replayExpiry: replayExpiry, credential: issued, now: now, remoteAddress: remoteAddress,
                     endpoint: endpoint))
-            audited = true
+            // Nothing below throws: a store that answered has written the event.
             switch decision {
             case .rejected(let code):
                 return (.refused(code), true)
@@ -169,7 +168,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
             }
         } catch {
             logger.error("registration failed in the store", metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"])
-            return (.refused(.internalError), audited)
+            return (.refused(.internalError), false)
         }
     }
 
