@@ -1,4 +1,5 @@
 import Crypto
+import DynRegProtocol
 public import Foundation
 import SwiftASN1
 public import X509
@@ -219,7 +220,7 @@ public struct ProductCertificateAuthority: Sendable {
             try serializer.serialize(leaf)
             let der = serializer.serializedBytes
             return IssuedCertificate(
-                serialHex: hex(serial), fingerprint: hex(Array(SHA256.hash(data: der))),
+                serialHex: Hex.lowercase(serial), fingerprint: Hex.lowercase(SHA256.hash(data: der)),
                 pem: PEM.encode(type: "CERTIFICATE", der: der), notBefore: notBefore,
                 notAfter: notAfter)
         } catch {
@@ -340,16 +341,6 @@ func randomSerial() -> [UInt8] {
     var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
     bytes[0] = (bytes[0] & 0x7F) | 0x40
     return bytes
-}
-
-func hex(_ bytes: some Sequence<UInt8>) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out: [UInt8] = []
-    for byte in bytes {
-        out.append(digits[Int(byte >> 4)])
-        out.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
 }
 
 func unhex(_ text: String) -> [UInt8] {

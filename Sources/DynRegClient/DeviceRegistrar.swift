@@ -296,22 +296,17 @@ public struct DeviceRegistrar: Sendable {
         if isLegacy {
             let signed = LegacySignedRequest(
                 productId: plan.productId, deviceName: plan.deviceName, timestamp: timestamp, nonce: nonce)
-            body = LegacyRegistrationRequestBody(
-                signed: signed, signature: signed.signature(productSecret: plan.productSecret)
-            ).encodedJSON()
+            body = signed.body(productSecret: plan.productSecret)
             // What the embedded C SDK sends, so gateways that serve it serve us.
-            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.headers.add(contentsOf: LegacySignedRequest.headers)
         } else {
-            body = RegistrationRequestBody(productId: plan.productId, deviceName: plan.deviceName, csr: plan.csr)
-                .encodedJSON()
             let signed = SignedRequest(
-                canonicalHost: plan.canonicalHost, algorithm: configuration.algorithm,
-                timestamp: String(timestamp), nonce: String(nonce), body: body)
-            request.headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
-            request.headers.add(name: "X-TC-Algorithm", value: configuration.algorithm.name)
-            request.headers.add(name: "X-TC-Timestamp", value: signed.timestamp)
-            request.headers.add(name: "X-TC-Nonce", value: signed.nonce)
-            request.headers.add(name: "X-TC-Signature", value: signed.signature(productSecret: plan.productSecret))
+                registering: RegistrationRequestBody(
+                    productId: plan.productId, deviceName: plan.deviceName, csr: plan.csr),
+                canonicalHost: plan.canonicalHost, algorithm: configuration.algorithm, timestamp: timestamp,
+                nonce: nonce)
+            body = signed.body
+            request.headers.add(contentsOf: signed.headers(productSecret: plan.productSecret))
         }
         request.body = .bytes(ByteBuffer(bytes: body))
 

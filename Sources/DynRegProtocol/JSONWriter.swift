@@ -41,8 +41,6 @@ struct JSONWriter {
         bytes.append(contentsOf: String(value).utf8)
     }
 
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
-
     /// Copies runs of bytes that need no escape in one go: credentials carry PEM text of a kilobyte or two.
     private mutating func writeString(_ value: String) {
         let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
@@ -64,8 +62,7 @@ struct JSONWriter {
                     bytes.append(UInt8(ascii: "u"))
                     bytes.append(UInt8(ascii: "0"))
                     bytes.append(UInt8(ascii: "0"))
-                    bytes.append(Self.hexDigits[Int(byte >> 4)])
-                    bytes.append(Self.hexDigits[Int(byte & 0x0F)])
+                    Hex.append(byte, to: &bytes)
                 }
                 start = index + 1
             }

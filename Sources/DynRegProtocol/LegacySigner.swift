@@ -29,6 +29,14 @@ public struct LegacySignedRequest: Sendable, Hashable {
         Data(hexMAC(productSecret: productSecret)).base64EncodedString()
     }
 
+    /// The JSON body of this request signed with `productSecret`, byte for byte as the C SDK sends it.
+    public func body(productSecret: String) -> [UInt8] {
+        LegacyRegistrationRequestBody(signed: self, signature: signature(productSecret: productSecret)).encodedJSON()
+    }
+
+    /// The headers to send with ``body(productSecret:)``; the signature is in the body.
+    public static let headers = [(DeviceRequestHeader.contentType, DeviceRequestHeader.legacyContentType)]
+
     public func verify(signature: String, productSecret: String) -> Bool {
         guard let presented = Data(base64Encoded: signature) else { return false }
         return constantTimeEquals(hexMAC(productSecret: productSecret), presented)

@@ -7,9 +7,9 @@ public struct SignedRequest: Sendable, Hashable {
     public var canonicalHost: String
     public var path: String
     public var algorithm: SignatureAlgorithm
-    /// `X-TC-Timestamp` exactly as sent (decimal digits).
+    /// ``DeviceRequestHeader/timestamp`` exactly as sent (decimal digits).
     public var timestamp: String
-    /// `X-TC-Nonce` exactly as sent (decimal digits).
+    /// ``DeviceRequestHeader/nonce`` exactly as sent (decimal digits).
     public var nonce: String
     /// The body bytes exactly as sent: never a re-serialisation.
     public var body: [UInt8]
@@ -28,6 +28,28 @@ public struct SignedRequest: Sendable, Hashable {
         self.timestamp = timestamp
         self.nonce = nonce
         self.body = body
+    }
+
+    /// The request a device sends to register: `body` encoded as the official SDKs encode it.
+    public init(
+        registering body: RegistrationRequestBody, canonicalHost: String, algorithm: SignatureAlgorithm,
+        timestamp: Int64, nonce: Int64
+    ) {
+        self.init(
+            canonicalHost: canonicalHost, algorithm: algorithm, timestamp: String(timestamp), nonce: String(nonce),
+            body: body.encodedJSON())
+    }
+
+    /// The headers of this request signed with `productSecret`, in the order the SDKs send them; send `body`
+    /// with them. `Host` is not among them: the HTTP client writes it from the URL.
+    public func headers(productSecret: String, bodyHash: BodyHash? = nil) -> [(String, String)] {
+        [
+            (DeviceRequestHeader.contentType, DeviceRequestHeader.currentContentType),
+            (DeviceRequestHeader.algorithm, algorithm.name),
+            (DeviceRequestHeader.timestamp, timestamp),
+            (DeviceRequestHeader.nonce, nonce),
+            (DeviceRequestHeader.signature, signature(productSecret: productSecret, bodyHash: bodyHash)),
+        ]
     }
 
     /// The body hash Tencent's own signing tool uses: SHA-1 for `hmacsha1`, SHA-256 otherwise.

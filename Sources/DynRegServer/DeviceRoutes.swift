@@ -13,10 +13,10 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     let service: RegistrationService<Store>
     let maxBodySize: Int
 
-    static var signatureHeader: HTTPField.Name { HTTPField.Name("X-TC-Signature")! }
-    private static var algorithmHeader: HTTPField.Name { HTTPField.Name("X-TC-Algorithm")! }
-    private static var timestampHeader: HTTPField.Name { HTTPField.Name("X-TC-Timestamp")! }
-    private static var nonceHeader: HTTPField.Name { HTTPField.Name("X-TC-Nonce")! }
+    static var signatureHeader: HTTPField.Name { HTTPField.Name(DeviceRequestHeader.signature)! }
+    private static var algorithmHeader: HTTPField.Name { HTTPField.Name(DeviceRequestHeader.algorithm)! }
+    private static var timestampHeader: HTTPField.Name { HTTPField.Name(DeviceRequestHeader.timestamp)! }
+    private static var nonceHeader: HTTPField.Name { HTTPField.Name(DeviceRequestHeader.nonce)! }
 
     func register(on router: Router<DynRegRequestContext>) {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in

@@ -284,7 +284,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
         var wanted: String
         if let certificatePEM {
             guard let der = pemBody(certificatePEM) else { return false }
-            wanted = SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
+            wanted = Hex.lowercase(SHA256.hash(data: der))
         } else if let fingerprint {
             wanted = fingerprint.lowercased().filter { $0 != ":" }
         } else {

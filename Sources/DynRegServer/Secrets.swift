@@ -1,3 +1,4 @@
+import DynRegProtocol
 import Foundation
 
 /// Every key, secret, identifier and token comes from the system CSPRNG.
@@ -41,8 +42,6 @@ package enum Secrets {
         return bytes
     }
 
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
     /// A random (version 4) UUID in lower case, the shape of Tencent's `RequestId`; built from the bytes directly
     /// because `uuidString.lowercased()` showed up in the registration profile.
     package static func requestId() -> String {
@@ -54,8 +53,7 @@ package enum Secrets {
             if index == 6 { value = 0x40 | (value & 0x0f) }
             if index == 8 { value = 0x80 | (value & 0x3f) }
             if index == 4 || index == 6 || index == 8 || index == 10 { text.append(UInt8(ascii: "-")) }
-            text.append(hexDigits[Int(value >> 4)])
-            text.append(hexDigits[Int(value & 0x0f)])
+            Hex.append(value, to: &text)
         }
         return String(decoding: text, as: UTF8.self)
     }

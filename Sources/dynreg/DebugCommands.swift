@@ -18,8 +18,8 @@ struct Sign: ParsableCommand {
     @Option(help: "The product secret (or DYNREG_PRODUCT_SECRET).") var productSecret: String?
     @Option(help: "The host the device put in its URL; a port is removed as SDKs do.")
     var host: String = "ap-guangzhou.gateway.tencentdevices.com"
-    @Option(help: "X-TC-Timestamp (legacy: timestamp), decimal.") var timestamp: String
-    @Option(help: "X-TC-Nonce (legacy: nonce), decimal.") var nonce: String
+    @Option(help: "\(DeviceRequestHeader.timestamp) (legacy: timestamp), decimal.") var timestamp: String
+    @Option(help: "\(DeviceRequestHeader.nonce) (legacy: nonce), decimal.") var nonce: String
     @Option(help: "The raw request body, byte for byte (not for --legacy).") var body: String?
     @Option(help: "hmacsha256 or hmacsha1.") var algorithm: SignatureAlgorithm = .hmacSHA256
     @Flag(help: "Sign the legacy /register/dev fields instead.") var legacy = false

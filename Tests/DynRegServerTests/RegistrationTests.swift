@@ -117,7 +117,7 @@ struct RegistrationTests {
             let now = Int64(Date().timeIntervalSince1970)
             // Malformed body, missing and malformed headers.
             let notJSON = try await server.send(
-                .POST, "/device/register", headers: [("X-TC-Algorithm", "hmacsha256")], body: Array("nope".utf8))
+                .POST, "/device/register", headers: [(DeviceRequestHeader.algorithm, "hmacsha256")], body: Array("nope".utf8))
             #expect(notJSON.status == 200)
             #expect(notJSON.errorCode == "InvalidParameter")
             let noHeaders = try await server.send(
@@ -128,7 +128,7 @@ struct RegistrationTests {
                 productId: product.id, deviceName: "d", secret: product.secret, algorithmHeader: "hmacmd5")
             #expect(badAlgorithm.errorCode == "InvalidParameter")
             let oversized = try await server.send(
-                .POST, "/device/register", headers: [("X-TC-Algorithm", "hmacsha256")],
+                .POST, "/device/register", headers: [(DeviceRequestHeader.algorithm, "hmacsha256")],
                 body: Array(repeating: UInt8(ascii: " "), count: 5000))
             #expect(oversized.status == 200)
             #expect(oversized.errorCode == "InvalidParameter")
@@ -272,8 +272,10 @@ struct RegistrationTests {
             for path in ["/device/register", "/register/dev", "/device/auth"] {
                 let answer = try await server.send(
                     .POST, path,
-                    headers: [("X-TC-Algorithm", "hmacsha256"), ("X-TC-Timestamp", "1"), ("X-TC-Nonce", "1"),
-                              ("X-TC-Signature", "AAAA")],
+                    headers: [
+                        (DeviceRequestHeader.algorithm, "hmacsha256"), (DeviceRequestHeader.timestamp, "1"),
+                        (DeviceRequestHeader.nonce, "1"), (DeviceRequestHeader.signature, "AAAA"),
+                    ],
                     body: Array(body.utf8))
                 #expect(answer.status == 200)
                 #expect(!answer.json.isEmpty)

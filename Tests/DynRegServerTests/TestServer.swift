@@ -103,19 +103,16 @@ struct TestServer {
         timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max)),
         body: [UInt8]? = nil, algorithmHeader: String? = nil
     ) async throws -> Answer {
-        let bytes = body ?? RegistrationRequestBody(productId: productId, deviceName: deviceName).encodedJSON()
-        let signed = SignedRequest(
-            canonicalHost: signedHost, algorithm: algorithm, timestamp: String(timestamp), nonce: String(nonce),
-            body: bytes)
-        var headers = [
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("X-TC-Algorithm", algorithmHeader ?? algorithm.name),
-            ("X-TC-Timestamp", String(timestamp)),
-            ("X-TC-Nonce", String(nonce)),
-            ("X-TC-Signature", signed.signature(productSecret: secret, bodyHash: bodyHash)),
-        ]
+        var signed = SignedRequest(
+            registering: RegistrationRequestBody(productId: productId, deviceName: deviceName),
+            canonicalHost: signedHost, algorithm: algorithm, timestamp: timestamp, nonce: nonce)
+        if let body { signed.body = body }
+        var headers = signed.headers(productSecret: secret, bodyHash: bodyHash)
+        if let algorithmHeader {
+            headers = headers.map { $0.0 == DeviceRequestHeader.algorithm ? ($0.0, algorithmHeader) : $0 }
+        }
         if let hostHeader { headers.append(("Host", hostHeader)) }
-        return try await send(.POST, RegistrationPath.current, headers: headers, body: bytes)
+        return try await send(.POST, RegistrationPath.current, headers: headers, body: signed.body)
     }
 
     /// Signs and sends the legacy `POST /register/dev` as the C SDK does.
@@ -124,10 +121,9 @@ struct TestServer {
         timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max))
     ) async throws -> Answer {
         let signed = LegacySignedRequest(productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce)
-        let body = LegacyRegistrationRequestBody(signed: signed, signature: signed.signature(productSecret: secret))
         return try await send(
-            .POST, RegistrationPath.legacy, headers: [("Content-Type", "application/x-www-form-urlencoded")],
-            body: body.encodedJSON())
+            .POST, RegistrationPath.legacy, headers: LegacySignedRequest.headers,
+            body: signed.body(productSecret: secret))
     }
 }
 

@@ -103,19 +103,14 @@ struct TwoInstanceTests {
         _ client: HTTPClient, port: Int, instance: Int, product: Product, device: String
     ) async -> Answer {
         let start = ContinuousClock.now
-        let body = RegistrationRequestBody(productId: product.id, deviceName: device).encodedJSON()
-        let timestamp = String(Int64(Date().timeIntervalSince1970))
-        let nonce = String(Int64.random(in: 1...Int64(Int32.max)))
         let signed = SignedRequest(
-            canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: timestamp, nonce: nonce, body: body)
+            registering: RegistrationRequestBody(productId: product.id, deviceName: device),
+            canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: Int64(Date().timeIntervalSince1970),
+            nonce: Int64.random(in: 1...Int64(Int32.max)))
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(RegistrationPath.current)")
         request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
-        request.headers.add(name: "X-TC-Algorithm", value: SignatureAlgorithm.hmacSHA256.name)
-        request.headers.add(name: "X-TC-Timestamp", value: timestamp)
-        request.headers.add(name: "X-TC-Nonce", value: nonce)
-        request.headers.add(name: "X-TC-Signature", value: signed.signature(productSecret: product.secret))
-        request.body = .bytes(ByteBuffer(bytes: body))
+        request.headers.add(contentsOf: signed.headers(productSecret: product.secret))
+        request.body = .bytes(ByteBuffer(bytes: signed.body))
         let outcome: Outcome
         do {
             let response = try await client.execute(request, timeout: .seconds(120))
