@@ -1,0 +1,60 @@
+import DynRegProtocol
+import Foundation
+
+/// Where requests go: connect to host:port, name `hostHeader` in `Host`, sign for `canonicalHost`.
+package struct LoadTarget: Sendable, Hashable {
+    package var host: String
+    package var port: Int
+    package var hostHeader: String
+    package var canonicalHost: String
+    /// The URL's path without a trailing `/` or a registration path, prepended to each request's path.
+    package var pathPrefix: String
+
+    /// `nil` unless `string` is an `http://` URL with a host: the generator does not speak TLS.
+    package init?(url string: String) {
+        guard let components = URLComponents(string: string), components.scheme?.lowercased() == "http",
+            var host = components.host, !host.isEmpty
+        else { return nil }
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.host = host
+        port = components.port ?? 80
+        let bracketed = host.contains(":") ? "[\(host)]" : host
+        hostHeader = components.port == nil ? bracketed : "\(bracketed):\(port)"
+        canonicalHost = CanonicalHost.fromHostHeader(hostHeader)
+        var path = components.percentEncodedPath
+        for known in [RegistrationPath.current, RegistrationPath.legacy, LoadMode.healthPath]
+        where path.hasSuffix(known) {
+            path.removeLast(known.count)
+        }
+        while path.hasSuffix("/") { path.removeLast() }
+        pathPrefix = path
+    }
+}
+
+/// What every request of a run is.
+package enum LoadMode: Sendable, Hashable {
+    case current(SignatureAlgorithm)
+    case legacy
+    case health
+
+    package static let healthPath = "/health"
+
+    /// The endpoint's path, without the target's prefix.
+    package var endpoint: String {
+        switch self {
+        case .health: return Self.healthPath
+        case .current: return RegistrationPath.current
+        case .legacy: return RegistrationPath.legacy
+        }
+    }
+
+    /// The outcome of one answer, reading only as much of the body as that takes: `nil` is success.
+    package func outcome(status: Int, body: UnsafeRawBufferPointer) -> String? {
+        guard status == 200 else { return "HTTP \(status)" }
+        switch self {
+        case .health: return nil
+        case .current: return JSONOutcomeScanner.currentOutcome(body)
+        case .legacy: return JSONOutcomeScanner.legacyOutcome(body)
+        }
+    }
+}
