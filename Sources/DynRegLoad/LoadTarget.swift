@@ -22,6 +22,7 @@ package struct LoadTarget: Sendable, Hashable {
         hostHeader = components.port == nil ? bracketed : "\(bracketed):\(port)"
         canonicalHost = CanonicalHost.fromHostHeader(hostHeader)
         var path = components.percentEncodedPath
+        while path.hasSuffix("/") { path.removeLast() }
         for known in [RegistrationPath.current, RegistrationPath.legacy, LoadMode.healthPath]
         where path.hasSuffix(known) {
             path.removeLast(known.count)
