@@ -3,7 +3,7 @@
 Written from ../shared/PROTOCOL.md and docs/api.md alone. Nothing here is ported from the
 Swift sources, so a misreading of the protocol on either side shows up as a failure here.
 The `test_vector_*` tests prove this Python side against the shared known-answer vectors
-first; they need no server (`python3 -m pytest tests/interop -q -k vector`).
+first; they need no server (`python3 -m pytest interop -q -k vector`).
 
 Only the standard library and `cryptography` are used, as a device-side script would.
 """
