@@ -1,4 +1,3 @@
-import DynRegCA
 import DynRegProtocol
 import DynRegStore
 import Foundation
@@ -6,262 +5,198 @@ import Hummingbird
 import HTTPTypes
 import NIOCore
 
-/// `/admin/v1`: products, devices and the audit log, behind a bearer token.
+/// `/admin/v1`: products, devices and the audit log, behind a bearer token. Each route is a named handler that
+/// reads the request, calls `ProductAdministration` and shapes the answer; `AdminErrorMiddleware` is the one
+/// place a failure becomes an HTTP answer.
 struct AdminRoutes<Store: RegistrationStore>: Sendable {
-    let store: Store
-    let token: String
-    let authorities: CertificateAuthorities
+    typealias Context = DynRegRequestContext
 
-    func register(on group: RouterGroup<DynRegRequestContext>) {
+    let administration: ProductAdministration<Store>
+    let token: String
+
+    init(store: Store, token: String, authorities: CertificateAuthorities) {
+        administration = ProductAdministration(store: store, authorities: authorities)
+        self.token = token
+    }
+
+    func register(on group: RouterGroup<Context>) {
+        group.add(middleware: AdminErrorMiddleware())
         group.add(middleware: BearerTokenMiddleware(token: token))
 
-        group.post("/products") { request, context -> EditedResponse<ProductView> in
-            let input = try await decode(ProductCreateInput.self, request, context)
-            guard let name = input.name, !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 200 else {
-                throw AdminError(.badRequest, "InvalidName", "name must be 1-200 characters")
-            }
-            if let quota = input.deviceQuota, quota < 0 {
-                throw AdminError(.badRequest, "InvalidQuota", "deviceQuota must be zero or more")
-            }
-            let id = Secrets.productId()
-            let authType = input.authType ?? .key
-            var stored: StoredCertificateAuthority?
-            if authType == .certificate {
-                let validity = input.certificateValidityDays ?? 3650
-                guard (1...36_500).contains(validity) else {
-                    throw AdminError(.badRequest, "InvalidValidity", "certificateValidityDays must be 1-36500")
-                }
-                stored = try makeAuthority(productId: id, input: input, validityDays: validity)
-            } else if input.caCertificatePem != nil || input.caPrivateKeyPem != nil || input.caKeyType != nil {
-                throw AdminError(.badRequest, "InvalidAuthType", "CA settings apply to certificate products only")
-            }
-            let product = Product(
-                id: id, name: name, authType: authType, secret: Secrets.productSecret(),
-                dynamicRegistration: input.dynamicRegistration ?? true, autoCreate: input.autoCreate ?? true,
-                deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices ?? false,
-                deviceCount: 0, createdAt: Date(), certificateAuthority: stored)
-            let created = try await mapped { try await store.createProduct(product) }
-            return EditedResponse(status: .created, response: ProductView(created, includeSecret: true))
-        }
-        group.get("/products") { _, _ -> ProductList in
-            ProductList(products: try await mapped { try await store.products() }.map { ProductView($0, includeSecret: false) })
-        }
-        group.get("/products/{productId}") { _, context -> ProductView in
-            let id = try context.parameters.require("productId")
-            guard let product = try await mapped({ try await store.product(id: id) }) else {
-                throw AdminError.productNotFound(id)
-            }
-            return ProductView(product, includeSecret: true)
-        }
-        group.patch("/products/{productId}") { request, context -> ProductView in
-            let id = try context.parameters.require("productId")
-            let input = try await decode(ProductUpdateInput.self, request, context)
-            if case .some(.some(let quota)) = input.deviceQuota, quota < 0 {
-                throw AdminError(.badRequest, "InvalidQuota", "deviceQuota must be zero or more")
-            }
-            let update = ProductUpdate(
-                name: input.name, dynamicRegistration: input.dynamicRegistration, autoCreate: input.autoCreate,
-                deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices)
-            return ProductView(try await mapped { try await store.updateProduct(id: id, update) }, includeSecret: true)
-        }
-        group.post("/products/{productId}/rotate-secret") { _, context -> ProductView in
-            let id = try context.parameters.require("productId")
-            let product = try await mapped { try await store.rotateProductSecret(id: id, newSecret: Secrets.productSecret()) }
-            return ProductView(product, includeSecret: true)
-        }
-        group.delete("/products/{productId}") { _, context -> HTTPResponse.Status in
-            let id = try context.parameters.require("productId")
-            try await mapped { try await store.deleteProduct(id: id) }
-            return .noContent
-        }
+        group.post("/products", use: createProduct)
+        group.get("/products", use: listProducts)
+        group.get("/products/{productId}", use: showProduct)
+        group.patch("/products/{productId}", use: updateProduct)
+        group.post("/products/{productId}/rotate-secret", use: rotateSecret)
+        group.delete("/products/{productId}", use: deleteProduct)
+        group.get("/products/{productId}/ca", use: caCertificate)
+        group.get("/products/{productId}/crl", use: crl)
+        group.get("/products/{productId}/events", use: events)
 
-        group.post("/products/{productId}/devices") { request, context -> EditedResponse<DeviceView> in
-            let id = try context.parameters.require("productId")
-            let input = try await decode(DeviceCreateInput.self, request, context)
-            guard DeviceNameRules.isValid(input.deviceName) else {
-                throw AdminError(
-                    .badRequest, RegistrationErrorCode.deviceNameInvalid.code,
-                    RegistrationErrorCode.deviceNameInvalid.defaultMessage)
-            }
-            let device = try await mapped { try await store.createDevice(productId: id, deviceName: input.deviceName, now: Date()) }
-            return EditedResponse(status: .created, response: DeviceView(device))
-        }
-        group.get("/products/{productId}/devices") { request, context -> DeviceList in
-            let id = try context.parameters.require("productId")
-            let query = request.uri.queryParameters
-            var status: DeviceStatus?
-            if let text = query["status"] {
-                guard let parsed = DeviceStatus(rawValue: String(text)) else {
-                    throw AdminError(.badRequest, "InvalidStatus", "status must be created, registered or activated")
-                }
-                status = parsed
-            }
-            let limit = min(max(query["limit"].flatMap { Int(String($0)) } ?? 100, 1), 1000)
-            let after = query["after"].map(String.init)
-            let devices = try await mapped { try await store.devices(productId: id, status: status, limit: limit, after: after) }
-            return DeviceList(
-                devices: devices.map(DeviceView.init), nextCursor: devices.count == limit ? devices.last?.name : nil)
-        }
-        group.get("/products/{productId}/devices/{deviceName}") { _, context -> DeviceView in
-            let id = try context.parameters.require("productId")
-            let name = try context.parameters.require("deviceName")
-            guard let device = try await mapped({ try await store.device(productId: id, deviceName: name) }) else {
-                throw AdminError.deviceNotFound(name)
-            }
-            return DeviceView(device)
-        }
-        group.delete("/products/{productId}/devices/{deviceName}") { _, context -> HTTPResponse.Status in
-            let id = try context.parameters.require("productId")
-            let name = try context.parameters.require("deviceName")
-            try await mapped { try await store.deleteDevice(productId: id, deviceName: name) }
-            return .noContent
-        }
-        group.post("/products/{productId}/devices/{deviceName}/reset") { _, context -> DeviceView in
-            let id = try context.parameters.require("productId")
-            let name = try context.parameters.require("deviceName")
-            return DeviceView(try await mapped { try await store.resetDevice(productId: id, deviceName: name) })
-        }
-        group.post("/products/{productId}/devices/{deviceName}/activate") { _, context -> DeviceView in
-            let id = try context.parameters.require("productId")
-            let name = try context.parameters.require("deviceName")
-            return DeviceView(try await mapped { try await store.activateDevice(productId: id, deviceName: name, now: Date()) })
-        }
-        group.get("/products/{productId}/ca") { _, context -> Response in
-            let product = try await certificateProduct(try context.parameters.require("productId"))
-            return Response.pem(product.certificateAuthority?.certificatePEM ?? "")
-        }
-        group.get("/products/{productId}/crl") { _, context -> Response in
-            let product = try await certificateProduct(try context.parameters.require("productId"))
-            guard let authority = try? authorities.authority(for: product) else {
-                throw AdminError(.internalServerError, "InternalError", "the product CA could not be opened")
-            }
-            let revoked = try await mapped { try await store.revokedCertificates(productId: product.id) }
-            let now = Date()
-            // Seconds since the epoch: increasing across restarts and instances without shared state.
-            let crl = try authority.crl(
-                revoked: revoked.map { ($0.serial, $0.revokedAt ?? now) }, number: Int(now.timeIntervalSince1970),
-                now: now)
-            return Response.pem(crl)
-        }
-        group.get("/products/{productId}/devices/{deviceName}/certificates") { _, context -> CertificateList in
-            let id = try context.parameters.require("productId")
-            let name = try context.parameters.require("deviceName")
-            let certificates = try await mapped { try await store.certificates(productId: id, deviceName: name) }
-            return CertificateList(certificates: certificates.map(CertificateView.init))
-        }
-        group.post("/products/{productId}/certificates/{serial}/revoke") { _, context -> CertificateView in
-            let id = try context.parameters.require("productId")
-            let serial = try context.parameters.require("serial")
-            return CertificateView(try await mapped { try await store.revokeCertificate(productId: id, serial: serial, now: Date()) })
-        }
-        group.get("/products/{productId}/events") { request, context -> EventList in
-            let id = try context.parameters.require("productId")
-            let limit = min(max(request.uri.queryParameters["limit"].flatMap { Int(String($0)) } ?? 100, 1), 1000)
-            guard try await mapped({ try await store.product(id: id) }) != nil else { throw AdminError.productNotFound(id) }
-            let events = try await mapped { try await store.events(productId: id, limit: limit) }
-            return EventList(events: events.map(EventView.init))
-        }
+        group.post("/products/{productId}/devices", use: createDevice)
+        group.get("/products/{productId}/devices", use: listDevices)
+        group.get("/products/{productId}/devices/{deviceName}", use: showDevice)
+        group.delete("/products/{productId}/devices/{deviceName}", use: deleteDevice)
+        group.post("/products/{productId}/devices/{deviceName}/reset", use: resetDevice)
+        group.post("/products/{productId}/devices/{deviceName}/activate", use: activateDevice)
+        group.get("/products/{productId}/devices/{deviceName}/certificates", use: certificates)
+        group.post("/products/{productId}/certificates/{serial}/revoke", use: revokeCertificate)
     }
 
-    private func certificateProduct(_ id: String) async throws -> Product {
-        guard let product = try await mapped({ try await store.product(id: id) }) else {
-            throw AdminError.productNotFound(id)
-        }
-        guard product.certificateAuthority != nil else {
-            throw AdminError(.notFound, "NotFound", "product \(id) uses key authentication and has no CA")
-        }
-        return product
+    // MARK: Products
+
+    @Sendable func createProduct(_ request: Request, context: Context) async throws -> EditedResponse<ProductView> {
+        let input = try await decode(ProductCreateInput.self, request, context)
+        let product = try await administration.createProduct(input)
+        return EditedResponse(status: .created, response: ProductView(product, includeSecret: true))
     }
 
-    private func makeAuthority(productId: String, input: ProductCreateInput, validityDays: Int) throws
-        -> StoredCertificateAuthority
-    {
-        let authority: ProductCertificateAuthority
-        switch (input.caCertificatePem, input.caPrivateKeyPem) {
-        case (let certificate?, let key?):
-            do {
-                authority = try ProductCertificateAuthority(certificatePEM: certificate, privateKeyPEM: key)
-            } catch {
-                throw AdminError(.badRequest, "InvalidCertificateAuthority", error.description)
-            }
-        case (nil, nil):
-            guard let keyType = CAKeyType(rawValue: input.caKeyType ?? "p256") else {
-                throw AdminError(.badRequest, "InvalidKeyType", "caKeyType must be p256, p384 or rsa2048")
-            }
-            do {
-                authority = try ProductCertificateAuthority.create(productId: productId, keyType: keyType)
-            } catch {
-                throw AdminError(.internalServerError, "InternalError", "the CA could not be created")
-            }
-        default:
-            throw AdminError(
-                .badRequest, "InvalidCertificateAuthority", "caCertificatePem and caPrivateKeyPem go together")
-        }
-        do {
-            return try authorities.stored(authority, productId: productId, validityDays: validityDays)
-        } catch {
-            throw AdminError(.internalServerError, "InternalError", "the CA key could not be sealed")
-        }
+    @Sendable func listProducts(_ request: Request, context: Context) async throws -> ProductList {
+        ProductList(products: try await administration.products().map { ProductView($0, includeSecret: false) })
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: DynRegRequestContext) async throws -> T {
+    @Sendable func showProduct(_ request: Request, context: Context) async throws -> ProductView {
+        ProductView(try await administration.product(id: try productId(context)), includeSecret: true)
+    }
+
+    @Sendable func updateProduct(_ request: Request, context: Context) async throws -> ProductView {
+        let id = try productId(context)
+        let input = try await decode(ProductUpdateInput.self, request, context)
+        return ProductView(try await administration.updateProduct(id: id, input), includeSecret: true)
+    }
+
+    @Sendable func rotateSecret(_ request: Request, context: Context) async throws -> ProductView {
+        ProductView(try await administration.rotateSecret(productId: try productId(context)), includeSecret: true)
+    }
+
+    @Sendable func deleteProduct(_ request: Request, context: Context) async throws -> HTTPResponse.Status {
+        try await administration.deleteProduct(id: try productId(context))
+        return .noContent
+    }
+
+    @Sendable func caCertificate(_ request: Request, context: Context) async throws -> Response {
+        .pem(try await administration.caCertificate(productId: try productId(context)))
+    }
+
+    @Sendable func crl(_ request: Request, context: Context) async throws -> Response {
+        .pem(try await administration.crl(productId: try productId(context)))
+    }
+
+    @Sendable func events(_ request: Request, context: Context) async throws -> EventList {
+        let events = try await administration.events(productId: try productId(context), limit: limit(request))
+        return EventList(events: events.map(EventView.init))
+    }
+
+    // MARK: Devices
+
+    @Sendable func createDevice(_ request: Request, context: Context) async throws -> EditedResponse<DeviceView> {
+        let id = try productId(context)
+        let input = try await decode(DeviceCreateInput.self, request, context)
+        let device = try await administration.createDevice(productId: id, deviceName: input.deviceName)
+        return EditedResponse(status: .created, response: DeviceView(device))
+    }
+
+    @Sendable func listDevices(_ request: Request, context: Context) async throws -> DeviceList {
+        let query = request.uri.queryParameters
+        let page = try await administration.devices(
+            productId: try productId(context), status: query["status"].map(String.init), limit: limit(request),
+            after: query["after"].map(String.init))
+        return DeviceList(devices: page.devices.map(DeviceView.init), nextCursor: page.nextCursor)
+    }
+
+    @Sendable func showDevice(_ request: Request, context: Context) async throws -> DeviceView {
+        let (id, name) = try device(context)
+        return DeviceView(try await administration.device(productId: id, deviceName: name))
+    }
+
+    @Sendable func deleteDevice(_ request: Request, context: Context) async throws -> HTTPResponse.Status {
+        let (id, name) = try device(context)
+        try await administration.deleteDevice(productId: id, deviceName: name)
+        return .noContent
+    }
+
+    @Sendable func resetDevice(_ request: Request, context: Context) async throws -> DeviceView {
+        let (id, name) = try device(context)
+        return DeviceView(try await administration.resetDevice(productId: id, deviceName: name))
+    }
+
+    @Sendable func activateDevice(_ request: Request, context: Context) async throws -> DeviceView {
+        let (id, name) = try device(context)
+        return DeviceView(try await administration.activateDevice(productId: id, deviceName: name))
+    }
+
+    @Sendable func certificates(_ request: Request, context: Context) async throws -> CertificateList {
+        let (id, name) = try device(context)
+        let certificates = try await administration.certificates(productId: id, deviceName: name)
+        return CertificateList(certificates: certificates.map(CertificateView.init))
+    }
+
+    @Sendable func revokeCertificate(_ request: Request, context: Context) async throws -> CertificateView {
+        let id = try productId(context)
+        let serial = try parameter("serial", context)
+        return CertificateView(try await administration.revokeCertificate(productId: id, serial: serial))
+    }
+
+    // MARK: Reading requests
+
+    /// A path parameter, percent-decoded: Hummingbird hands them over raw, and clients encode `:` and `@`.
+    private func parameter(_ name: String, _ context: Context) throws -> String {
+        let raw = try context.parameters.require(name)
+        return raw.removingPercentEncoding ?? raw
+    }
+
+    private func productId(_ context: Context) throws -> String {
+        try parameter("productId", context)
+    }
+
+    private func device(_ context: Context) throws -> (productId: String, deviceName: String) {
+        (try parameter("productId", context), try parameter("deviceName", context))
+    }
+
+    /// `?limit=N`; anything but a number means the default.
+    private func limit(_ request: Request) -> Int? {
+        request.uri.queryParameters["limit"].flatMap { Int(String($0)) }
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: Context) async throws -> T {
         do {
             return try await request.decode(as: T.self, context: context)
         } catch {
-            throw AdminError(.badRequest, "InvalidBody", "the body is not the expected JSON object")
-        }
-    }
-
-    /// Store errors become admin errors; anything else is logged and reported as internal.
-    private func mapped<T>(_ operation: () async throws -> T) async throws -> T {
-        do {
-            return try await operation()
-        } catch let error as StoreError {
-            switch error.code {
-            case .productNotFound, .deviceNotFound: throw AdminError(.notFound, "NotFound", error.message)
-            case .deviceExists, .productExists: throw AdminError(.conflict, "Conflict", error.message)
-            case .quotaExceeded: throw AdminError(.conflict, RegistrationErrorCode.deviceQuota.code, error.message)
-            case .certificateNotFound: throw AdminError(.notFound, "NotFound", error.message)
-            case .invalidInput: throw AdminError(.badRequest, "InvalidInput", error.message)
-            case .unavailable: throw AdminError(.serviceUnavailable, "Unavailable", error.message)
-            }
-        } catch let error as AdminError {
-            throw error
-        } catch {
-            throw AdminError(.internalServerError, "InternalError", "the store failed; see the server log")
+            throw AdminError(.invalidBody, "the body is not the expected JSON object")
         }
     }
 }
 
-/// An admin API failure: `{"error":{"code":…,"message":…}}` with a matching status.
-struct AdminError: HTTPResponseError {
-    let status: HTTPResponse.Status
-    let code: String
-    let message: String
+/// The one place an admin failure becomes an HTTP answer: `{"error":{"code":…,"message":…}}` with the code's
+/// status. Store errors are translated, Hummingbird's own answers pass, anything else is logged and internal.
+struct AdminErrorMiddleware: RouterMiddleware {
+    typealias Context = DynRegRequestContext
 
-    init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
-        self.status = status
-        self.code = code
-        self.message = message
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        do {
+            return try await next(request, context)
+        } catch let error as AdminError {
+            return try Self.response(error)
+        } catch let error as StoreError {
+            return try Self.response(AdminError(error))
+        } catch let error as any HTTPResponseError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            context.logger.error("admin request failed", metadata: ["dynreg.error": "\(error)"])
+            return try Self.response(AdminError(.internalError, "the store failed; see the server log"))
+        }
     }
 
-    static func productNotFound(_ id: String) -> Self { Self(.notFound, "NotFound", "product \(id) does not exist") }
-    static func deviceNotFound(_ name: String) -> Self { Self(.notFound, "NotFound", "device \(name) does not exist") }
-
-    func response(from request: Request, context: some RequestContext) throws -> Response {
-        let data = try JSONEncoder().encode(AdminErrorBody(error: .init(code: code, message: message)))
-        var response = Response.json(status: status, bytes: Array(data))
-        if status == .unauthorized { response.headers[HTTPField.Name.wwwAuthenticate] = "Bearer" }
+    static func response(_ error: AdminError) throws -> Response {
+        let data = try JSONEncoder().encode(AdminErrorBody(code: error.code.code, message: error.message))
+        var response = Response.json(status: error.code.status, bytes: Array(data))
+        if error.code.status == .unauthorized { response.headers[HTTPField.Name.wwwAuthenticate] = "Bearer" }
         return response
     }
-}
-
-private struct AdminErrorBody: Encodable {
-    struct Inner: Encodable {
-        var code: String
-        var message: String
-    }
-    var error: Inner
 }
 
 /// Compares the bearer token in constant time.
@@ -275,196 +210,24 @@ struct BearerTokenMiddleware: RouterMiddleware {
         -> Response
     {
         guard let header = request.headers[.authorization] else {
-            throw AdminError(.unauthorized, "Unauthorized", "missing Authorization: Bearer <admin token>")
+            throw AdminError(.unauthorized, "missing Authorization: Bearer <admin token>")
         }
         let prefix = "Bearer "
         guard header.hasPrefix(prefix), constantTimeEquals(Array(header.dropFirst(prefix.count).utf8), token) else {
-            throw AdminError(.unauthorized, "Unauthorized", "wrong admin token")
+            throw AdminError(.unauthorized, "wrong admin token")
         }
         return try await next(request, context)
     }
 }
 
-// MARK: JSON shapes
-
-struct ProductCreateInput: Decodable {
-    var name: String?
-    var authType: AuthType?
-    var dynamicRegistration: Bool?
-    var autoCreate: Bool?
-    var deviceQuota: Int?
-    var allowClocklessDevices: Bool?
-    var caKeyType: String?
-    var certificateValidityDays: Int?
-    var caCertificatePem: String?
-    var caPrivateKeyPem: String?
-}
-
-struct ProductUpdateInput: Decodable {
-    var name: String?
-    var dynamicRegistration: Bool?
-    var autoCreate: Bool?
-    /// Absent: unchanged; `null`: no quota.
-    var deviceQuota: Int??
-    var allowClocklessDevices: Bool?
-
-    enum CodingKeys: String, CodingKey {
-        case name, dynamicRegistration, autoCreate, deviceQuota, allowClocklessDevices
-    }
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        name = try container.decodeIfPresent(String.self, forKey: .name)
-        dynamicRegistration = try container.decodeIfPresent(Bool.self, forKey: .dynamicRegistration)
-        autoCreate = try container.decodeIfPresent(Bool.self, forKey: .autoCreate)
-        allowClocklessDevices = try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices)
-        if container.contains(.deviceQuota) {
-            deviceQuota = .some(try container.decodeIfPresent(Int.self, forKey: .deviceQuota))
-        }
-    }
-}
-
-struct DeviceCreateInput: Decodable {
-    var deviceName: String
-}
-
-struct ProductView: ResponseEncodable {
-    var productId: String
-    var name: String
-    var authType: AuthType
-    var productSecret: String?
-    var dynamicRegistration: Bool
-    var autoCreate: Bool
-    var deviceQuota: Int?
-    var allowClocklessDevices: Bool
-    var deviceCount: Int
-    var createdAt: Date
-    var caKeyType: String?
-    var certificateValidityDays: Int?
-
-    init(_ product: Product, includeSecret: Bool) {
-        productId = product.id
-        name = product.name
-        authType = product.authType
-        productSecret = includeSecret ? product.secret : nil
-        dynamicRegistration = product.dynamicRegistration
-        autoCreate = product.autoCreate
-        deviceQuota = product.deviceQuota
-        allowClocklessDevices = product.allowClocklessDevices
-        deviceCount = product.deviceCount
-        createdAt = product.createdAt
-        caKeyType = product.certificateAuthority?.keyType
-        certificateValidityDays = product.certificateAuthority?.certificateValidityDays
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(productId, forKey: .productId)
-        try container.encode(name, forKey: .name)
-        try container.encode(authType, forKey: .authType)
-        try container.encodeIfPresent(productSecret, forKey: .productSecret)
-        try container.encode(dynamicRegistration, forKey: .dynamicRegistration)
-        try container.encode(autoCreate, forKey: .autoCreate)
-        try container.encode(deviceQuota, forKey: .deviceQuota)  // null when unlimited
-        try container.encode(allowClocklessDevices, forKey: .allowClocklessDevices)
-        try container.encode(deviceCount, forKey: .deviceCount)
-        try container.encode(createdAt, forKey: .createdAt)
-        try container.encodeIfPresent(caKeyType, forKey: .caKeyType)
-        try container.encodeIfPresent(certificateValidityDays, forKey: .certificateValidityDays)
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case productId, name, authType, productSecret, dynamicRegistration, autoCreate, deviceQuota
-        case allowClocklessDevices, deviceCount, createdAt, caKeyType, certificateValidityDays
-    }
-}
-
-struct ProductList: ResponseEncodable {
-    var products: [ProductView]
-}
-
-struct DeviceView: ResponseEncodable {
-    var productId: String
-    var deviceName: String
-    var status: DeviceStatus
-    var createdAt: Date
-    var registeredAt: Date?
-    var activatedAt: Date?
-    var registrationCount: Int
-
-    init(_ device: Device) {
-        productId = device.productId
-        deviceName = device.name
-        status = device.status
-        createdAt = device.createdAt
-        registeredAt = device.registeredAt
-        activatedAt = device.activatedAt
-        registrationCount = device.registrationCount
-    }
-}
-
-struct DeviceList: ResponseEncodable {
-    var devices: [DeviceView]
-    var nextCursor: String?
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(devices, forKey: .devices)
-        try container.encode(nextCursor, forKey: .nextCursor)
-    }
-
-    enum CodingKeys: String, CodingKey { case devices, nextCursor }
-}
-
-struct EventView: ResponseEncodable {
-    var time: Date
-    var productId: String
-    var deviceName: String
-    var outcome: String
-    var remoteAddress: String
-    var endpoint: String
-
-    init(_ event: RegistrationEvent) {
-        time = event.time
-        productId = event.productId
-        deviceName = event.deviceName
-        outcome = event.outcome
-        remoteAddress = event.remoteAddress
-        endpoint = event.endpoint
-    }
-}
-
-struct EventList: ResponseEncodable {
-    var events: [EventView]
-}
-
-struct CertificateView: ResponseEncodable {
-    var serial: String
-    var deviceName: String
-    var fingerprint: String
-    var notBefore: Date
-    var notAfter: Date
-    var issuedAt: Date
-    var revokedAt: Date?
-    var status: String
-    var certificatePem: String
-
-    init(_ certificate: DeviceCertificate) {
-        serial = certificate.serial
-        deviceName = certificate.deviceName
-        fingerprint = certificate.fingerprint
-        notBefore = certificate.notBefore
-        notAfter = certificate.notAfter
-        issuedAt = certificate.issuedAt
-        revokedAt = certificate.revokedAt
-        status = certificate.revokedAt == nil ? "valid" : "revoked"
-        certificatePem = certificate.pem
-    }
-}
-
-struct CertificateList: ResponseEncodable {
-    var certificates: [CertificateView]
-}
+extension ProductView: ResponseEncodable {}
+extension ProductList: ResponseEncodable {}
+extension DeviceView: ResponseEncodable {}
+extension DeviceList: ResponseEncodable {}
+extension EventView: ResponseEncodable {}
+extension EventList: ResponseEncodable {}
+extension CertificateView: ResponseEncodable {}
+extension CertificateList: ResponseEncodable {}
 
 extension Response {
     static func pem(_ text: String) -> Response {

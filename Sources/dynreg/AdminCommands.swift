@@ -1,5 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
+import DynRegServer
+import DynRegStore
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -29,22 +31,29 @@ struct AdminOptions: ParsableArguments {
         throw CLIError("no admin token: pass --token, set DYNREG_ADMIN_TOKEN, or point --data-dir at the server's data")
     }
 
-    /// Calls the admin API and returns the decoded JSON; API errors become one-line CLI errors.
-    func call(_ method: HTTPMethod, _ path: String, body: [String: Any?]? = nil) async throws -> Any? {
-        let data = try await raw(method, path, body: body)
-        return data.isEmpty ? nil : try? JSONSerialization.jsonObject(with: data)
+    /// Calls the admin API and decodes the answer as the view the server encoded it from.
+    func call<View: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: (any Encodable)? = nil, as view: View.Type = View.self
+    ) async throws -> View {
+        let data = try await send(method, path, body: body)
+        do {
+            return try Self.decoder.decode(View.self, from: data)
+        } catch {
+            throw CLIError("the server's answer to \(method.rawValue) \(path) is not what this dynreg expects (\(error))")
+        }
     }
 
-    /// Calls the admin API and returns the body as is (PEM documents).
-    func raw(_ method: HTTPMethod, _ path: String, body: [String: Any?]? = nil) async throws -> Data {
+    /// Calls the admin API and returns the body as is (PEM documents, empty answers); API errors become one-line
+    /// CLI errors.
+    @discardableResult
+    func send(_ method: HTTPMethod, _ path: String, body: (any Encodable)? = nil) async throws -> Data {
         let token = try resolvedToken()
         var request = HTTPClientRequest(url: baseURL + "/admin/v1" + path)
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
         if let body {
-            let object = body.mapValues { $0 ?? NSNull() }
             request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: object)))
+            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
         }
         let client = HTTPClient.shared
         let response: HTTPClientResponse
@@ -57,25 +66,41 @@ struct AdminOptions: ParsableArguments {
         }
         let data = Data(bytes.readableBytesView)
         guard (200..<300).contains(response.status.code) else {
-            let object = try? JSONSerialization.jsonObject(with: data)
-            if let error = (object as? [String: Any])?["error"] as? [String: Any] {
-                throw CLIError("\(error["code"] as? String ?? "Error"): \(error["message"] as? String ?? "")")
+            if let failure = try? JSONDecoder().decode(AdminErrorBody.self, from: data) {
+                throw CLIError("\(failure.error.code): \(failure.error.message)")
             }
             throw CLIError("the server answered HTTP \(response.status.code)")
         }
         return data
     }
 
-    func output(_ object: Any?, table: () -> String) {
+    /// Prints `value` as sorted JSON with `--json`, else the table.
+    func output(_ value: some Encodable, table: () -> String) throws {
         if json {
-            let data = (try? JSONSerialization.data(
-                withJSONObject: object ?? [String: Any](), options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-            print(String(decoding: data, as: UTF8.self))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            encoder.dateEncodingStrategy = .iso8601
+            print(String(decoding: try encoder.encode(value), as: UTF8.self))
         } else {
             print(table())
         }
     }
+
+    private static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
 }
+
+/// Percent-encodes all but letters, digits, `-`, `_` and `~`, so any device name (`AA:BB:…`, `a@b`, `..`) is
+/// one path segment or query value; the server decodes it.
+func escaped(_ component: String) -> String {
+    component.addingPercentEncoding(withAllowedCharacters: unreservedCharacters) ?? component
+}
+
+private let unreservedCharacters = CharacterSet(
+    charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 
 /// Aligned columns for people.
 func table(_ headers: [String], _ rows: [[String]]) -> String {
@@ -91,24 +116,39 @@ func table(_ headers: [String], _ rows: [[String]]) -> String {
     return ([line(headers)] + rows.map(line)).joined(separator: "\n")
 }
 
-/// The switches shown as on/off; other numbers print as numbers (NSNumber bridges 1 to `true` on Linux).
-private let switchKeys: Set<String> = ["dynamicRegistration", "autoCreate", "allowClocklessDevices"]
+/// `key  value` lines aligned on the longest key of the whole set. A `nil` value leaves its line out: the
+/// server did not send the field. A field sent as `null` shows as `-`.
+func fields(_ lines: [(key: String, value: String?)]) -> String {
+    let width = lines.map(\.key.count).max() ?? 0
+    return lines.compactMap { line in
+        line.value.map { line.key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0 }
+    }.joined(separator: "\n")
+}
 
-func text(_ value: Any?, key: String = "") -> String {
-    if switchKeys.contains(key), let bool = value as? Bool { return bool ? "on" : "off" }
-    switch value {
-    case nil, is NSNull: return "-"
-    case let string as String: return string
-    case let number as NSNumber: return number.stringValue
-    default: return "\(value!)"
+private func onOff(_ value: Bool) -> String { value ? "on" : "off" }
+private func dash(_ value: String?) -> String { value ?? "-" }
+private func stamp(_ date: Date) -> String { date.ISO8601Format() }
+
+extension ProductView {
+    var fieldLines: [(key: String, value: String?)] {
+        [
+            ("productId", productId), ("name", name), ("authType", authType.rawValue), ("productSecret", productSecret),
+            ("dynamicRegistration", onOff(dynamicRegistration)), ("autoCreate", onOff(autoCreate)),
+            ("deviceQuota", dash(deviceQuota.map(String.init))), ("allowClocklessDevices", onOff(allowClocklessDevices)),
+            ("caKeyType", caKeyType), ("certificateValidityDays", certificateValidityDays.map(String.init)),
+            ("deviceCount", String(deviceCount)), ("createdAt", stamp(createdAt)),
+        ]
     }
 }
 
-func fields(_ object: [String: Any], _ keys: [String]) -> String {
-    let width = keys.map(\.count).max() ?? 0
-    return keys.filter { object[$0] != nil }.map { key in
-        key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + text(object[key], key: key)
-    }.joined(separator: "\n")
+extension DeviceView {
+    var fieldLines: [(key: String, value: String?)] {
+        [
+            ("productId", productId), ("deviceName", deviceName), ("status", status.rawValue),
+            ("createdAt", stamp(createdAt)), ("registeredAt", registeredAt.map(stamp)),
+            ("activatedAt", activatedAt.map(stamp)), ("registrationCount", String(registrationCount)),
+        ]
+    }
 }
 
 enum AuthTypeArgument: String, ExpressibleByArgument, CaseIterable {
@@ -122,11 +162,6 @@ struct ProductCommand: AsyncParsableCommand {
             Create.self, List.self, Show.self, Update.self, RotateSecret.self, Delete.self, CA.self, CRL.self,
         ])
 
-    static let productKeys = [
-        "productId", "name", "authType", "productSecret", "dynamicRegistration", "autoCreate", "deviceQuota",
-        "allowClocklessDevices", "caKeyType", "certificateValidityDays", "deviceCount", "createdAt",
-    ]
-
     struct CA: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "ca", abstract: "Print a certificate product's CA certificate (PEM), for brokers to trust.")
@@ -134,7 +169,7 @@ struct ProductCommand: AsyncParsableCommand {
         @Argument(help: "The product id.") var productId: String
 
         func run() async throws {
-            FileHandle.standardOutput.write(try await admin.raw(.GET, "/products/\(productId)/ca"))
+            FileHandle.standardOutput.write(try await admin.send(.GET, "/products/\(escaped(productId))/ca"))
         }
     }
 
@@ -145,7 +180,7 @@ struct ProductCommand: AsyncParsableCommand {
         @Argument(help: "The product id.") var productId: String
 
         func run() async throws {
-            FileHandle.standardOutput.write(try await admin.raw(.GET, "/products/\(productId)/crl"))
+            FileHandle.standardOutput.write(try await admin.send(.GET, "/products/\(escaped(productId))/crl"))
         }
     }
 
@@ -183,14 +218,13 @@ struct ProductCommand: AsyncParsableCommand {
                     throw CLIError("cannot read \(path)")
                 }
             }
-            let object = try await admin.call(.POST, "/products", body: [
-                "name": name, "authType": auth.rawValue, "autoCreate": !noAutoCreate,
-                "dynamicRegistration": !noDynamicRegistration, "deviceQuota": quota,
-                "allowClocklessDevices": allowClockless, "caKeyType": caKeyType,
-                "certificateValidityDays": certificateValidityDays, "caCertificatePem": try read(importCaCert),
-                "caPrivateKeyPem": try read(importCaKey),
-            ].filter { $0.value != nil })
-            admin.output(object) { fields(object as? [String: Any] ?? [:], ProductCommand.productKeys) }
+            let input = ProductCreateInput(
+                name: name, authType: auth == .key ? .key : .certificate, dynamicRegistration: !noDynamicRegistration,
+                autoCreate: !noAutoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless,
+                caKeyType: caKeyType, certificateValidityDays: certificateValidityDays,
+                caCertificatePem: try read(importCaCert), caPrivateKeyPem: try read(importCaKey))
+            let product = try await admin.call(.POST, "/products", body: input, as: ProductView.self)
+            try admin.output(product) { fields(product.fieldLines) }
         }
     }
 
@@ -199,14 +233,16 @@ struct ProductCommand: AsyncParsableCommand {
         @OptionGroup var admin: AdminOptions
 
         func run() async throws {
-            let object = try await admin.call(.GET, "/products")
-            let products = (object as? [String: Any])?["products"] as? [[String: Any]] ?? []
-            admin.output(object) {
+            let list = try await admin.call(.GET, "/products", as: ProductList.self)
+            try admin.output(list) {
                 table(
                     ["PRODUCT", "NAME", "AUTH", "DYNREG", "AUTO-CREATE", "QUOTA", "DEVICES"],
-                    products.map { product in
-                        ["productId", "name", "authType", "dynamicRegistration", "autoCreate", "deviceQuota", "deviceCount"]
-                            .map { text(product[$0], key: $0) }
+                    list.products.map { product in
+                        [
+                            product.productId, product.name, product.authType.rawValue,
+                            onOff(product.dynamicRegistration), onOff(product.autoCreate),
+                            dash(product.deviceQuota.map(String.init)), String(product.deviceCount),
+                        ]
                     })
             }
         }
@@ -218,8 +254,8 @@ struct ProductCommand: AsyncParsableCommand {
         @Argument(help: "The product id.") var productId: String
 
         func run() async throws {
-            let object = try await admin.call(.GET, "/products/\(productId)")
-            admin.output(object) { fields(object as? [String: Any] ?? [:], ProductCommand.productKeys) }
+            let product = try await admin.call(.GET, "/products/\(escaped(productId))", as: ProductView.self)
+            try admin.output(product) { fields(product.fieldLines) }
         }
     }
 
@@ -241,15 +277,16 @@ struct ProductCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            var body: [String: Any?] = [:]
-            if let name { body["name"] = name }
-            if let dynamicRegistration { body["dynamicRegistration"] = dynamicRegistration == .on }
-            if let autoCreate { body["autoCreate"] = autoCreate == .on }
-            if let allowClockless { body["allowClocklessDevices"] = allowClockless == .on }
-            if let quota { body["deviceQuota"] = quota }
-            if noQuota { body["deviceQuota"] = .some(nil) }
-            let object = try await admin.call(.PATCH, "/products/\(productId)", body: body)
-            admin.output(object) { fields(object as? [String: Any] ?? [:], ProductCommand.productKeys) }
+            // Absent leaves the quota alone; null removes it.
+            var deviceQuota: Int?? = quota.map { .some($0) }
+            if noQuota { deviceQuota = .some(nil) }
+            let input = ProductUpdateInput(
+                name: name, dynamicRegistration: dynamicRegistration.map { $0 == .on },
+                autoCreate: autoCreate.map { $0 == .on }, deviceQuota: deviceQuota,
+                allowClocklessDevices: allowClockless.map { $0 == .on })
+            let product = try await admin.call(
+                .PATCH, "/products/\(escaped(productId))", body: input, as: ProductView.self)
+            try admin.output(product) { fields(product.fieldLines) }
         }
     }
 
@@ -260,8 +297,11 @@ struct ProductCommand: AsyncParsableCommand {
         @Argument(help: "The product id.") var productId: String
 
         func run() async throws {
-            let object = try await admin.call(.POST, "/products/\(productId)/rotate-secret")
-            admin.output(object) { fields(object as? [String: Any] ?? [:], ["productId", "productSecret"]) }
+            let product = try await admin.call(
+                .POST, "/products/\(escaped(productId))/rotate-secret", as: ProductView.self)
+            try admin.output(product) {
+                fields([("productId", product.productId), ("productSecret", product.productSecret)])
+            }
         }
     }
 
@@ -271,8 +311,8 @@ struct ProductCommand: AsyncParsableCommand {
         @Argument(help: "The product id.") var productId: String
 
         func run() async throws {
-            _ = try await admin.call(.DELETE, "/products/\(productId)")
-            admin.output(["deleted": productId]) { "deleted product \(productId)" }
+            try await admin.send(.DELETE, "/products/\(escaped(productId))")
+            try admin.output(["deleted": productId]) { "deleted product \(productId)" }
         }
     }
 }
@@ -291,13 +331,15 @@ struct DeviceCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let object = try await admin.call(.GET, target.path + "/certificates")
-            let certificates = (object as? [String: Any])?["certificates"] as? [[String: Any]] ?? []
-            admin.output(object) {
+            let list = try await admin.call(.GET, target.path + "/certificates", as: CertificateList.self)
+            try admin.output(list) {
                 table(
                     ["SERIAL", "STATUS", "ISSUED", "NOT AFTER", "REVOKED", "FINGERPRINT (SHA-256)"],
-                    certificates.map { certificate in
-                        ["serial", "status", "issuedAt", "notAfter", "revokedAt", "fingerprint"].map { text(certificate[$0]) }
+                    list.certificates.map { certificate in
+                        [
+                            certificate.serial, certificate.status, stamp(certificate.issuedAt),
+                            stamp(certificate.notAfter), dash(certificate.revokedAt.map(stamp)), certificate.fingerprint,
+                        ]
                     })
             }
         }
@@ -311,25 +353,24 @@ struct DeviceCommand: AsyncParsableCommand {
         @Argument(help: "The certificate serial (hex).") var serial: String
 
         func run() async throws {
-            let object = try await admin.call(.POST, "/products/\(productId)/certificates/\(serial)/revoke")
-            admin.output(object) {
-                fields(object as? [String: Any] ?? [:], ["serial", "deviceName", "status", "revokedAt", "fingerprint"])
+            let certificate = try await admin.call(
+                .POST, "/products/\(escaped(productId))/certificates/\(escaped(serial))/revoke",
+                as: CertificateView.self)
+            try admin.output(certificate) {
+                fields([
+                    ("serial", certificate.serial), ("deviceName", certificate.deviceName),
+                    ("status", certificate.status), ("revokedAt", certificate.revokedAt.map(stamp)),
+                    ("fingerprint", certificate.fingerprint),
+                ])
             }
         }
     }
-
-    static let deviceKeys = [
-        "productId", "deviceName", "status", "createdAt", "registeredAt", "activatedAt", "registrationCount",
-    ]
 
     struct Target: ParsableArguments {
         @Argument(help: "The product id.") var productId: String
         @Argument(help: "The device name.") var deviceName: String
 
-        var path: String {
-            let name = deviceName.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? deviceName
-            return "/products/\(productId)/devices/\(name)"
-        }
+        var path: String { "/products/\(escaped(productId))/devices/\(escaped(deviceName))" }
     }
 
     struct Create: AsyncParsableCommand {
@@ -338,9 +379,10 @@ struct DeviceCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let object = try await admin.call(
-                .POST, "/products/\(target.productId)/devices", body: ["deviceName": target.deviceName])
-            admin.output(object) { fields(object as? [String: Any] ?? [:], DeviceCommand.deviceKeys) }
+            let device = try await admin.call(
+                .POST, "/products/\(escaped(target.productId))/devices",
+                body: DeviceCreateInput(deviceName: target.deviceName), as: DeviceView.self)
+            try admin.output(device) { fields(device.fieldLines) }
         }
     }
 
@@ -354,17 +396,19 @@ struct DeviceCommand: AsyncParsableCommand {
 
         func run() async throws {
             var query = ["limit=\(limit)"]
-            if let status { query.append("status=\(status)") }
-            if let after { query.append("after=\(after.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? after)") }
-            let object = try await admin.call(.GET, "/products/\(productId)/devices?" + query.joined(separator: "&"))
-            let devices = (object as? [String: Any])?["devices"] as? [[String: Any]] ?? []
-            let cursor = (object as? [String: Any])?["nextCursor"] as? String
-            admin.output(object) {
+            if let status { query.append("status=\(escaped(status))") }
+            if let after { query.append("after=\(escaped(after))") }
+            let page = try await admin.call(
+                .GET, "/products/\(escaped(productId))/devices?" + query.joined(separator: "&"), as: DeviceList.self)
+            try admin.output(page) {
                 table(
                     ["DEVICE", "STATUS", "REGISTRATIONS", "REGISTERED", "ACTIVATED"],
-                    devices.map { device in
-                        ["deviceName", "status", "registrationCount", "registeredAt", "activatedAt"].map { text(device[$0]) }
-                    }) + (cursor.map { "\nmore: --after \($0)" } ?? "")
+                    page.devices.map { device in
+                        [
+                            device.deviceName, device.status.rawValue, String(device.registrationCount),
+                            dash(device.registeredAt.map(stamp)), dash(device.activatedAt.map(stamp)),
+                        ]
+                    }) + (page.nextCursor.map { "\nmore: --after \($0)" } ?? "")
             }
         }
     }
@@ -375,8 +419,8 @@ struct DeviceCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let object = try await admin.call(.GET, target.path)
-            admin.output(object) { fields(object as? [String: Any] ?? [:], DeviceCommand.deviceKeys) }
+            let device = try await admin.call(.GET, target.path, as: DeviceView.self)
+            try admin.output(device) { fields(device.fieldLines) }
         }
     }
 
@@ -386,8 +430,8 @@ struct DeviceCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            _ = try await admin.call(.DELETE, target.path)
-            admin.output(["deleted": target.deviceName]) { "deleted device \(target.deviceName)" }
+            try await admin.send(.DELETE, target.path)
+            try admin.output(["deleted": target.deviceName]) { "deleted device \(target.deviceName)" }
         }
     }
 
@@ -398,8 +442,8 @@ struct DeviceCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let object = try await admin.call(.POST, target.path + "/reset")
-            admin.output(object) { fields(object as? [String: Any] ?? [:], DeviceCommand.deviceKeys) }
+            let device = try await admin.call(.POST, target.path + "/reset", as: DeviceView.self)
+            try admin.output(device) { fields(device.fieldLines) }
         }
     }
 
@@ -409,8 +453,8 @@ struct DeviceCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let object = try await admin.call(.POST, target.path + "/activate")
-            admin.output(object) { fields(object as? [String: Any] ?? [:], DeviceCommand.deviceKeys) }
+            let device = try await admin.call(.POST, target.path + "/activate", as: DeviceView.self)
+            try admin.output(device) { fields(device.fieldLines) }
         }
     }
 }
@@ -423,13 +467,12 @@ struct EventsCommand: AsyncParsableCommand {
     @Option(help: "How many events (1-1000).") var limit = 50
 
     func run() async throws {
-        let object = try await admin.call(.GET, "/products/\(productId)/events?limit=\(limit)")
-        let events = (object as? [String: Any])?["events"] as? [[String: Any]] ?? []
-        admin.output(object) {
+        let list = try await admin.call(.GET, "/products/\(escaped(productId))/events?limit=\(limit)", as: EventList.self)
+        try admin.output(list) {
             table(
                 ["TIME", "DEVICE", "OUTCOME", "REMOTE", "ENDPOINT"],
-                events.map { event in
-                    ["time", "deviceName", "outcome", "remoteAddress", "endpoint"].map { text(event[$0]) }
+                list.events.map { event in
+                    [stamp(event.time), event.deviceName, event.outcome, event.remoteAddress, event.endpoint]
                 })
         }
     }

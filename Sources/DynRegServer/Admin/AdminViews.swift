@@ -1,0 +1,279 @@
+import DynRegStore
+import Foundation
+
+// The admin API's JSON, defined once: the server encodes these and `dynreg` decodes them, so a renamed field
+// breaks the build or a test instead of printing `-`. Dates are ISO 8601 strings (whole seconds) on both ends.
+
+/// A product as the admin API shows it. `productSecret` is left out of lists.
+package struct ProductView: Codable, Sendable, Hashable {
+    package var productId: String
+    package var name: String
+    package var authType: AuthType
+    package var productSecret: String?
+    package var dynamicRegistration: Bool
+    package var autoCreate: Bool
+    /// `null` (not absent) when unlimited.
+    package var deviceQuota: Int?
+    package var allowClocklessDevices: Bool
+    package var deviceCount: Int
+    package var createdAt: Date
+    /// Certificate products only.
+    package var caKeyType: String?
+    /// Certificate products only.
+    package var certificateValidityDays: Int?
+
+    package init(_ product: Product, includeSecret: Bool) {
+        productId = product.id
+        name = product.name
+        authType = product.authType
+        productSecret = includeSecret ? product.secret : nil
+        dynamicRegistration = product.dynamicRegistration
+        autoCreate = product.autoCreate
+        deviceQuota = product.deviceQuota
+        allowClocklessDevices = product.allowClocklessDevices
+        deviceCount = product.deviceCount
+        createdAt = product.createdAt
+        caKeyType = product.certificateAuthority?.keyType
+        certificateValidityDays = product.certificateAuthority?.certificateValidityDays
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        productId = try container.decode(String.self, forKey: .productId)
+        name = try container.decode(String.self, forKey: .name)
+        authType = try container.decode(AuthType.self, forKey: .authType)
+        productSecret = try container.decodeIfPresent(String.self, forKey: .productSecret)
+        dynamicRegistration = try container.decode(Bool.self, forKey: .dynamicRegistration)
+        autoCreate = try container.decode(Bool.self, forKey: .autoCreate)
+        // Always sent, so a missing key is an error rather than "unlimited".
+        deviceQuota = try container.decode(Int?.self, forKey: .deviceQuota)
+        allowClocklessDevices = try container.decode(Bool.self, forKey: .allowClocklessDevices)
+        deviceCount = try container.decode(Int.self, forKey: .deviceCount)
+        createdAt = try container.decode(Date.self, forKey: .createdAt)
+        caKeyType = try container.decodeIfPresent(String.self, forKey: .caKeyType)
+        certificateValidityDays = try container.decodeIfPresent(Int.self, forKey: .certificateValidityDays)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(productId, forKey: .productId)
+        try container.encode(name, forKey: .name)
+        try container.encode(authType, forKey: .authType)
+        try container.encodeIfPresent(productSecret, forKey: .productSecret)
+        try container.encode(dynamicRegistration, forKey: .dynamicRegistration)
+        try container.encode(autoCreate, forKey: .autoCreate)
+        try container.encode(deviceQuota, forKey: .deviceQuota)
+        try container.encode(allowClocklessDevices, forKey: .allowClocklessDevices)
+        try container.encode(deviceCount, forKey: .deviceCount)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encodeIfPresent(caKeyType, forKey: .caKeyType)
+        try container.encodeIfPresent(certificateValidityDays, forKey: .certificateValidityDays)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case productId, name, authType, productSecret, dynamicRegistration, autoCreate, deviceQuota
+        case allowClocklessDevices, deviceCount, createdAt, caKeyType, certificateValidityDays
+    }
+}
+
+package struct ProductList: Codable, Sendable, Hashable {
+    package var products: [ProductView]
+}
+
+/// A device; `registeredAt` and `activatedAt` are absent until they happen.
+package struct DeviceView: Codable, Sendable, Hashable {
+    package var productId: String
+    package var deviceName: String
+    package var status: DeviceStatus
+    package var createdAt: Date
+    package var registeredAt: Date?
+    package var activatedAt: Date?
+    package var registrationCount: Int
+
+    package init(_ device: Device) {
+        productId = device.productId
+        deviceName = device.name
+        status = device.status
+        createdAt = device.createdAt
+        registeredAt = device.registeredAt
+        activatedAt = device.activatedAt
+        registrationCount = device.registrationCount
+    }
+}
+
+/// A page of devices; `nextCursor` is `null` (not absent) on the last page.
+package struct DeviceList: Codable, Sendable, Hashable {
+    package var devices: [DeviceView]
+    package var nextCursor: String?
+
+    package init(devices: [DeviceView], nextCursor: String?) {
+        self.devices = devices
+        self.nextCursor = nextCursor
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        devices = try container.decode([DeviceView].self, forKey: .devices)
+        nextCursor = try container.decode(String?.self, forKey: .nextCursor)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(devices, forKey: .devices)
+        try container.encode(nextCursor, forKey: .nextCursor)
+    }
+
+    enum CodingKeys: String, CodingKey { case devices, nextCursor }
+}
+
+/// One registration attempt from the audit log.
+package struct EventView: Codable, Sendable, Hashable {
+    package var time: Date
+    package var productId: String
+    package var deviceName: String
+    package var outcome: String
+    package var remoteAddress: String
+    package var endpoint: String
+
+    package init(_ event: RegistrationEvent) {
+        time = event.time
+        productId = event.productId
+        deviceName = event.deviceName
+        outcome = event.outcome
+        remoteAddress = event.remoteAddress
+        endpoint = event.endpoint
+    }
+}
+
+package struct EventList: Codable, Sendable, Hashable {
+    package var events: [EventView]
+}
+
+/// A device certificate; `revokedAt` is absent while it is valid.
+package struct CertificateView: Codable, Sendable, Hashable {
+    package var serial: String
+    package var deviceName: String
+    package var fingerprint: String
+    package var notBefore: Date
+    package var notAfter: Date
+    package var issuedAt: Date
+    package var revokedAt: Date?
+    /// `valid` or `revoked`.
+    package var status: String
+    package var certificatePem: String
+
+    package init(_ certificate: DeviceCertificate) {
+        serial = certificate.serial
+        deviceName = certificate.deviceName
+        fingerprint = certificate.fingerprint
+        notBefore = certificate.notBefore
+        notAfter = certificate.notAfter
+        issuedAt = certificate.issuedAt
+        revokedAt = certificate.revokedAt
+        status = certificate.revokedAt == nil ? "valid" : "revoked"
+        certificatePem = certificate.pem
+    }
+}
+
+package struct CertificateList: Codable, Sendable, Hashable {
+    package var certificates: [CertificateView]
+}
+
+/// `{"error":{"code":…,"message":…}}`, the body of every admin failure.
+package struct AdminErrorBody: Codable, Sendable, Hashable {
+    package struct Detail: Codable, Sendable, Hashable {
+        package var code: String
+        package var message: String
+    }
+
+    package var error: Detail
+
+    package init(code: String, message: String) {
+        error = Detail(code: code, message: message)
+    }
+}
+
+// MARK: Request bodies
+
+/// `POST /products`; absent fields take the defaults of `ProductAdministration`.
+package struct ProductCreateInput: Codable, Sendable, Hashable {
+    package var name: String?
+    package var authType: AuthType?
+    package var dynamicRegistration: Bool?
+    package var autoCreate: Bool?
+    package var deviceQuota: Int?
+    package var allowClocklessDevices: Bool?
+    package var caKeyType: String?
+    package var certificateValidityDays: Int?
+    package var caCertificatePem: String?
+    package var caPrivateKeyPem: String?
+
+    package init(
+        name: String? = nil, authType: AuthType? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil,
+        deviceQuota: Int? = nil, allowClocklessDevices: Bool? = nil, caKeyType: String? = nil,
+        certificateValidityDays: Int? = nil, caCertificatePem: String? = nil, caPrivateKeyPem: String? = nil
+    ) {
+        self.name = name
+        self.authType = authType
+        self.dynamicRegistration = dynamicRegistration
+        self.autoCreate = autoCreate
+        self.deviceQuota = deviceQuota
+        self.allowClocklessDevices = allowClocklessDevices
+        self.caKeyType = caKeyType
+        self.certificateValidityDays = certificateValidityDays
+        self.caCertificatePem = caCertificatePem
+        self.caPrivateKeyPem = caPrivateKeyPem
+    }
+}
+
+/// `PATCH /products/{productId}`; absent fields stay as they are.
+package struct ProductUpdateInput: Codable, Sendable, Hashable {
+    package var name: String?
+    package var dynamicRegistration: Bool?
+    package var autoCreate: Bool?
+    /// Absent: unchanged; `null`: no quota.
+    package var deviceQuota: Int??
+    package var allowClocklessDevices: Bool?
+
+    package init(
+        name: String? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil, deviceQuota: Int?? = nil,
+        allowClocklessDevices: Bool? = nil
+    ) {
+        self.name = name
+        self.dynamicRegistration = dynamicRegistration
+        self.autoCreate = autoCreate
+        self.deviceQuota = deviceQuota
+        self.allowClocklessDevices = allowClocklessDevices
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, dynamicRegistration, autoCreate, deviceQuota, allowClocklessDevices
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decodeIfPresent(String.self, forKey: .name)
+        dynamicRegistration = try container.decodeIfPresent(Bool.self, forKey: .dynamicRegistration)
+        autoCreate = try container.decodeIfPresent(Bool.self, forKey: .autoCreate)
+        allowClocklessDevices = try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices)
+        if container.contains(.deviceQuota) {
+            deviceQuota = .some(try container.decodeIfPresent(Int.self, forKey: .deviceQuota))
+        }
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(name, forKey: .name)
+        try container.encodeIfPresent(dynamicRegistration, forKey: .dynamicRegistration)
+        try container.encodeIfPresent(autoCreate, forKey: .autoCreate)
+        if case .some(let quota) = deviceQuota { try container.encode(quota, forKey: .deviceQuota) }
+        try container.encodeIfPresent(allowClocklessDevices, forKey: .allowClocklessDevices)
+    }
+}
+
+/// `POST /products/{productId}/devices`.
+package struct DeviceCreateInput: Codable, Sendable, Hashable {
+    package var deviceName: String
+
+    package init(deviceName: String) { self.deviceName = deviceName }
+}

@@ -1,0 +1,221 @@
+import DynRegCA
+import DynRegProtocol
+import DynRegStore
+import Foundation
+
+/// What an operator may do to products, devices and certificates: the defaults, the validation and CA
+/// creation, over any store and without HTTP. Its own refusals are `AdminError`s; the store's errors pass
+/// through as `StoreError`s, and the admin routes translate both in one place.
+struct ProductAdministration<Store: RegistrationStore>: Sendable {
+    static var maximumNameLength: Int { 200 }
+    static var defaultCertificateValidityDays: Int { 3650 }
+    static var certificateValidityDays: ClosedRange<Int> { 1...36_500 }
+    static var defaultCAKeyType: CAKeyType { .p256 }
+    /// Devices and events per page, when the caller names no limit, and the most it may name.
+    static var defaultPageSize: Int { 100 }
+    static var maximumPageSize: Int { 1000 }
+
+    let store: Store
+    let authorities: CertificateAuthorities
+
+    /// A page of devices; `nextCursor` is the name to continue after, `nil` on the last page.
+    struct DevicePage: Sendable, Hashable {
+        var devices: [Device]
+        var nextCursor: String?
+    }
+
+    // MARK: Products
+
+    /// Creates a product with a fresh id and secret; certificate products also get a CA (new or imported).
+    func createProduct(_ input: ProductCreateInput, now: Date = Date()) async throws -> Product {
+        let name = try Self.validName(input.name)
+        if let quota = input.deviceQuota { try Self.checkQuota(quota) }
+        let id = Secrets.productId()
+        let authType = input.authType ?? .key
+        var authority: StoredCertificateAuthority?
+        if authType == .certificate {
+            let validity = input.certificateValidityDays ?? Self.defaultCertificateValidityDays
+            guard Self.certificateValidityDays.contains(validity) else {
+                throw AdminError(.invalidValidity, "certificateValidityDays must be 1-36500")
+            }
+            authority = try makeAuthority(productId: id, input: input, validityDays: validity)
+        } else if input.caCertificatePem != nil || input.caPrivateKeyPem != nil || input.caKeyType != nil {
+            throw AdminError(.invalidAuthType, "CA settings apply to certificate products only")
+        }
+        let product = Product(
+            id: id, name: name, authType: authType, secret: Secrets.productSecret(),
+            dynamicRegistration: input.dynamicRegistration ?? true, autoCreate: input.autoCreate ?? true,
+            deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices ?? false,
+            deviceCount: 0, createdAt: now, certificateAuthority: authority)
+        return try await store.createProduct(product)
+    }
+
+    func products() async throws -> [Product] {
+        try await store.products()
+    }
+
+    func product(id: String) async throws -> Product {
+        guard let product = try await store.product(id: id) else { throw AdminError.productNotFound(id) }
+        return product
+    }
+
+    func updateProduct(id: String, _ input: ProductUpdateInput) async throws -> Product {
+        // The rules of creation hold for changes too.
+        if let name = input.name { _ = try Self.validName(name) }
+        if case .some(.some(let quota)) = input.deviceQuota { try Self.checkQuota(quota) }
+        let update = ProductUpdate(
+            name: input.name, dynamicRegistration: input.dynamicRegistration, autoCreate: input.autoCreate,
+            deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices)
+        return try await store.updateProduct(id: id, update)
+    }
+
+    func rotateSecret(productId: String) async throws -> Product {
+        try await store.rotateProductSecret(id: productId, newSecret: Secrets.productSecret())
+    }
+
+    func deleteProduct(id: String) async throws {
+        try await store.deleteProduct(id: id)
+    }
+
+    // MARK: Devices
+
+    func createDevice(productId: String, deviceName: String, now: Date = Date()) async throws -> Device {
+        guard DeviceNameRules.isValid(deviceName) else {
+            throw AdminError(.deviceNameInvalid, RegistrationErrorCode.deviceNameInvalid.defaultMessage)
+        }
+        return try await store.createDevice(productId: productId, deviceName: deviceName, now: now)
+    }
+
+    /// - Parameters:
+    ///   - status: `created`, `registered` or `activated`; `nil` for all.
+    ///   - limit: clamped to 1…`maximumPageSize`; `nil` for `defaultPageSize`.
+    ///   - after: the previous page's `nextCursor`.
+    func devices(productId: String, status: String?, limit: Int?, after: String?) async throws -> DevicePage {
+        var filter: DeviceStatus?
+        if let status {
+            guard let parsed = DeviceStatus(rawValue: status) else {
+                throw AdminError(.invalidStatus, "status must be created, registered or activated")
+            }
+            filter = parsed
+        }
+        let limit = Self.pageSize(limit)
+        let devices = try await store.devices(productId: productId, status: filter, limit: limit, after: after)
+        return DevicePage(devices: devices, nextCursor: devices.count == limit ? devices.last?.name : nil)
+    }
+
+    func device(productId: String, deviceName: String) async throws -> Device {
+        guard let device = try await store.device(productId: productId, deviceName: deviceName) else {
+            throw AdminError.deviceNotFound(deviceName)
+        }
+        return device
+    }
+
+    func deleteDevice(productId: String, deviceName: String) async throws {
+        try await store.deleteDevice(productId: productId, deviceName: deviceName)
+    }
+
+    func resetDevice(productId: String, deviceName: String) async throws -> Device {
+        try await store.resetDevice(productId: productId, deviceName: deviceName)
+    }
+
+    func activateDevice(productId: String, deviceName: String, now: Date = Date()) async throws -> Device {
+        try await store.activateDevice(productId: productId, deviceName: deviceName, now: now)
+    }
+
+    // MARK: Certificates and the audit log
+
+    /// The product CA's certificate, PEM.
+    func caCertificate(productId: String) async throws -> String {
+        try await certificateProduct(productId).authority.certificatePEM
+    }
+
+    /// A CRL of the product's revoked certificates, signed by its CA, PEM.
+    func crl(productId: String, now: Date = Date()) async throws -> String {
+        let product = try await certificateProduct(productId).product
+        guard let authority = try? authorities.authority(for: product) else {
+            throw AdminError(.internalError, "the product CA could not be opened")
+        }
+        let revoked = try await store.revokedCertificates(productId: product.id)
+        do {
+            // Seconds since the epoch: increasing across restarts and instances without shared state.
+            return try authority.crl(
+                revoked: revoked.map { ($0.serial, $0.revokedAt ?? now) }, number: Int(now.timeIntervalSince1970),
+                now: now)
+        } catch {
+            throw AdminError(.internalError, "the CRL could not be signed")
+        }
+    }
+
+    func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
+        try await store.certificates(productId: productId, deviceName: deviceName)
+    }
+
+    /// Idempotent: revoking a revoked certificate answers it unchanged.
+    func revokeCertificate(productId: String, serial: String, now: Date = Date()) async throws -> DeviceCertificate {
+        try await store.revokeCertificate(productId: productId, serial: serial, now: now)
+    }
+
+    /// Newest first; `limit` as for `devices`.
+    func events(productId: String, limit: Int?) async throws -> [RegistrationEvent] {
+        _ = try await product(id: productId)
+        return try await store.events(productId: productId, limit: Self.pageSize(limit))
+    }
+
+    // MARK: Rules
+
+    static func pageSize(_ limit: Int?) -> Int {
+        min(max(limit ?? defaultPageSize, 1), maximumPageSize)
+    }
+
+    private static func validName(_ name: String?) throws -> String {
+        guard let name, !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= maximumNameLength else {
+            throw AdminError(.invalidName, "name must be 1-200 characters")
+        }
+        return name
+    }
+
+    private static func checkQuota(_ quota: Int) throws {
+        guard quota >= 0 else { throw AdminError(.invalidQuota, "deviceQuota must be zero or more") }
+    }
+
+    private func certificateProduct(_ id: String) async throws
+        -> (product: Product, authority: StoredCertificateAuthority)
+    {
+        let product = try await product(id: id)
+        guard let authority = product.certificateAuthority else {
+            throw AdminError(.notFound, "product \(id) uses key authentication and has no CA")
+        }
+        return (product, authority)
+    }
+
+    /// A new CA, or the imported one, sealed under the master key for storage.
+    private func makeAuthority(productId: String, input: ProductCreateInput, validityDays: Int) throws
+        -> StoredCertificateAuthority
+    {
+        let authority: ProductCertificateAuthority
+        switch (input.caCertificatePem, input.caPrivateKeyPem) {
+        case (let certificate?, let key?):
+            do {
+                authority = try ProductCertificateAuthority(certificatePEM: certificate, privateKeyPEM: key)
+            } catch {
+                throw AdminError(.invalidCertificateAuthority, error.description)
+            }
+        case (nil, nil):
+            guard let keyType = CAKeyType(rawValue: input.caKeyType ?? Self.defaultCAKeyType.rawValue) else {
+                throw AdminError(.invalidKeyType, "caKeyType must be p256, p384 or rsa2048")
+            }
+            do {
+                authority = try ProductCertificateAuthority.create(productId: productId, keyType: keyType)
+            } catch {
+                throw AdminError(.internalError, "the CA could not be created")
+            }
+        default:
+            throw AdminError(.invalidCertificateAuthority, "caCertificatePem and caPrivateKeyPem go together")
+        }
+        do {
+            return try authorities.stored(authority, productId: productId, validityDays: validityDays)
+        } catch {
+            throw AdminError(.internalError, "the CA key could not be sealed")
+        }
+    }
+}
