@@ -43,7 +43,8 @@ struct RedactionTests {
             }
         }
         for field in visible {
-            #expect(String(describing: value).contains(field), "\(value) lacks \(field)", sourceLocation: sourceLocation)
+            #expect(
+                String(describing: value).contains(field), "\(value) lacks \(field)", sourceLocation: sourceLocation)
         }
     }
 

@@ -181,9 +181,11 @@ struct CertificateTests {
             #expect(try await auth(["fingerprint": String(repeating: "0", count: 64)]) == "deny")
             // Line ends and indentation that forwarding proxies add are tolerated; broken PEM is refused.
             #expect(try await auth(["certificate": cert.replacingOccurrences(of: "\n", with: "\r\n")]) == "allow")
-            #expect(try await auth(["certificate": cert.replacingOccurrences(of: "\n", with: "\n\t") + "\n"]) == "allow")
+            let indented = cert.replacingOccurrences(of: "\n", with: "\n\t") + "\n"
+            #expect(try await auth(["certificate": indented]) == "allow")
             #expect(try await auth(["certificate": String(cert.dropLast(30))]) == "deny")
-            #expect(try await auth(["certificate": "-----BEGIN CERTIFICATE-----\n@@\n-----END CERTIFICATE-----"]) == "deny")
+            let broken = "-----BEGIN CERTIFICATE-----\n@@\n-----END CERTIFICATE-----"
+            #expect(try await auth(["certificate": broken]) == "deny")
             _ = try await server.admin(.POST, "/products/\(product.id)/certificates/\(first["serial"] as! String)/revoke")
             #expect(try await auth(["certificate": cert]) == "deny")
         }
