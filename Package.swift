@@ -187,6 +187,8 @@ let package = Package(
                 "DynRegClient",
                 "DynRegStore",
                 "DynRegServer",
+                "DynRegCA",
+                "DynRegPostgres",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],

@@ -317,23 +317,31 @@ public struct ProductCertificateAuthority: Sendable {
             try key.serializeAlgorithmIdentifier(into: &coder)
             try coder.serialize(ASN1BitString(bytes: signature[...]))
         }
-        return PEMDocument(type: "X509 CRL", derBytes: outer.serializedBytes).pemString
+        return PEM.encode(type: "X509 CRL", der: outer.serializedBytes)
     }
 }
 
+/// A CRL time as RFC 5280 §5.1.2.4–6 wants it: UTCTime for 1950 through 2049, GeneralizedTime otherwise, whole
+/// seconds (the fraction is dropped, not rounded) in UTC.
 private func appendTime(_ date: Date, into coder: inout DER.Serializer) throws {
-    let components = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: date)
-    let year = components.year!
-    func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
-    let rest = two(components.month!) + two(components.day!) + two(components.hour!) + two(components.minute!)
-        + two(components.second!) + "Z"
-    // RFC 5280: UTCTime through 2049, GeneralizedTime from 2050.
-    if year < 2050 {
-        coder.appendPrimitiveNode(identifier: .utcTime) { $0.append(contentsOf: Array((two(year % 100) + rest).utf8)) }
+    let c = utcCalendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+    let (year, month, day, hour, minute, second) = (c.year!, c.month!, c.day!, c.hour!, c.minute!, c.second!)
+    if (1950..<2050).contains(year) {
+        try coder.serialize(
+            UTCTime(year: year, month: month, day: day, hours: hour, minutes: minute, seconds: second))
     } else {
-        coder.appendPrimitiveNode(identifier: .generalizedTime) { $0.append(contentsOf: Array((String(year) + rest).utf8)) }
+        try coder.serialize(
+            GeneralizedTime(
+                year: year, month: month, day: day, hours: hour, minutes: minute, seconds: second,
+                fractionalSeconds: 0))
     }
 }
+
+private let utcCalendar: Calendar = {
+    var calendar = Calendar(identifier: .gregorian)
+    calendar.timeZone = TimeZone(identifier: "UTC")!
+    return calendar
+}()
 
 /// 16 random bytes, positive and without a leading zero byte.
 func randomSerial() -> [UInt8] {

@@ -428,7 +428,7 @@ public struct DeviceRegistrar: Sendable {
                 payload: payload.payload, length: payload.length, productSecret: plan.productSecret)
         } catch {
             let message: String
-            switch error.code {
+            switch error {
             case .notBase64, .notBlockAligned, .invalidLength:
                 message = "the answer's payload is malformed: \(error.description)"
             default:

@@ -78,17 +78,14 @@ public struct RegistrationError: Error, Sendable, CustomStringConvertible {
         platformCode.flatMap(RegistrationErrorCode.forCode)
     }
 
-    /// Whether sending the same registration again later may succeed: transport failures, `InternalError` and
-    /// `RequestLimitExceeded`. Signature, product and device errors never are.
+    /// Whether sending the same registration again later may succeed: transport failures, and platform answers
+    /// whose code `RegistrationErrorCode.isRetryable(code:)` calls retryable (`InternalError`,
+    /// `RequestLimitExceeded` and their details). Signature, product and device errors never are.
     public var isRetryable: Bool {
         if code == .transport { return true }
         guard code == .rejected, let platformCode else { return false }
-        return Self.retryableFamilies.contains { platformCode == $0 || platformCode.hasPrefix($0 + ".") }
+        return RegistrationErrorCode.isRetryable(code: platformCode)
     }
-
-    private static let retryableFamilies = [
-        RegistrationErrorCode.internalError.code, RegistrationErrorCode.requestLimitExceeded.code,
-    ]
 
     /// Whether the platform refused the request's timestamp (`AuthFailure.SignatureExpire`, legacy 1011).
     var isSignatureExpired: Bool {

@@ -109,7 +109,7 @@ private struct FlexibleDecimal: Decodable {
 
 /// Strict parsing of the decimal header fields (`X-TC-Timestamp`, `X-TC-Nonce`).
 public enum DecimalField {
-    /// 1–19 ASCII digits, nothing else.
+    /// 1–18 ASCII digits, nothing else: every such value fits in an `Int64`, so parsing cannot overflow.
     public static func parse(_ text: some StringProtocol) -> Int64? {
         let utf8 = text.utf8
         guard !utf8.isEmpty, utf8.count <= 18 else { return nil }

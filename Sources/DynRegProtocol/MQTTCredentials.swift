@@ -25,7 +25,7 @@ public struct MQTTCredentials: Sendable, Hashable, Codable {
         connId: String = randomConnectionId(),
         expiry: Int64
     ) throws(MQTTCredentialError) -> MQTTCredentials {
-        guard let key = Data(base64Encoded: psk), !key.isEmpty else { throw MQTTCredentialError(.pskNotBase64) }
+        guard let key = Data(base64Encoded: psk), !key.isEmpty else { throw MQTTCredentialError.pskNotBase64 }
         let clientId = productId + deviceName
         let username = "\(clientId);\(appId);\(connId);\(expiry)"
         let mac = algorithm.mac(key: key, message: Array(username.utf8))
@@ -76,13 +76,18 @@ extension MQTTCredentials {
     }
 }
 
+/// Why MQTT credentials could not be derived. A struct over a private code rather than an enum, so that reasons
+/// can be added without breaking callers; compare with the static members.
 public struct MQTTCredentialError: Error, Sendable, Hashable, CustomStringConvertible {
-    public enum Code: Sendable, Hashable {
+    private enum Code: Sendable, Hashable {
         case pskNotBase64
     }
 
-    public var code: Code
-    public init(_ code: Code) { self.code = code }
+    private let code: Code
+    private init(_ code: Code) { self.code = code }
+
+    /// The psk is not standard Base64 of at least one byte.
+    public static let pskNotBase64 = Self(.pskNotBase64)
 
     public var description: String {
         switch code {

@@ -15,9 +15,12 @@ public struct EncryptedPayload: Sendable, Hashable {
     }
 }
 
-/// Why a payload could not be decrypted. Descriptions never include key material.
+/// Why a payload could not be encrypted or decrypted. Descriptions never include key material.
+///
+/// A struct over a private code rather than an enum, so that reasons can be added without breaking callers;
+/// compare with the static members (`error == .notBase64`) or switch over them.
 public struct PayloadError: Error, Sendable, Hashable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
+    private enum Code: Sendable, Hashable {
         case productSecretTooShort
         case notBase64
         case notBlockAligned
@@ -26,9 +29,21 @@ public struct PayloadError: Error, Sendable, Hashable, CustomStringConvertible {
         case encryptionFailed
     }
 
-    public var code: Code
+    private let code: Code
+    private init(_ code: Code) { self.code = code }
 
-    public init(_ code: Code) { self.code = code }
+    /// The product secret is shorter than the 16 bytes that key the cipher.
+    public static let productSecretTooShort = Self(.productSecretTooShort)
+    /// `Payload` is not standard Base64.
+    public static let notBase64 = Self(.notBase64)
+    /// The ciphertext is not a whole number of AES blocks.
+    public static let notBlockAligned = Self(.notBlockAligned)
+    /// `Len` is negative or longer than the plaintext.
+    public static let invalidLength = Self(.invalidLength)
+    /// The cipher refused the ciphertext.
+    public static let decryptionFailed = Self(.decryptionFailed)
+    /// The cipher refused the plaintext.
+    public static let encryptionFailed = Self(.encryptionFailed)
 
     public var description: String {
         switch code {
@@ -50,7 +65,7 @@ public enum PayloadCipher {
 
     private static func key(productSecret: String) throws(PayloadError) -> SymmetricKey {
         let bytes = Array(productSecret.utf8)
-        guard bytes.count >= blockSize else { throw PayloadError(.productSecretTooShort) }
+        guard bytes.count >= blockSize else { throw PayloadError.productSecretTooShort }
         return SymmetricKey(data: bytes[0..<blockSize])
     }
 
@@ -70,15 +85,15 @@ public enum PayloadCipher {
             let ciphertext = try AES._CBC.encrypt(padded, using: key, iv: AES._CBC.IV(ivBytes: iv), noPadding: true)
             return EncryptedPayload(length: plaintext.count, payload: ciphertext.base64EncodedString())
         } catch {
-            throw PayloadError(.encryptionFailed)
+            throw PayloadError.encryptionFailed
         }
     }
 
     /// Decrypts and trims to `length`; without a length, strips trailing NUL bytes as the Python SDK does.
     public static func decrypt(payload: String, length: Int?, productSecret: String) throws(PayloadError) -> [UInt8] {
         let key = try key(productSecret: productSecret)
-        guard let ciphertext = Data(base64Encoded: payload) else { throw PayloadError(.notBase64) }
-        guard ciphertext.count % blockSize == 0 else { throw PayloadError(.notBlockAligned) }
+        guard let ciphertext = Data(base64Encoded: payload) else { throw PayloadError.notBase64 }
+        guard ciphertext.count % blockSize == 0 else { throw PayloadError.notBlockAligned }
         let plaintext: [UInt8]
         if ciphertext.isEmpty {
             plaintext = []
@@ -87,11 +102,11 @@ public enum PayloadCipher {
                 plaintext = Array(
                     try AES._CBC.decrypt(ciphertext, using: key, iv: AES._CBC.IV(ivBytes: iv), noPadding: true))
             } catch {
-                throw PayloadError(.decryptionFailed)
+                throw PayloadError.decryptionFailed
             }
         }
         if let length {
-            guard length >= 0, length <= plaintext.count else { throw PayloadError(.invalidLength) }
+            guard length >= 0, length <= plaintext.count else { throw PayloadError.invalidLength }
             return Array(plaintext[0..<length])
         }
         var end = plaintext.count

@@ -76,4 +76,15 @@ public struct RegistrationErrorCode: Sendable, Hashable, CustomStringConvertible
     public static func forCode(_ code: String) -> Self? {
         all.first { $0.code == code }
     }
+
+    /// Whether an answer with the textual `code` may succeed if the same request is sent again later.
+    ///
+    /// A documented code answers with its ``isRetryable``. Tencent's codes are `Family.Detail`, and its gateways
+    /// send details this project does not list (`InternalError.DbError`), so an unknown code answers as its
+    /// family does when that is a documented code; any other unknown code is not retryable.
+    public static func isRetryable(code: String) -> Bool {
+        if let known = forCode(code) { return known.isRetryable }
+        guard let dot = code.firstIndex(of: "."), let family = forCode(String(code[..<dot])) else { return false }
+        return family.isRetryable
+    }
 }

@@ -310,9 +310,5 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
 
 /// The DER bytes of the first PEM block.
 func pemBody(_ pem: String) -> Data? {
-    let lines = pem.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-    guard let start = lines.firstIndex(where: { $0.hasPrefix("-----BEGIN ") }),
-        let end = lines[start...].firstIndex(where: { $0.hasPrefix("-----END ") })
-    else { return nil }
-    return Data(base64Encoded: lines[(start + 1)..<end].joined())
+    PEM.firstDocumentDER(in: pem).map { Data($0) }
 }

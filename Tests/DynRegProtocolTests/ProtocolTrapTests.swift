@@ -48,19 +48,19 @@ struct ProtocolTrapTests {
     @Test("bad payloads give clear errors")
     func badPayloads() {
         let secret = "0123456789abcdef"
-        #expect(throws: PayloadError(.notBase64)) {
+        #expect(throws: PayloadError.notBase64) {
             try PayloadCipher.decrypt(payload: "not base64!!", length: nil, productSecret: secret)
         }
-        #expect(throws: PayloadError(.notBlockAligned)) {
+        #expect(throws: PayloadError.notBlockAligned) {
             try PayloadCipher.decrypt(payload: Data([1, 2, 3]).base64EncodedString(), length: nil, productSecret: secret)
         }
-        #expect(throws: PayloadError(.productSecretTooShort)) {
+        #expect(throws: PayloadError.productSecretTooShort) {
             try PayloadCipher.decrypt(payload: "", length: nil, productSecret: "short")
         }
-        #expect(throws: PayloadError(.invalidLength)) {
+        #expect(throws: PayloadError.invalidLength) {
             try PayloadCipher.decrypt(payload: Data(count: 16).base64EncodedString(), length: 17, productSecret: secret)
         }
-        #expect(throws: PayloadError(.invalidLength)) {
+        #expect(throws: PayloadError.invalidLength) {
             try PayloadCipher.decrypt(payload: Data(count: 16).base64EncodedString(), length: -1, productSecret: secret)
         }
     }

@@ -179,21 +179,65 @@ struct CertificateTests {
             let fingerprint = try #require(first["fingerprint"] as? String)
             #expect(try await auth(["fingerprint": fingerprint.uppercased()]) == "allow")
             #expect(try await auth(["fingerprint": String(repeating: "0", count: 64)]) == "deny")
+            // Line ends and indentation that forwarding proxies add are tolerated; broken PEM is refused.
+            #expect(try await auth(["certificate": cert.replacingOccurrences(of: "\n", with: "\r\n")]) == "allow")
+            let indented = cert.replacingOccurrences(of: "\n", with: "\n\t") + "\n"
+            #expect(try await auth(["certificate": indented]) == "allow")
+            #expect(try await auth(["certificate": String(cert.dropLast(30))]) == "deny")
+            let broken = "-----BEGIN CERTIFICATE-----\n@@\n-----END CERTIFICATE-----"
+            #expect(try await auth(["certificate": broken]) == "deny")
             _ = try await server.admin(.POST, "/products/\(product.id)/certificates/\(first["serial"] as! String)/revoke")
             #expect(try await auth(["certificate": cert]) == "deny")
         }
     }
 
-    @Test("PEM text is SwiftASN1's and swift-crypto's, byte for byte, for every length")
+    @Test("PEM text is SwiftASN1's and swift-crypto's, byte for byte, for every length; PEMDocument reads it back")
     func pemEncoding() throws {
-        for length in [0, 1, 2, 3, 47, 48, 49, 95, 96, 97, 500, 1000] {
+        for length in [0, 1, 2, 3, 47, 48, 49, 95, 96, 97, 500, 1000, 20_000] {
             let der = (0..<length).map { _ in UInt8.random(in: 0...255) }
-            #expect(PEM.encode(type: "CERTIFICATE", der: der) == PEMDocument(type: "CERTIFICATE", derBytes: der).pemString)
+            let pem = PEM.encode(type: "X509 CRL", der: der)
+            #expect(pem == PEMDocument(type: "X509 CRL", derBytes: der).pemString)
+            if length > 0 {
+                #expect(PEM.firstDocumentDER(in: pem) == der)
+                #expect(PEM.firstDocumentDER(in: pem + "\n" + PEM.encode(type: "CERTIFICATE", der: [1])) == der)
+            }
         }
+        #expect(PEM.firstDocumentDER(in: "no PEM here") == nil)
         let key = P256.Signing.PrivateKey(compactRepresentable: false)
         #expect(PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation) == key.pemRepresentation)
         #expect(try P256.Signing.PrivateKey(pemRepresentation: PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation))
             .rawRepresentation == key.rawRepresentation)
+    }
+
+    /// The time fields of a CRL at the RFC 5280 switch: UTCTime through 2049, GeneralizedTime from 2050.
+    @Test("CRL times: UTCTime through 2049, GeneralizedTime from 2050, whole seconds; openssl reads and verifies them")
+    func crlTimeBoundary() throws {
+        let authority = try ProductCertificateAuthority.create(productId: "BOUNDARY", keyType: .p256)
+        // 2049-12-31T23:59:59Z, with a fraction that must be dropped, not rounded up into 2050.
+        let lastSecond = Date(timeIntervalSince1970: 2_524_607_999.75)
+        let pem = try authority.crl(
+            revoked: [(serialHex: "4a0b", revokedAt: lastSecond)], number: 7, now: lastSecond, validity: 0.25)
+        let der = try #require(PEM.firstDocumentDER(in: pem))
+        func node(_ tag: UInt8, _ text: String) -> [UInt8] { [tag, UInt8(text.utf8.count)] + Array(text.utf8) }
+        func count(_ needle: [UInt8]) -> Int {
+            (0...(der.count - needle.count)).filter { der[$0..<($0 + needle.count)].elementsEqual(needle) }.count
+        }
+        #expect(count(node(0x17, "491231235959Z")) == 2, "thisUpdate and revocationDate as UTCTime")
+        #expect(count(node(0x18, "20500101000000Z")) == 1, "nextUpdate as GeneralizedTime")
+
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-crl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let caPath = try Self.write(authority.certificatePEM, "ca.pem", in: directory)
+        let text = try Self.openssl(["crl", "-noout", "-text", "-CAfile", caPath], input: pem)
+        #expect(text.status == 0, "\(text.output)")
+        #expect(text.output.contains("verify OK"))
+        #expect(text.output.contains("Last Update: Dec 31 23:59:59 2049 GMT"), "\(text.output)")
+        #expect(text.output.contains("Next Update: Jan  1 00:00:00 2050 GMT"), "\(text.output)")
+        #expect(text.output.contains("Revocation Date: Dec 31 23:59:59 2049 GMT"), "\(text.output)")
+        let parsed = try Self.openssl(["asn1parse", "-inform", "PEM"], input: pem).output
+        #expect(parsed.contains("UTCTIME           :491231235959Z"), "\(parsed)")
+        #expect(parsed.contains("GENERALIZEDTIME   :20500101000000Z"), "\(parsed)")
     }
 
     @Test("imported CA: operator's PEM certificate and key")
@@ -232,8 +276,7 @@ struct CertificateTests {
             _ = try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
             let stored = try #require(try await server.store.product(id: product.id)?.certificateAuthority)
             let keyPEM = try TestServer.masterKey.open(stored.sealedPrivateKey, context: product.id)
-            let keyDER = try #require(keyPEM.split(separator: "\n").dropFirst().dropLast().joined().data(using: .utf8))
-            let raw = try #require(Data(base64Encoded: keyDER))
+            let raw = Data(try PEMDocument(pemString: keyPEM).derBytes)
             let rawKey = try P256.Signing.PrivateKey(derRepresentation: raw).rawRepresentation
             // Every file of the database (main, WAL, shared memory).
             for file in try FileManager.default.contentsOfDirectory(atPath: directory.path) where file.hasPrefix("dynreg.sqlite") {

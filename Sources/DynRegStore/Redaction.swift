@@ -1,0 +1,69 @@
+import DynRegProtocol
+
+// The redaction rule of DynRegProtocol/Redaction.swift for the store's models: the product secret, the psk and the
+// sealed CA key never appear in a description or a mirror.
+
+extension Product: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { customMirror.fieldDescription }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "id": id, "name": name, "authType": authType, "secret": Redacted(),
+                "dynamicRegistration": dynamicRegistration, "autoCreate": autoCreate, "deviceQuota": deviceQuota as Any,
+                "allowClocklessDevices": allowClocklessDevices, "deviceCount": deviceCount, "createdAt": createdAt,
+                "certificateAuthority": certificateAuthority as Any,
+            ],
+            displayStyle: .struct)
+    }
+}
+
+extension StoredCertificateAuthority: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { customMirror.fieldDescription }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "certificatePEM": certificatePEM, "sealedPrivateKey": Redacted(), "keyType": keyType,
+                "certificateValidityDays": certificateValidityDays,
+            ],
+            displayStyle: .struct)
+    }
+}
+
+extension Device: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { customMirror.fieldDescription }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "productId": productId, "name": name, "status": status,
+                "psk": psk.map { _ in Redacted() } as Any, "createdAt": createdAt,
+                "registeredAt": registeredAt as Any, "activatedAt": activatedAt as Any,
+                "registrationCount": registrationCount,
+            ],
+            displayStyle: .struct)
+    }
+}
+
+extension IssuedCredential: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        switch self {
+        case .key: return "IssuedCredential.key(psk: <redacted>)"
+        case .certificate(let certificate): return "IssuedCredential.certificate(\(String(reflecting: certificate)))"
+        }
+    }
+
+    public var debugDescription: String { description }
+
+    public var customMirror: Mirror {
+        switch self {
+        case .key: return Mirror(self, children: ["psk": Redacted()], displayStyle: .enum)
+        case .certificate(let certificate):
+            return Mirror(self, children: ["certificate": certificate], displayStyle: .enum)
+        }
+    }
+}
