@@ -25,7 +25,7 @@ public protocol RegistrationStore: Sendable {
     func deleteDevice(productId: String, deviceName: String) async throws
     /// Forgets the credential and activation (revoking its certificates): the device may register again.
     func resetDevice(productId: String, deviceName: String) async throws -> Device
-    /// Marks a registered device activated; returns `nil` if the device does not exist.
+    /// Marks a device activated (idempotent); fails with `deviceNotFound` if it does not exist.
     func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device
 
     // MARK: Registration
