@@ -69,7 +69,7 @@ struct TwoInstanceTests {
             httpConfiguration.timeout = .init(connect: .seconds(60), read: .seconds(120))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
             do {
-                let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+                let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
                 try await withRunning(store) { try await body(store, servers, client) }
                 print("test body done after \(clock.now - startTime)")
             } catch {
