@@ -54,7 +54,7 @@ public struct PostgresStore: RegistrationStore {
         watchdog.start()
         await withDiscardingTaskGroup { group in
             group.addTask { await client.run() }
-            group.addTask { [watchdog] in try? await cancelWhenGracefulShutdown { await watchdog.watch() } }
+            group.addTask { [watchdog] in await cancelWhenGracefulShutdown { await watchdog.watch() } }
         }
         watchdog.stop()
     }

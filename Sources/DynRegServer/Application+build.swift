@@ -58,8 +58,8 @@ public func buildApplication<Store: RegistrationStore>(
     store: Store,
     services: [any Service] = [],
     logger: Logger,
-    beforeServerStarts: @escaping @Sendable () async throws -> Void = {},
-    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    onListening: @escaping @Sendable (Int) async -> Void = { _ in },
+    beforeServerStarts: @escaping @Sendable () async throws -> Void = {}
 ) throws -> some ApplicationProtocol {
     let authorities = CertificateAuthorities(masterKey: configuration.masterKey)
     let service = RegistrationService<Store>(
@@ -92,7 +92,7 @@ public func buildApplication<Store: RegistrationStore>(
         router: router,
         server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        services: [store] + services,
+        services: [store as any Service] + services,
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

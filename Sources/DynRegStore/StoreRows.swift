@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// Models from the columns both stores keep, and the errors both stores throw: one place, so SQLite and PostgreSQL
 /// cannot drift apart in what they accept from a row or what they say when something is missing.
@@ -12,7 +12,7 @@ package enum StoreRows {
         caSealedKey: String?, caKeyType: String?, certificateValidityDays: Int?
     ) throws(StoreError) -> Product {
         guard let type = AuthType(rawValue: authType) else {
-            throw .corruptRow(table: "products", key: id, column: "auth_type")
+            throw StoreError.corruptRow(table: "products", key: id, column: "auth_type")
         }
         var authority: StoredCertificateAuthority?
         switch (caCertificate, caSealedKey, caKeyType, certificateValidityDays) {
@@ -22,7 +22,7 @@ package enum StoreRows {
             authority = StoredCertificateAuthority(
                 certificatePEM: pem, sealedPrivateKey: sealed, keyType: keyType, certificateValidityDays: days)
         default:
-            throw .corruptRow(table: "products", key: id, column: "ca_*")
+            throw StoreError.corruptRow(table: "products", key: id, column: "ca_*")
         }
         return Product(
             id: id, name: name, authType: type, secret: secret, dynamicRegistration: dynamicRegistration,
@@ -44,7 +44,7 @@ package enum StoreRows {
         -> DeviceStatus
     {
         guard let status = DeviceStatus(rawValue: raw) else {
-            throw .corruptRow(table: "devices", key: "\(productId)/\(name)", column: "status")
+            throw StoreError.corruptRow(table: "devices", key: "\(productId)/\(name)", column: "status")
         }
         return status
     }

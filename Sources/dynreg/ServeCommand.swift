@@ -112,28 +112,28 @@ struct Serve: AsyncParsableCommand {
             app = try buildApplication(
                 configuration: configuration, store: store,
                 services: [NonceSweeper(store: store, logger: logger)], logger: logger,
+                onListening: { port in
+                    let url = "\(scheme)://\(host):\(port)"
+                    var lines = ["dynreg listening on \(url)", tokenNote]
+                    if let demo = demo.product.withLock({ $0 }) {
+                        lines += [
+                            "",
+                            "Demo product created (key authentication, auto-create on):",
+                            "  ProductId:     \(demo.id)",
+                            "  ProductSecret: \(demo.secret)",
+                            "Register a device with it:",
+                            "  dynreg register --url \(url) --product-id \(demo.id) --device-name demo-device-1 "
+                                + "--product-secret \(demo.secret)",
+                            "",
+                        ]
+                    }
+                    printNow(lines.joined(separator: "\n"))
+                },
                 beforeServerStarts: {
                     guard createDemo, try await store.products().isEmpty else { return }
                     let product = try await store.createProduct(DemoProduct.make())
                     demo.product.withLock { $0 = product }
-                }
-            ) { port in
-                let url = "\(scheme)://\(host):\(port)"
-                var lines = ["dynreg listening on \(url)", tokenNote]
-                if let demo = demo.product.withLock({ $0 }) {
-                    lines += [
-                        "",
-                        "Demo product created (key authentication, auto-create on):",
-                        "  ProductId:     \(demo.id)",
-                        "  ProductSecret: \(demo.secret)",
-                        "Register a device with it:",
-                        "  dynreg register --url \(url) --product-id \(demo.id) --device-name demo-device-1 "
-                            + "--product-secret \(demo.secret)",
-                        "",
-                    ]
-                }
-                printNow(lines.joined(separator: "\n"))
-            }
+                })
         } catch {
             throw CLIError("cannot start the server: \(error)")
         }

@@ -12,69 +12,88 @@ import Testing
         return watchdog
     }
 
-    @Test func aWaitingOperationFailsOnceNobodyGotAConnectionForTheTimeout() throws {
+    func at(_ seconds: Int) -> ContinuousClock.Instant { t0 + .seconds(seconds) }
+
+    @Test func aWaitingOperationFailsOnceNobodyGotAConnectionForTheTimeout() {
         var watchdog = running()
-        _ = try #require(watchdog.begin(1, now: t0))
-        let early = watchdog.tick(now: t0 + .seconds(4))
+        let id = watchdog.begin(1, now: t0)
+        #expect(id != nil)
+        let early = watchdog.tick(now: at(4))
         #expect(early.expired.isEmpty)
-        #expect(early.next == t0 + .seconds(5))
-        #expect(watchdog.tick(now: t0 + .seconds(5)).expired == [1])
+        #expect(early.next == at(5))
+        let due = watchdog.tick(now: at(5))
+        #expect(due.expired == [1])
         // Answered once.
-        #expect(watchdog.tick(now: t0 + .seconds(20)).expired.isEmpty)
+        let later = watchdog.tick(now: at(20))
+        #expect(later.expired.isEmpty)
     }
 
     @Test func aBusyPoolThatStillHandsOutConnectionsIsWaitedFor() throws {
         var watchdog = running()
-        _ = try #require(watchdog.begin(1, now: t0))
-        let other = try #require(watchdog.begin(2, now: t0 + .seconds(1)))
+        _ = watchdog.begin(1, now: t0)
+        let other = try #require(watchdog.begin(2, now: at(1)) as LeaseWatchdog<Int>.OperationID?)
         // Another operation got a connection at 4 s: the pool is alive, so operation 1 waits on until 9 s.
-        #expect(watchdog.leased(other, now: t0 + .seconds(4)))
-        let tick = watchdog.tick(now: t0 + .seconds(6))
+        let leased = watchdog.leased(other, now: at(4))
+        #expect(leased)
+        let tick = watchdog.tick(now: at(6))
         #expect(tick.expired.isEmpty)
-        #expect(tick.next == t0 + .seconds(9))
-        #expect(watchdog.tick(now: t0 + .seconds(9)).expired == [1])
+        #expect(tick.next == at(9))
+        let due = watchdog.tick(now: at(9))
+        #expect(due.expired == [1])
     }
 
     @Test func aLeasedOrEndedOperationIsNeverFailed() throws {
         var watchdog = running()
-        let leased = try #require(watchdog.begin(1, now: t0))
-        let ended = try #require(watchdog.begin(2, now: t0))
-        #expect(watchdog.leased(leased, now: t0 + .seconds(1)))
-        watchdog.ended(ended)
-        #expect(watchdog.tick(now: t0 + .seconds(60)).expired.isEmpty)
-        #expect(watchdog.stop().isEmpty)
+        let first = try #require(watchdog.begin(1, now: t0) as LeaseWatchdog<Int>.OperationID?)
+        let second = try #require(watchdog.begin(2, now: t0) as LeaseWatchdog<Int>.OperationID?)
+        let leased = watchdog.leased(first, now: at(1))
+        #expect(leased)
+        watchdog.ended(second)
+        let tick = watchdog.tick(now: at(60))
+        #expect(tick.expired.isEmpty)
+        let waiting = watchdog.stop()
+        #expect(waiting.isEmpty)
     }
 
     /// The watchdog answered first: the operation must not run its statements when it gets a connection late.
     @Test func aConnectionForAnAnsweredOperationIsRefused() throws {
         var watchdog = running()
-        let id = try #require(watchdog.begin(1, now: t0))
-        #expect(watchdog.tick(now: t0 + .seconds(5)).expired == [1])
-        #expect(!watchdog.leased(id, now: t0 + .seconds(6)))
+        let id = try #require(watchdog.begin(1, now: t0) as LeaseWatchdog<Int>.OperationID?)
+        let due = watchdog.tick(now: at(5))
+        #expect(due.expired == [1])
+        let leased = watchdog.leased(id, now: at(6))
+        #expect(!leased)
     }
 
     /// Before `run()` the pool is not there to hand out anything: nothing times out, and the pool gets the
     /// timeout from its start.
-    @Test func nothingTimesOutBeforeTheStoreRuns() throws {
+    @Test func nothingTimesOutBeforeTheStoreRuns() {
         var watchdog = LeaseWatchdog<Int>(timeout: timeout, now: t0)
-        _ = try #require(watchdog.begin(1, now: t0))
-        #expect(watchdog.tick(now: t0 + .seconds(60)).expired.isEmpty)
-        watchdog.start(now: t0 + .seconds(60))
-        #expect(watchdog.tick(now: t0 + .seconds(64)).expired.isEmpty)
-        #expect(watchdog.tick(now: t0 + .seconds(65)).expired == [1])
+        _ = watchdog.begin(1, now: t0)
+        let idle = watchdog.tick(now: at(60))
+        #expect(idle.expired.isEmpty)
+        watchdog.start(now: at(60))
+        let early = watchdog.tick(now: at(64))
+        #expect(early.expired.isEmpty)
+        let due = watchdog.tick(now: at(65))
+        #expect(due.expired == [1])
     }
 
-    @Test func stoppingFailsTheWaitingAndRefusesNewOperations() throws {
+    @Test func stoppingFailsTheWaitingAndRefusesNewOperations() {
         var watchdog = running()
-        _ = try #require(watchdog.begin(1, now: t0))
-        _ = try #require(watchdog.begin(2, now: t0))
-        #expect(Set(watchdog.stop()) == [1, 2])
-        #expect(watchdog.begin(3, now: t0) == nil)
-        #expect(watchdog.tick(now: t0 + .seconds(60)).expired.isEmpty)
+        _ = watchdog.begin(1, now: t0)
+        _ = watchdog.begin(2, now: t0)
+        let waiting = watchdog.stop()
+        #expect(Set(waiting) == [1, 2])
+        let late = watchdog.begin(3, now: t0)
+        #expect(late == nil)
+        let tick = watchdog.tick(now: at(60))
+        #expect(tick.expired.isEmpty)
     }
 
     @Test func anIdleWatchdogTicksOncePerTimeout() {
         var watchdog = running()
-        #expect(watchdog.tick(now: t0 + .seconds(1)).next == t0 + .seconds(6))
+        let tick = watchdog.tick(now: at(1))
+        #expect(tick.next == at(6))
     }
 }

@@ -145,6 +145,8 @@ struct PostgresStartTests {
     /// As on SQLite (SQLiteStoreTests.aCorruptRowIsAnError): a value the store never writes is an error.
     @Test func aCorruptRowIsAnError() async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
+            var configuration = configuration
+            configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
             let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
                 _ = try await store.createProduct(StoreConformanceTests.product("PCORRUPT01"))
@@ -241,6 +243,8 @@ struct PostgresStartTests {
     /// After `run()` returned, an operation fails at once rather than wait for a pool that is gone.
     @Test func operationsFailOnceTheStoreHasStopped() async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
+            var configuration = configuration
+            configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
             let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await store.checkHealth() }
             let start = ContinuousClock.now

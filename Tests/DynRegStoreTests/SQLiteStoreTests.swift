@@ -100,6 +100,40 @@ import Testing
         }
     }
 
+    /// The group committer is the store's service: a registration that comes before `run()` waits for it, one that
+    /// comes after `run()` returned fails at once.
+    @Test func registrationsWaitForTheStoreToRunAndFailOnceItStopped() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-sqlite-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        _ = try await store.migrate()
+        _ = try await store.createProduct(StoreConformanceTests.product("PSERVICE01"))
+        let early = try await withThrowingTaskGroup(of: RegistrationDecision?.self) { group in
+            group.addTask { try await store.register(StoreConformanceTests.attempt("PSERVICE01", "d1", nonce: 1)) }
+            try await Task.sleep(for: .milliseconds(200))
+            group.addTask {
+                try await store.run()
+                return nil
+            }
+            let first = try await group.next()
+            group.cancelAll()
+            try await group.waitForAll()
+            return first
+        }
+        guard case .issued(let device)?? = early else {
+            Issue.record("not issued: \(String(describing: early))")
+            return
+        }
+        #expect(device.name == "d1")
+        await #expect {
+            _ = try await store.register(StoreConformanceTests.attempt("PSERVICE01", "d2", nonce: 2))
+        } throws: { error in
+            (error as? StoreError)?.code == .unavailable
+        }
+        #expect(try await store.device(productId: "PSERVICE01", deviceName: "d2") == nil)
+    }
+
     @Test func aSecondStoreOnTheSameFileIsRefused() async throws {
         try await withSQLiteStore { _, path in
             #expect {

@@ -3,6 +3,7 @@ import DynRegPostgres
 import DynRegProtocol
 import DynRegStore
 import Foundation
+import Synchronization
 import NIOCore
 import Testing
 
@@ -279,12 +280,11 @@ struct TwoInstanceTests {
     }
 }
 
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
+final class Counter: Sendable {
+    private let count = Atomic(0)
 
-    func increment() { lock.withLock { count += 1 } }
-    var value: Int { lock.withLock { count } }
+    func increment() { count.add(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
 }
 
 func outcome<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {
