@@ -263,7 +263,9 @@ public struct PostgresStore: RegistrationStore {
                 WHERE product_id = \(productId) AND name = \(deviceName)
                 RETURNING \(unescaped: Self.deviceColumns)
                 """, logger: logger)
-            guard let device = try await Self.firstDevice(rows) else { throw StoreError.deviceNotFound(productId, deviceName) }
+            guard let device = try await Self.firstDevice(rows) else {
+                throw StoreError.deviceNotFound(productId, deviceName)
+            }
             try await connection.checkedQuery(
                 """
                 DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
@@ -614,7 +616,8 @@ public struct PostgresStore: RegistrationStore {
         -> Product?
     {
         try await firstProduct(
-            connection.checkedQuery("SELECT \(unescaped: productColumns) FROM products WHERE id = \(id)", logger: logger))
+            connection.checkedQuery(
+                "SELECT \(unescaped: productColumns) FROM products WHERE id = \(id)", logger: logger))
     }
 
     private static func fetchDevice(

@@ -147,7 +147,8 @@ struct Serve: AsyncParsableCommand {
                 throw CLIError("\(storeFailure): \(error)")
             case .masterKey:
                 throw CLIError(
-                    "\(error) (DYNREG_MASTER_KEY or \(dataDir)/master-key): restore the key the CA keys were sealed with")
+                    "\(error) (DYNREG_MASTER_KEY or \(dataDir)/master-key): "
+                        + "restore the key the CA keys were sealed with")
             }
         }
     }

@@ -118,6 +118,8 @@ struct PostgresStartTests {
     /// error, and nothing of the registration stays.
     @Test func aFailedCommitIsNeverAcknowledged() async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
+            var configuration = configuration
+            configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
             let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
                 _ = try await store.createProduct(StoreConformanceTests.product("PCOMMIT001"))
@@ -186,7 +188,9 @@ struct PostgresStartTests {
             #expect(rows.count == 4)
             #expect(try rows.map { try $0.decode((Int, String).self).0 } == [1, 2, 3, 4])
             // A later start finds nothing to do and works.
-            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            var later = configuration
+            later.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
+            let store = PostgresStore(configuration: later, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await store.checkHealth() }
         }
     }

@@ -103,7 +103,8 @@ import Testing
     /// The group committer is the store's service: a registration that comes before `run()` waits for it, one that
     /// comes after `run()` returned fails at once.
     @Test func registrationsWaitForTheStoreToRunAndFailOnceItStopped() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-sqlite-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("dynreg-sqlite-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
