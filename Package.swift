@@ -47,6 +47,7 @@ let package = Package(
             dependencies: [
                 "DynRegProtocol",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -197,6 +197,110 @@ enum Migrations {
                 $body$
                 """,
             ]),
+        Migration(
+            id: 4, name: "v4: registration answers a symbolic outcome",
+            statements: [
+                // v3's function answers an index into an array the caller passes; this one answers the outcome
+                // itself. v3's stays (a different signature, so an overload): an instance of the previous version
+                // that shares the database keeps working while the instances are upgraded one by one.
+                //
+                // Mirrors RegistrationRules.decide (Sources/DynRegStore/RegistrationRules.swift): the same checks
+                // in the same order, answering the same symbols (Success or the protocol's error code, which the
+                // audit log keeps). A device row implies its product (foreign key), so an existing device skips
+                // the product check and never waits for the product row's lock.
+                """
+                CREATE FUNCTION dynreg_register(
+                    p_product_id text, p_device_name text, p_timestamp bigint, p_nonce bigint,
+                    p_expires_at timestamptz, p_psk text, p_now timestamptz,
+                    p_serial text, p_fingerprint text, p_pem text, p_not_before timestamptz,
+                    p_not_after timestamptz,
+                    p_event_product_id text, p_event_device_name text, p_remote_address text, p_endpoint text
+                ) RETURNS TABLE (
+                    r_outcome text, d_status text, d_psk text, d_created_at timestamptz,
+                    d_registered_at timestamptz, d_activated_at timestamptz, d_registration_count bigint
+                ) LANGUAGE plpgsql AS $body$
+                -- Mirrors RegistrationRules.decide in dynreg's Swift sources (DynRegStore): change both together.
+                DECLARE
+                    -- NULL until a rule decides.
+                    v_outcome text;
+                    v_exists boolean;
+                    v_device devices%ROWTYPE;
+                    v_auto_create boolean;
+                    v_quota bigint;
+                    v_count bigint;
+                BEGIN
+                    -- An existing device is re-registered under its own row lock: no product-wide wait.
+                    SELECT * INTO v_device FROM devices d
+                        WHERE d.product_id = p_product_id AND d.name = p_device_name FOR UPDATE;
+                    v_exists := FOUND;
+                    IF NOT v_exists THEN
+                        -- A new device changes the count: new devices of the product queue here.
+                        SELECT p.auto_create, p.device_quota, p.device_count INTO v_auto_create, v_quota, v_count
+                            FROM products p WHERE p.id = p_product_id FOR NO KEY UPDATE;
+                        IF NOT FOUND THEN
+                            v_outcome := 'ResourceNotFound.ProductNotExist';
+                        ELSE
+                            -- It may have been created while this statement waited for the product.
+                            SELECT * INTO v_device FROM devices d
+                                WHERE d.product_id = p_product_id AND d.name = p_device_name FOR UPDATE;
+                            v_exists := FOUND;
+                        END IF;
+                    END IF;
+                    IF v_outcome IS NULL AND v_exists AND v_device.status = 'activated' THEN
+                        v_outcome := 'FailedOperation.DeviceAlreadyActivated';
+                    ELSIF v_outcome IS NULL AND NOT v_exists AND NOT v_auto_create THEN
+                        v_outcome := 'ResourceNotFound.DeviceNotExist';
+                    ELSIF v_outcome IS NULL AND NOT v_exists AND v_quota IS NOT NULL AND v_count >= v_quota THEN
+                        v_outcome := 'LimitExceeded.DeviceQuota';
+                    END IF;
+                    -- Replay last: the pair is recorded only with the credential it admits.
+                    IF v_outcome IS NULL THEN
+                        INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at)
+                            VALUES (p_product_id, p_device_name, p_timestamp, p_nonce, p_expires_at)
+                            ON CONFLICT DO NOTHING;
+                        IF FOUND THEN
+                            v_outcome := 'Success';
+                        ELSE
+                            v_outcome := 'AuthFailure.NonceReused';
+                        END IF;
+                    END IF;
+                    IF v_outcome = 'Success' THEN
+                        IF v_exists THEN
+                            UPDATE devices d SET status = 'registered', psk = p_psk, registered_at = p_now,
+                                registration_count = d.registration_count + 1
+                                WHERE d.product_id = p_product_id AND d.name = p_device_name
+                                RETURNING * INTO v_device;
+                        ELSE
+                            INSERT INTO devices (product_id, name, status, psk, created_at, registered_at,
+                                    registration_count)
+                                VALUES (p_product_id, p_device_name, 'registered', p_psk, p_now, p_now, 1)
+                                RETURNING * INTO v_device;
+                            UPDATE products p SET device_count = p.device_count + 1 WHERE p.id = p_product_id;
+                        END IF;
+                        IF p_serial IS NOT NULL THEN
+                            UPDATE certificates c SET revoked_at = p_now
+                                WHERE c.product_id = p_product_id AND c.device_name = p_device_name
+                                    AND c.revoked_at IS NULL;
+                            INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before,
+                                    not_after, issued_at)
+                                VALUES (p_serial, p_product_id, p_device_name, p_fingerprint, p_pem, p_not_before,
+                                    p_not_after, p_now);
+                        END IF;
+                    END IF;
+                    INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
+                        VALUES (p_now, p_event_product_id, p_event_device_name, v_outcome, p_remote_address,
+                            p_endpoint);
+                    IF v_outcome = 'Success' THEN
+                        RETURN QUERY SELECT v_outcome, v_device.status, v_device.psk, v_device.created_at,
+                            v_device.registered_at, v_device.activated_at, v_device.registration_count;
+                    ELSE
+                        RETURN QUERY SELECT v_outcome, NULL::text, NULL::text, NULL::timestamptz,
+                            NULL::timestamptz, NULL::timestamptz, NULL::bigint;
+                    END IF;
+                END
+                $body$
+                """,
+            ]),
     ]
 
     /// Applies what is missing; returns the names applied.

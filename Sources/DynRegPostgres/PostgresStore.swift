@@ -4,6 +4,7 @@ public import Foundation
 public import Logging
 import PostgresNIO
 public import ServiceLifecycle
+import Synchronization
 
 /// The store on PostgreSQL, for several server instances sharing one database.
 ///
@@ -12,37 +13,50 @@ public import ServiceLifecycle
 /// takes both locks takes the product row before the device row, and none asks for the product while holding a
 /// device, so they cannot deadlock one another.
 ///
-/// It is a `Service`: `run()` runs the connection pool, in a `ServiceGroup` or a task; until it runs, every
-/// operation fails with `unavailable` after `leaseTimeout`.
+/// It is a `Service`: `run()` runs the connection pool and the lease watchdog. `init` does no I/O; ``migrate()``
+/// connects once and applies migrations. Operations wait for `run()` to start; after it returned they fail with
+/// `unavailable`, as they do while the database cannot be reached for `leaseTimeout`.
 /// Values always travel as bound parameters: `\(value)` inside a `PostgresQuery` literal becomes `$n`.
-public struct PostgresStore: RegistrationStore, Service {
+public struct PostgresStore: RegistrationStore {
     private let client: PostgresClient
+    private let configuration: Configuration
     private let logger: Logger
-    private let leaseTimeout: Duration
-    private let progress = LeaseProgress()
+    private let watchdog: Watchdog
 
-    /// Connects once (failing within `connectTimeout` with the server's reason), applies pending migrations,
-    /// and prepares the pool, which starts with ``run()``.
-    public init(configuration: Configuration, logger: Logger) async throws {
+    /// Prepares the pool, which connects when ``run()`` runs.
+    public init(configuration: Configuration, logger: Logger) {
         var logger = logger
         logger[metadataKey: "dynreg.database"] = "\(configuration.redactedDescription)"
+        self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
+        self.configuration = configuration
+        self.logger = logger
+        self.watchdog = Watchdog(timeout: configuration.leaseTimeout)
+    }
+
+    /// Connects once (failing within `connectTimeout` with the server's reason) and applies pending migrations
+    /// under an advisory lock, so instances starting together apply each once.
+    public func migrate() async throws -> [String] {
         let connection = try await Self.connect(configuration, logger: logger)
+        let applied: [String]
         do {
-            let applied = try await Migrations.run(on: connection, logger: logger)
-            for name in applied { logger.info("applied database migration", metadata: ["dynreg.migration": "\(name)"]) }
+            applied = try await Migrations.run(on: connection, logger: logger)
         } catch {
             try? await connection.close()
             throw StoreError(.unavailable, "cannot migrate the database: \(Self.reason(error))")
         }
         try? await connection.close()
-        self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
-        self.logger = logger
-        self.leaseTimeout = configuration.leaseTimeout
+        for name in applied { logger.info("applied database migration", metadata: ["dynreg.migration": "\(name)"]) }
+        return applied
     }
 
-    /// Runs the connection pool until graceful shutdown.
+    /// Runs the connection pool and the lease watchdog until graceful shutdown.
     public func run() async throws {
-        await client.run()
+        watchdog.start()
+        await withDiscardingTaskGroup { group in
+            group.addTask { await client.run() }
+            group.addTask { [watchdog] in await cancelWhenGracefulShutdown { await watchdog.watch() } }
+        }
+        watchdog.stop()
     }
 
     private static func connect(_ configuration: Configuration, logger: Logger) async throws -> PostgresConnection {
@@ -102,7 +116,7 @@ public struct PostgresStore: RegistrationStore, Service {
     public func createProduct(_ product: Product) async throws -> Product {
         let authority = product.certificateAuthority
         return try await transaction { connection in
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 """
                 INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create, device_quota,
                     allow_clockless, device_count, created_at, ca_certificate, ca_sealed_key, ca_key_type,
@@ -115,7 +129,7 @@ public struct PostgresStore: RegistrationStore, Service {
                 RETURNING \(unescaped: Self.productColumns)
                 """, logger: logger)
             guard let created = try await Self.firstProduct(rows) else {
-                throw StoreError(.productExists, "product \(product.id) already exists")
+                throw StoreError.productExists(product.id)
             }
             return created
         }
@@ -123,7 +137,7 @@ public struct PostgresStore: RegistrationStore, Service {
 
     public func products() async throws -> [Product] {
         try await leased { connection in
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 "SELECT \(unescaped: Self.productColumns) FROM products ORDER BY created_at, id", logger: logger)
             var products: [Product] = []
             for try await row in rows { products.append(try Self.product(from: row)) }
@@ -140,7 +154,7 @@ public struct PostgresStore: RegistrationStore, Service {
         let setsQuota = update.deviceQuota != nil
         let quota = update.deviceQuota ?? nil
         return try await transaction { connection in
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 """
                 UPDATE products SET
                     name = COALESCE(\(update.name), name),
@@ -151,17 +165,17 @@ public struct PostgresStore: RegistrationStore, Service {
                 WHERE id = \(id)
                 RETURNING \(unescaped: Self.productColumns)
                 """, logger: logger)
-            guard let product = try await Self.firstProduct(rows) else { throw Self.productNotFound(id) }
+            guard let product = try await Self.firstProduct(rows) else { throw StoreError.productNotFound(id) }
             return product
         }
     }
 
     public func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
         try await transaction { connection in
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 "UPDATE products SET secret = \(newSecret) WHERE id = \(id) RETURNING \(unescaped: Self.productColumns)",
                 logger: logger)
-            guard let product = try await Self.firstProduct(rows) else { throw Self.productNotFound(id) }
+            guard let product = try await Self.firstProduct(rows) else { throw StoreError.productNotFound(id) }
             return product
         }
     }
@@ -169,12 +183,12 @@ public struct PostgresStore: RegistrationStore, Service {
     public func deleteProduct(id: String) async throws {
         try await transaction { connection in
             guard try await Self.lockProduct(connection, id: id, logger: logger) != nil else {
-                throw Self.productNotFound(id)
+                throw StoreError.productNotFound(id)
             }
-            try await connection.query("DELETE FROM devices WHERE product_id = \(id)", logger: logger)
-            try await connection.query("DELETE FROM nonces WHERE product_id = \(id)", logger: logger)
-            try await connection.query("DELETE FROM certificates WHERE product_id = \(id)", logger: logger)
-            try await connection.query("DELETE FROM products WHERE id = \(id)", logger: logger)
+            try await connection.checkedQuery("DELETE FROM devices WHERE product_id = \(id)", logger: logger)
+            try await connection.checkedQuery("DELETE FROM nonces WHERE product_id = \(id)", logger: logger)
+            try await connection.checkedQuery("DELETE FROM certificates WHERE product_id = \(id)", logger: logger)
+            try await connection.checkedQuery("DELETE FROM products WHERE id = \(id)", logger: logger)
         }
     }
 
@@ -183,13 +197,13 @@ public struct PostgresStore: RegistrationStore, Service {
     public func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await transaction { connection in
             guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
-                throw Self.productNotFound(productId)
+                throw StoreError.productNotFound(productId)
             }
             if try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil {
-                throw StoreError(.deviceExists, "device \(deviceName) already exists in product \(productId)")
+                throw StoreError.deviceExists(productId, deviceName)
             }
             if let quota = product.quota, product.count >= quota {
-                throw StoreError(.quotaExceeded, "product \(productId) has reached its quota of \(quota) devices")
+                throw StoreError.quotaExceeded(productId, quota: quota)
             }
             return try await Self.insertDevice(
                 connection, productId: productId, name: deviceName, status: .created, psk: nil, now: now,
@@ -200,10 +214,10 @@ public struct PostgresStore: RegistrationStore, Service {
     public func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device] {
         try await leased { connection in
             guard try await Self.fetchProduct(connection, id: productId, logger: logger) != nil else {
-                throw Self.productNotFound(productId)
+                throw StoreError.productNotFound(productId)
             }
             // NULL parameters switch a filter off, so one statement serves every combination.
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 """
                 SELECT \(unescaped: Self.deviceColumns) FROM devices
                 WHERE product_id = \(productId)
@@ -227,30 +241,32 @@ public struct PostgresStore: RegistrationStore, Service {
         try await transaction { connection in
             // The product first, as everywhere: device_count changes below.
             _ = try await Self.lockProduct(connection, id: productId, logger: logger)
-            let deleted = try await connection.query(
+            let deleted = try await connection.checkedQuery(
                 "DELETE FROM devices WHERE product_id = \(productId) AND name = \(deviceName) RETURNING 1",
                 logger: logger
             ).collect()
-            guard !deleted.isEmpty else { throw Self.deviceNotFound(productId, deviceName) }
-            try await connection.query(
+            guard !deleted.isEmpty else { throw StoreError.deviceNotFound(productId, deviceName) }
+            try await connection.checkedQuery(
                 "DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)", logger: logger)
             try await Self.revokeActiveCertificates(
                 connection, productId: productId, deviceName: deviceName, now: Date(), logger: logger)
-            try await connection.query(
+            try await connection.checkedQuery(
                 "UPDATE products SET device_count = device_count - 1 WHERE id = \(productId)", logger: logger)
         }
     }
 
     public func resetDevice(productId: String, deviceName: String) async throws -> Device {
         try await transaction { connection in
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 """
                 UPDATE devices SET status = 'created', psk = NULL, registered_at = NULL, activated_at = NULL
                 WHERE product_id = \(productId) AND name = \(deviceName)
                 RETURNING \(unescaped: Self.deviceColumns)
                 """, logger: logger)
-            guard let device = try await Self.firstDevice(rows) else { throw Self.deviceNotFound(productId, deviceName) }
-            try await connection.query(
+            guard let device = try await Self.firstDevice(rows) else {
+                throw StoreError.deviceNotFound(productId, deviceName)
+            }
+            try await connection.checkedQuery(
                 """
                 DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
                     AND expires_at IS NULL
@@ -266,19 +282,19 @@ public struct PostgresStore: RegistrationStore, Service {
             guard
                 let device = try await Self.fetchDevice(
                     connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
-            else { throw Self.deviceNotFound(productId, deviceName) }
+            else { throw StoreError.deviceNotFound(productId, deviceName) }
             if device.status == .activated { return device }
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 """
                 UPDATE devices SET status = 'activated', activated_at = \(now)
                 WHERE product_id = \(productId) AND name = \(deviceName)
                 RETURNING \(unescaped: Self.deviceColumns)
                 """, logger: logger)
             guard let activated = try await Self.firstDevice(rows) else {
-                throw Self.deviceNotFound(productId, deviceName)
+                throw StoreError.deviceNotFound(productId, deviceName)
             }
             // Clockless devices' nonces were kept until activation: registration is now refused anyway.
-            try await connection.query(
+            try await connection.checkedQuery(
                 """
                 DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
                     AND expires_at IS NULL
@@ -289,45 +305,45 @@ public struct PostgresStore: RegistrationStore, Service {
 
     // MARK: Registration
 
-    /// The store's refusals in the order of `dynreg_register`'s decision index (migration v3): 1 is success,
-    /// 2 the first of these.
-    private static let rejections: [RegistrationErrorCode] = [
-        .productNotExist, .deviceNotExist, .deviceQuota, .deviceAlreadyActivated, .nonceReused,
-    ]
-    /// The audit outcome for each decision index, from 1.
-    private static let outcomes = [RegistrationEvent.success] + rejections.map(\.code)
-
-    /// One statement makes the decision, the credential and the audit event (see migration v3), in an explicit
-    /// transaction: in autocommit, PostgreSQL sends the rows before it commits, and postgres-nio would not
-    /// report a failure of that commit (a serialization failure, a deferred constraint) to this call.
+    /// One statement makes the decision, the credential and the audit event: `dynreg_register` (migration v4),
+    /// which mirrors `RegistrationRules.decide` and answers with its symbol. In an explicit transaction: in
+    /// autocommit, PostgreSQL sends the rows before it commits, and postgres-nio would not report a failure of
+    /// that commit (a serialization failure, a deferred constraint) to this call.
     public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
         let event = attempt.event(for: .rejected(.internalError))
         var certificate: DeviceCertificate?
         if case .certificate(let issued) = attempt.credential { certificate = issued }
         let query: PostgresQuery = """
-            SELECT decision, d_status, d_psk, d_created_at, d_registered_at, d_activated_at, d_registration_count
+            SELECT r_outcome, d_status, d_psk, d_created_at, d_registered_at, d_activated_at, d_registration_count
             FROM dynreg_register(
                 \(attempt.productId), \(attempt.deviceName), \(attempt.timestamp), \(attempt.nonce),
                 \(attempt.replayExpiry), \(attempt.credential.psk), \(attempt.now),
                 \(certificate?.serial), \(certificate?.fingerprint), \(certificate?.pem), \(certificate?.notBefore),
                 \(certificate?.notAfter),
-                \(event.productId), \(event.deviceName), \(event.remoteAddress), \(event.endpoint), \(Self.outcomes))
+                \(event.productId), \(event.deviceName), \(event.remoteAddress), \(event.endpoint))
             """
         let logger = self.logger
         return try await transaction { connection in
-            let rows = try await connection.query(query, logger: logger)
+            let rows = try await connection.checkedQuery(query, logger: logger)
             var decision: RegistrationDecision?
             for try await row in rows where decision == nil {
-                let (index, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
-                    (Int, String?, String?, Date?, Date?, Date?, Int?).self)
-                if index == 1, let status, let createdAt, let count {
+                let (symbol, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
+                    (String, String?, String?, Date?, Date?, Date?, Int?).self)
+                switch RegistrationRules.Outcome(symbol: symbol) {
+                case .refuse(let code):
+                    decision = .rejected(code)
+                case .issue:
+                    guard let status, let createdAt, let count else {
+                        throw StoreError.corruptRow(
+                            table: "devices", key: "\(attempt.productId)/\(attempt.deviceName)", column: "*")
+                    }
                     decision = .issued(
-                        Device(
-                            productId: attempt.productId, name: attempt.deviceName,
-                            status: DeviceStatus(rawValue: status) ?? .registered, psk: psk, createdAt: createdAt,
-                            registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count))
-                } else if (2...6).contains(index) {
-                    decision = .rejected(Self.rejections[index - 2])
+                        try StoreRows.device(
+                            productId: attempt.productId, name: attempt.deviceName, status: status, psk: psk,
+                            createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
+                            registrationCount: count))
+                case nil:
+                    throw StoreError(.unavailable, "dynreg_register answered an outcome this server does not know")
                 }
             }
             guard let decision else {
@@ -341,7 +357,7 @@ public struct PostgresStore: RegistrationStore, Service {
     // after the statement's CommandComplete, and postgres-nio would not report a failure of that commit.
     public func purgeExpiredNonces(now: Date) async throws -> Int {
         try await transaction { connection in
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < \(now) RETURNING 1", logger: logger)
             var count = 0
             for try await _ in rows { count += 1 }
@@ -354,9 +370,9 @@ public struct PostgresStore: RegistrationStore, Service {
     public func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
         try await leased { connection in
             guard try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil
-            else { throw Self.deviceNotFound(productId, deviceName) }
+            else { throw StoreError.deviceNotFound(productId, deviceName) }
             return try await Self.certificates(
-                connection.query(
+                connection.checkedQuery(
                     """
                     SELECT \(unescaped: Self.certificateColumns) FROM certificates
                     WHERE product_id = \(productId) AND device_name = \(deviceName) ORDER BY issued_at DESC
@@ -367,18 +383,18 @@ public struct PostgresStore: RegistrationStore, Service {
     public func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate {
         let serial = serial.lowercased()
         return try await transaction { connection in
-            try await connection.query(
+            try await connection.checkedQuery(
                 """
                 UPDATE certificates SET revoked_at = \(now)
                 WHERE product_id = \(productId) AND serial = \(serial) AND revoked_at IS NULL
                 """, logger: logger)
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 """
                 SELECT \(unescaped: Self.certificateColumns) FROM certificates
                 WHERE product_id = \(productId) AND serial = \(serial)
                 """, logger: logger)
             guard let certificate = try await Self.certificates(rows).first else {
-                throw StoreError(.certificateNotFound, "no certificate with serial \(serial) in product \(productId)")
+                throw StoreError.certificateNotFound(productId, serial: serial)
             }
             return certificate
         }
@@ -387,7 +403,7 @@ public struct PostgresStore: RegistrationStore, Service {
     public func revokedCertificates(productId: String) async throws -> [DeviceCertificate] {
         try await leased { connection in
             try await Self.certificates(
-                connection.query(
+                connection.checkedQuery(
                     """
                     SELECT \(unescaped: Self.certificateColumns) FROM certificates
                     WHERE product_id = \(productId) AND revoked_at IS NOT NULL ORDER BY revoked_at
@@ -399,7 +415,7 @@ public struct PostgresStore: RegistrationStore, Service {
         let fingerprint = fingerprint.lowercased()
         return try await leased { connection in
             try await Self.certificates(
-                connection.query(
+                connection.checkedQuery(
                     """
                     SELECT \(unescaped: Self.certificateColumns) FROM certificates WHERE fingerprint = \(fingerprint)
                     """, logger: logger)
@@ -410,7 +426,7 @@ public struct PostgresStore: RegistrationStore, Service {
     private static func revokeActiveCertificates(
         _ connection: PostgresConnection, productId: String, deviceName: String, now: Date, logger: Logger
     ) async throws {
-        try await connection.query(
+        try await connection.checkedQuery(
             """
             UPDATE certificates SET revoked_at = \(now)
             WHERE product_id = \(productId) AND device_name = \(deviceName) AND revoked_at IS NULL
@@ -426,7 +442,7 @@ public struct PostgresStore: RegistrationStore, Service {
     private static func insertEvent(_ connection: PostgresConnection, _ event: RegistrationEvent, logger: Logger)
         async throws
     {
-        _ = try await connection.query(
+        _ = try await connection.checkedQuery(
             """
             INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
             VALUES (\(event.time), \(event.productId), \(event.deviceName), \(event.outcome),
@@ -436,7 +452,7 @@ public struct PostgresStore: RegistrationStore, Service {
 
     public func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
         try await leased { connection in
-            let rows = try await connection.query(
+            let rows = try await connection.checkedQuery(
                 """
                 SELECT id, time, product_id, device_name, outcome, remote_address, endpoint FROM events
                 WHERE product_id = \(productId) ORDER BY id DESC LIMIT \(limit < 0 ? nil : limit)
@@ -456,65 +472,48 @@ public struct PostgresStore: RegistrationStore, Service {
 
     public func checkHealth() async throws {
         try await leased { connection in
-            _ = try await connection.query("SELECT 1", logger: logger).collect()
+            _ = try await connection.checkedQuery("SELECT 1", logger: logger).collect()
         }
     }
 
     // MARK: Connections and transactions
 
-    /// Runs `body` on a pooled connection, answering for it when the database cannot:
-    /// - while no operation gets a connection for `leaseTimeout` (the database is down), instead of holding
-    ///   requests for the pool's minute of retries; a busy pool, still handing out connections, is waited for;
-    /// - when the connection closes under `body`: postgres-nio never answers a query written to a closed
-    ///   connection, so the work is left behind rather than awaited, which is why it runs in a task of its own.
+    /// Runs `body` on a pooled connection, in a child task, so that the caller can be answered when the
+    /// database cannot: after `leaseTimeout` without a connection for anyone (the store's watchdog decides), instead
+    /// of after the pool's minute of retries. A busy pool, still handing out connections, is waited for.
+    ///
+    /// postgres-nio never answers a query written to a closed connection, so every statement checks the connection
+    /// first (`checkedQuery`).
     private func leased<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws
         -> T
     {
+        let outcome = LeaseOutcome<T>()
+        let timeout = configuration.leaseTimeout
+        guard
+            let id = watchdog.begin({
+                outcome.deliver(.failure(StoreError(.unavailable, "no database connection within \(timeout)")))
+            })
+        else { throw StoreError.stopped }
         let client = self.client
-        let progress = self.progress
-        let timeout = leaseTimeout
-        let lease = Lease<T>()
-        let work = Task {
-            do {
-                let value = try await client.withConnection { connection in
-                    progress.record()
-                    lease.start(on: connection)
-                    return try await body(connection)
-                }
-                lease.finish(.success(value))
-            } catch {
-                lease.finish(.failure(error))
-            }
-        }
-        let watchdog = Task {
-            var wait = timeout
-            while true {
-                try? await Task.sleep(for: wait)
-                if Task.isCancelled { return }
-                switch lease.phase {
-                case .finished:
-                    return
-                case .waiting:
-                    wait = progress.untilStalled(after: timeout)
-                    if wait <= .zero {
-                        lease.finish(.failure(StoreError(.unavailable, "no database connection within \(timeout)")))
-                        work.cancel()
-                        return
+        let watchdog = self.watchdog
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    let value = try await client.withConnection { connection in
+                        // The watchdog answered already: nobody waits for this work.
+                        guard watchdog.leased(id) else { throw CancellationError() }
+                        return try await body(connection)
                     }
-                case .working(let connection):
-                    if connection.isClosed {
-                        lease.finish(.failure(StoreError(.unavailable, "the database connection closed")))
-                        return
-                    }
-                    wait = timeout
+                    outcome.deliver(.success(value))
+                } catch {
+                    watchdog.ended(id)
+                    outcome.deliver(.failure(error))
                 }
             }
-        }
-        defer { watchdog.cancel() }
-        return try await withTaskCancellationHandler {
-            try await lease.value()
-        } onCancel: {
-            work.cancel()
+            let result = await outcome.result()
+            // Answered by the watchdog: stop the child's wait for a connection.
+            group.cancelAll()
+            return try result.get()
         }
     }
 
@@ -526,16 +525,16 @@ public struct PostgresStore: RegistrationStore, Service {
         let logger = self.logger
         return try await retrying {
             try await self.leased { connection in
-                try await connection.query("BEGIN", logger: logger)
+                try await connection.checkedQuery("BEGIN", logger: logger)
                 let value: T
                 do {
                     value = try await body(connection)
                 } catch {
-                    _ = try? await connection.query("ROLLBACK", logger: logger)
+                    _ = try? await connection.checkedQuery("ROLLBACK", logger: logger)
                     throw error
                 }
                 // Only a COMMIT that returns means durable: a registration is acknowledged after this line.
-                try await connection.query("COMMIT", logger: logger)
+                try await connection.checkedQuery("COMMIT", logger: logger)
                 return value
             }
         }
@@ -581,7 +580,7 @@ public struct PostgresStore: RegistrationStore, Service {
     private static func lockProduct(_ connection: PostgresConnection, id: String, logger: Logger) async throws
         -> LockedProduct?
     {
-        let rows = try await connection.query(
+        let rows = try await connection.checkedQuery(
             "SELECT auto_create, device_quota, device_count FROM products WHERE id = \(id) FOR NO KEY UPDATE",
             logger: logger)
         var locked: LockedProduct?
@@ -597,7 +596,7 @@ public struct PostgresStore: RegistrationStore, Service {
         now: Date, registeredAt: Date?, logger: Logger
     ) async throws -> Device {
         // One round trip for both: the product row stays locked until COMMIT, so every one counts.
-        let rows = try await connection.query(
+        let rows = try await connection.checkedQuery(
             """
             WITH inserted AS (
                 INSERT INTO devices (product_id, name, status, psk, created_at, registered_at, registration_count)
@@ -609,7 +608,7 @@ public struct PostgresStore: RegistrationStore, Service {
             )
             SELECT * FROM inserted
             """, logger: logger)
-        guard let device = try await firstDevice(rows) else { throw deviceNotFound(productId, name) }
+        guard let device = try await firstDevice(rows) else { throw StoreError.deviceNotFound(productId, name) }
         return device
     }
 
@@ -617,14 +616,15 @@ public struct PostgresStore: RegistrationStore, Service {
         -> Product?
     {
         try await firstProduct(
-            connection.query("SELECT \(unescaped: productColumns) FROM products WHERE id = \(id)", logger: logger))
+            connection.checkedQuery(
+                "SELECT \(unescaped: productColumns) FROM products WHERE id = \(id)", logger: logger))
     }
 
     private static func fetchDevice(
         _ connection: PostgresConnection, productId: String, name: String, forUpdate: Bool = false, logger: Logger
     ) async throws -> Device? {
         try await firstDevice(
-            connection.query(
+            connection.checkedQuery(
                 """
                 SELECT \(unescaped: deviceColumns) FROM devices WHERE product_id = \(productId) AND name = \(name)
                 \(unescaped: forUpdate ? "FOR UPDATE" : "")
@@ -649,15 +649,11 @@ public struct PostgresStore: RegistrationStore, Service {
             caCertificate, caSealedKey, caKeyType, validityDays
         ) = try row.decode(
             (String, String, String, String, Bool, Bool, Int?, Bool, Int, Date, String?, String?, String?, Int?).self)
-        return Product(
-            id: id, name: name, authType: AuthType(rawValue: authType) ?? .key, secret: secret,
-            dynamicRegistration: dynamicRegistration, autoCreate: autoCreate, deviceQuota: quota,
-            allowClocklessDevices: allowClockless, deviceCount: count, createdAt: createdAt,
-            certificateAuthority: caCertificate.map { pem in
-                StoredCertificateAuthority(
-                    certificatePEM: pem, sealedPrivateKey: caSealedKey ?? "", keyType: caKeyType ?? "",
-                    certificateValidityDays: validityDays ?? 3650)
-            })
+        return try StoreRows.product(
+            id: id, name: name, authType: authType, secret: secret, dynamicRegistration: dynamicRegistration,
+            autoCreate: autoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless, deviceCount: count,
+            createdAt: createdAt, caCertificate: caCertificate, caSealedKey: caSealedKey, caKeyType: caKeyType,
+            certificateValidityDays: validityDays)
     }
 
     private static func certificates(_ rows: PostgresRowSequence) async throws -> [DeviceCertificate] {
@@ -676,80 +672,102 @@ public struct PostgresStore: RegistrationStore, Service {
     private static func device(from row: PostgresRow) throws -> Device {
         let (productId, name, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
             (String, String, String, String?, Date, Date?, Date?, Int).self)
-        return Device(
-            productId: productId, name: name, status: DeviceStatus(rawValue: status) ?? .created, psk: psk,
-            createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count)
-    }
-
-    private static func productNotFound(_ id: String) -> StoreError {
-        StoreError(.productNotFound, "product \(id) does not exist")
-    }
-
-    private static func deviceNotFound(_ productId: String, _ name: String) -> StoreError {
-        StoreError(.deviceNotFound, "device \(name) does not exist in product \(productId)")
+        return try StoreRows.device(
+            productId: productId, name: name, status: status, psk: psk, createdAt: createdAt,
+            registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count)
     }
 }
 
-/// One operation's progress and outcome, delivered once, to whichever of work and watchdog decides first.
-private final class Lease<T: Sendable>: @unchecked Sendable {
-    enum Phase {
-        case waiting
-        case working(PostgresConnection)
-        case finished
+extension PostgresConnection {
+    /// `query`, refusing a connection that has closed: postgres-nio drops a query written to one without ever
+    /// answering it, which would hold the caller forever.
+    @discardableResult
+    fileprivate func checkedQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+        guard !isClosed else { throw StoreError(.unavailable, "the database connection closed") }
+        return try await self.query(query, logger: logger)
+    }
+}
+
+/// The store's one lease watchdog: the state machine, and the loop that ticks it while the store runs.
+private final class Watchdog: Sendable {
+    private let state: Mutex<LeaseWatchdog<@Sendable () -> Void>>
+
+    init(timeout: Duration) {
+        state = Mutex(LeaseWatchdog(timeout: timeout, now: .now))
     }
 
-    private let lock = NSLock()
-    private var state = Phase.waiting
-    private var result: Result<T, any Error>?
-    private var continuation: CheckedContinuation<T, any Error>?
-
-    var phase: Phase { lock.withLock { state } }
-
-    func start(on connection: PostgresConnection) {
-        lock.withLock { if case .waiting = state { state = .working(connection) } }
+    func begin(_ fail: @escaping @Sendable () -> Void) -> LeaseWatchdog<@Sendable () -> Void>.OperationID? {
+        state.withLock { $0.begin(fail, now: .now) }
     }
 
-    func finish(_ outcome: Result<T, any Error>) {
-        let waiter: CheckedContinuation<T, any Error>? = lock.withLock {
-            guard result == nil else { return nil }
-            result = outcome
-            state = .finished
-            defer { continuation = nil }
-            return continuation
-        }
-        waiter?.resume(with: outcome)
+    func leased(_ id: LeaseWatchdog<@Sendable () -> Void>.OperationID) -> Bool {
+        state.withLock { $0.leased(id, now: .now) }
     }
 
-    func value() async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            let ready: Result<T, any Error>? = lock.withLock {
-                if result == nil { self.continuation = continuation }
-                return result
+    func ended(_ id: LeaseWatchdog<@Sendable () -> Void>.OperationID) {
+        state.withLock { $0.ended(id) }
+    }
+
+    func start() {
+        state.withLock { $0.start(now: .now) }
+    }
+
+    func stop() {
+        for fail in state.withLock({ $0.stop() }) { fail() }
+    }
+
+    /// Ticks until cancelled.
+    func watch() async {
+        while true {
+            let tick = state.withLock { $0.tick(now: .now) }
+            for fail in tick.expired { fail() }
+            do {
+                try await Task.sleep(until: tick.next, clock: .continuous)
+            } catch {
+                return
             }
-            if let ready { continuation.resume(with: ready) }
+        }
+    }
+}
+
+/// One operation's answer, delivered once: by its work or by the watchdog, whichever comes first.
+private final class LeaseOutcome<T: Sendable>: Sendable {
+    private struct State {
+        var result: Result<T, any Error>?
+        var continuation: CheckedContinuation<Result<T, any Error>, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func deliver(_ outcome: Result<T, any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Result<T, any Error>, Never>? in
+            guard state.result == nil else { return nil }
+            state.result = outcome
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        waiter?.resume(returning: outcome)
+    }
+
+    func result() async -> Result<T, any Error> {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Result<T, any Error>? in
+                if state.result == nil { state.continuation = continuation }
+                return state.result
+            }
+            if let ready { continuation.resume(returning: ready) }
         }
     }
 }
 
 /// Which of two racing callbacks came first.
-private final class FirstOutcome: @unchecked Sendable {
-    private let lock = NSLock()
-    private var claimed = false
+private final class FirstOutcome: Sendable {
+    private let claimed = Mutex(false)
 
     func claim() -> Bool {
-        lock.withLock {
+        claimed.withLock { claimed in
             defer { claimed = true }
             return !claimed
         }
     }
-}
-
-/// When an operation last got a pooled connection, shared by all operations of a store.
-private final class LeaseProgress: @unchecked Sendable {
-    private let lock = NSLock()
-    private var last = ContinuousClock.now
-
-    func record() { lock.withLock { last = .now } }
-    /// How long until `duration` will have passed without a lease; zero or less once it has.
-    func untilStalled(after duration: Duration) -> Duration { lock.withLock { duration - (ContinuousClock.now - last) } }
 }

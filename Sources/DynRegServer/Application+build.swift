@@ -27,16 +27,39 @@ public struct DynRegRequestContext: RequestContext, RemoteAddressRequestContext 
     }
 }
 
+/// Why the server did not start: which step before it failed, and the cause.
+public struct StartupError: Error, CustomStringConvertible {
+    public enum Step: Sendable, Hashable {
+        /// `store.migrate()`: the database cannot be reached, logged in to or migrated.
+        case store
+        /// The master key does not open the product CA keys in the store.
+        case masterKey
+    }
+
+    public var step: Step
+    public var underlying: any Error
+
+    public var description: String { "\(underlying)" }
+}
+
 /// Builds the HTTP application: device endpoints, the broker hook, health and the admin API.
 ///
+/// The application runs `store` (a `Service`) in its ServiceGroup: started before the HTTP server and stopped
+/// after it has drained, so every answered request had a store. Before the server accepts connections it
+/// migrates the store, checks that the master key opens its CA keys (failing with a ``StartupError``) and then runs
+/// `beforeServerStarts`.
+///
 /// - Parameters:
+///   - services: more services for the same group (a nonce sweeper), stopped before the store.
+///   - beforeServerStarts: the caller's last step before the server starts (creating a demo product).
 ///   - onListening: called with the bound port once the server accepts connections.
 public func buildApplication<Store: RegistrationStore>(
     configuration: ServerConfiguration,
     store: Store,
     services: [any Service] = [],
     logger: Logger,
-    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    onListening: @escaping @Sendable (Int) async -> Void = { _ in },
+    beforeServerStarts: @escaping @Sendable () async throws -> Void = {}
 ) throws -> some ApplicationProtocol {
     let authorities = CertificateAuthorities(masterKey: configuration.masterKey)
     let service = RegistrationService<Store>(
@@ -64,14 +87,30 @@ public func buildApplication<Store: RegistrationStore>(
     } else {
         server = .http1()
     }
-    return Application(
+    // The store first: a ServiceGroup stops its services in reverse order, so the store outlives the others.
+    var app = Application(
         router: router,
         server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        services: services,
+        services: [store as any Service] + services,
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )
+    let masterKey = configuration.masterKey
+    app.beforeServerStarts {
+        do {
+            _ = try await store.migrate()
+        } catch {
+            throw StartupError(step: .store, underlying: error)
+        }
+        do {
+            try await checkMasterKey(masterKey, store: store)
+        } catch {
+            throw StartupError(step: .masterKey, underlying: error)
+        }
+        try await beforeServerStarts()
+    }
+    return app
 }
 
 extension Response {
@@ -84,41 +123,5 @@ extension Response {
             status: status,
             headers: [.contentType: "application/json; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
-    }
-}
-
-/// Forgets replay entries whose timestamps can no longer be accepted.
-public struct NonceSweeper<Store: RegistrationStore>: Service {
-    let store: Store
-    let interval: Duration
-    let logger: Logger
-
-    public init(store: Store, interval: Duration = .seconds(60), logger: Logger) {
-        self.store = store
-        self.interval = interval
-        self.logger = logger
-    }
-
-    public func run() async throws {
-        // Sleeping must end at graceful shutdown, or stopping the server would wait out the interval.
-        do {
-            try await cancelWhenGracefulShutdown {
-                while true {
-                    try await Task.sleep(for: interval)
-                    do {
-                        let removed = try await store.purgeExpiredNonces(now: Date())
-                        if removed > 0 {
-                            logger.debug("purged expired nonces", metadata: ["dynreg.count": "\(removed)"])
-                        }
-                    } catch is CancellationError {
-                        throw CancellationError()
-                    } catch {
-                        logger.warning("could not purge expired nonces")
-                    }
-                }
-            }
-        } catch is CancellationError {
-            return
-        }
     }
 }

@@ -115,6 +115,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
 
     /// The checks both protocols share, in an order that reveals nothing to a caller without the product secret
     /// beyond whether the product exists. `audited` is true when the store wrote the audit event with its decision.
+    /// The rules after the signature are `RegistrationRules.admit`'s, then the store's `RegistrationRules.decide`.
     private func admit(
         productId: String, deviceName: String, timestamp: Int64, nonce: Int64, csr: String?, remoteAddress: String,
         endpoint: String, logger: Logger, verify: (String) -> Bool
@@ -128,15 +129,10 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
             guard verify(product.secret) else { return (.refused(.signatureFailure), false) }
             let now = clock()
             let replayExpiry: Date?
-            if timestamp == 0 && product.allowClocklessDevices {
-                replayExpiry = nil
-            } else {
-                let skew = Int64(now.timeIntervalSince1970) - timestamp
-                guard abs(skew) <= timestampWindow else { return (.refused(.signatureExpire), false) }
-                // Past this time the timestamp itself is refused, so the pair can be forgotten.
-                replayExpiry = Date(timeIntervalSince1970: TimeInterval(timestamp + timestampWindow + 1))
+            switch RegistrationRules.admit(product: product, timestamp: timestamp, now: now, window: timestampWindow) {
+            case .proceed(let expiry): replayExpiry = expiry
+            case .refuse(let code): return (.refused(code), false)
             }
-            guard product.dynamicRegistration else { return (.refused(.dynamicRegistrationDisabled), false) }
             let credential: DeviceCredential
             let issued: IssuedCredential
             switch product.authType {
@@ -179,11 +175,11 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
 
     /// Issues a certificate: for the CSR's key when the device sent one (its key never leaves it), else for a new key.
     private func certify(product: Product, deviceName: String, csr: String?, now: Date) throws -> Certification {
-        guard let authority = try authorities.authority(for: product) else {
+        guard let authority = try authorities.authority(for: product), let stored = product.certificateAuthority else {
             throw CertificateAuthorityError(.notACertificateAuthority)
         }
         let commonName = product.id + deviceName
-        let validity = product.certificateAuthority?.certificateValidityDays ?? 3650
+        let validity = stored.certificateValidityDays
         let certificate: IssuedCertificate
         let clientKey: String
         if let csr {

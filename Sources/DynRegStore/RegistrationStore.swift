@@ -1,10 +1,19 @@
 public import Foundation
+public import ServiceLifecycle
 
 /// Everything the server keeps: products, devices and their credentials, the replay cache and the audit log.
 ///
 /// Implementations make each method atomic; `register` in particular decides and commits in one transaction,
 /// so that quotas and uniqueness hold under concurrent registrations.
-public protocol RegistrationStore: Sendable {
+///
+/// A store is a `Service`: `run()` runs what it needs while it serves (a connection pool, a group committer) and
+/// returns at graceful shutdown; the server runs it in its ServiceGroup, before the HTTP server and stopped
+/// after it. `init` does no I/O beyond opening a local file; ``migrate()`` runs before the server starts.
+public protocol RegistrationStore: Service {
+    /// Brings the schema up to date (and, for a database server, proves it can be reached and logged in to);
+    /// returns the names of the migrations it applied. Safe to run while `run()` runs, and from several instances.
+    func migrate() async throws -> [String]
+
     // MARK: Products
     func createProduct(_ product: Product) async throws -> Product
     func products() async throws -> [Product]
@@ -25,7 +34,7 @@ public protocol RegistrationStore: Sendable {
     func deleteDevice(productId: String, deviceName: String) async throws
     /// Forgets the credential and activation (revoking its certificates): the device may register again.
     func resetDevice(productId: String, deviceName: String) async throws -> Device
-    /// Marks a registered device activated; returns `nil` if the device does not exist.
+    /// Marks a device activated (idempotent); fails with `deviceNotFound` if it does not exist.
     func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device
 
     // MARK: Registration

@@ -1,10 +1,14 @@
 import DynRegProtocol
 public import Foundation
 import GRDB
+public import ServiceLifecycle
 
 /// The embedded default: one SQLite file in WAL mode with `synchronous=FULL`, so an acknowledged
 /// registration survives a crash of the process or the machine.
-public final class SQLiteStore: RegistrationStore {
+///
+/// A `Service`: `run()` runs the group committer that registrations and audit events go through; call
+/// ``migrate()`` before serving.
+public final class SQLiteStore: RegistrationStore, Service {
     private let pool: DatabasePool
     /// Registrations and audit events, the writes on every device request, share transactions.
     let groupCommit: GroupCommitter
@@ -12,7 +16,7 @@ public final class SQLiteStore: RegistrationStore {
     private let admissionCache = ProductCache()
     private let lock: FileLock
 
-    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    /// Opens (creating if needed) the database at `path`; ``migrate()`` brings its schema up to date.
     ///
     /// One store at a time may have the file open: a second one, in this process or another, fails with
     /// `StoreError.Code.unavailable` rather than serve from a stale product cache.
@@ -29,7 +33,6 @@ public final class SQLiteStore: RegistrationStore {
         configuration.publicStatementArguments = false
         pool = try DatabasePool(path: path, configuration: configuration)
         groupCommit = GroupCommitter(pool: pool)
-        try Self.migrator.migrate(pool)
         // GRDB puts the writer in synchronous=NORMAL when it enables WAL, after prepareDatabase ran: set FULL
         // again on the writer, the only connection that commits, and check it there.
         let synchronous = try pool.writeWithoutTransaction { db in
@@ -43,6 +46,22 @@ public final class SQLiteStore: RegistrationStore {
     }
 
     static let writerCacheKiB = 16 * 1024
+
+    /// Applies pending migrations; returns their names.
+    public func migrate() async throws -> [String] {
+        let migrator = Self.migrator
+        let done = try await pool.read { db in try migrator.appliedIdentifiers(db) }
+        // Off the cooperative pool: a migration may rewrite a big table.
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            migrator.asyncMigrate(pool) { result in continuation.resume(with: result.map { _ in }) }
+        }
+        return migrator.migrations.filter { !done.contains($0) }
+    }
+
+    /// Runs the group committer until graceful shutdown; registrations and audit events wait for it.
+    public func run() async throws {
+        await groupCommit.run()
+    }
 
     /// The writer connection's `PRAGMA synchronous` (2 is FULL): what decides whether a commit is durable.
     func writerSynchronousMode() throws -> Int? {
@@ -162,7 +181,7 @@ public final class SQLiteStore: RegistrationStore {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
             if try Self.fetchProduct(db, id: product.id) != nil {
-                throw StoreError(.productExists, "product \(product.id) already exists")
+                throw StoreError.productExists(product.id)
             }
             try db.execute(
                 sql: """
@@ -248,10 +267,10 @@ public final class SQLiteStore: RegistrationStore {
         try await pool.write { db in
             let product = try Self.requireProduct(db, id: productId)
             if try Self.fetchDevice(db, productId: productId, name: deviceName) != nil {
-                throw StoreError(.deviceExists, "device \(deviceName) already exists in product \(productId)")
+                throw StoreError.deviceExists(productId, deviceName)
             }
             if let quota = product.deviceQuota, product.deviceCount >= quota {
-                throw StoreError(.quotaExceeded, "product \(productId) has reached its quota of \(quota) devices")
+                throw StoreError.quotaExceeded(productId, quota: quota)
             }
             try Self.insertDevice(db, productId: productId, name: deviceName, status: .created, psk: nil, now: now)
             return try Self.requireDevice(db, productId: productId, name: deviceName)
@@ -336,33 +355,31 @@ public final class SQLiteStore: RegistrationStore {
         }
     }
 
+    /// The rules are `RegistrationRules.decide`'s; this applies them to the rows and writes what they issue.
     private static func decide(_ db: Database, _ attempt: RegistrationAttempt) throws -> RegistrationDecision {
         // Only the columns the decision needs: a certificate product's row also holds its CA, which this
         // statement, run for every registration on the single writer, would otherwise decode each time.
-        guard
-            let limits = try Row.fetchOne(
-                db.cachedStatement(sql: "SELECT auto_create, device_quota, device_count FROM products WHERE id = ?"),
-                arguments: [attempt.productId])
-        else {
-            return .rejected(.productNotExist)
+        let limits = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT auto_create, device_quota, device_count FROM products WHERE id = ?"),
+            arguments: [attempt.productId]
+        ).map { row in
+            RegistrationRules.ProductLimits(autoCreate: row[0], deviceQuota: row[1], deviceCount: row[2])
         }
         let existing = try fetchDevice(db, productId: attempt.productId, name: attempt.deviceName)
-        if existing?.status == .activated { return .rejected(.deviceAlreadyActivated) }
-        if existing == nil {
-            if !(limits[0] as Bool) { return .rejected(.deviceNotExist) }
-            if let quota = limits[1] as Int?, (limits[2] as Int) >= quota { return .rejected(.deviceQuota) }
+        let outcome = try RegistrationRules.decide(product: limits, device: existing?.status) {
+            // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT DO NOTHING
+                    """
+            ).execute(arguments: [
+                attempt.productId, attempt.deviceName, attempt.timestamp, attempt.nonce,
+                attempt.replayExpiry?.timeIntervalSince1970,
+            ])
+            return db.changesCount == 0 ? .reused : .fresh
         }
-        // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
-        try db.cachedStatement(
-            sql: """
-                INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT DO NOTHING
-                """
-        ).execute(arguments: [
-            attempt.productId, attempt.deviceName, attempt.timestamp, attempt.nonce,
-            attempt.replayExpiry?.timeIntervalSince1970,
-        ])
-        if db.changesCount == 0 { return .rejected(.nonceReused) }
+        if case .refuse(let code) = outcome { return .rejected(code) }
         let now = attempt.now.timeIntervalSince1970
         var psk: String?
         if case .key(let key) = attempt.credential { psk = key }
@@ -435,9 +452,9 @@ public final class SQLiteStore: RegistrationStore {
                     db, sql: "SELECT * FROM certificates WHERE product_id = ? AND serial = ?",
                     arguments: [productId, serial.lowercased()])
             else {
-                throw StoreError(.certificateNotFound, "no certificate with serial \(serial) in product \(productId)")
+                throw StoreError.certificateNotFound(productId, serial: serial)
             }
-            return Self.certificate(from: row)
+            return try Self.certificate(from: row)
         }
     }
 
@@ -484,7 +501,7 @@ public final class SQLiteStore: RegistrationStore {
         }
     }
 
-    private static func certificate(from row: Row) -> DeviceCertificate {
+    private static func certificate(from row: Row) throws -> DeviceCertificate {
         DeviceCertificate(
             serial: row["serial"], productId: row["product_id"], deviceName: row["device_name"],
             fingerprint: row["fingerprint"], pem: row["pem"],
@@ -556,7 +573,7 @@ public final class SQLiteStore: RegistrationStore {
 
     private static func requireProduct(_ db: Database, id: String) throws -> Product {
         guard let product = try fetchProduct(db, id: id) else {
-            throw StoreError(.productNotFound, "product \(id) does not exist")
+            throw StoreError.productNotFound(id)
         }
         return product
     }
@@ -570,28 +587,24 @@ public final class SQLiteStore: RegistrationStore {
 
     private static func requireDevice(_ db: Database, productId: String, name: String) throws -> Device {
         guard let device = try fetchDevice(db, productId: productId, name: name) else {
-            throw StoreError(.deviceNotFound, "device \(name) does not exist in product \(productId)")
+            throw StoreError.deviceNotFound(productId, name)
         }
         return device
     }
 
-    private static func product(from row: Row) -> Product {
-        Product(
-            id: row["id"], name: row["name"], authType: AuthType(rawValue: row["auth_type"]) ?? .key,
-            secret: row["secret"], dynamicRegistration: row["dynamic_registration"], autoCreate: row["auto_create"],
+    private static func product(from row: Row) throws -> Product {
+        try StoreRows.product(
+            id: row["id"], name: row["name"], authType: row["auth_type"], secret: row["secret"],
+            dynamicRegistration: row["dynamic_registration"], autoCreate: row["auto_create"],
             deviceQuota: row["device_quota"], allowClocklessDevices: row["allow_clockless"],
             deviceCount: row["device_count"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
-            certificateAuthority: (row["ca_certificate"] as String?).map { pem in
-                StoredCertificateAuthority(
-                    certificatePEM: pem, sealedPrivateKey: row["ca_sealed_key"] ?? "", keyType: row["ca_key_type"] ?? "",
-                    certificateValidityDays: row["certificate_validity_days"] ?? 3650)
-            })
+            caCertificate: row["ca_certificate"], caSealedKey: row["ca_sealed_key"], caKeyType: row["ca_key_type"],
+            certificateValidityDays: row["certificate_validity_days"])
     }
 
-    private static func device(from row: Row) -> Device {
-        Device(
-            productId: row["product_id"], name: row["name"],
-            status: DeviceStatus(rawValue: row["status"]) ?? .created, psk: row["psk"],
+    private static func device(from row: Row) throws -> Device {
+        try StoreRows.device(
+            productId: row["product_id"], name: row["name"], status: row["status"], psk: row["psk"],
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
             registeredAt: (row["registered_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
             activatedAt: (row["activated_at"] as Double?).map(Date.init(timeIntervalSince1970:)),

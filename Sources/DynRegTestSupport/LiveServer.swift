@@ -39,9 +39,16 @@ public struct LiveServer: Sendable {
         let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let scheme = configuration.tls == nil ? "http" : "https"
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+            tasks.addTask {
+                // A server that fails before it listens (the store's migration, the master key check) ends the wait.
+                defer { portContinuation.finish() }
+                try await group.run()
+            }
             var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else { throw LiveServerError.didNotStart }
+            guard let port = await iterator.next() else {
+                try await tasks.waitForAll()
+                throw LiveServerError.didNotStart
+            }
             let server = LiveServer(
                 port: port, baseURL: "\(scheme)://127.0.0.1:\(port)", store: store, directory: directory)
             do {

@@ -6,6 +6,7 @@ import DynRegStore
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -67,35 +68,31 @@ struct Serve: AsyncParsableCommand {
             } catch {
                 throw CLIError("cannot open the database in \(dataDir): \(error)")
             }
-            return try await serve(store: store, token: token, dataDirectory: dataDirectory, logger: logger)
+            return try await serve(
+                store: store, storeFailure: "cannot open the database in \(dataDir)", token: token,
+                dataDirectory: dataDirectory, logger: logger)
         }
-        let store: PostgresStore
+        let configuration: PostgresStore.Configuration
         do {
-            store = try await PostgresStore(configuration: try PostgresStore.Configuration(url: databaseURL), logger: logger)
+            configuration = try PostgresStore.Configuration(url: databaseURL)
         } catch {
             throw CLIError("cannot use the PostgreSQL database: \(error)")
         }
         if token.path != nil || ProcessInfo.processInfo.environment["DYNREG_MASTER_KEY"] == nil {
             logger.notice("instances sharing a database need the same DYNREG_ADMIN_TOKEN and DYNREG_MASTER_KEY")
         }
-        // The checks before the server starts query the store: its pool runs before the server and stops after it.
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await store.run() }
-            defer { group.cancelAll() }
-            try await serve(store: store, token: token, dataDirectory: dataDirectory, logger: logger)
-        }
+        try await serve(
+            store: PostgresStore(configuration: configuration, logger: logger),
+            storeFailure: "cannot use the PostgreSQL database", token: token, dataDirectory: dataDirectory,
+            logger: logger)
     }
 
+    /// Runs the server and the store in one ServiceGroup; the application migrates the store and checks the master
+    /// key before it listens (`storeFailure` prefixes a failure of the former).
     private func serve<Store: RegistrationStore>(
-        store: Store, token: (value: String, path: String?), dataDirectory: URL, logger: Logger
+        store: Store, storeFailure: String, token: (value: String, path: String?), dataDirectory: URL, logger: Logger
     ) async throws {
         let masterKey = try loadMasterKey(dataDirectory: dataDirectory)
-        do {
-            try await checkMasterKey(masterKey, store: store)
-        } catch {
-            throw CLIError(
-                "\(error) (DYNREG_MASTER_KEY or \(dataDir)/master-key): restore the key the CA keys were sealed with")
-        }
         var configuration = ServerConfiguration(adminToken: token.value, masterKey: masterKey)
         configuration.host = host
         configuration.port = port
@@ -104,7 +101,9 @@ struct Serve: AsyncParsableCommand {
         if let tlsCert, let tlsKey {
             configuration.tls = .init(certificatePath: tlsCert, keyPath: tlsKey)
         }
-        let demo = noDemo ? nil : try await createDemoProductIfEmpty(store)
+        // Created in the application's last step before it listens, printed once it does.
+        let demo = DemoProductBox()
+        let createDemo = !noDemo
         let scheme = configuration.tls == nil ? "http" : "https"
         let host = self.host
         let tokenNote = token.path.map { "admin token: \($0)" } ?? "admin token: from DYNREG_ADMIN_TOKEN"
@@ -112,30 +111,46 @@ struct Serve: AsyncParsableCommand {
         do {
             app = try buildApplication(
                 configuration: configuration, store: store,
-                services: [NonceSweeper(store: store, logger: logger)], logger: logger
-            ) { port in
-                let url = "\(scheme)://\(host):\(port)"
-                var lines = ["dynreg listening on \(url)", tokenNote]
-                if let demo {
-                    lines += [
-                        "",
-                        "Demo product created (key authentication, auto-create on):",
-                        "  ProductId:     \(demo.id)",
-                        "  ProductSecret: \(demo.secret)",
-                        "Register a device with it:",
-                        "  dynreg register --url \(url) --product-id \(demo.id) --device-name demo-device-1 "
-                            + "--product-secret \(demo.secret)",
-                        "",
-                    ]
-                }
-                printNow(lines.joined(separator: "\n"))
-            }
+                services: [NonceSweeper(store: store, logger: logger)], logger: logger,
+                onListening: { port in
+                    let url = "\(scheme)://\(host):\(port)"
+                    var lines = ["dynreg listening on \(url)", tokenNote]
+                    if let demo = demo.product.withLock({ $0 }) {
+                        lines += [
+                            "",
+                            "Demo product created (key authentication, auto-create on):",
+                            "  ProductId:     \(demo.id)",
+                            "  ProductSecret: \(demo.secret)",
+                            "Register a device with it:",
+                            "  dynreg register --url \(url) --product-id \(demo.id) --device-name demo-device-1 "
+                                + "--product-secret \(demo.secret)",
+                            "",
+                        ]
+                    }
+                    printNow(lines.joined(separator: "\n"))
+                },
+                beforeServerStarts: {
+                    guard createDemo, try await store.products().isEmpty else { return }
+                    let product = try await store.createProduct(DemoProduct.make())
+                    demo.product.withLock { $0 = product }
+                })
         } catch {
             throw CLIError("cannot start the server: \(error)")
         }
         let group = ServiceGroup(
             configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as StartupError {
+            switch error.step {
+            case .store:
+                throw CLIError("\(storeFailure): \(error)")
+            case .masterKey:
+                throw CLIError(
+                    "\(error) (DYNREG_MASTER_KEY or \(dataDir)/master-key): "
+                        + "restore the key the CA keys were sealed with")
+            }
+        }
     }
 
     private func adminToken(dataDirectory: URL) throws -> (value: String, path: String?) {
@@ -182,11 +197,10 @@ struct Serve: AsyncParsableCommand {
         }
         return key
     }
+}
 
-    private func createDemoProductIfEmpty(_ store: some RegistrationStore) async throws -> Product? {
-        guard try await store.products().isEmpty else { return nil }
-        return try await store.createProduct(DemoProduct.make())
-    }
+private final class DemoProductBox: Sendable {
+    let product = Mutex<Product?>(nil)
 }
 
 /// Writes straight to stdout, unbuffered, so a supervising process sees it at once.

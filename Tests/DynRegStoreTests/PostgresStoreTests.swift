@@ -63,7 +63,7 @@ struct PostgresStartTests {
         configuration.password = "wrong-password-\(UUID().uuidString)"
         let start = ContinuousClock.now
         do {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
             Issue.record("connected with a wrong password")
         } catch let error as StoreError {
             #expect(error.code == .unavailable)
@@ -79,7 +79,7 @@ struct PostgresStartTests {
         guard var configuration = try PostgresTestDatabase.adminConfiguration() else { return }
         configuration.database = "dynreg_missing_\(UUID().uuidString.prefix(8).lowercased())"
         await #expect(throws: StoreError.self) {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
         }
     }
 
@@ -89,7 +89,7 @@ struct PostgresStartTests {
         configuration.connectTimeout = .seconds(3)
         let start = ContinuousClock.now
         do {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
             Issue.record("connected to port 1")
         } catch let error as StoreError {
             #expect(error.code == .unavailable)
@@ -109,7 +109,7 @@ struct PostgresStartTests {
         configuration.connectTimeout = .seconds(1)
         let start = ContinuousClock.now
         await #expect(throws: StoreError.self) {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
         }
         #expect(ContinuousClock.now - start < .seconds(30))  // liveness, not speed
     }
@@ -118,7 +118,9 @@ struct PostgresStartTests {
     /// error, and nothing of the registration stays.
     @Test func aFailedCommitIsNeverAcknowledged() async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
-            let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            var configuration = configuration
+            configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
+            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
                 _ = try await store.createProduct(StoreConformanceTests.product("PCOMMIT001"))
                 for statement: PostgresQuery in [
@@ -142,12 +144,36 @@ struct PostgresStartTests {
         }
     }
 
+    /// As on SQLite (SQLiteStoreTests.aCorruptRowIsAnError): a value the store never writes is an error.
+    @Test func aCorruptRowIsAnError() async throws {
+        try await PostgresTestDatabase.withFreshDatabase { configuration in
+            var configuration = configuration
+            configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
+            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            try await withRunning(store) {
+                _ = try await store.createProduct(StoreConformanceTests.product("PCORRUPT01"))
+                _ = try await store.register(StoreConformanceTests.attempt("PCORRUPT01", "d1", nonce: 1))
+                try await PostgresTestDatabase.adminQuery(configuration, "UPDATE products SET auth_type = 'bogus'")
+                try await PostgresTestDatabase.adminQuery(configuration, "UPDATE devices SET status = 'bogus'")
+                func isCorrupt(_ error: any Error) -> Bool {
+                    (error as? StoreError)?.code == .unavailable && "\(error)".contains("corrupt row")
+                }
+                await #expect(performing: { _ = try await store.product(id: "PCORRUPT01") }, throws: isCorrupt)
+                await #expect(
+                    performing: { _ = try await store.device(productId: "PCORRUPT01", deviceName: "d1") },
+                    throws: isCorrupt)
+            }
+        }
+    }
+
     @Test func instancesStartingTogetherMigrateOnce() async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
             let stores = try await withThrowingTaskGroup(of: PostgresStore.self) { group in
                 for _ in 0..<4 {
                     group.addTask {
-                        try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+                        let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+                        _ = try await store.migrate()
+                        return store
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -159,10 +185,12 @@ struct PostgresStartTests {
                 "SELECT id, name FROM dynreg_migrations ORDER BY id", logger: PostgresTestDatabase.logger
             ).collect()
             try await connection.close()
-            #expect(rows.count == 3)
-            #expect(try rows.map { try $0.decode((Int, String).self).0 } == [1, 2, 3])
+            #expect(rows.count == 4)
+            #expect(try rows.map { try $0.decode((Int, String).self).0 } == [1, 2, 3, 4])
             // A later start finds nothing to do and works.
-            let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            var later = configuration
+            later.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
+            let store = PostgresStore(configuration: later, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await store.checkHealth() }
         }
     }
@@ -173,7 +201,7 @@ struct PostgresStartTests {
             let name = configuration.database
             var short = configuration
             short.leaseTimeout = .seconds(5)  // generous: a loaded CI machine may take over a second to lease
-            let store = try await PostgresStore(configuration: short, logger: PostgresTestDatabase.logger)
+            let store = PostgresStore(configuration: short, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
                 try await store.checkHealth()
                 // An outage: open connections dropped, new ones refused.
@@ -208,14 +236,29 @@ struct PostgresStartTests {
         }
     }
 
-    @Test func operationsFailWhenThePoolIsNotRunning() async throws {
+    /// `init` does no I/O: a store for an unreachable server is made at once, and only `migrate()` fails.
+    @Test func initDoesNoIO() async throws {
+        var configuration = try PostgresStore.Configuration(url: "postgres://dynreg:hunter2secret@127.0.0.1:1/dynreg")
+        configuration.connectTimeout = .seconds(3)
+        let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+        await #expect(throws: StoreError.self) { _ = try await store.migrate() }
+    }
+
+    /// After `run()` returned, an operation fails at once rather than wait for a pool that is gone.
+    @Test func operationsFailOnceTheStoreHasStopped() async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
-            var short = configuration
-            short.leaseTimeout = .seconds(5)  // generous: a loaded CI machine may take over a second to lease
-            let store = try await PostgresStore(configuration: short, logger: PostgresTestDatabase.logger)
+            var configuration = configuration
+            configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
+            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            try await withRunning(store) { try await store.checkHealth() }
             let start = ContinuousClock.now
-            await #expect(throws: StoreError.self) { try await store.checkHealth() }
-            #expect(ContinuousClock.now - start < .seconds(30))  // liveness, not speed: the hang it guards against is 68 s
+            do {
+                try await store.checkHealth()
+                Issue.record("a stopped store answered")
+            } catch let error as StoreError {
+                #expect(error.code == .unavailable)
+            }
+            #expect(ContinuousClock.now - start < .seconds(30))  // liveness, not speed
         }
     }
 }

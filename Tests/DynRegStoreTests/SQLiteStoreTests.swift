@@ -10,7 +10,8 @@ import Testing
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("dynreg.sqlite").path
-        try await body(try SQLiteStore(path: path), path)
+        let store = try SQLiteStore(path: path)
+        try await withRunning(store) { try await body(store, path) }
     }
 
     /// GRDB switches a WAL writer to NORMAL; a 200 must mean the commit reached the disk, so the writer is FULL.
@@ -67,6 +68,73 @@ import Testing
         }
     }
 
+    /// A row the store did not write as it reads it (edited by hand, written by a newer version) is an error, never
+    /// a default: a product read as key-auth or a device read as `created` would be served as what nobody made.
+    @Test(arguments: [
+        "UPDATE products SET auth_type = 'bogus'",
+        "UPDATE products SET ca_certificate = 'PEM'",
+        "UPDATE devices SET status = 'bogus'",
+    ])
+    func aCorruptRowIsAnError(_ corruption: String) async throws {
+        try await withSQLiteStore { store, path in
+            _ = try await store.createProduct(StoreConformanceTests.product("PCORRUPT01"))
+            _ = try await store.register(StoreConformanceTests.attempt("PCORRUPT01", "d1", nonce: 1))
+            let editor = try DatabaseQueue(path: path)
+            try await editor.write { db in try db.execute(sql: corruption) }
+            try editor.close()
+            func isCorrupt(_ error: any Error) -> Bool {
+                (error as? StoreError)?.code == .unavailable && "\(error)".contains("corrupt row")
+            }
+            if corruption.contains("products") {
+                await #expect(performing: { _ = try await store.product(id: "PCORRUPT01") }, throws: isCorrupt)
+                await #expect(performing: { _ = try await store.products() }, throws: isCorrupt)
+            } else {
+                await #expect(
+                    performing: { _ = try await store.device(productId: "PCORRUPT01", deviceName: "d1") },
+                    throws: isCorrupt)
+                await #expect(
+                    performing: {
+                        _ = try await store.register(StoreConformanceTests.attempt("PCORRUPT01", "d1", nonce: 2))
+                    }, throws: isCorrupt)
+            }
+        }
+    }
+
+    /// The group committer is the store's service: a registration that comes before `run()` waits for it, one that
+    /// comes after `run()` returned fails at once.
+    @Test func registrationsWaitForTheStoreToRunAndFailOnceItStopped() async throws {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("dynreg-sqlite-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        _ = try await store.migrate()
+        _ = try await store.createProduct(StoreConformanceTests.product("PSERVICE01"))
+        let early = try await withThrowingTaskGroup(of: RegistrationDecision?.self) { group in
+            group.addTask { try await store.register(StoreConformanceTests.attempt("PSERVICE01", "d1", nonce: 1)) }
+            try await Task.sleep(for: .milliseconds(200))
+            group.addTask {
+                try await store.run()
+                return nil
+            }
+            let first = try await group.next()
+            group.cancelAll()
+            try await group.waitForAll()
+            return first
+        }
+        guard case .issued(let device)?? = early else {
+            Issue.record("not issued: \(String(describing: early))")
+            return
+        }
+        #expect(device.name == "d1")
+        await #expect {
+            _ = try await store.register(StoreConformanceTests.attempt("PSERVICE01", "d2", nonce: 2))
+        } throws: { error in
+            (error as? StoreError)?.code == .unavailable
+        }
+        #expect(try await store.device(productId: "PSERVICE01", deviceName: "d2") == nil)
+    }
+
     @Test func aSecondStoreOnTheSameFileIsRefused() async throws {
         try await withSQLiteStore { _, path in
             #expect {
@@ -102,6 +170,11 @@ import Testing
             }
         }
         let store = try SQLiteStore(path: path)
+        #expect(try await store.migrate() == ["v3: certificates in a rowid table"])
+        try await withRunning(store, migrate: false) { try await checkMigratedCertificates(store) }
+    }
+
+    private func checkMigratedCertificates(_ store: SQLiteStore) async throws {
         let certificates = try await store.certificates(productId: "PMIGRATE01", deviceName: "d1")
         #expect(certificates.map(\.serial) == ["aa02", "aa01"])
         #expect(certificates.map(\.pem) == ["PEM-NEW", "PEM-OLD"])

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A `dynreg serve` child process, as an operator would run it.
 final class ServerProcess: @unchecked Sendable {
@@ -108,10 +109,9 @@ final class ServerProcess: @unchecked Sendable {
     }
 }
 
-final class LockedText: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = ""
+final class LockedText: Sendable {
+    private let value = Mutex("")
 
-    func append(_ text: String) { lock.withLock { value += text } }
-    var text: String { lock.withLock { value } }
+    func append(_ text: String) { value.withLock { $0 += text } }
+    var text: String { value.withLock { $0 } }
 }

@@ -21,22 +21,26 @@ func withStore(_ kind: StoreKind, _ body: (any RegistrationStore) async throws -
             .appendingPathComponent("dynreg-store-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        try await body(try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path))
+        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        try await withRunning(store) { try await body(store) }
     case .postgres:
         try await PostgresTestDatabase.withFreshDatabase { configuration in
             var configuration = configuration
             // These tests check behaviour, not outages: a machine loaded by a parallel build once took over the
             // production default of 5 s to hand out a connection.
             configuration.leaseTimeout = .seconds(30)
-            let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await body(store) }
         }
     }
 }
 
-/// Runs the store's pool around `body`, as the server's ServiceGroup would.
-func withRunning<T: Sendable>(_ store: PostgresStore, _ body: () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
+/// Migrates the store and runs it around `body`, as the server's application does before and while it listens.
+func withRunning<Store: RegistrationStore, T: Sendable>(
+    _ store: Store, migrate: Bool = true, _ body: () async throws -> T
+) async throws -> T {
+    if migrate { _ = try await store.migrate() }
+    return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await store.run() }
         defer { group.cancelAll() }
         return try await body()

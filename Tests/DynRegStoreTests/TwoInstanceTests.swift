@@ -3,6 +3,7 @@ import DynRegPostgres
 import DynRegProtocol
 import DynRegStore
 import Foundation
+import Synchronization
 import NIOCore
 import Testing
 
@@ -69,7 +70,7 @@ struct TwoInstanceTests {
             httpConfiguration.timeout = .init(connect: .seconds(60), read: .seconds(120))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
             do {
-                let store = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+                let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
                 try await withRunning(store) { try await body(store, servers, client) }
                 print("test body done after \(clock.now - startTime)")
             } catch {
@@ -274,12 +275,11 @@ struct TwoInstanceTests {
     }
 }
 
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
+final class Counter: Sendable {
+    private let count = Atomic(0)
 
-    func increment() { lock.withLock { count += 1 } }
-    var value: Int { lock.withLock { count } }
+    func increment() { count.add(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
 }
 
 func outcome<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {

@@ -1,0 +1,86 @@
+import Foundation
+
+/// Models from the columns both stores keep, and the errors both stores throw: one place, so SQLite and PostgreSQL
+/// cannot drift apart in what they accept from a row or what they say when something is missing.
+///
+/// A row that breaks the schema's rules (an unknown auth type or status, half a CA) is an error, never a default:
+/// guessing would serve a product or device that nobody created.
+package enum StoreRows {
+    package static func product(
+        id: String, name: String, authType: String, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
+        deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date, caCertificate: String?,
+        caSealedKey: String?, caKeyType: String?, certificateValidityDays: Int?
+    ) throws(StoreError) -> Product {
+        guard let type = AuthType(rawValue: authType) else {
+            throw StoreError.corruptRow(table: "products", key: id, column: "auth_type")
+        }
+        var authority: StoredCertificateAuthority?
+        switch (caCertificate, caSealedKey, caKeyType, certificateValidityDays) {
+        case (nil, nil, nil, nil):
+            authority = nil
+        case (let pem?, let sealed?, let keyType?, let days?):
+            authority = StoredCertificateAuthority(
+                certificatePEM: pem, sealedPrivateKey: sealed, keyType: keyType, certificateValidityDays: days)
+        default:
+            throw StoreError.corruptRow(table: "products", key: id, column: "ca_*")
+        }
+        return Product(
+            id: id, name: name, authType: type, secret: secret, dynamicRegistration: dynamicRegistration,
+            autoCreate: autoCreate, deviceQuota: deviceQuota, allowClocklessDevices: allowClocklessDevices,
+            deviceCount: deviceCount, createdAt: createdAt, certificateAuthority: authority)
+    }
+
+    package static func device(
+        productId: String, name: String, status: String, psk: String?, createdAt: Date, registeredAt: Date?,
+        activatedAt: Date?, registrationCount: Int
+    ) throws(StoreError) -> Device {
+        Device(
+            productId: productId, name: name, status: try deviceStatus(status, productId: productId, name: name),
+            psk: psk, createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
+            registrationCount: registrationCount)
+    }
+
+    package static func deviceStatus(_ raw: String, productId: String, name: String) throws(StoreError)
+        -> DeviceStatus
+    {
+        guard let status = DeviceStatus(rawValue: raw) else {
+            throw StoreError.corruptRow(table: "devices", key: "\(productId)/\(name)", column: "status")
+        }
+        return status
+    }
+}
+
+extension StoreError {
+    package static func productNotFound(_ id: String) -> StoreError {
+        StoreError(.productNotFound, "product \(id) does not exist")
+    }
+
+    package static func productExists(_ id: String) -> StoreError {
+        StoreError(.productExists, "product \(id) already exists")
+    }
+
+    package static func deviceNotFound(_ productId: String, _ name: String) -> StoreError {
+        StoreError(.deviceNotFound, "device \(name) does not exist in product \(productId)")
+    }
+
+    package static func deviceExists(_ productId: String, _ name: String) -> StoreError {
+        StoreError(.deviceExists, "device \(name) already exists in product \(productId)")
+    }
+
+    package static func quotaExceeded(_ productId: String, quota: Int) -> StoreError {
+        StoreError(.quotaExceeded, "product \(productId) has reached its quota of \(quota) devices")
+    }
+
+    package static func certificateNotFound(_ productId: String, serial: String) -> StoreError {
+        StoreError(.certificateNotFound, "no certificate with serial \(serial) in product \(productId)")
+    }
+
+    /// A row the store cannot read back as it wrote it. Names the row and the column, never a value (it may be a
+    /// secret). `unavailable`: the store cannot serve that row until an operator repairs it.
+    package static func corruptRow(table: String, key: String, column: String) -> StoreError {
+        StoreError(.unavailable, "corrupt row in \(table) (\(key)): \(column) is not a value the store writes")
+    }
+
+    /// An operation that came after the store stopped.
+    package static let stopped = StoreError(.unavailable, "the store has stopped")
+}
