@@ -159,9 +159,8 @@ let package = Package(
                 "DynRegProtocol",
                 "DynRegStore",
                 "DynRegPostgres",
+                "DynRegTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -204,10 +203,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Tests that need the built `dynreg` binary or a PostgreSQL server (DYNREG_TEST_POSTGRES_URL).
         .testTarget(
-            name: "DynRegCLITests",
-            dependencies: ["dynreg"],
-            resources: [.copy("Resources")],
+            name: "DynRegIntegrationTests",
+            dependencies: [
+                "dynreg",
+                "DynRegTestSupport",
+                "DynRegProtocol",
+                "DynRegStore",
+                "DynRegPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

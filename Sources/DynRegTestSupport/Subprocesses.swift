@@ -1,3 +1,4 @@
+import DynRegStore
 import Foundation
 import Subprocess
 import Synchronization
@@ -12,12 +13,6 @@ public struct CommandOutput: Sendable {
     public var status: Int32
     public var stdout: String
     public var stderr: String
-
-    public init(status: Int32, stdout: String, stderr: String) {
-        self.status = status
-        self.stdout = stdout
-        self.stderr = stderr
-    }
 }
 
 /// Executables the build put beside the test bundle.
@@ -161,8 +156,33 @@ public final class ServerProcess: Sendable {
         return value
     }
 
+    /// Starts a server like ``with(arguments:environment:dataDirectory:ready:executable:_:)`` and returns once it
+    /// listens, for tests that start several at once; ``stop(grace:)`` or ``kill()`` ends it.
+    public static func start(
+        arguments: [String] = ["--no-demo"],
+        environment: [String: String?] = [:],
+        dataDirectory: URL? = nil
+    ) async throws -> ServerProcess {
+        let (started, continuation) = AsyncStream.makeStream(of: Result<ServerProcess, any Error>.self)
+        Task {
+            do {
+                try await with(arguments: arguments, environment: environment, dataDirectory: dataDirectory) {
+                    server in
+                    continuation.yield(.success(server))
+                    _ = await server.output.waitForClose(within: .seconds(24 * 3600))
+                }
+            } catch {
+                continuation.yield(.failure(error))
+            }
+            continuation.finish()
+        }
+        for await result in started { return try result.get() }
+        throw TestSupportError("dynreg serve ended before it listened")
+    }
+
     /// SIGTERM, then SIGKILL if it is still running after `grace` (a test needs the port, not the drain).
     public func stop(grace: Duration = .seconds(3)) async {
+        if hasExited { return }
         sendSignal(SIGTERM)
         if await output.waitForClose(within: grace) { return }
         await kill()
@@ -170,6 +190,7 @@ public final class ServerProcess: Sendable {
 
     /// SIGKILL, as a crash would; waits until it has exited.
     public func kill() async {
+        if hasExited { return }
         sendSignal(SIGKILL)
         _ = await output.waitForClose(within: .seconds(30))
     }
@@ -225,6 +246,18 @@ public final class ServerProcess: Sendable {
             throw TestSupportError(
                 "dynreg serve did not report listening; stdout: \(text(\.stdout)) stderr: \(text(\.stderr))")
         }
+    }
+}
+
+/// Migrates `store` and runs it around `body`, as the server's application does before and while it listens.
+public func withRunning<Store: RegistrationStore, T: Sendable>(
+    _ store: Store, migrate: Bool = true, _ body: () async throws -> T
+) async throws -> T {
+    if migrate { _ = try await store.migrate() }
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await store.run() }
+        defer { group.cancelAll() }
+        return try await body()
     }
 }
 

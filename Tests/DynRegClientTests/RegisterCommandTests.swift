@@ -1,62 +1,15 @@
 import DynRegClient
 import DynRegProtocol
+import DynRegTestSupport
 import Foundation
 import Testing
 
-/// The `dynreg` executable built beside the test bundle, if the build produced one.
-let dynregExecutable: URL? = {
-    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.deletingLastPathComponent()
-    while directory.path != "/" {
-        let candidate = directory.appendingPathComponent("dynreg")
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDirectory), !isDirectory.boolValue {
-            return candidate
-        }
-        directory = directory.deletingLastPathComponent()
-    }
-    return nil
-}()
-
-struct CommandOutput {
-    var status: Int32
-    var stdout: String
-    var stderr: String
+/// Runs the built `dynreg`; the product secret comes only from what a test passes.
+func dynreg(_ arguments: [String], environment: [String: String?] = [:]) async throws -> CommandOutput {
+    try await runDynreg(arguments, environment: ["DYNREG_PRODUCT_SECRET": nil].merging(environment) { $1 })
 }
 
-/// Runs `dynreg` on a plain thread: waiting for it on the cooperative pool could starve the test server.
-func dynreg(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandOutput {
-    let executable = try #require(dynregExecutable)
-    return try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = arguments
-            var env = ProcessInfo.processInfo.environment
-            env["DYNREG_PRODUCT_SECRET"] = nil
-            for (name, value) in environment { env[name] = value }
-            process.environment = env
-            let out = Pipe()
-            let err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            do {
-                try process.run()
-            } catch {
-                continuation.resume(throwing: error)
-                return
-            }
-            let stdout = out.fileHandleForReading.readDataToEndOfFile()
-            let stderr = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            continuation.resume(
-                returning: CommandOutput(
-                    status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                    stderr: String(decoding: stderr, as: UTF8.self)))
-        }
-    }
-}
-
-@Suite("dynreg register", .enabled(if: dynregExecutable != nil, "the dynreg executable was not built"))
+@Suite("dynreg register", .enabled(if: BuiltExecutable.dynreg != nil, "the dynreg executable was not built"))
 struct RegisterCommandTests {
     private func arguments(_ baseURL: String, _ extra: [String] = []) -> [String] {
         ["register", "--url", baseURL, "--product-id", Fixture.productId, "--device-name", Fixture.deviceName]

@@ -1,6 +1,7 @@
 import DynRegProtocol
 import DynRegServer
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import Testing
 
@@ -117,16 +118,11 @@ struct AdminAndLifecycleTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let cert = directory.appendingPathComponent("cert.pem").path
         let key = directory.appendingPathComponent("key.pem").path
-        let openssl = Process()
-        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        openssl.arguments = [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        let openssl = try await runCommand("openssl", [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-        ]
-        openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
-        openssl.waitUntilExit()
-        #expect(openssl.terminationStatus == 0)
+        ])
+        #expect(openssl.status == 0, "\(openssl.stderr)")
         try await TestServer.with(directory: directory, configure: { $0.tls = .init(certificatePath: cert, keyPath: key) }) { server in
             #expect(server.baseURL.hasPrefix("https://"))
             let product = try await server.createProduct()

@@ -2,6 +2,7 @@ import DynRegCA
 import DynRegProtocol
 import DynRegServer
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import Crypto
 import Testing
@@ -11,21 +12,9 @@ import X509
 /// Certificate products against the real server, checked with the `openssl` command line.
 @Suite("Certificate products")
 struct CertificateTests {
-    static func openssl(_ arguments: [String], input: String? = nil) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        let stdin = Pipe()
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    static func openssl(_ arguments: [String], input: String? = nil) async throws -> (status: Int32, output: String) {
+        let result = try await runCommand("openssl", arguments, input: input)
+        return (result.status, result.stdout + result.stderr)
     }
 
     static func write(_ text: String, _ name: String, in directory: URL) throws -> String {
@@ -55,17 +44,17 @@ struct CertificateTests {
             let caPath = try Self.write(caAnswer.text, "ca.pem", in: dir)
             let certPath = try Self.write(cert, "cert.pem", in: dir)
             let keyPath = try Self.write(key, "key.pem", in: dir)
-            let verify = try Self.openssl(["verify", "-CAfile", caPath, "-purpose", "sslclient", certPath])
+            let verify = try await Self.openssl(["verify", "-CAfile", caPath, "-purpose", "sslclient", certPath])
             #expect(verify.status == 0, "\(verify.output)")
-            let text = try Self.openssl(["x509", "-in", certPath, "-noout", "-text"]).output
+            let text = try await Self.openssl(["x509", "-in", certPath, "-noout", "-text"]).output
             #expect(text.contains("CN = \(product.id)cam-01") || text.contains("CN=\(product.id)cam-01"))
             #expect(text.contains("TLS Web Client Authentication"))
             #expect(text.contains("Digital Signature"))
-            let certKey = try Self.openssl(["x509", "-in", certPath, "-noout", "-pubkey"]).output
-            let privateKey = try Self.openssl(["pkey", "-in", keyPath, "-pubout"]).output
+            let certKey = try await Self.openssl(["x509", "-in", certPath, "-noout", "-pubkey"]).output
+            let privateKey = try await Self.openssl(["pkey", "-in", keyPath, "-pubout"]).output
             #expect(certKey == privateKey)
             // Serial: 128 random bits.
-            let serialLine = try Self.openssl(["x509", "-in", certPath, "-noout", "-serial"]).output
+            let serialLine = try await Self.openssl(["x509", "-in", certPath, "-noout", "-serial"]).output
             let serial = serialLine.replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(serial.count == 32)
             // Re-registration revokes the previous certificate.
@@ -78,24 +67,24 @@ struct CertificateTests {
             #expect(certificates.last?["serial"] as? String == serial.lowercased())
             let crl = try await server.admin(.GET, "/products/\(product.id)/crl")
             let crlPath = try Self.write(crl.text, "crl.pem", in: dir)
-            let crlText = try Self.openssl(["crl", "-in", crlPath, "-noout", "-text", "-CAfile", caPath])
+            let crlText = try await Self.openssl(["crl", "-in", crlPath, "-noout", "-text", "-CAfile", caPath])
             #expect(crlText.status == 0, "\(crlText.output)")
             #expect(crlText.output.contains("verify OK"))
             #expect(crlText.output.uppercased().contains(serial.uppercased()))
             // openssl verify with the CRL refuses the revoked certificate and accepts the current one.
-            let revoked = try Self.openssl(["verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crlPath, certPath])
+            let revoked = try await Self.openssl(["verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crlPath, certPath])
             #expect(revoked.status != 0)
             #expect(revoked.output.contains("revoked"))
             let (current, _) = try certificate(second, secret: product.secret)
             let currentPath = try Self.write(current, "current.pem", in: dir)
-            let ok = try Self.openssl(["verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crlPath, currentPath])
+            let ok = try await Self.openssl(["verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crlPath, currentPath])
             #expect(ok.status == 0, "\(ok.output)")
             // Explicit revocation through the admin API.
             let currentSerial = try #require(certificates.first?["serial"] as? String)
             let revoke = try await server.admin(.POST, "/products/\(product.id)/certificates/\(currentSerial)/revoke")
             #expect(revoke.json["status"] as? String == "revoked")
             let crl2 = try await server.admin(.GET, "/products/\(product.id)/crl")
-            #expect(try Self.openssl(["crl", "-noout", "-text"], input: crl2.text).output.uppercased().contains(currentSerial.uppercased()))
+            #expect(try await Self.openssl(["crl", "-noout", "-text"], input: crl2.text).output.uppercased().contains(currentSerial.uppercased()))
         }
     }
 
@@ -143,7 +132,7 @@ struct CertificateTests {
             #expect(parsed.publicKey == Certificate.PublicKey(deviceKey.publicKey))
             let caPath = try Self.write(try await server.admin(.GET, "/products/\(product.id)/ca").text, "ca.pem", in: server.directory)
             let certPath = try Self.write(cert, "csr-cert.pem", in: server.directory)
-            #expect(try Self.openssl(["verify", "-CAfile", caPath, certPath]).status == 0)
+            #expect(try await Self.openssl(["verify", "-CAfile", caPath, certPath]).status == 0)
 
             let other = try await registerWithCSR(
                 server, product: product, deviceName: "cam-3", csr: try Self.csr(commonName: product.id + "cam-2"))
@@ -192,7 +181,7 @@ struct CertificateTests {
     }
 
     @Test("PEM text is SwiftASN1's and swift-crypto's, byte for byte, for every length; PEMDocument reads it back")
-    func pemEncoding() throws {
+    func pemEncoding() async throws {
         for length in [0, 1, 2, 3, 47, 48, 49, 95, 96, 97, 500, 1000, 20_000] {
             let der = (0..<length).map { _ in UInt8.random(in: 0...255) }
             let pem = PEM.encode(type: "X509 CRL", der: der)
@@ -211,7 +200,7 @@ struct CertificateTests {
 
     /// The time fields of a CRL at the RFC 5280 switch: UTCTime through 2049, GeneralizedTime from 2050.
     @Test("CRL times: UTCTime through 2049, GeneralizedTime from 2050, whole seconds; openssl reads and verifies them")
-    func crlTimeBoundary() throws {
+    func crlTimeBoundary() async throws {
         let authority = try ProductCertificateAuthority.create(productId: "BOUNDARY", keyType: .p256)
         // 2049-12-31T23:59:59Z, with a fraction that must be dropped, not rounded up into 2050.
         let lastSecond = Date(timeIntervalSince1970: 2_524_607_999.75)
@@ -229,13 +218,13 @@ struct CertificateTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let caPath = try Self.write(authority.certificatePEM, "ca.pem", in: directory)
-        let text = try Self.openssl(["crl", "-noout", "-text", "-CAfile", caPath], input: pem)
+        let text = try await Self.openssl(["crl", "-noout", "-text", "-CAfile", caPath], input: pem)
         #expect(text.status == 0, "\(text.output)")
         #expect(text.output.contains("verify OK"))
         #expect(text.output.contains("Last Update: Dec 31 23:59:59 2049 GMT"), "\(text.output)")
         #expect(text.output.contains("Next Update: Jan  1 00:00:00 2050 GMT"), "\(text.output)")
         #expect(text.output.contains("Revocation Date: Dec 31 23:59:59 2049 GMT"), "\(text.output)")
-        let parsed = try Self.openssl(["asn1parse", "-inform", "PEM"], input: pem).output
+        let parsed = try await Self.openssl(["asn1parse", "-inform", "PEM"], input: pem).output
         #expect(parsed.contains("UTCTIME           :491231235959Z"), "\(parsed)")
         #expect(parsed.contains("GENERALIZEDTIME   :20500101000000Z"), "\(parsed)")
     }

@@ -1,6 +1,7 @@
 @testable import DynRegPostgres
 import DynRegProtocol
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import Testing
 
@@ -122,7 +123,7 @@ import Testing
 
     @Test(arguments: admitCases)
     func admits(_ test: AdmitCase) {
-        var product = StoreConformanceTests.product("PRULES0001")
+        var product = StoreSamples.product("PRULES0001")
         product.allowClocklessDevices = test.clockless
         product.dynamicRegistration = test.dynamicRegistration
         let admission = RegistrationRules.admit(product: product, timestamp: test.timestamp, now: Self.now, window: 300)

@@ -1,4 +1,5 @@
 @testable import DynRegStore
+import DynRegTestSupport
 import Foundation
 import GRDB
 import Testing
@@ -19,8 +20,8 @@ import Testing
         try await withSQLiteStore { store, path in
             #expect(try store.writerSynchronousMode() == 2)
             // Also after a registration went through the group committer.
-            _ = try await store.createProduct(StoreConformanceTests.product("PSYNC00001"))
-            _ = try await store.register(StoreConformanceTests.attempt("PSYNC00001", "dev1", nonce: 1))
+            _ = try await store.createProduct(StoreSamples.product("PSYNC00001"))
+            _ = try await store.register(StoreSamples.attempt("PSYNC00001", "dev1", nonce: 1))
             #expect(try store.writerSynchronousMode() == 2)
         }
     }
@@ -77,8 +78,8 @@ import Testing
     ])
     func aCorruptRowIsAnError(_ corruption: String) async throws {
         try await withSQLiteStore { store, path in
-            _ = try await store.createProduct(StoreConformanceTests.product("PCORRUPT01"))
-            _ = try await store.register(StoreConformanceTests.attempt("PCORRUPT01", "d1", nonce: 1))
+            _ = try await store.createProduct(StoreSamples.product("PCORRUPT01"))
+            _ = try await store.register(StoreSamples.attempt("PCORRUPT01", "d1", nonce: 1))
             let editor = try DatabaseQueue(path: path)
             try await editor.write { db in try db.execute(sql: corruption) }
             try editor.close()
@@ -94,7 +95,7 @@ import Testing
                     throws: isCorrupt)
                 await #expect(
                     performing: {
-                        _ = try await store.register(StoreConformanceTests.attempt("PCORRUPT01", "d1", nonce: 2))
+                        _ = try await store.register(StoreSamples.attempt("PCORRUPT01", "d1", nonce: 2))
                     }, throws: isCorrupt)
             }
         }
@@ -109,9 +110,9 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
         _ = try await store.migrate()
-        _ = try await store.createProduct(StoreConformanceTests.product("PSERVICE01"))
+        _ = try await store.createProduct(StoreSamples.product("PSERVICE01"))
         let early = try await withThrowingTaskGroup(of: RegistrationDecision?.self) { group in
-            group.addTask { try await store.register(StoreConformanceTests.attempt("PSERVICE01", "d1", nonce: 1)) }
+            group.addTask { try await store.register(StoreSamples.attempt("PSERVICE01", "d1", nonce: 1)) }
             try await Task.sleep(for: .milliseconds(200))
             group.addTask {
                 try await store.run()
@@ -128,7 +129,7 @@ import Testing
         }
         #expect(device.name == "d1")
         await #expect {
-            _ = try await store.register(StoreConformanceTests.attempt("PSERVICE01", "d2", nonce: 2))
+            _ = try await store.register(StoreSamples.attempt("PSERVICE01", "d2", nonce: 2))
         } throws: { error in
             (error as? StoreError)?.code == .unavailable
         }
@@ -182,13 +183,13 @@ import Testing
         #expect(try await store.certificate(fingerprint: "fp-new")?.serial == "aa02")
         #expect(try await store.revokedCertificates(productId: "PMIGRATE01").map(\.serial) == ["aa01"])
         // A new registration revokes the active certificate and adds its own; serials stay unique per product.
-        let issued = StoreConformanceTests.certificate("aa03", "d1", productId: "PMIGRATE01", issuedAt: Date(timeIntervalSince1970: 10))
-        _ = try await store.register(StoreConformanceTests.certificateAttempt("d1", issued, nonce: 9))
+        let issued = StoreSamples.certificate("aa03", "d1", productId: "PMIGRATE01", issuedAt: Date(timeIntervalSince1970: 10))
+        _ = try await store.register(StoreSamples.certificateAttempt("d1", issued, nonce: 9))
         #expect(try await store.certificates(productId: "PMIGRATE01", deviceName: "d1").filter { $0.revokedAt == nil }
             .map(\.serial) == ["aa03"])
-        let duplicate = StoreConformanceTests.certificate("aa03", "d2", productId: "PMIGRATE01", issuedAt: Date(timeIntervalSince1970: 11))
+        let duplicate = StoreSamples.certificate("aa03", "d2", productId: "PMIGRATE01", issuedAt: Date(timeIntervalSince1970: 11))
         await #expect(throws: (any Error).self) {
-            _ = try await store.register(StoreConformanceTests.certificateAttempt("d2", duplicate, nonce: 10))
+            _ = try await store.register(StoreSamples.certificateAttempt("d2", duplicate, nonce: 10))
         }
         // Nothing of the failed registration stays: its savepoint was rolled back.
         #expect(try await store.device(productId: "PMIGRATE01", deviceName: "d2") == nil)

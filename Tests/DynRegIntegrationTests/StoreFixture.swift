@@ -1,5 +1,6 @@
 import DynRegPostgres
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import Logging
 import PostgresNIO
@@ -32,18 +33,6 @@ func withStore(_ kind: StoreKind, _ body: (any RegistrationStore) async throws -
             let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await body(store) }
         }
-    }
-}
-
-/// Migrates the store and runs it around `body`, as the server's application does before and while it listens.
-func withRunning<Store: RegistrationStore, T: Sendable>(
-    _ store: Store, migrate: Bool = true, _ body: () async throws -> T
-) async throws -> T {
-    if migrate { _ = try await store.migrate() }
-    return try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await store.run() }
-        defer { group.cancelAll() }
-        return try await body()
     }
 }
 

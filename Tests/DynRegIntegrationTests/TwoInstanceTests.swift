@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import DynRegPostgres
 import DynRegProtocol
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import Synchronization
 import NIOCore
@@ -37,16 +38,15 @@ struct TwoInstanceTests {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
             let url = try #require(PostgresTestDatabase.url)
             let databaseURL = try Self.url(url, database: configuration.database)
-            let environment = ["DYNREG_ADMIN_TOKEN": adminToken]
+            let environment: [String: String?] = ["DYNREG_ADMIN_TOKEN": adminToken]
             let clock = ContinuousClock()
             let startTime = clock.now
             async let first = outcome {
-                try await ServerProcess.start(arguments: ["--database", databaseURL], environment: environment, name: "first")
+                try await ServerProcess.start(arguments: ["--no-demo", "--database", databaseURL], environment: environment)
             }
             async let second = outcome {
                 try await ServerProcess.start(
-                    arguments: [], environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 },
-                    name: "second")
+                    arguments: ["--no-demo"], environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 })
             }
             let started = await [first, second]
             let servers = started.compactMap { try? $0.get() }

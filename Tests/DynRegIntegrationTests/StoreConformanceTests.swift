@@ -1,96 +1,23 @@
 import DynRegProtocol
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import Testing
 
 /// One set of bodies, run unchanged against every `RegistrationStore`: the stores must be interchangeable.
 @Suite("RegistrationStore conformance")
 struct StoreConformanceTests {
-    // Whole seconds: both stores keep them exactly.
-    static let t0 = Date(timeIntervalSince1970: 1_700_000_000)
-
-    static func product(
-        _ id: String, autoCreate: Bool = true, quota: Int? = nil, clockless: Bool = false, createdAt: Date = t0
-    ) -> Product {
-        Product(
-            id: id, name: "name of \(id)", authType: .key, secret: "secret-of-\(id)-0123456789abcdef",
-            dynamicRegistration: true, autoCreate: autoCreate, deviceQuota: quota, allowClocklessDevices: clockless,
-            deviceCount: 0, createdAt: createdAt)
-    }
-
-    static func attempt(
-        _ productId: String, _ deviceName: String, nonce: Int64, timestamp: Int64 = 1_700_000_000,
-        expiry: Date? = Date(timeIntervalSince1970: 1_700_000_301), psk: String? = nil, now: Date = t0
-    ) -> RegistrationAttempt {
-        RegistrationAttempt(
-            productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce, replayExpiry: expiry,
-            credential: .key(psk: psk ?? "psk-\(deviceName)-\(nonce)"), now: now)
-    }
-
-    static let authority = StoredCertificateAuthority(
-        certificatePEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-        sealedPrivateKey: "sealed-key-bytes", keyType: "p256", certificateValidityDays: 365)
-
-    static func certificate(_ serial: String, _ deviceName: String, productId: String = "PC", issuedAt: Date)
-        -> DeviceCertificate
-    {
-        DeviceCertificate(
-            serial: serial, productId: productId, deviceName: deviceName, fingerprint: "fp\(serial)",
-            pem: "-----BEGIN CERTIFICATE-----\n\(serial)\n-----END CERTIFICATE-----\n", notBefore: issuedAt,
-            notAfter: issuedAt.addingTimeInterval(365 * 86_400), issuedAt: issuedAt)
-    }
-
-    static func certificateAttempt(_ deviceName: String, _ certificate: DeviceCertificate, nonce: Int64)
-        -> RegistrationAttempt
-    {
-        RegistrationAttempt(
-            productId: certificate.productId, deviceName: deviceName, timestamp: 1_700_000_000, nonce: nonce,
-            replayExpiry: Date(timeIntervalSince1970: 1_700_000_301), credential: .certificate(certificate),
-            now: certificate.issuedAt)
-    }
-
-    static func issued(_ decision: RegistrationDecision, sourceLocation: SourceLocation = #_sourceLocation) -> Device? {
-        guard case .issued(let device) = decision else {
-            Issue.record("expected a credential, got \(decision)", sourceLocation: sourceLocation)
-            return nil
-        }
-        return device
-    }
-
-    static func expectError(
-        _ code: StoreError.Code, sourceLocation: SourceLocation = #_sourceLocation,
-        _ operation: () async throws -> Void
-    ) async {
-        do {
-            try await operation()
-            Issue.record("expected StoreError.\(code), got success", sourceLocation: sourceLocation)
-        } catch let error as StoreError {
-            #expect(error.code == code, sourceLocation: sourceLocation)
-        } catch {
-            Issue.record("expected StoreError.\(code), got \(error)", sourceLocation: sourceLocation)
-        }
-    }
-
-    /// The count the store keeps must equal the devices it lists.
-    static func expectCountConsistent(
-        _ store: any RegistrationStore, _ productId: String, sourceLocation: SourceLocation = #_sourceLocation
-    ) async throws {
-        let product = try #require(try await store.product(id: productId), sourceLocation: sourceLocation)
-        let listed = try await store.devices(productId: productId, status: nil, limit: 100_000, after: nil)
-        #expect(product.deviceCount == listed.count, sourceLocation: sourceLocation)
-    }
-
     // MARK: Products
 
     @Test(arguments: StoreKind.allCases)
     func productCRUD(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             #expect(try await store.products().isEmpty)
-            let created = try await store.createProduct(Self.product("PB", quota: 5, createdAt: Self.t0))
-            #expect(created == Self.product("PB", quota: 5))
-            _ = try await store.createProduct(Self.product("PA", createdAt: Self.t0))
-            _ = try await store.createProduct(Self.product("P0", createdAt: Self.t0.addingTimeInterval(-10)))
-            await Self.expectError(.productExists) { _ = try await store.createProduct(Self.product("PB")) }
+            let created = try await store.createProduct(StoreSamples.product("PB", quota: 5, createdAt: StoreSamples.t0))
+            #expect(created == StoreSamples.product("PB", quota: 5))
+            _ = try await store.createProduct(StoreSamples.product("PA", createdAt: StoreSamples.t0))
+            _ = try await store.createProduct(StoreSamples.product("P0", createdAt: StoreSamples.t0.addingTimeInterval(-10)))
+            await StoreSamples.expectError(.productExists) { _ = try await store.createProduct(StoreSamples.product("PB")) }
             // Oldest first, then by id.
             #expect(try await store.products().map(\.id) == ["P0", "PA", "PB"])
             #expect(try await store.product(id: "PB") == created)
@@ -121,9 +48,9 @@ struct StoreConformanceTests {
             try await store.deleteProduct(id: "PB")
             #expect(try await store.product(id: "PB") == nil)
             #expect(try await store.products().map(\.id) == ["P0", "PA"])
-            await Self.expectError(.productNotFound) { try await store.deleteProduct(id: "PB") }
-            await Self.expectError(.productNotFound) { _ = try await store.updateProduct(id: "PB", ProductUpdate()) }
-            await Self.expectError(.productNotFound) {
+            await StoreSamples.expectError(.productNotFound) { try await store.deleteProduct(id: "PB") }
+            await StoreSamples.expectError(.productNotFound) { _ = try await store.updateProduct(id: "PB", ProductUpdate()) }
+            await StoreSamples.expectError(.productNotFound) {
                 _ = try await store.rotateProductSecret(id: "PB", newSecret: "x-0123456789abcdef")
             }
         }
@@ -132,25 +59,25 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func deletingAProductForgetsItsDevicesAndNonces(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1"))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1)))
-            _ = try await store.createDevice(productId: "P1", deviceName: "d2", now: Self.t0)
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)))
+            _ = try await store.createDevice(productId: "P1", deviceName: "d2", now: StoreSamples.t0)
             try await store.recordEvent(
                 RegistrationEvent(
-                    time: Self.t0, productId: "P1", deviceName: "d1", outcome: "Success", remoteAddress: "10.0.0.1",
+                    time: StoreSamples.t0, productId: "P1", deviceName: "d1", outcome: "Success", remoteAddress: "10.0.0.1",
                     endpoint: "/device/register"))
             try await store.deleteProduct(id: "P1")
-            await Self.expectError(.productNotFound) {
+            await StoreSamples.expectError(.productNotFound) {
                 _ = try await store.devices(productId: "P1", status: nil, limit: 10, after: nil)
             }
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 1)) == .rejected(.productNotExist))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.productNotExist))
 
-            _ = try await store.createProduct(Self.product("P1"))
+            _ = try await store.createProduct(StoreSamples.product("P1"))
             #expect(try await store.device(productId: "P1", deviceName: "d1") == nil)
             #expect(try await store.devices(productId: "P1", status: nil, limit: 10, after: nil).isEmpty)
             #expect(try await store.product(id: "P1")?.deviceCount == 0)
             // The old replay entry went with the product.
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)))
             // The audit log outlives the product: three registrations (one refused) and the event recorded by hand.
             #expect(
                 try await store.events(productId: "P1", limit: 10).map(\.outcome)
@@ -163,43 +90,43 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func createDevice(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1", quota: 2))
-            let device = try await store.createDevice(productId: "P1", deviceName: "d1", now: Self.t0)
+            _ = try await store.createProduct(StoreSamples.product("P1", quota: 2))
+            let device = try await store.createDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             #expect(
                 device
                     == Device(
-                        productId: "P1", name: "d1", status: .created, psk: nil, createdAt: Self.t0, registeredAt: nil,
+                        productId: "P1", name: "d1", status: .created, psk: nil, createdAt: StoreSamples.t0, registeredAt: nil,
                         activatedAt: nil, registrationCount: 0))
             #expect(try await store.device(productId: "P1", deviceName: "d1") == device)
             #expect(try await store.device(productId: "P1", deviceName: "d9") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
-            await Self.expectError(.deviceExists) {
-                _ = try await store.createDevice(productId: "P1", deviceName: "d1", now: Self.t0)
+            await StoreSamples.expectError(.deviceExists) {
+                _ = try await store.createDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             }
-            await Self.expectError(.productNotFound) {
-                _ = try await store.createDevice(productId: "P9", deviceName: "d1", now: Self.t0)
+            await StoreSamples.expectError(.productNotFound) {
+                _ = try await store.createDevice(productId: "P9", deviceName: "d1", now: StoreSamples.t0)
             }
-            _ = try await store.createDevice(productId: "P1", deviceName: "d2", now: Self.t0)
-            await Self.expectError(.quotaExceeded) {
-                _ = try await store.createDevice(productId: "P1", deviceName: "d3", now: Self.t0)
+            _ = try await store.createDevice(productId: "P1", deviceName: "d2", now: StoreSamples.t0)
+            await StoreSamples.expectError(.quotaExceeded) {
+                _ = try await store.createDevice(productId: "P1", deviceName: "d3", now: StoreSamples.t0)
             }
             #expect(try await store.product(id: "P1")?.deviceCount == 2)
-            try await Self.expectCountConsistent(store, "P1")
+            try await StoreSamples.expectCountConsistent(store, "P1")
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func listingPagesByNameAndFiltersByStatus(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1"))
-            _ = try await store.createProduct(Self.product("P2"))
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            _ = try await store.createProduct(StoreSamples.product("P2"))
             // Byte order, whatever the database's locale: digits, upper case, '_', lower case.
             let names = ["b:3", "A-1", "a_1", "Z@9", "B.2", "0x", "a-1", "_u", "@"]
-            for name in names { _ = try await store.createDevice(productId: "P1", deviceName: name, now: Self.t0) }
-            _ = try await store.createDevice(productId: "P2", deviceName: "other", now: Self.t0)
-            _ = Self.issued(try await store.register(Self.attempt("P1", "B.2", nonce: 1)))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "a_1", nonce: 2)))
-            _ = try await store.activateDevice(productId: "P1", deviceName: "a_1", now: Self.t0)
+            for name in names { _ = try await store.createDevice(productId: "P1", deviceName: name, now: StoreSamples.t0) }
+            _ = try await store.createDevice(productId: "P2", deviceName: "other", now: StoreSamples.t0)
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "B.2", nonce: 1)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "a_1", nonce: 2)))
+            _ = try await store.activateDevice(productId: "P1", deviceName: "a_1", now: StoreSamples.t0)
 
             let sorted = names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
             var pages: [[String]] = []
@@ -221,7 +148,7 @@ struct StoreConformanceTests {
             #expect(created.map(\.name) == sorted.filter { $0 != "B.2" && $0 != "a_1" })
             let afterCursor = try await store.devices(productId: "P1", status: .created, limit: 2, after: "B")
             #expect(afterCursor.map(\.name) == Array(sorted.filter { $0 > "B" && $0 != "B.2" && $0 != "a_1" }.prefix(2)))
-            await Self.expectError(.productNotFound) {
+            await StoreSamples.expectError(.productNotFound) {
                 _ = try await store.devices(productId: "P9", status: nil, limit: 10, after: nil)
             }
         }
@@ -230,64 +157,64 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func deleteDevice(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1"))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 7)))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d2", nonce: 7)))
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 7)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 7)))
             try await store.deleteDevice(productId: "P1", deviceName: "d1")
             #expect(try await store.device(productId: "P1", deviceName: "d1") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
-            await Self.expectError(.deviceNotFound) { try await store.deleteDevice(productId: "P1", deviceName: "d1") }
-            await Self.expectError(.deviceNotFound) { try await store.deleteDevice(productId: "P9", deviceName: "d2") }
+            await StoreSamples.expectError(.deviceNotFound) { try await store.deleteDevice(productId: "P1", deviceName: "d1") }
+            await StoreSamples.expectError(.deviceNotFound) { try await store.deleteDevice(productId: "P9", deviceName: "d2") }
             // Its replay entries went with it; the other device's stay.
-            let again = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 7)))
+            let again = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 7)))
             #expect(again?.registrationCount == 1)
-            #expect(try await store.register(Self.attempt("P1", "d2", nonce: 7)) == .rejected(.nonceReused))
-            try await Self.expectCountConsistent(store, "P1")
+            #expect(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 7)) == .rejected(.nonceReused))
+            try await StoreSamples.expectCountConsistent(store, "P1")
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func resetDevice(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1", clockless: true))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 2)))
+            _ = try await store.createProduct(StoreSamples.product("P1", clockless: true))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2)))
             let reset = try await store.resetDevice(productId: "P1", deviceName: "d1")
             #expect(reset.status == .created)
             #expect(reset.psk == nil)
             #expect(reset.registeredAt == nil)
             #expect(reset.registrationCount == 2)
-            #expect(reset.createdAt == Self.t0)
+            #expect(reset.createdAt == StoreSamples.t0)
             #expect(try await store.device(productId: "P1", deviceName: "d1") == reset)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
             // The clockless entry is gone; the timed one stays until it expires.
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 2)) == .rejected(.nonceReused))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2)) == .rejected(.nonceReused))
             // Resetting an activated device forgets the activation too.
-            _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: Self.t0)
+            _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             let again = try await store.resetDevice(productId: "P1", deviceName: "d1")
             #expect(again.status == .created)
             #expect(again.activatedAt == nil)
             #expect(again.registrationCount == 3)
-            await Self.expectError(.deviceNotFound) { _ = try await store.resetDevice(productId: "P1", deviceName: "x") }
+            await StoreSamples.expectError(.deviceNotFound) { _ = try await store.resetDevice(productId: "P1", deviceName: "x") }
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func activateDevice(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1"))
-            let registered = try #require(Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1))))
-            let later = Self.t0.addingTimeInterval(60)
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            let registered = try #require(StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1))))
+            let later = StoreSamples.t0.addingTimeInterval(60)
             let activated = try await store.activateDevice(productId: "P1", deviceName: "d1", now: later)
             #expect(activated.status == .activated)
             #expect(activated.activatedAt == later)
             #expect(activated.psk == registered.psk)
-            #expect(activated.registeredAt == Self.t0)
+            #expect(activated.registeredAt == StoreSamples.t0)
             // Idempotent: the first activation time stays.
             let again = try await store.activateDevice(productId: "P1", deviceName: "d1", now: later.addingTimeInterval(60))
             #expect(again == activated)
-            await Self.expectError(.deviceNotFound) {
+            await StoreSamples.expectError(.deviceNotFound) {
                 _ = try await store.activateDevice(productId: "P1", deviceName: "d9", now: later)
             }
         }
@@ -298,14 +225,14 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func registrationWithAutoCreate(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 1)) == .rejected(.productNotExist))
-            _ = try await store.createProduct(Self.product("P1"))
-            let device = try #require(Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, psk: "K1"))))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.productNotExist))
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            let device = try #require(StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1"))))
             #expect(
                 device
                     == Device(
-                        productId: "P1", name: "d1", status: .registered, psk: "K1", createdAt: Self.t0,
-                        registeredAt: Self.t0, activatedAt: nil, registrationCount: 1))
+                        productId: "P1", name: "d1", status: .registered, psk: "K1", createdAt: StoreSamples.t0,
+                        registeredAt: StoreSamples.t0, activatedAt: nil, registrationCount: 1))
             #expect(try await store.device(productId: "P1", deviceName: "d1") == device)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
         }
@@ -314,18 +241,18 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func registrationWithoutAutoCreate(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1", autoCreate: false))
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 1)) == .rejected(.deviceNotExist))
+            _ = try await store.createProduct(StoreSamples.product("P1", autoCreate: false))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.deviceNotExist))
             #expect(try await store.device(productId: "P1", deviceName: "d1") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 0)
-            _ = try await store.createDevice(productId: "P1", deviceName: "d1", now: Self.t0.addingTimeInterval(-5))
+            _ = try await store.createDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0.addingTimeInterval(-5))
             // The refused attempt consumed no nonce.
-            let later = Self.t0.addingTimeInterval(5)
+            let later = StoreSamples.t0.addingTimeInterval(5)
             let device = try #require(
-                Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, psk: "K1", now: later))))
+                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1", now: later))))
             #expect(device.status == .registered)
             #expect(device.psk == "K1")
-            #expect(device.createdAt == Self.t0.addingTimeInterval(-5))
+            #expect(device.createdAt == StoreSamples.t0.addingTimeInterval(-5))
             #expect(device.registeredAt == later)
             #expect(device.registrationCount == 1)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
@@ -335,34 +262,34 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func quota(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1", quota: 2))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1)))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d2", nonce: 2)))
-            #expect(try await store.register(Self.attempt("P1", "d3", nonce: 3)) == .rejected(.deviceQuota))
+            _ = try await store.createProduct(StoreSamples.product("P1", quota: 2))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 2)))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d3", nonce: 3)) == .rejected(.deviceQuota))
             // A full product still re-registers the devices it holds.
-            #expect(Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 4)))?.registrationCount == 2)
+            #expect(StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 4)))?.registrationCount == 2)
             #expect(try await store.product(id: "P1")?.deviceCount == 2)
             // The refusal consumed no nonce: with room made, the same attempt passes.
             _ = try await store.updateProduct(id: "P1", ProductUpdate(deviceQuota: .some(3)))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d3", nonce: 3)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d3", nonce: 3)))
 
-            _ = try await store.createProduct(Self.product("P0", quota: 0))
-            #expect(try await store.register(Self.attempt("P0", "d1", nonce: 1)) == .rejected(.deviceQuota))
+            _ = try await store.createProduct(StoreSamples.product("P0", quota: 0))
+            #expect(try await store.register(StoreSamples.attempt("P0", "d1", nonce: 1)) == .rejected(.deviceQuota))
             // Lowering a quota below the count refuses new devices and keeps the old.
             _ = try await store.updateProduct(id: "P1", ProductUpdate(deviceQuota: .some(1)))
-            #expect(try await store.register(Self.attempt("P1", "d4", nonce: 5)) == .rejected(.deviceQuota))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d4", nonce: 5)) == .rejected(.deviceQuota))
             #expect(try await store.product(id: "P1")?.deviceCount == 3)
-            try await Self.expectCountConsistent(store, "P1")
+            try await StoreSamples.expectCountConsistent(store, "P1")
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func concurrentRegistrationsNeverExceedTheQuota(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1", quota: 50))
+            _ = try await store.createProduct(StoreSamples.product("P1", quota: 50))
             let decisions = try await withThrowingTaskGroup(of: RegistrationDecision.self) { group in
                 for index in 0..<200 {
-                    group.addTask { try await store.register(Self.attempt("P1", "dev-\(index)", nonce: Int64(index))) }
+                    group.addTask { try await store.register(StoreSamples.attempt("P1", "dev-\(index)", nonce: Int64(index))) }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
@@ -370,20 +297,20 @@ struct StoreConformanceTests {
             #expect(issued.count == 50)
             #expect(decisions.filter { $0 == .rejected(.deviceQuota) }.count == 150)
             #expect(try await store.product(id: "P1")?.deviceCount == 50)
-            try await Self.expectCountConsistent(store, "P1")
+            try await StoreSamples.expectCountConsistent(store, "P1")
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func concurrentRegistrationsOfOneDevice(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1", quota: 1))
+            _ = try await store.createProduct(StoreSamples.product("P1", quota: 1))
             // Different nonces: each one re-registers; the stored psk is one of those issued.
             let psks = try await withThrowingTaskGroup(of: String?.self) { group in
                 for index in 0..<40 {
                     group.addTask {
                         let decision = try await store.register(
-                            Self.attempt("P1", "d1", nonce: Int64(index), psk: "K\(index)"))
+                            StoreSamples.attempt("P1", "d1", nonce: Int64(index), psk: "K\(index)"))
                         if case .issued(let device) = decision { return device.psk }
                         return nil
                     }
@@ -396,7 +323,7 @@ struct StoreConformanceTests {
             #expect(psks.contains(device.psk ?? ""))
             // One nonce: exactly one wins.
             let decisions = try await withThrowingTaskGroup(of: RegistrationDecision.self) { group in
-                for _ in 0..<20 { group.addTask { try await store.register(Self.attempt("P1", "d1", nonce: 1000)) } }
+                for _ in 0..<20 { group.addTask { try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1000)) } }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(decisions.filter { $0 == .rejected(.nonceReused) }.count == 19)
@@ -407,15 +334,15 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func reRegistrationIssuesANewCredential(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1"))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, psk: "K1")))
-            let later = Self.t0.addingTimeInterval(30)
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
+            let later = StoreSamples.t0.addingTimeInterval(30)
             let second = try #require(
-                Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 2, psk: "K2", now: later))))
+                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2", now: later))))
             #expect(second.psk == "K2")
             #expect(second.registrationCount == 2)
             #expect(second.registeredAt == later)
-            #expect(second.createdAt == Self.t0)
+            #expect(second.createdAt == StoreSamples.t0)
             #expect(try await store.device(productId: "P1", deviceName: "d1")?.psk == "K2")
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
         }
@@ -424,32 +351,32 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func activatedDevicesAreRefused(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1"))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, psk: "K1")))
-            _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: Self.t0)
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 2, psk: "K2")) == .rejected(.deviceAlreadyActivated))
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
+            _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2")) == .rejected(.deviceAlreadyActivated))
             // Refusal wins over a reused nonce, as in the check order.
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 1)) == .rejected(.deviceAlreadyActivated))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.deviceAlreadyActivated))
             let device = try #require(try await store.device(productId: "P1", deviceName: "d1"))
             #expect(device.psk == "K1")
             #expect(device.registrationCount == 1)
             // After a reset it may register again.
             _ = try await store.resetDevice(productId: "P1", deviceName: "d1")
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 3, psk: "K3")))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 3, psk: "K3")))
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func reusedNoncesAreRefused(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1"))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, psk: "K1")))
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 1, psk: "K2")) == .rejected(.nonceReused))
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K2")) == .rejected(.nonceReused))
             #expect(try await store.device(productId: "P1", deviceName: "d1")?.psk == "K1")
             #expect(try await store.device(productId: "P1", deviceName: "d1")?.registrationCount == 1)
             // The pair is (timestamp, nonce) per device.
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, timestamp: 1_700_000_001)))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d2", nonce: 1)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 1_700_000_001)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 1)))
             #expect(try await store.product(id: "P1")?.deviceCount == 2)
         }
     }
@@ -457,41 +384,41 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func clocklessNoncesAreKeptUntilActivation(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1", clockless: true))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
-            #expect(try await store.purgeExpiredNonces(now: Self.t0.addingTimeInterval(10 * 365 * 86_400)) == 0)
+            _ = try await store.createProduct(StoreSamples.product("P1", clockless: true))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
+            #expect(try await store.purgeExpiredNonces(now: StoreSamples.t0.addingTimeInterval(10 * 365 * 86_400)) == 0)
             #expect(
-                try await store.register(Self.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
                     == .rejected(.nonceReused))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil)))
-            _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: Self.t0)
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil)))
+            _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             _ = try await store.resetDevice(productId: "P1", deviceName: "d1")
             // Activation forgot them: after a reset, the old nonces pass.
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil)))
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func purgeExpiredNonces(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1"))
-            let now = Self.t0
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            let now = StoreSamples.t0
             let expiries: [Int64: Date] = [
                 1: now.addingTimeInterval(-10), 2: now.addingTimeInterval(-1), 3: now, 4: now.addingTimeInterval(10),
             ]
             for (nonce, expiry) in expiries.sorted(by: { $0.key < $1.key }) {
-                _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: nonce, expiry: expiry)))
+                _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: nonce, expiry: expiry)))
             }
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
             // Strictly before `now`.
             #expect(try await store.purgeExpiredNonces(now: now) == 2)
             #expect(try await store.purgeExpiredNonces(now: now) == 0)
-            _ = Self.issued(try await store.register(Self.attempt("P1", "d1", nonce: 1, expiry: expiries[1])))
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 3, expiry: now)) == .rejected(.nonceReused))
-            #expect(try await store.register(Self.attempt("P1", "d1", nonce: 4, expiry: now)) == .rejected(.nonceReused))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, expiry: expiries[1])))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 3, expiry: now)) == .rejected(.nonceReused))
+            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 4, expiry: now)) == .rejected(.nonceReused))
             #expect(
-                try await store.register(Self.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
                     == .rejected(.nonceReused))
             #expect(try await store.purgeExpiredNonces(now: now.addingTimeInterval(11)) == 3)
         }
@@ -502,16 +429,16 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func certificateAuthorityIsStoredWithTheProduct(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            var product = Self.product("PC")
+            var product = StoreSamples.product("PC")
             product.authType = .certificate
-            product.certificateAuthority = Self.authority
+            product.certificateAuthority = StoreSamples.authority
             #expect(try await store.createProduct(product) == product)
-            #expect(try await store.product(id: "PC")?.certificateAuthority == Self.authority)
-            #expect(try await store.products().first?.certificateAuthority == Self.authority)
-            _ = try await store.createProduct(Self.product("PK"))
+            #expect(try await store.product(id: "PC")?.certificateAuthority == StoreSamples.authority)
+            #expect(try await store.products().first?.certificateAuthority == StoreSamples.authority)
+            _ = try await store.createProduct(StoreSamples.product("PK"))
             #expect(try await store.product(id: "PK")?.certificateAuthority == nil)
             let updated = try await store.updateProduct(id: "PC", ProductUpdate(name: "renamed"))
-            #expect(updated.certificateAuthority == Self.authority)
+            #expect(updated.certificateAuthority == StoreSamples.authority)
             #expect(updated.authType == .certificate)
         }
     }
@@ -519,20 +446,20 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func certificatesAreIssuedRevokedAndFound(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            var product = Self.product("PC")
+            var product = StoreSamples.product("PC")
             product.authType = .certificate
-            product.certificateAuthority = Self.authority
+            product.certificateAuthority = StoreSamples.authority
             _ = try await store.createProduct(product)
-            let first = Self.certificate("0a01", "d1", issuedAt: Self.t0)
-            let device = try #require(Self.issued(try await store.register(Self.certificateAttempt("d1", first, nonce: 1))))
+            let first = StoreSamples.certificate("0a01", "d1", issuedAt: StoreSamples.t0)
+            let device = try #require(StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d1", first, nonce: 1))))
             #expect(device.psk == nil)
             #expect(device.status == .registered)
             #expect(try await store.certificates(productId: "PC", deviceName: "d1") == [first])
 
             // A new registration revokes the certificate it replaces, at the registration's time.
-            let later = Self.t0.addingTimeInterval(10)
-            let second = Self.certificate("0a02", "d1", issuedAt: later)
-            _ = Self.issued(try await store.register(Self.certificateAttempt("d1", second, nonce: 2)))
+            let later = StoreSamples.t0.addingTimeInterval(10)
+            let second = StoreSamples.certificate("0a02", "d1", issuedAt: later)
+            _ = StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d1", second, nonce: 2)))
             var revokedFirst = first
             revokedFirst.revokedAt = later
             #expect(try await store.certificates(productId: "PC", deviceName: "d1") == [second, revokedFirst])
@@ -540,11 +467,11 @@ struct StoreConformanceTests {
             #expect(try await store.certificate(fingerprint: "FP0A02") == second)
             #expect(try await store.certificate(fingerprint: "nope") == nil)
             // A refused registration issues nothing.
-            #expect(try await store.register(Self.certificateAttempt("d1", Self.certificate("0a03", "d1", issuedAt: later), nonce: 2)) == .rejected(.nonceReused))
+            #expect(try await store.register(StoreSamples.certificateAttempt("d1", StoreSamples.certificate("0a03", "d1", issuedAt: later), nonce: 2)) == .rejected(.nonceReused))
             #expect(try await store.certificate(fingerprint: "fp0a03") == nil)
 
             // Revocation by serial, any case, idempotent.
-            let revokeTime = Self.t0.addingTimeInterval(20)
+            let revokeTime = StoreSamples.t0.addingTimeInterval(20)
             var revokedSecond = second
             revokedSecond.revokedAt = revokeTime
             #expect(try await store.revokeCertificate(productId: "PC", serial: "0A02", now: revokeTime) == revokedSecond)
@@ -552,19 +479,19 @@ struct StoreConformanceTests {
                 try await store.revokeCertificate(productId: "PC", serial: "0a02", now: revokeTime.addingTimeInterval(5))
                     == revokedSecond)
             #expect(try await store.revokedCertificates(productId: "PC") == [revokedFirst, revokedSecond])
-            await Self.expectError(.certificateNotFound) {
+            await StoreSamples.expectError(.certificateNotFound) {
                 _ = try await store.revokeCertificate(productId: "PC", serial: "ffff", now: revokeTime)
             }
-            await Self.expectError(.certificateNotFound) {
+            await StoreSamples.expectError(.certificateNotFound) {
                 _ = try await store.revokeCertificate(productId: "PK", serial: "0a02", now: revokeTime)
             }
-            await Self.expectError(.deviceNotFound) {
+            await StoreSamples.expectError(.deviceNotFound) {
                 _ = try await store.certificates(productId: "PC", deviceName: "d9")
             }
 
             // Reset and delete revoke what is still valid; deleting the product forgets its certificates.
-            _ = Self.issued(try await store.register(Self.certificateAttempt("d2", Self.certificate("0b01", "d2", issuedAt: later), nonce: 1)))
-            _ = Self.issued(try await store.register(Self.certificateAttempt("d3", Self.certificate("0c01", "d3", issuedAt: later), nonce: 1)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d2", StoreSamples.certificate("0b01", "d2", issuedAt: later), nonce: 1)))
+            _ = StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d3", StoreSamples.certificate("0c01", "d3", issuedAt: later), nonce: 1)))
             _ = try await store.resetDevice(productId: "PC", deviceName: "d2")
             #expect(try await store.certificate(fingerprint: "fp0b01")?.revokedAt != nil)
             try await store.deleteDevice(productId: "PC", deviceName: "d3")
@@ -581,21 +508,21 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func registrationWritesItsAuditEventWithTheDecision(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("PE", quota: 1))
+            _ = try await store.createProduct(StoreSamples.product("PE", quota: 1))
             func attempt(_ name: String, nonce: Int64) -> RegistrationAttempt {
-                var attempt = Self.attempt("PE", name, nonce: nonce)
+                var attempt = StoreSamples.attempt("PE", name, nonce: nonce)
                 attempt.remoteAddress = "198.51.100.7"
                 attempt.endpoint = "/register/dev"
                 return attempt
             }
-            _ = Self.issued(try await store.register(attempt("d1", nonce: 1)))
+            _ = StoreSamples.issued(try await store.register(attempt("d1", nonce: 1)))
             #expect(try await store.register(attempt("d1", nonce: 1)) == .rejected(.nonceReused))
             #expect(try await store.register(attempt("d2", nonce: 2)) == .rejected(.deviceQuota))
-            #expect(try await store.register(Self.attempt("PX", "d", nonce: 3)) == .rejected(.productNotExist))
+            #expect(try await store.register(StoreSamples.attempt("PX", "d", nonce: 3)) == .rejected(.productNotExist))
             let events = try await store.events(productId: "PE", limit: 10)
             #expect(events.map(\.outcome) == [RegistrationErrorCode.deviceQuota.code, RegistrationErrorCode.nonceReused.code, "Success"])
             #expect(events.map(\.deviceName) == ["d2", "d1", "d1"])
-            #expect(events.allSatisfy { $0.remoteAddress == "198.51.100.7" && $0.endpoint == "/register/dev" && $0.time == Self.t0 })
+            #expect(events.allSatisfy { $0.remoteAddress == "198.51.100.7" && $0.endpoint == "/register/dev" && $0.time == StoreSamples.t0 })
             #expect(try await store.events(productId: "PX", limit: 10).map(\.outcome) == [RegistrationErrorCode.productNotExist.code])
         }
     }
@@ -604,9 +531,9 @@ struct StoreConformanceTests {
     func theAdmissionViewFollowsProductWrites(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             #expect(try await store.productForAdmission(id: "PA") == nil)
-            _ = try await store.createProduct(Self.product("PA"))
+            _ = try await store.createProduct(StoreSamples.product("PA"))
             let first = try #require(try await store.productForAdmission(id: "PA"))
-            #expect(first.secret == Self.product("PA").secret)
+            #expect(first.secret == StoreSamples.product("PA").secret)
             _ = try await store.rotateProductSecret(id: "PA", newSecret: "rotated-secret-0123456789")
             #expect(try await store.productForAdmission(id: "PA")?.secret == "rotated-secret-0123456789")
             _ = try await store.updateProduct(id: "PA", ProductUpdate(dynamicRegistration: false))
@@ -623,12 +550,12 @@ struct StoreConformanceTests {
             for index in 0..<5 {
                 try await store.recordEvent(
                     RegistrationEvent(
-                        time: Self.t0.addingTimeInterval(Double(index)), productId: "P1", deviceName: "d\(index)",
+                        time: StoreSamples.t0.addingTimeInterval(Double(index)), productId: "P1", deviceName: "d\(index)",
                         outcome: index == 2 ? "AuthFailure.SignatureFailure" : "Success",
                         remoteAddress: "192.0.2.\(index)", endpoint: index == 4 ? "/register/dev" : "/device/register"))
                 try await store.recordEvent(
                     RegistrationEvent(
-                        time: Self.t0, productId: "P2", deviceName: "x", outcome: "Success", remoteAddress: "::1",
+                        time: StoreSamples.t0, productId: "P2", deviceName: "x", outcome: "Success", remoteAddress: "::1",
                         endpoint: "/device/register"))
             }
             let events = try await store.events(productId: "P1", limit: 3)
@@ -637,7 +564,7 @@ struct StoreConformanceTests {
             #expect(
                 events[0]
                     == RegistrationEvent(
-                        id: events[0].id, time: Self.t0.addingTimeInterval(4), productId: "P1", deviceName: "d4",
+                        id: events[0].id, time: StoreSamples.t0.addingTimeInterval(4), productId: "P1", deviceName: "d4",
                         outcome: "Success", remoteAddress: "192.0.2.4", endpoint: "/register/dev"))
             #expect(events[2].outcome == "AuthFailure.SignatureFailure")
             #expect(try await store.events(productId: "P1", limit: 100).count == 5)
@@ -649,15 +576,15 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func deviceCountStaysRightUnderMixedConcurrentWork(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            _ = try await store.createProduct(Self.product("P1", quota: 30))
-            for index in 0..<20 { _ = try await store.createDevice(productId: "P1", deviceName: "pre-\(index)", now: Self.t0) }
+            _ = try await store.createProduct(StoreSamples.product("P1", quota: 30))
+            for index in 0..<20 { _ = try await store.createDevice(productId: "P1", deviceName: "pre-\(index)", now: StoreSamples.t0) }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<120 {
                     group.addTask {
                         switch index % 4 {
-                        case 0: _ = try await store.register(Self.attempt("P1", "new-\(index % 24)", nonce: Int64(index)))
+                        case 0: _ = try await store.register(StoreSamples.attempt("P1", "new-\(index % 24)", nonce: Int64(index)))
                         case 1: try? await store.deleteDevice(productId: "P1", deviceName: "pre-\(index % 20)")
-                        case 2: _ = try? await store.createDevice(productId: "P1", deviceName: "pre-\(index % 20)", now: Self.t0)
+                        case 2: _ = try? await store.createDevice(productId: "P1", deviceName: "pre-\(index % 20)", now: StoreSamples.t0)
                         default: _ = try? await store.resetDevice(productId: "P1", deviceName: "new-\(index % 24)")
                         }
                     }
@@ -666,7 +593,7 @@ struct StoreConformanceTests {
             }
             let product = try #require(try await store.product(id: "P1"))
             #expect(product.deviceCount <= 30)
-            try await Self.expectCountConsistent(store, "P1")
+            try await StoreSamples.expectCountConsistent(store, "P1")
         }
     }
 

@@ -1,3 +1,4 @@
+import DynRegTestSupport
 import Foundation
 import Testing
 
@@ -18,9 +19,10 @@ struct DebugCommandTests {
     }
 
     static var signatureVectors: [SignatureVector] {
-        guard let url = Bundle.module.url(forResource: "signature-v2", withExtension: "json", subdirectory: "Resources"),
-            let data = try? Data(contentsOf: url)
-        else { return [] }
+        // The one copy of the vectors, beside the protocol tests.
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("DynRegProtocolTests/Resources/signature-v2.json")
+        guard let data = try? Data(contentsOf: url) else { return [] }
         return (try? JSONDecoder().decode([SignatureVector].self, from: data)) ?? []
     }
 
@@ -30,8 +32,8 @@ struct DebugCommandTests {
     }
 
     @Test("dynreg sign reproduces every v2 signature", arguments: signatureVectors)
-    func sign(vector: SignatureVector) throws {
-        let result = try DynregExecutable.run([
+    func sign(vector: SignatureVector) async throws {
+        let result = try await runDynreg([
             "sign", "--product-secret", vector.productSecret, "--host", vector.hostHeader,
             "--timestamp", String(vector.timestamp), "--nonce", String(vector.nonce), "--body", vector.body,
             "--algorithm", vector.algorithmHeader,
@@ -41,14 +43,14 @@ struct DebugCommandTests {
         if vector.bodyHashAlgorithm == "sha1" || vector.algorithmHeader.lowercased() == "hmacsha256" {
             #expect(result.stdout.contains(vector.stringToSign.replacingOccurrences(of: "\n", with: "\\n")))
         }
-        let verified = try DynregExecutable.run([
+        let verified = try await runDynreg([
             "sign", "--product-secret", vector.productSecret, "--host", vector.hostHeader,
             "--timestamp", String(vector.timestamp), "--nonce", String(vector.nonce), "--body", vector.body,
             "--algorithm", vector.algorithmHeader, "--verify", vector.signature,
         ])
         #expect(verified.status == 0)
         #expect(verified.stdout.contains("match"))
-        let mismatch = try DynregExecutable.run([
+        let mismatch = try await runDynreg([
             "sign", "--product-secret", vector.productSecret + "x", "--host", vector.hostHeader,
             "--timestamp", String(vector.timestamp), "--nonce", String(vector.nonce), "--body", vector.body,
             "--algorithm", vector.algorithmHeader, "--verify", vector.signature,
@@ -58,8 +60,8 @@ struct DebugCommandTests {
     }
 
     @Test("dynreg sign --legacy reproduces the legacy vector")
-    func signLegacy() throws {
-        let result = try DynregExecutable.run([
+    func signLegacy() async throws {
+        let result = try await runDynreg([
             "sign", "--legacy", "--product-id", "ASJ1234GX", "--device-name", "xyz", "--timestamp", "1551234565",
             "--nonce", "5456",
         ], environment: ["DYNREG_PRODUCT_SECRET": "hzvf5LF9S0isvBhDSauWMaIk"])
@@ -68,14 +70,14 @@ struct DebugCommandTests {
     }
 
     @Test("dynreg payload decrypt prints the seed plaintext; encrypt inverts it")
-    func payload() throws {
-        let decrypted = try DynregExecutable.run([
+    func payload() async throws {
+        let decrypted = try await runDynreg([
             "payload", "decrypt", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--payload",
             "s6FB3a1BA/YYbcmSE12XpeDVmQNDcf1QgVD141RRbmmAnFwQfp1ECAu5O016mCOvYlJJ6V59yM4OqQSiWphfTg==", "--len", "53",
         ])
         #expect(decrypted.status == 0)
         #expect(decrypted.stdout == "{\"encryptionType\":2,\"psk\":\"lDZ6Uqt+I9E0wW7rvDUs7Q==\"}\n")
-        let encrypted = try DynregExecutable.run([
+        let encrypted = try await runDynreg([
             "payload", "encrypt", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--plaintext",
             "{\"encryptionType\":2,\"psk\":\"lDZ6Uqt+I9E0wW7rvDUs7Q==\"}",
         ])
@@ -83,8 +85,8 @@ struct DebugCommandTests {
     }
 
     @Test("dynreg mqtt-credentials --json matches the vector")
-    func mqtt() throws {
-        let result = try DynregExecutable.run([
+    func mqtt() async throws {
+        let result = try await runDynreg([
             "mqtt-credentials", "--product-id", "ASJ1234GX", "--device-name", "xyz", "--psk", "lDZ6Uqt+I9E0wW7rvDUs7Q==",
             "--expiry", "1764115200", "--conn-id", "a1B2c", "--algorithm", "hmacsha1", "--json",
         ])
@@ -103,8 +105,8 @@ struct DebugCommandTests {
         ["sign", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--timestamp", "x", "--nonce", "1", "--body", "{}"],
         ["mqtt-credentials", "--product-id", "P", "--device-name", "d", "--psk", "!!"],
     ])
-    func badInput(arguments: [String]) throws {
-        let result = try DynregExecutable.run(arguments, environment: ["DYNREG_PRODUCT_SECRET": ""])
+    func badInput(arguments: [String]) async throws {
+        let result = try await runDynreg(arguments, environment: ["DYNREG_PRODUCT_SECRET": ""])
         #expect(result.status != 0)
         #expect(result.stdout.isEmpty)
         let lines = result.stderr.split(separator: "\n")

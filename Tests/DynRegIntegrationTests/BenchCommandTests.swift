@@ -1,3 +1,4 @@
+import DynRegTestSupport
 import Foundation
 import Testing
 
@@ -8,7 +9,7 @@ private struct BenchReport {
     var concurrency: Int
     var object: [String: Any]
 
-    init(_ result: CommandResult) throws {
+    init(_ result: CommandOutput) throws {
         #expect(result.status == 0, "\(result.stderr)")
         let line = try #require(result.stdout.split(separator: "\n").last.map(String.init), "no output")
         object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
@@ -28,7 +29,7 @@ struct BenchCommandTests {
     func registers() async throws {
         try await withServer { server in
             let product = try await server.createProduct()
-            let current = try BenchReport(DynregExecutable.run(
+            let current = try await BenchReport(runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "50",
                  "--concurrency", "8", "--json"],
                 environment: ["DYNREG_PRODUCT_SECRET": product.secret]))
@@ -39,12 +40,12 @@ struct BenchCommandTests {
                 #expect(current.object[key] is Double || current.object[key] is Int, "\(key)")
             }
 
-            let legacy = try BenchReport(DynregExecutable.run(
+            let legacy = try await BenchReport(runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", product.secret,
                  "--devices", "50", "--concurrency", "8", "--legacy", "--json"]))
             #expect(legacy.outcomes == ["Success": 50])
 
-            let sha1 = try BenchReport(DynregExecutable.run(
+            let sha1 = try await BenchReport(runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", product.secret,
                  "--devices", "50", "--concurrency", "8", "--algorithm", "hmacsha1", "--device-prefix", "sha1",
                  "--json"]))
@@ -62,7 +63,7 @@ struct BenchCommandTests {
     func signingRequests() async throws {
         try await withServer { server in
             let product = try await server.createProduct(#"{"name":"bench-cert","authType":"certificate"}"#)
-            let result = try DynregExecutable.run(
+            let result = try await runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "20", "--concurrency", "4",
                  "--csr", "--device-prefix", "csr", "--json"],
                 environment: ["DYNREG_PRODUCT_SECRET": product.secret])
@@ -75,7 +76,7 @@ struct BenchCommandTests {
                 let certificates = try #require(listing["certificates"] as? [[String: Any]], "\(listing)")
                 #expect(certificates.count == 1)
             }
-            let refused = try DynregExecutable.run(
+            let refused = try await runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--csr", "--legacy"],
                 environment: ["DYNREG_PRODUCT_SECRET": product.secret])
             #expect(refused.status != 0)
@@ -88,11 +89,11 @@ struct BenchCommandTests {
         try await withServer { server in
             let product = try await server.createProduct()
             let wrong = "wrong-secret-0123456789abcdef"
-            let current = try BenchReport(DynregExecutable.run(
+            let current = try await BenchReport(runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
                  "--devices", "50", "--concurrency", "8", "--json"]))
             #expect(current.outcomes == ["AuthFailure.SignatureFailure": 50])
-            let legacy = try BenchReport(DynregExecutable.run(
+            let legacy = try await BenchReport(runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
                  "--devices", "50", "--concurrency", "8", "--legacy", "--json"]))
             #expect(legacy.outcomes == ["AuthFailure.SignatureFailure": 50])
@@ -102,12 +103,12 @@ struct BenchCommandTests {
     @Test("--health sends N requests to GET /health; the human report names the outcomes")
     func health() async throws {
         try await withServer { server in
-            let report = try BenchReport(DynregExecutable.run(
+            let report = try await BenchReport(runDynreg(
                 ["bench", "--url", server.baseURL, "--health", "--devices", "50", "--concurrency", "8", "--json"]))
             #expect(report.outcomes == ["Success": 50])
             #expect(report.devices == 50)
 
-            let human = try DynregExecutable.run(
+            let human = try await runDynreg(
                 ["bench", "--url", server.baseURL, "--health", "--devices", "20", "--concurrency", "30"])
             #expect(human.status == 0, "\(human.stderr)")
             #expect(human.stdout.contains("throughput"))
@@ -118,9 +119,9 @@ struct BenchCommandTests {
     }
 
     @Test("a server that is not there: one line on stderr, non-zero exit")
-    func unreachable() throws {
+    func unreachable() async throws {
         // Port 9 (discard) on loopback: nothing listens there in a test environment.
-        let result = try DynregExecutable.run(
+        let result = try await runDynreg(
             ["bench", "--url", "http://127.0.0.1:9", "--health", "--devices", "5", "--concurrency", "2"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("cannot connect"))
@@ -136,8 +137,8 @@ struct BenchCommandTests {
         ["--product-id", "P1", "--device-prefix", "bad/prefix"],
         ["--product-id", "P1", "--legacy", "--algorithm", "hmacsha256"],
     ])
-    func badInput(extra: [String]) throws {
-        let result = try DynregExecutable.run(
+    func badInput(extra: [String]) async throws {
+        let result = try await runDynreg(
             ["bench", "--url", "http://127.0.0.1:9"] + extra, environment: ["DYNREG_PRODUCT_SECRET": ""])
         #expect(result.status != 0)
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
@@ -145,8 +146,8 @@ struct BenchCommandTests {
     }
 
     @Test("https is refused with a clear message")
-    func httpsRefused() throws {
-        let result = try DynregExecutable.run(
+    func httpsRefused() async throws {
+        let result = try await runDynreg(
             ["bench", "--url", "https://127.0.0.1:9", "--health"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("http://"))

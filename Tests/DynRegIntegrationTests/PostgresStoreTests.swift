@@ -1,5 +1,6 @@
 import DynRegPostgres
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import PostgresNIO
 import Testing
@@ -122,7 +123,7 @@ struct PostgresStartTests {
             configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
             let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
-                _ = try await store.createProduct(StoreConformanceTests.product("PCOMMIT001"))
+                _ = try await store.createProduct(StoreSamples.product("PCOMMIT001"))
                 for statement: PostgresQuery in [
                     """
                     CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -136,7 +137,7 @@ struct PostgresStartTests {
                     try await PostgresTestDatabase.adminQuery(configuration, statement)
                 }
                 await #expect(throws: (any Error).self) {
-                    _ = try await store.register(StoreConformanceTests.attempt("PCOMMIT001", "d1", nonce: 1))
+                    _ = try await store.register(StoreSamples.attempt("PCOMMIT001", "d1", nonce: 1))
                 }
                 #expect(try await store.device(productId: "PCOMMIT001", deviceName: "d1") == nil)
                 #expect(try await store.product(id: "PCOMMIT001")?.deviceCount == 0)
@@ -151,8 +152,8 @@ struct PostgresStartTests {
             configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
             let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
-                _ = try await store.createProduct(StoreConformanceTests.product("PCORRUPT01"))
-                _ = try await store.register(StoreConformanceTests.attempt("PCORRUPT01", "d1", nonce: 1))
+                _ = try await store.createProduct(StoreSamples.product("PCORRUPT01"))
+                _ = try await store.register(StoreSamples.attempt("PCORRUPT01", "d1", nonce: 1))
                 try await PostgresTestDatabase.adminQuery(configuration, "UPDATE products SET auth_type = 'bogus'")
                 try await PostgresTestDatabase.adminQuery(configuration, "UPDATE devices SET status = 'bogus'")
                 func isCorrupt(_ error: any Error) -> Bool {
