@@ -250,7 +250,7 @@ public final class ServerProcess: Sendable {
 }
 
 /// Migrates `store` and runs it around `body`, as the server's application does before and while it listens.
-public func withRunning<Store: RegistrationStore, T: Sendable>(
+public func withRunning<Store: RegistrationStore, T>(
     _ store: Store, migrate: Bool = true, _ body: () async throws -> T
 ) async throws -> T {
     if migrate { _ = try await store.migrate() }

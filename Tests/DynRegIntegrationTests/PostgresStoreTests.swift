@@ -201,7 +201,7 @@ struct PostgresStartTests {
             guard let admin = try PostgresTestDatabase.adminConfiguration() else { return }
             let name = configuration.database
             var short = configuration
-            short.leaseTimeout = .seconds(5)  // generous: a loaded CI machine may take over a second to lease
+            short.leaseTimeout = .seconds(10)  // generous: a loaded machine once took over 5 s to lease
             let store = PostgresStore(configuration: short, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
                 try await store.checkHealth()

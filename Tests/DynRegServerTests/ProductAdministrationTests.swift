@@ -2,6 +2,7 @@ import DynRegCA
 import DynRegProtocol
 @testable import DynRegServer
 import DynRegStore
+import DynRegTestSupport
 import Foundation
 import Testing
 
@@ -14,7 +15,9 @@ struct ProductAdministrationTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
         let masterKey = try MasterKey(encoded: String(repeating: "cd", count: 32))
-        return try await body(ProductAdministration(store: store, authorities: CertificateAuthorities(masterKey: masterKey)))
+        return try await withRunning(store) {
+            try await body(ProductAdministration(store: store, authorities: CertificateAuthorities(masterKey: masterKey)))
+        }
     }
 
     /// Runs `body` and returns the admin error code it failed with.
