@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VECTOR_DIR = REPO_ROOT / "Tests" / "DynRegProtocolTests" / "Resources"
 
 PUBLIC_GATEWAY = "ap-guangzhou.gateway.tencentdevices.com"
