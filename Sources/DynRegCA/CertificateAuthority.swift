@@ -1,12 +1,12 @@
 import Crypto
 import DynRegProtocol
-public import Foundation
+package import Foundation
 import SwiftASN1
-public import X509
+package import X509
 import _CryptoExtras
 
 /// The key algorithm of a product CA.
-public enum CAKeyType: String, Sendable, Codable, Hashable, CaseIterable {
+package enum CAKeyType: String, Sendable, Codable, Hashable, CaseIterable {
     case p256
     case p384
     case rsa2048
@@ -87,18 +87,18 @@ enum CAKey: @unchecked Sendable {
 }
 
 /// A certificate the CA issued: what the server keeps (never the device's private key).
-public struct IssuedCertificate: Sendable, Hashable {
-    public var serialHex: String
+package struct IssuedCertificate: Sendable, Hashable {
+    package var serialHex: String
     /// Lower-case hex SHA-256 of the DER certificate.
-    public var fingerprint: String
-    public var pem: String
-    public var notBefore: Date
-    public var notAfter: Date
+    package var fingerprint: String
+    package var pem: String
+    package var notBefore: Date
+    package var notAfter: Date
 }
 
 /// Why the CA refused or failed; descriptions never contain key material.
-public struct CertificateAuthorityError: Error, Sendable, Hashable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
+package struct CertificateAuthorityError: Error, Sendable, Hashable, CustomStringConvertible {
+    package enum Code: String, Sendable, Hashable {
         case unsupportedKey
         case invalidCertificate
         case keyDoesNotMatchCertificate
@@ -109,10 +109,10 @@ public struct CertificateAuthorityError: Error, Sendable, Hashable, CustomString
         case signingFailed
     }
 
-    public var code: Code
-    public init(_ code: Code) { self.code = code }
+    package var code: Code
+    package init(_ code: Code) { self.code = code }
 
-    public var description: String {
+    package var description: String {
         switch code {
         case .unsupportedKey: return "the CA key must be a PEM P-256, P-384 or RSA (2048 bits or more) private key"
         case .invalidCertificate: return "the CA certificate is not a valid PEM X.509 certificate"
@@ -127,17 +127,17 @@ public struct CertificateAuthorityError: Error, Sendable, Hashable, CustomString
 }
 
 /// A product's certificate authority: issues device certificates and signs CRLs.
-public struct ProductCertificateAuthority: Sendable {
-    public let certificate: Certificate
-    public let certificatePEM: String
+package struct ProductCertificateAuthority: Sendable {
+    package let certificate: Certificate
+    package let certificatePEM: String
     let key: CAKey
 
-    public var keyType: CAKeyType { key.type }
+    package var keyType: CAKeyType { key.type }
     /// The CA private key as PEM, to be encrypted before it is stored.
-    public var privateKeyPEM: String { key.pemRepresentation }
+    package var privateKeyPEM: String { key.pemRepresentation }
 
     /// Creates a new self-signed CA for a product.
-    public static func create(productId: String, keyType: CAKeyType = .p256, now: Date = Date()) throws
+    package static func create(productId: String, keyType: CAKeyType = .p256, now: Date = Date()) throws
         -> ProductCertificateAuthority
     {
         let key: CAKey
@@ -165,7 +165,7 @@ public struct ProductCertificateAuthority: Sendable {
     }
 
     /// Loads a CA from PEM, checking the key matches and the certificate may issue certificates.
-    public init(certificatePEM: String, privateKeyPEM: String) throws(CertificateAuthorityError) {
+    package init(certificatePEM: String, privateKeyPEM: String) throws(CertificateAuthorityError) {
         let certificate: Certificate
         do {
             certificate = try Certificate(pemEncoded: certificatePEM)
@@ -193,7 +193,7 @@ public struct ProductCertificateAuthority: Sendable {
     }
 
     /// Issues a client certificate for `commonName` (the MQTT client id) and the given public key.
-    public func issue(commonName: String, publicKey: Certificate.PublicKey, validityDays: Int, now: Date = Date())
+    package func issue(commonName: String, publicKey: Certificate.PublicKey, validityDays: Int, now: Date = Date())
         throws(CertificateAuthorityError) -> IssuedCertificate
     {
         do {
@@ -229,7 +229,7 @@ public struct ProductCertificateAuthority: Sendable {
     }
 
     /// Generates a P-256 key for the device and certifies it: the server-generated path of the protocol.
-    public func issueWithNewKey(commonName: String, validityDays: Int, now: Date = Date())
+    package func issueWithNewKey(commonName: String, validityDays: Int, now: Date = Date())
         throws(CertificateAuthorityError) -> (certificate: IssuedCertificate, privateKeyPEM: String)
     {
         // Compact representability (the default) costs a second key generation half the time; nothing here uses it.
@@ -242,7 +242,7 @@ public struct ProductCertificateAuthority: Sendable {
     }
 
     /// Checks a device's PKCS#10 request: a good signature and the expected common name.
-    public static func verifyCSR(pem: String, expectedCommonName: String) throws(CertificateAuthorityError)
+    package static func verifyCSR(pem: String, expectedCommonName: String) throws(CertificateAuthorityError)
         -> Certificate.PublicKey
     {
         let csr: CertificateSigningRequest
@@ -261,7 +261,7 @@ public struct ProductCertificateAuthority: Sendable {
     }
 
     /// A CRL listing the revoked serials, signed by this CA (RFC 5280 §5, version 2).
-    public func crl(revoked: [(serialHex: String, revokedAt: Date)], number: Int, now: Date = Date(), validity: TimeInterval = 7 * 86_400)
+    package func crl(revoked: [(serialHex: String, revokedAt: Date)], number: Int, now: Date = Date(), validity: TimeInterval = 7 * 86_400)
         throws -> String
     {
         var tbs = DER.Serializer()

@@ -1,14 +1,14 @@
 import Crypto
-public import Foundation
+import Foundation
 
 /// The server master key: seals CA private keys at rest with AES-256-GCM.
 ///
 /// Every instance sharing a database must use the same key (`DYNREG_MASTER_KEY`).
-public struct MasterKey: Sendable {
+package struct MasterKey: Sendable {
     private let key: SymmetricKey
 
     /// Parses 32 bytes given as Base64 or 64 hex digits.
-    public init(encoded: String) throws(MasterKeyError) {
+    package init(encoded: String) throws(MasterKeyError) {
         let text = encoded.trimmingCharacters(in: .whitespacesAndNewlines)
         if let data = Data(base64Encoded: text), data.count == 32 {
             key = SymmetricKey(data: data)
@@ -20,19 +20,19 @@ public struct MasterKey: Sendable {
     }
 
     /// A new random key.
-    public static func generate() -> (key: MasterKey, encoded: String) {
+    package static func generate() -> (key: MasterKey, encoded: String) {
         let data = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }
         let encoded = data.base64EncodedString()
         return (try! MasterKey(encoded: encoded), encoded)
     }
 
     /// Encrypts `plaintext`, binding it to `context` (the product id) so a sealed key cannot be moved to another product.
-    public func seal(_ plaintext: String, context: String) throws -> String {
+    package func seal(_ plaintext: String, context: String) throws -> String {
         let box = try AES.GCM.seal(Data(plaintext.utf8), using: key, authenticating: Data(context.utf8))
         return "v1:" + box.combined!.base64EncodedString()
     }
 
-    public func open(_ sealed: String, context: String) throws(MasterKeyError) -> String {
+    package func open(_ sealed: String, context: String) throws(MasterKeyError) -> String {
         guard sealed.hasPrefix("v1:"), let data = Data(base64Encoded: String(sealed.dropFirst(3))) else {
             throw MasterKeyError(.notSealed)
         }
@@ -46,17 +46,17 @@ public struct MasterKey: Sendable {
     }
 }
 
-public struct MasterKeyError: Error, Sendable, Hashable, CustomStringConvertible {
-    public enum Code: Sendable, Hashable {
+package struct MasterKeyError: Error, Sendable, Hashable, CustomStringConvertible {
+    package enum Code: Sendable, Hashable {
         case malformed
         case notSealed
         case wrongKey
     }
 
-    public var code: Code
-    public init(_ code: Code) { self.code = code }
+    package var code: Code
+    package init(_ code: Code) { self.code = code }
 
-    public var description: String {
+    package var description: String {
         switch code {
         case .malformed: return "the master key must be 32 bytes as Base64 or 64 hex digits"
         case .notSealed: return "the stored CA key is not in the sealed format"

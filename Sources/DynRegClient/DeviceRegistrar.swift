@@ -1,11 +1,12 @@
-import AsyncHTTPClient
+public import AsyncHTTPClient
 import Crypto
-import DynRegProtocol
+public import DynRegProtocol
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOSSL
 import X509
+import SwiftASN1
 
 /// Registers a device with a dynamic-registration server and returns the credential the server issues.
 ///

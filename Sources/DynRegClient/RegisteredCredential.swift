@@ -1,5 +1,5 @@
-import DynRegProtocol
-import Foundation
+public import DynRegProtocol
+public import Foundation
 
 /// A device's credential with the product and device it belongs to.
 ///

@@ -1,5 +1,5 @@
 import DynRegProtocol
-import Foundation
+public import Foundation
 
 /// Which of the two device endpoints a registrar speaks.
 ///

@@ -1,4 +1,4 @@
-import DynRegProtocol
+public import DynRegProtocol
 
 /// Why a registration, or loading or saving a credential, failed.
 ///

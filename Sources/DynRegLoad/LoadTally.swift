@@ -1,5 +1,5 @@
 import Atomics
-import Histogram
+package import Histogram
 
 /// Shared by every connection: which device comes next and how many are done.
 package final class LoadCounters: Sendable {

@@ -1,4 +1,4 @@
-import DynRegProtocol
+package import DynRegProtocol
 import Foundation
 
 /// Where requests go: connect to host:port, name `hostHeader` in `Host`, sign for `canonicalHost`.

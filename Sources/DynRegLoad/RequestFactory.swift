@@ -1,5 +1,5 @@
 import DynRegProtocol
-import NIOCore
+package import NIOCore
 
 /// Builds the HTTP/1.1 request for each device index. The headers and body come from DynRegProtocol's
 /// ``SignedRequest`` and ``LegacySignedRequest``, as for the SDK, so the load is what devices send.

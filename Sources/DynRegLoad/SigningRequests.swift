@@ -1,5 +1,6 @@
 import Crypto
 import X509
+import SwiftASN1
 
 extension RequestFactory {
     /// One PEM CSR per device, each for a fresh P-256 key, made before the measurement: a device makes its key and

@@ -1,12 +1,12 @@
-public import DynRegStore
+package import DynRegStore
 import Foundation
-import PostgresNIO
+package import PostgresNIO
 
 extension PostgresStore {
     /// Where the database is and how to reach it; usually parsed from a URL.
-    public struct Configuration: Sendable {
+    package struct Configuration: Sendable {
         /// How to use TLS, as libpq's `sslmode` names it.
-        public enum TLSMode: String, Sendable, Hashable {
+        package enum TLSMode: String, Sendable, Hashable {
             /// Plain TCP: the default on loopback addresses.
             case disable
             /// TLS when the server offers it, certificate not checked: the default elsewhere (libpq's too).
@@ -19,23 +19,23 @@ extension PostgresStore {
             case verifyFull = "verify-full"
         }
 
-        public var host: String
-        public var port: Int
-        public var username: String
+        package var host: String
+        package var port: Int
+        package var username: String
         /// A secret: never logged, never part of an error.
-        public var password: String?
-        public var database: String
-        public var tls: TLSMode
+        package var password: String?
+        package var database: String
+        package var tls: TLSMode
         /// Connections each instance may open; several instances share the server's `max_connections`.
-        public var maximumConnections: Int
+        package var maximumConnections: Int
         /// How long to wait for the server to answer a new connection, at start and in the pool.
-        public var connectTimeout: Duration
+        package var connectTimeout: Duration
         /// How long an operation waits for a pooled connection, while no other operation gets one either, before
         /// failing with `unavailable`: while the database is down, requests fail after this instead of queueing
         /// for the pool's minute of retries. A busy pool, still handing out connections, is waited for.
-        public var leaseTimeout: Duration
+        package var leaseTimeout: Duration
 
-        public init(
+        package init(
             host: String, port: Int = 5432, username: String, password: String?, database: String,
             tls: TLSMode? = nil, maximumConnections: Int = 20, connectTimeout: Duration = .seconds(10),
             leaseTimeout: Duration = .seconds(5)
@@ -55,7 +55,7 @@ extension PostgresStore {
         ///
         /// User and password may be percent-encoded. Without `sslmode`, loopback hosts use plain TCP and other
         /// hosts prefer TLS. Errors never quote the password.
-        public init(url: String) throws(StoreError) {
+        package init(url: String) throws(StoreError) {
             let lower = url.lowercased()
             guard lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://"),
                 let components = URLComponents(string: url)
@@ -100,7 +100,7 @@ extension PostgresStore {
         }
 
         /// The URL without the password, for logs and messages.
-        public var redactedDescription: String {
+        package var redactedDescription: String {
             let shownHost = host.contains(":") ? "[\(host)]" : host
             return "postgres://\(username)@\(shownHost):\(port)/\(database)?sslmode=\(tls.rawValue)"
         }

@@ -1,9 +1,9 @@
 import DynRegProtocol
-public import DynRegStore
-public import Foundation
-public import Logging
+package import DynRegStore
+package import Foundation
+package import Logging
 import PostgresNIO
-public import ServiceLifecycle
+import ServiceLifecycle
 import Synchronization
 
 /// The store on PostgreSQL, for several server instances sharing one database.
@@ -17,14 +17,14 @@ import Synchronization
 /// connects once and applies migrations. Operations wait for `run()` to start; after it returned they fail with
 /// `unavailable`, as they do while the database cannot be reached for `leaseTimeout`.
 /// Values always travel as bound parameters: `\(value)` inside a `PostgresQuery` literal becomes `$n`.
-public struct PostgresStore: RegistrationStore {
+package struct PostgresStore: RegistrationStore {
     private let client: PostgresClient
     private let configuration: Configuration
     private let logger: Logger
     private let watchdog: Watchdog
 
     /// Prepares the pool, which connects when ``run()`` runs.
-    public init(configuration: Configuration, logger: Logger) {
+    package init(configuration: Configuration, logger: Logger) {
         var logger = logger
         logger[metadataKey: "dynreg.database"] = "\(configuration.redactedDescription)"
         self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
@@ -35,7 +35,7 @@ public struct PostgresStore: RegistrationStore {
 
     /// Connects once (failing within `connectTimeout` with the server's reason) and applies pending migrations
     /// under an advisory lock, so instances starting together apply each once.
-    public func migrate() async throws -> [String] {
+    package func migrate() async throws -> [String] {
         let connection = try await Self.connect(configuration, logger: logger)
         let applied: [String]
         do {
@@ -50,7 +50,7 @@ public struct PostgresStore: RegistrationStore {
     }
 
     /// Runs the connection pool and the lease watchdog until graceful shutdown.
-    public func run() async throws {
+    package func run() async throws {
         watchdog.start()
         await withDiscardingTaskGroup { group in
             group.addTask { await client.run() }
@@ -113,7 +113,7 @@ public struct PostgresStore: RegistrationStore {
 
     // MARK: Products
 
-    public func createProduct(_ product: Product) async throws -> Product {
+    package func createProduct(_ product: Product) async throws -> Product {
         let authority = product.certificateAuthority
         return try await transaction { connection in
             let rows = try await connection.checkedQuery(
@@ -135,7 +135,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func products() async throws -> [Product] {
+    package func products() async throws -> [Product] {
         try await leased { connection in
             let rows = try await connection.checkedQuery(
                 "SELECT \(unescaped: Self.productColumns) FROM products ORDER BY created_at, id", logger: logger)
@@ -145,11 +145,11 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func product(id: String) async throws -> Product? {
+    package func product(id: String) async throws -> Product? {
         try await leased { connection in try await Self.fetchProduct(connection, id: id, logger: logger) }
     }
 
-    public func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
+    package func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
         // Fields not named keep their current value; `.some(nil)` clears the quota.
         let setsQuota = update.deviceQuota != nil
         let quota = update.deviceQuota ?? nil
@@ -170,7 +170,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
+    package func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
         try await transaction { connection in
             let rows = try await connection.checkedQuery(
                 "UPDATE products SET secret = \(newSecret) WHERE id = \(id) RETURNING \(unescaped: Self.productColumns)",
@@ -180,7 +180,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func deleteProduct(id: String) async throws {
+    package func deleteProduct(id: String) async throws {
         try await transaction { connection in
             guard try await Self.lockProduct(connection, id: id, logger: logger) != nil else {
                 throw StoreError.productNotFound(id)
@@ -194,7 +194,7 @@ public struct PostgresStore: RegistrationStore {
 
     // MARK: Devices
 
-    public func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+    package func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await transaction { connection in
             guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
                 throw StoreError.productNotFound(productId)
@@ -211,7 +211,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device] {
+    package func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device] {
         try await leased { connection in
             guard try await Self.fetchProduct(connection, id: productId, logger: logger) != nil else {
                 throw StoreError.productNotFound(productId)
@@ -231,13 +231,13 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func device(productId: String, deviceName: String) async throws -> Device? {
+    package func device(productId: String, deviceName: String) async throws -> Device? {
         try await leased { connection in
             try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger)
         }
     }
 
-    public func deleteDevice(productId: String, deviceName: String) async throws {
+    package func deleteDevice(productId: String, deviceName: String) async throws {
         try await transaction { connection in
             // The product first, as everywhere: device_count changes below.
             _ = try await Self.lockProduct(connection, id: productId, logger: logger)
@@ -255,7 +255,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func resetDevice(productId: String, deviceName: String) async throws -> Device {
+    package func resetDevice(productId: String, deviceName: String) async throws -> Device {
         try await transaction { connection in
             let rows = try await connection.checkedQuery(
                 """
@@ -277,7 +277,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+    package func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await transaction { connection in
             guard
                 let device = try await Self.fetchDevice(
@@ -309,7 +309,7 @@ public struct PostgresStore: RegistrationStore {
     /// which mirrors `RegistrationRules.decide` and answers with its symbol. In an explicit transaction: in
     /// autocommit, PostgreSQL sends the rows before it commits, and postgres-nio would not report a failure of
     /// that commit (a serialization failure, a deferred constraint) to this call.
-    public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
+    package func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
         let event = attempt.event(for: .rejected(.internalError))
         var certificate: DeviceCertificate?
         if case .certificate(let issued) = attempt.credential { certificate = issued }
@@ -355,7 +355,7 @@ public struct PostgresStore: RegistrationStore {
 
     // Writes run in explicit transactions even when they are one statement: in autocommit PostgreSQL commits
     // after the statement's CommandComplete, and postgres-nio would not report a failure of that commit.
-    public func purgeExpiredNonces(now: Date) async throws -> Int {
+    package func purgeExpiredNonces(now: Date) async throws -> Int {
         try await transaction { connection in
             let rows = try await connection.checkedQuery(
                 "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < \(now) RETURNING 1", logger: logger)
@@ -367,7 +367,7 @@ public struct PostgresStore: RegistrationStore {
 
     // MARK: Certificates
 
-    public func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
+    package func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
         try await leased { connection in
             guard try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil
             else { throw StoreError.deviceNotFound(productId, deviceName) }
@@ -380,7 +380,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate {
+    package func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate {
         let serial = serial.lowercased()
         return try await transaction { connection in
             try await connection.checkedQuery(
@@ -400,7 +400,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func revokedCertificates(productId: String) async throws -> [DeviceCertificate] {
+    package func revokedCertificates(productId: String) async throws -> [DeviceCertificate] {
         try await leased { connection in
             try await Self.certificates(
                 connection.checkedQuery(
@@ -411,7 +411,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func certificate(fingerprint: String) async throws -> DeviceCertificate? {
+    package func certificate(fingerprint: String) async throws -> DeviceCertificate? {
         let fingerprint = fingerprint.lowercased()
         return try await leased { connection in
             try await Self.certificates(
@@ -435,7 +435,7 @@ public struct PostgresStore: RegistrationStore {
 
     // MARK: Audit log
 
-    public func recordEvent(_ event: RegistrationEvent) async throws {
+    package func recordEvent(_ event: RegistrationEvent) async throws {
         try await transaction { connection in try await Self.insertEvent(connection, event, logger: logger) }
     }
 
@@ -450,7 +450,7 @@ public struct PostgresStore: RegistrationStore {
             """, logger: logger)
     }
 
-    public func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
+    package func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
         try await leased { connection in
             let rows = try await connection.checkedQuery(
                 """
@@ -470,7 +470,7 @@ public struct PostgresStore: RegistrationStore {
         }
     }
 
-    public func checkHealth() async throws {
+    package func checkHealth() async throws {
         try await leased { connection in
             _ = try await connection.checkedQuery("SELECT 1", logger: logger).collect()
         }

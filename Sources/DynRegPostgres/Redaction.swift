@@ -5,9 +5,9 @@ import DynRegProtocol
 
 extension PostgresStore.Configuration: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// The URL without the password.
-    public var description: String { redactedDescription }
-    public var debugDescription: String { description }
-    public var customMirror: Mirror {
+    package var description: String { redactedDescription }
+    package var debugDescription: String { description }
+    package var customMirror: Mirror {
         Mirror(
             self,
             children: [

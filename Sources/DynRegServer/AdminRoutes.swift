@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import HTTPTypes
 import NIOCore
+import Logging
 
 /// `/admin/v1`: products, devices and the audit log, behind a bearer token. Each route is a named handler that
 /// reads the request, calls `ProductAdministration` and shapes the answer; `AdminErrorMiddleware` is the one

@@ -1,26 +1,26 @@
-public import DynRegStore
+package import DynRegStore
 import Foundation
-public import Hummingbird
+package import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import HTTPTypes
-public import Logging
+package import Logging
 import NIOCore
 import NIOSSL
-public import ServiceLifecycle
+package import ServiceLifecycle
 
 /// The request context: Hummingbird's core plus the peer address for the audit log.
-public struct DynRegRequestContext: RequestContext, RemoteAddressRequestContext {
-    public var coreContext: CoreRequestContextStorage
-    public let remoteAddress: SocketAddress?
+package struct DynRegRequestContext: RequestContext, RemoteAddressRequestContext {
+    package var coreContext: CoreRequestContextStorage
+    package let remoteAddress: SocketAddress?
 
-    public init(source: ApplicationRequestContextSource) {
+    package init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
     }
 
     /// Admin request bodies are small JSON objects.
-    public var maxUploadSize: Int { 64 * 1024 }
+    package var maxUploadSize: Int { 64 * 1024 }
 
     var remoteAddressText: String {
         remoteAddress?.ipAddress ?? "unknown"
@@ -28,18 +28,18 @@ public struct DynRegRequestContext: RequestContext, RemoteAddressRequestContext 
 }
 
 /// Why the server did not start: which step before it failed, and the cause.
-public struct StartupError: Error, CustomStringConvertible {
-    public enum Step: Sendable, Hashable {
+package struct StartupError: Error, CustomStringConvertible {
+    package enum Step: Sendable, Hashable {
         /// `store.migrate()`: the database cannot be reached, logged in to or migrated.
         case store
         /// The master key does not open the product CA keys in the store.
         case masterKey
     }
 
-    public var step: Step
-    public var underlying: any Error
+    package var step: Step
+    package var underlying: any Error
 
-    public var description: String { "\(underlying)" }
+    package var description: String { "\(underlying)" }
 }
 
 /// Builds the HTTP application: device endpoints, the broker hook, health and the admin API.
@@ -53,7 +53,7 @@ public struct StartupError: Error, CustomStringConvertible {
 ///   - services: more services for the same group (a nonce sweeper), stopped before the store.
 ///   - beforeServerStarts: the caller's last step before the server starts (creating a demo product).
 ///   - onListening: called with the bound port once the server accepts connections.
-public func buildApplication<Store: RegistrationStore>(
+package func buildApplication<Store: RegistrationStore>(
     configuration: ServerConfiguration,
     store: Store,
     services: [any Service] = [],

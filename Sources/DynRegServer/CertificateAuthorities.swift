@@ -1,5 +1,5 @@
-public import DynRegCA
-public import DynRegStore
+package import DynRegCA
+package import DynRegStore
 import Foundation
 import Synchronization
 
@@ -35,7 +35,7 @@ final class CertificateAuthorities: Sendable {
 }
 
 /// Refuses to start with a master key that cannot open the stored CA keys: silent garbage is worse than no start.
-public func checkMasterKey(_ masterKey: MasterKey, store: some RegistrationStore) async throws {
+package func checkMasterKey(_ masterKey: MasterKey, store: some RegistrationStore) async throws {
     for product in try await store.products() {
         guard let stored = product.certificateAuthority else { continue }
         _ = try masterKey.open(stored.sealedPrivateKey, context: product.id)

@@ -1,9 +1,9 @@
-import DynRegStore
+package import DynRegStore
 import Foundation
 
 /// The product created on a fresh store so a newcomer sees the whole flow with one command.
-public enum DemoProduct {
-    public static func make() -> Product {
+package enum DemoProduct {
+    package static func make() -> Product {
         Product(
             id: Secrets.productId(), name: "demo", authType: .key, secret: Secrets.productSecret(),
             dynamicRegistration: true, autoCreate: true, deviceQuota: 1000, allowClocklessDevices: false,
@@ -11,6 +11,6 @@ public enum DemoProduct {
     }
 }
 
-public enum AdminTokenGenerator {
-    public static func make() -> String { Secrets.adminToken() }
+package enum AdminTokenGenerator {
+    package static func make() -> String { Secrets.adminToken() }
 }

@@ -1,21 +1,21 @@
-public import DynRegStore
+package import DynRegStore
 import Foundation
-public import Logging
-public import ServiceLifecycle
+package import Logging
+import ServiceLifecycle
 
 /// Forgets replay entries whose timestamps can no longer be accepted.
-public struct NonceSweeper<Store: RegistrationStore>: Service {
+package struct NonceSweeper<Store: RegistrationStore>: Service {
     let store: Store
     let interval: Duration
     let logger: Logger
 
-    public init(store: Store, interval: Duration = .seconds(60), logger: Logger) {
+    package init(store: Store, interval: Duration = .seconds(60), logger: Logger) {
         self.store = store
         self.interval = interval
         self.logger = logger
     }
 
-    public func run() async throws {
+    package func run() async throws {
         // Sleeping must end at graceful shutdown, or stopping the server would wait out the interval.
         do {
             try await cancelWhenGracefulShutdown {

@@ -4,9 +4,9 @@ import DynRegProtocol
 // master key never appear in a description or a mirror.
 
 extension ServerConfiguration: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    public var description: String { customMirror.fieldDescription }
-    public var debugDescription: String { description }
-    public var customMirror: Mirror {
+    package var description: String { customMirror.fieldDescription }
+    package var debugDescription: String { description }
+    package var customMirror: Mirror {
         Mirror(
             self,
             children: [

@@ -1,20 +1,20 @@
 import Crypto
 import DynRegCA
-public import DynRegProtocol
-public import DynRegStore
+package import DynRegProtocol
+package import DynRegStore
 import Foundation
-public import Logging
+package import Logging
 
 /// What a device asked for on `POST /device/register`, as received: nothing parsed or trusted yet.
-public struct CurrentRegistrationInput: Sendable {
-    public var hostHeader: String?
-    public var algorithm: String?
-    public var timestamp: String?
-    public var nonce: String?
-    public var signature: String?
-    public var body: [UInt8]
+package struct CurrentRegistrationInput: Sendable {
+    package var hostHeader: String?
+    package var algorithm: String?
+    package var timestamp: String?
+    package var nonce: String?
+    package var signature: String?
+    package var body: [UInt8]
 
-    public init(
+    package init(
         hostHeader: String?, algorithm: String?, timestamp: String?, nonce: String?, signature: String?, body: [UInt8]
     ) {
         self.hostHeader = hostHeader
@@ -27,7 +27,7 @@ public struct CurrentRegistrationInput: Sendable {
 }
 
 /// The outcome of a registration, before it is put into either protocol's envelope.
-public enum RegistrationResult: Sendable, Hashable {
+package enum RegistrationResult: Sendable, Hashable {
     case issued(EncryptedPayload)
     case refused(RegistrationErrorCode, message: String)
 
@@ -35,10 +35,10 @@ public enum RegistrationResult: Sendable, Hashable {
 }
 
 /// Registration and activation rules, independent of HTTP.
-public struct RegistrationService<Store: RegistrationStore>: Sendable {
-    public let store: Store
-    public let timestampWindow: Int64
-    public let publicHosts: [String]
+package struct RegistrationService<Store: RegistrationStore>: Sendable {
+    package let store: Store
+    package let timestampWindow: Int64
+    package let publicHosts: [String]
     let authorities: CertificateAuthorities
     let clock: @Sendable () -> Date
 
@@ -55,7 +55,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
 
     // MARK: Device endpoints
 
-    public func register(_ input: CurrentRegistrationInput, remoteAddress: String, logger: Logger) async
+    package func register(_ input: CurrentRegistrationInput, remoteAddress: String, logger: Logger) async
         -> RegistrationResult
     {
         guard let body = try? RegistrationRequestBody(decoding: input.body) else {
@@ -94,7 +94,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
         return result
     }
 
-    public func registerLegacy(body bytes: [UInt8], remoteAddress: String, logger: Logger) async -> RegistrationResult {
+    package func registerLegacy(body bytes: [UInt8], remoteAddress: String, logger: Logger) async -> RegistrationResult {
         guard let body = try? LegacyRegistrationRequestBody(decoding: bytes) else {
             return .refused(
                 .invalidParameter,
@@ -234,7 +234,7 @@ public struct RegistrationService<Store: RegistrationStore>: Sendable {
     // MARK: MQTT broker hook
 
     /// Checks MQTT credentials derived from a psk (PROTOCOL.md §4); the first success activates the device.
-    public func authenticate(
+    package func authenticate(
         clientId: String, username: String, password: String, certificate: String? = nil, fingerprint: String? = nil,
         logger: Logger
     ) async -> Bool {

@@ -1,8 +1,8 @@
-public import DynRegProtocol
-public import Foundation
+package import DynRegProtocol
+package import Foundation
 
 /// How a product's devices authenticate; fixed when the product is created.
-public enum AuthType: String, Sendable, Codable, Hashable, CaseIterable {
+package enum AuthType: String, Sendable, Codable, Hashable, CaseIterable {
     /// Key authentication: devices receive a psk (`encryptionType` 2).
     case key
     /// Certificate authentication: devices receive a certificate and key (`encryptionType` 1).
@@ -10,23 +10,23 @@ public enum AuthType: String, Sendable, Codable, Hashable, CaseIterable {
 }
 
 /// A product: a family of devices sharing one product secret.
-public struct Product: Sendable, Hashable {
-    public var id: String
-    public var name: String
-    public var authType: AuthType
-    public var secret: String
-    public var dynamicRegistration: Bool
-    public var autoCreate: Bool
+package struct Product: Sendable, Hashable {
+    package var id: String
+    package var name: String
+    package var authType: AuthType
+    package var secret: String
+    package var dynamicRegistration: Bool
+    package var autoCreate: Bool
     /// The most devices the product may hold; `nil` for no limit.
-    public var deviceQuota: Int?
+    package var deviceQuota: Int?
     /// Admit devices without a clock (`X-TC-Timestamp: 0`).
-    public var allowClocklessDevices: Bool
-    public var deviceCount: Int
-    public var createdAt: Date
+    package var allowClocklessDevices: Bool
+    package var deviceCount: Int
+    package var createdAt: Date
     /// The CA of a certificate-auth product; `nil` for key-auth products.
-    public var certificateAuthority: StoredCertificateAuthority?
+    package var certificateAuthority: StoredCertificateAuthority?
 
-    public init(
+    package init(
         id: String, name: String, authType: AuthType, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
         deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date,
         certificateAuthority: StoredCertificateAuthority? = nil
@@ -46,15 +46,15 @@ public struct Product: Sendable, Hashable {
 }
 
 /// A product CA as stored: the private key only ever sealed under the server's master key.
-public struct StoredCertificateAuthority: Sendable, Hashable {
-    public var certificatePEM: String
+package struct StoredCertificateAuthority: Sendable, Hashable {
+    package var certificatePEM: String
     /// The CA private key, encrypted at rest; opaque to the store.
-    public var sealedPrivateKey: String
-    public var keyType: String
+    package var sealedPrivateKey: String
+    package var keyType: String
     /// Validity of the device certificates this CA issues.
-    public var certificateValidityDays: Int
+    package var certificateValidityDays: Int
 
-    public init(certificatePEM: String, sealedPrivateKey: String, keyType: String, certificateValidityDays: Int) {
+    package init(certificatePEM: String, sealedPrivateKey: String, keyType: String, certificateValidityDays: Int) {
         self.certificatePEM = certificatePEM
         self.sealedPrivateKey = sealedPrivateKey
         self.keyType = keyType
@@ -63,20 +63,20 @@ public struct StoredCertificateAuthority: Sendable, Hashable {
 }
 
 /// A device certificate the product CA issued. The device's private key is never stored.
-public struct DeviceCertificate: Sendable, Hashable {
+package struct DeviceCertificate: Sendable, Hashable {
     /// Lower-case hex of the serial number.
-    public var serial: String
-    public var productId: String
-    public var deviceName: String
+    package var serial: String
+    package var productId: String
+    package var deviceName: String
     /// Lower-case hex SHA-256 of the DER certificate.
-    public var fingerprint: String
-    public var pem: String
-    public var notBefore: Date
-    public var notAfter: Date
-    public var issuedAt: Date
-    public var revokedAt: Date?
+    package var fingerprint: String
+    package var pem: String
+    package var notBefore: Date
+    package var notAfter: Date
+    package var issuedAt: Date
+    package var revokedAt: Date?
 
-    public init(
+    package init(
         serial: String, productId: String, deviceName: String, fingerprint: String, pem: String, notBefore: Date,
         notAfter: Date, issuedAt: Date, revokedAt: Date? = nil
     ) {
@@ -93,28 +93,28 @@ public struct DeviceCertificate: Sendable, Hashable {
 }
 
 /// The credential a registration issues.
-public enum IssuedCredential: Sendable, Hashable {
+package enum IssuedCredential: Sendable, Hashable {
     case key(psk: String)
     /// A new certificate; previous unrevoked certificates of the device are revoked in the same transaction.
     case certificate(DeviceCertificate)
 
     /// The psk a key-auth device gets; `nil` for a certificate.
-    public var psk: String? {
+    package var psk: String? {
         if case .key(let psk) = self { return psk }
         return nil
     }
 }
 
 /// The switches an operator may change after creation.
-public struct ProductUpdate: Sendable, Hashable {
-    public var name: String?
-    public var dynamicRegistration: Bool?
-    public var autoCreate: Bool?
+package struct ProductUpdate: Sendable, Hashable {
+    package var name: String?
+    package var dynamicRegistration: Bool?
+    package var autoCreate: Bool?
     /// `.some(nil)` removes the quota.
-    public var deviceQuota: Int??
-    public var allowClocklessDevices: Bool?
+    package var deviceQuota: Int??
+    package var allowClocklessDevices: Bool?
 
-    public init(
+    package init(
         name: String? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil, deviceQuota: Int?? = nil,
         allowClocklessDevices: Bool? = nil
     ) {
@@ -127,24 +127,24 @@ public struct ProductUpdate: Sendable, Hashable {
 }
 
 /// A device's lifecycle: created (by an operator) → registered (holds a credential) → activated (has connected).
-public enum DeviceStatus: String, Sendable, Codable, Hashable, CaseIterable {
+package enum DeviceStatus: String, Sendable, Codable, Hashable, CaseIterable {
     case created
     case registered
     case activated
 }
 
-public struct Device: Sendable, Hashable {
-    public var productId: String
-    public var name: String
-    public var status: DeviceStatus
+package struct Device: Sendable, Hashable {
+    package var productId: String
+    package var name: String
+    package var status: DeviceStatus
     /// The current psk of a key-auth device; `nil` until it registers.
-    public var psk: String?
-    public var createdAt: Date
-    public var registeredAt: Date?
-    public var activatedAt: Date?
-    public var registrationCount: Int
+    package var psk: String?
+    package var createdAt: Date
+    package var registeredAt: Date?
+    package var activatedAt: Date?
+    package var registrationCount: Int
 
-    public init(
+    package init(
         productId: String, name: String, status: DeviceStatus, psk: String?, createdAt: Date, registeredAt: Date?,
         activatedAt: Date?, registrationCount: Int
     ) {
@@ -160,22 +160,22 @@ public struct Device: Sendable, Hashable {
 }
 
 /// A registration request that passed every check the store cannot make (signature, window, switches).
-public struct RegistrationAttempt: Sendable, Hashable {
-    public var productId: String
-    public var deviceName: String
-    public var timestamp: Int64
-    public var nonce: Int64
+package struct RegistrationAttempt: Sendable, Hashable {
+    package var productId: String
+    package var deviceName: String
+    package var timestamp: Int64
+    package var nonce: Int64
     /// When the (timestamp, nonce) pair may be forgotten; `nil` keeps it until the device is activated
     /// (devices without a clock, whose replay protection rests on the nonce alone).
-    public var replayExpiry: Date?
+    package var replayExpiry: Date?
     /// The credential to issue if the registration is admitted.
-    public var credential: IssuedCredential
-    public var now: Date
+    package var credential: IssuedCredential
+    package var now: Date
     /// The peer and the endpoint, for the audit event the store writes in the same transaction as its decision.
-    public var remoteAddress: String
-    public var endpoint: String
+    package var remoteAddress: String
+    package var endpoint: String
 
-    public init(
+    package init(
         productId: String, deviceName: String, timestamp: Int64, nonce: Int64, replayExpiry: Date?,
         credential: IssuedCredential, now: Date, remoteAddress: String = "", endpoint: String = ""
     ) {
@@ -192,7 +192,7 @@ public struct RegistrationAttempt: Sendable, Hashable {
 
     /// The audit event for `decision`. Product id and device name are bounded: the log must not become a way to
     /// store arbitrary data.
-    public func event(for decision: RegistrationDecision) -> RegistrationEvent {
+    package func event(for decision: RegistrationDecision) -> RegistrationEvent {
         let outcome: String
         switch decision {
         case .issued: outcome = RegistrationEvent.success
@@ -205,24 +205,24 @@ public struct RegistrationAttempt: Sendable, Hashable {
 }
 
 /// The store's decision on a registration: expected outcomes are values, not errors.
-public enum RegistrationDecision: Sendable, Hashable {
+package enum RegistrationDecision: Sendable, Hashable {
     /// Committed durably: the device holds the new credential.
     case issued(Device)
     case rejected(RegistrationErrorCode)
 }
 
 /// One line of the audit log.
-public struct RegistrationEvent: Sendable, Hashable {
-    public var id: Int64
-    public var time: Date
-    public var productId: String
-    public var deviceName: String
+package struct RegistrationEvent: Sendable, Hashable {
+    package var id: Int64
+    package var time: Date
+    package var productId: String
+    package var deviceName: String
     /// `Success` or an error code.
-    public var outcome: String
-    public var remoteAddress: String
-    public var endpoint: String
+    package var outcome: String
+    package var remoteAddress: String
+    package var endpoint: String
 
-    public init(
+    package init(
         id: Int64 = 0, time: Date, productId: String, deviceName: String, outcome: String, remoteAddress: String,
         endpoint: String
     ) {
@@ -236,12 +236,12 @@ public struct RegistrationEvent: Sendable, Hashable {
     }
 
     /// The outcome of an admitted registration.
-    public static let success = "Success"
+    package static let success = "Success"
 }
 
 /// Why a store operation other than registration failed.
-public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
+package struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    package enum Code: String, Sendable, Hashable {
         case productNotFound
         case deviceNotFound
         case deviceExists
@@ -252,13 +252,13 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
         case unavailable
     }
 
-    public var code: Code
-    public var message: String
+    package var code: Code
+    package var message: String
 
-    public init(_ code: Code, _ message: String) {
+    package init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
 
-    public var description: String { message }
+    package var description: String { message }
 }

@@ -4,9 +4,9 @@ import DynRegProtocol
 // sealed CA key never appear in a description or a mirror.
 
 extension Product: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    public var description: String { customMirror.fieldDescription }
-    public var debugDescription: String { description }
-    public var customMirror: Mirror {
+    package var description: String { customMirror.fieldDescription }
+    package var debugDescription: String { description }
+    package var customMirror: Mirror {
         Mirror(
             self,
             children: [
@@ -20,9 +20,9 @@ extension Product: CustomStringConvertible, CustomDebugStringConvertible, Custom
 }
 
 extension StoredCertificateAuthority: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    public var description: String { customMirror.fieldDescription }
-    public var debugDescription: String { description }
-    public var customMirror: Mirror {
+    package var description: String { customMirror.fieldDescription }
+    package var debugDescription: String { description }
+    package var customMirror: Mirror {
         Mirror(
             self,
             children: [
@@ -34,9 +34,9 @@ extension StoredCertificateAuthority: CustomStringConvertible, CustomDebugString
 }
 
 extension Device: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    public var description: String { customMirror.fieldDescription }
-    public var debugDescription: String { description }
-    public var customMirror: Mirror {
+    package var description: String { customMirror.fieldDescription }
+    package var debugDescription: String { description }
+    package var customMirror: Mirror {
         Mirror(
             self,
             children: [
@@ -50,16 +50,16 @@ extension Device: CustomStringConvertible, CustomDebugStringConvertible, CustomR
 }
 
 extension IssuedCredential: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    public var description: String {
+    package var description: String {
         switch self {
         case .key: return "IssuedCredential.key(psk: <redacted>)"
         case .certificate(let certificate): return "IssuedCredential.certificate(\(String(reflecting: certificate)))"
         }
     }
 
-    public var debugDescription: String { description }
+    package var debugDescription: String { description }
 
-    public var customMirror: Mirror {
+    package var customMirror: Mirror {
         switch self {
         case .key: return Mirror(self, children: ["psk": Redacted()], displayStyle: .enum)
         case .certificate(let certificate):

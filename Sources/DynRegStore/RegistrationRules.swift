@@ -1,5 +1,5 @@
-public import DynRegProtocol
-public import Foundation
+package import DynRegProtocol
+package import Foundation
 
 /// The registration rules that do not depend on HTTP or on where the data is kept, in the order they apply.
 ///
@@ -7,9 +7,9 @@ public import Foundation
 /// a store applies ``decide(product:device:replay:)`` inside the transaction that issues the credential.
 /// PostgreSQL's `dynreg_register` (DynRegPostgres/Migrations.swift, v4) mirrors `decide` in PL/pgSQL: a change to
 /// one is a change to both, and to the table tests of both (RegistrationDecisionTests, StoreConformanceTests).
-public enum RegistrationRules {
+package enum RegistrationRules {
     /// What the service may go on with.
-    public enum Admission: Sendable, Hashable {
+    package enum Admission: Sendable, Hashable {
         /// Issue a credential; the (timestamp, nonce) pair may be forgotten after `replayExpiry` (`nil`: kept until
         /// the device is activated, for devices without a clock).
         case proceed(replayExpiry: Date?)
@@ -18,7 +18,7 @@ public enum RegistrationRules {
 
     /// The checks after the signature, before a credential is made: the timestamp window, then the product's
     /// switch. `window` is in seconds either side of `now`.
-    public static func admit(product: Product, timestamp: Int64, now: Date, window: Int64) -> Admission {
+    package static func admit(product: Product, timestamp: Int64, now: Date, window: Int64) -> Admission {
         let replayExpiry: Date?
         if timestamp == 0 && product.allowClocklessDevices {
             replayExpiry = nil
@@ -33,13 +33,13 @@ public enum RegistrationRules {
     }
 
     /// The product row a store decides on (locked, in a store with several writers).
-    public struct ProductLimits: Sendable, Hashable {
-        public var autoCreate: Bool
+    package struct ProductLimits: Sendable, Hashable {
+        package var autoCreate: Bool
         /// `nil` for no limit.
-        public var deviceQuota: Int?
-        public var deviceCount: Int
+        package var deviceQuota: Int?
+        package var deviceCount: Int
 
-        public init(autoCreate: Bool, deviceQuota: Int?, deviceCount: Int) {
+        package init(autoCreate: Bool, deviceQuota: Int?, deviceCount: Int) {
             self.autoCreate = autoCreate
             self.deviceQuota = deviceQuota
             self.deviceCount = deviceCount
@@ -47,19 +47,19 @@ public enum RegistrationRules {
     }
 
     /// Whether the (timestamp, nonce) pair is new for the device.
-    public enum Replay: Sendable, Hashable {
+    package enum Replay: Sendable, Hashable {
         case fresh
         case reused
     }
 
     /// A store's decision, named by the symbol PostgreSQL's `dynreg_register` returns for it.
-    public enum Outcome: Sendable, Hashable {
+    package enum Outcome: Sendable, Hashable {
         /// Issue the credential: update the device, or insert it when there was none.
         case issue
         case refuse(RegistrationErrorCode)
 
         /// The audit log's outcome and `dynreg_register`'s answer: `Success` or the protocol's error code.
-        public var symbol: String {
+        package var symbol: String {
             switch self {
             case .issue: return RegistrationEvent.success
             case .refuse(let code): return code.code
@@ -67,7 +67,7 @@ public enum RegistrationRules {
         }
 
         /// The outcome a symbol names; `nil` for anything `decide` never answers.
-        public init?(symbol: String) {
+        package init?(symbol: String) {
             if symbol == RegistrationEvent.success {
                 self = .issue
             } else if let code = RegistrationRules.storeRefusals.first(where: { $0.code == symbol }) {
@@ -79,7 +79,7 @@ public enum RegistrationRules {
     }
 
     /// Every refusal ``decide(product:device:replay:)`` can answer, in the order it checks them.
-    public static let storeRefusals: [RegistrationErrorCode] = [
+    package static let storeRefusals: [RegistrationErrorCode] = [
         .productNotExist, .deviceAlreadyActivated, .deviceNotExist, .deviceQuota, .nonceReused,
     ]
 
@@ -88,7 +88,7 @@ public enum RegistrationRules {
     ///
     /// `replay` runs only when everything else admits: a store records the pair there, in the transaction that
     /// issues the credential, so a refused attempt leaves no trace to trip over.
-    public static func decide(
+    package static func decide(
         product: ProductLimits?, device: DeviceStatus?, replay: () throws -> Replay
     ) rethrows -> Outcome {
         guard let product else { return .refuse(.productNotExist) }

@@ -1,5 +1,5 @@
-public import Foundation
-public import ServiceLifecycle
+package import Foundation
+package import ServiceLifecycle
 
 /// Everything the server keeps: products, devices and their credentials, the replay cache and the audit log.
 ///
@@ -9,7 +9,7 @@ public import ServiceLifecycle
 /// A store is a `Service`: `run()` runs what it needs while it serves (a connection pool, a group committer) and
 /// returns at graceful shutdown; the server runs it in its ServiceGroup, before the HTTP server and stopped
 /// after it. `init` does no I/O beyond opening a local file; ``migrate()`` runs before the server starts.
-public protocol RegistrationStore: Service {
+package protocol RegistrationStore: Service {
     /// Brings the schema up to date (and, for a database server, proves it can be reached and logged in to);
     /// returns the names of the migrations it applied. Safe to run while `run()` runs, and from several instances.
     func migrate() async throws -> [String]
@@ -65,7 +65,7 @@ public protocol RegistrationStore: Service {
 }
 
 extension RegistrationStore {
-    public func productForAdmission(id: String) async throws -> Product? {
+    package func productForAdmission(id: String) async throws -> Product? {
         try await product(id: id)
     }
 }

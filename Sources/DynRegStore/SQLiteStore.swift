@@ -1,14 +1,14 @@
 import DynRegProtocol
-public import Foundation
+package import Foundation
 import GRDB
-public import ServiceLifecycle
+import ServiceLifecycle
 
 /// The embedded default: one SQLite file in WAL mode with `synchronous=FULL`, so an acknowledged
 /// registration survives a crash of the process or the machine.
 ///
 /// A `Service`: `run()` runs the group committer that registrations and audit events go through; call
 /// ``migrate()`` before serving.
-public final class SQLiteStore: RegistrationStore, Service {
+package final class SQLiteStore: RegistrationStore, Service {
     private let pool: DatabasePool
     /// Registrations and audit events, the writes on every device request, share transactions.
     let groupCommit: GroupCommitter
@@ -20,7 +20,7 @@ public final class SQLiteStore: RegistrationStore, Service {
     ///
     /// One store at a time may have the file open: a second one, in this process or another, fails with
     /// `StoreError.Code.unavailable` rather than serve from a stale product cache.
-    public init(path: String) throws {
+    package init(path: String) throws {
         lock = try FileLock(path: path + ".lock")
         var configuration = Configuration()
         configuration.journalMode = .wal
@@ -48,7 +48,7 @@ public final class SQLiteStore: RegistrationStore, Service {
     static let writerCacheKiB = 16 * 1024
 
     /// Applies pending migrations; returns their names.
-    public func migrate() async throws -> [String] {
+    package func migrate() async throws -> [String] {
         let migrator = Self.migrator
         let done = try await pool.read { db in try migrator.appliedIdentifiers(db) }
         // Off the cooperative pool: a migration may rewrite a big table.
@@ -59,7 +59,7 @@ public final class SQLiteStore: RegistrationStore, Service {
     }
 
     /// Runs the group committer until graceful shutdown; registrations and audit events wait for it.
-    public func run() async throws {
+    package func run() async throws {
         await groupCommit.run()
     }
 
@@ -177,7 +177,7 @@ public final class SQLiteStore: RegistrationStore, Service {
 
     // MARK: Products
 
-    public func createProduct(_ product: Product) async throws -> Product {
+    package func createProduct(_ product: Product) async throws -> Product {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
             if try Self.fetchProduct(db, id: product.id) != nil {
@@ -201,17 +201,17 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func products() async throws -> [Product] {
+    package func products() async throws -> [Product] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM products ORDER BY created_at, id").map(Self.product(from:))
         }
     }
 
-    public func product(id: String) async throws -> Product? {
+    package func product(id: String) async throws -> Product? {
         try await pool.read { db in try Self.fetchProduct(db, id: id) }
     }
 
-    public func productForAdmission(id: String) async throws -> Product? {
+    package func productForAdmission(id: String) async throws -> Product? {
         if let cached = admissionCache.product(id: id) { return cached }
         let generation = admissionCache.generation
         let product = try await product(id: id)
@@ -219,7 +219,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         return product
     }
 
-    public func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
+    package func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
             var product = try Self.requireProduct(db, id: id)
@@ -241,7 +241,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
+    package func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
             _ = try Self.requireProduct(db, id: id)
@@ -250,7 +250,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func deleteProduct(id: String) async throws {
+    package func deleteProduct(id: String) async throws {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
             _ = try Self.requireProduct(db, id: id)
@@ -263,7 +263,7 @@ public final class SQLiteStore: RegistrationStore, Service {
 
     // MARK: Devices
 
-    public func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+    package func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await pool.write { db in
             let product = try Self.requireProduct(db, id: productId)
             if try Self.fetchDevice(db, productId: productId, name: deviceName) != nil {
@@ -277,7 +277,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device] {
+    package func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device] {
         try await pool.read { db in
             _ = try Self.requireProduct(db, id: productId)
             var sql = "SELECT * FROM devices WHERE product_id = ?"
@@ -296,11 +296,11 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func device(productId: String, deviceName: String) async throws -> Device? {
+    package func device(productId: String, deviceName: String) async throws -> Device? {
         try await pool.read { db in try Self.fetchDevice(db, productId: productId, name: deviceName) }
     }
 
-    public func deleteDevice(productId: String, deviceName: String) async throws {
+    package func deleteDevice(productId: String, deviceName: String) async throws {
         try await pool.write { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName)
             try db.execute(
@@ -313,7 +313,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func resetDevice(productId: String, deviceName: String) async throws -> Device {
+    package func resetDevice(productId: String, deviceName: String) async throws -> Device {
         try await pool.write { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName)
             try db.execute(
@@ -330,7 +330,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+    package func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await pool.write { db in
             let device = try Self.requireDevice(db, productId: productId, name: deviceName)
             if device.status == .activated { return device }
@@ -347,7 +347,7 @@ public final class SQLiteStore: RegistrationStore, Service {
 
     // MARK: Registration
 
-    public func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
+    package func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
         try await groupCommit.write { db in
             let decision = try Self.decide(db, attempt)
             try Self.insertEvent(db, attempt.event(for: decision))
@@ -422,7 +422,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         return .issued(device)
     }
 
-    public func purgeExpiredNonces(now: Date) async throws -> Int {
+    package func purgeExpiredNonces(now: Date) async throws -> Int {
         try await pool.write { db in
             try db.execute(
                 sql: "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < ?",
@@ -433,7 +433,7 @@ public final class SQLiteStore: RegistrationStore, Service {
 
     // MARK: Certificates
 
-    public func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
+    package func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
         try await pool.read { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName)
             return try Row.fetchAll(
@@ -442,7 +442,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate {
+    package func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate {
         try await pool.write { db in
             try db.execute(
                 sql: "UPDATE certificates SET revoked_at = ? WHERE product_id = ? AND serial = ? AND revoked_at IS NULL",
@@ -458,7 +458,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func revokedCertificates(productId: String) async throws -> [DeviceCertificate] {
+    package func revokedCertificates(productId: String) async throws -> [DeviceCertificate] {
         try await pool.read { db in
             try Row.fetchAll(
                 db,
@@ -468,7 +468,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func certificate(fingerprint: String) async throws -> DeviceCertificate? {
+    package func certificate(fingerprint: String) async throws -> DeviceCertificate? {
         try await pool.read { db in
             try Row.fetchOne(
                 db, sql: "SELECT * FROM certificates WHERE fingerprint = ?", arguments: [fingerprint.lowercased()]
@@ -513,7 +513,7 @@ public final class SQLiteStore: RegistrationStore, Service {
 
     // MARK: Audit log
 
-    public func recordEvent(_ event: RegistrationEvent) async throws {
+    package func recordEvent(_ event: RegistrationEvent) async throws {
         try await groupCommit.write { db in try Self.insertEvent(db, event) }
     }
 
@@ -529,7 +529,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         ])
     }
 
-    public func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
+    package func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
         try await pool.read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM events WHERE product_id = ? ORDER BY id DESC LIMIT ?",
@@ -543,7 +543,7 @@ public final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    public func checkHealth() async throws {
+    package func checkHealth() async throws {
         _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
     }
 

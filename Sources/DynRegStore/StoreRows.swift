@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// Models from the columns both stores keep, and the errors both stores throw: one place, so SQLite and PostgreSQL
 /// cannot drift apart in what they accept from a row or what they say when something is missing.

@@ -1,22 +1,22 @@
-import DynRegCA
-import DynRegServer
-import DynRegStore
-import Foundation
+package import DynRegCA
+package import DynRegServer
+package import DynRegStore
+package import Foundation
 import Logging
 import ServiceLifecycle
 
 /// A real `dynreg` server for tests: in process, on a free loopback port, with a real SQLite file.
-public struct LiveServer: Sendable {
-    public static let adminToken = "test-admin-token-0123456789"
-    public static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
+package struct LiveServer: Sendable {
+    package static let adminToken = "test-admin-token-0123456789"
+    package static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
 
-    public let port: Int
-    public let baseURL: String
-    public let store: SQLiteStore
-    public let directory: URL
+    package let port: Int
+    package let baseURL: String
+    package let store: SQLiteStore
+    package let directory: URL
 
     /// Starts a server in `directory` (a fresh temporary one by default), runs `body`, and stops the server.
-    public static func with<T: Sendable>(
+    package static func with<T: Sendable>(
         directory: URL? = nil,
         masterKey: MasterKey = LiveServer.masterKey,
         configure: (inout ServerConfiguration) -> Void = { _ in },
@@ -65,7 +65,7 @@ public struct LiveServer: Sendable {
     }
 
     /// Creates a product directly in the store; returns it with its secret.
-    public func createProduct(
+    package func createProduct(
         authType: AuthType = .key, autoCreate: Bool = true, deviceQuota: Int? = nil
     ) async throws -> Product {
         var product = DemoProduct.make()
@@ -83,6 +83,6 @@ public struct LiveServer: Sendable {
     }
 }
 
-public enum LiveServerError: Error {
+package enum LiveServerError: Error {
     case didNotStart
 }

@@ -1,15 +1,15 @@
 import DynRegProtocol
-import DynRegStore
-import Foundation
-import Testing
+package import DynRegStore
+package import Foundation
+package import Testing
 
 /// Products, attempts and certificates the store tests build, and the checks they share.
-public enum StoreSamples {
+package enum StoreSamples {
 
     // Whole seconds: both stores keep them exactly.
-    public static let t0 = Date(timeIntervalSince1970: 1_700_000_000)
+    package static let t0 = Date(timeIntervalSince1970: 1_700_000_000)
 
-    public static func product(
+    package static func product(
         _ id: String, autoCreate: Bool = true, quota: Int? = nil, clockless: Bool = false, createdAt: Date = t0
     ) -> Product {
         Product(
@@ -18,7 +18,7 @@ public enum StoreSamples {
             deviceCount: 0, createdAt: createdAt)
     }
 
-    public static func attempt(
+    package static func attempt(
         _ productId: String, _ deviceName: String, nonce: Int64, timestamp: Int64 = 1_700_000_000,
         expiry: Date? = Date(timeIntervalSince1970: 1_700_000_301), psk: String? = nil, now: Date = t0
     ) -> RegistrationAttempt {
@@ -27,11 +27,11 @@ public enum StoreSamples {
             credential: .key(psk: psk ?? "psk-\(deviceName)-\(nonce)"), now: now)
     }
 
-    public static let authority = StoredCertificateAuthority(
+    package static let authority = StoredCertificateAuthority(
         certificatePEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         sealedPrivateKey: "sealed-key-bytes", keyType: "p256", certificateValidityDays: 365)
 
-    public static func certificate(_ serial: String, _ deviceName: String, productId: String = "PC", issuedAt: Date)
+    package static func certificate(_ serial: String, _ deviceName: String, productId: String = "PC", issuedAt: Date)
         -> DeviceCertificate
     {
         DeviceCertificate(
@@ -40,7 +40,7 @@ public enum StoreSamples {
             notAfter: issuedAt.addingTimeInterval(365 * 86_400), issuedAt: issuedAt)
     }
 
-    public static func certificateAttempt(_ deviceName: String, _ certificate: DeviceCertificate, nonce: Int64)
+    package static func certificateAttempt(_ deviceName: String, _ certificate: DeviceCertificate, nonce: Int64)
         -> RegistrationAttempt
     {
         RegistrationAttempt(
@@ -49,7 +49,7 @@ public enum StoreSamples {
             now: certificate.issuedAt)
     }
 
-    public static func issued(_ decision: RegistrationDecision, sourceLocation: SourceLocation = #_sourceLocation) -> Device? {
+    package static func issued(_ decision: RegistrationDecision, sourceLocation: SourceLocation = #_sourceLocation) -> Device? {
         guard case .issued(let device) = decision else {
             Issue.record("expected a credential, got \(decision)", sourceLocation: sourceLocation)
             return nil
@@ -57,7 +57,7 @@ public enum StoreSamples {
         return device
     }
 
-    public static func expectError(
+    package static func expectError(
         _ code: StoreError.Code, sourceLocation: SourceLocation = #_sourceLocation,
         _ operation: () async throws -> Void
     ) async {
@@ -72,7 +72,7 @@ public enum StoreSamples {
     }
 
     /// The count the store keeps must equal the devices it lists.
-    public static func expectCountConsistent(
+    package static func expectCountConsistent(
         _ store: any RegistrationStore, _ productId: String, sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
         let product = try #require(try await store.product(id: productId), sourceLocation: sourceLocation)

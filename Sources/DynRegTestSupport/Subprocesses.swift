@@ -1,24 +1,25 @@
-import DynRegStore
-import Foundation
+package import DynRegStore
+package import Foundation
 import Subprocess
 import Synchronization
 import SystemPackage
+import ServiceLifecycle
 
 // One way for every test to start a program. swift-subprocess waits without blocking a thread: the cooperative
 // pool has two threads on this machine, and a test that blocked one of them stalled the in-process servers.
 
 /// What a finished command printed, and how it ended.
-public struct CommandOutput: Sendable {
+package struct CommandOutput: Sendable {
     /// The exit code, or 128 + the signal that ended it.
-    public var status: Int32
-    public var stdout: String
-    public var stderr: String
+    package var status: Int32
+    package var stdout: String
+    package var stderr: String
 }
 
 /// Executables the build put beside the test bundle.
-public enum BuiltExecutable {
+package enum BuiltExecutable {
     /// `dynreg`, or the binary named by `DYNREG_TEST_DYNREG_BINARY` (to measure a release build).
-    public static let dynreg: URL? = {
+    package static let dynreg: URL? = {
         if let path = ProcessInfo.processInfo.environment["DYNREG_TEST_DYNREG_BINARY"], !path.isEmpty {
             return URL(fileURLWithPath: path)
         }
@@ -26,7 +27,7 @@ public enum BuiltExecutable {
     }()
 
     /// The first executable file called `name` in the test bundle's directory or one of its parents.
-    public static func beside(named name: String) -> URL? {
+    package static func beside(named name: String) -> URL? {
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.deletingLastPathComponent()
         while directory.path != "/" {
             let candidate = directory.appendingPathComponent(name)
@@ -42,7 +43,7 @@ public enum BuiltExecutable {
     }
 
     /// `dynreg`, or an error that says the build did not make it.
-    public static func requireDynreg() throws -> URL {
+    package static func requireDynreg() throws -> URL {
         guard let dynreg else { throw TestSupportError("the dynreg executable was not built (swift build first)") }
         return dynreg
     }
@@ -50,7 +51,7 @@ public enum BuiltExecutable {
 
 /// Runs a program to completion: `executable` is a path, or a name looked up in `PATH` when it has no `/`.
 /// Environment values replace the inherited ones; `nil` removes a variable.
-public func runCommand(
+package func runCommand(
     _ executable: String,
     _ arguments: [String],
     environment: [String: String?] = [:],
@@ -73,16 +74,16 @@ public func runCommand(
 }
 
 /// Runs the built `dynreg` with `arguments`.
-public func runDynreg(_ arguments: [String], environment: [String: String?] = [:]) async throws -> CommandOutput {
+package func runDynreg(_ arguments: [String], environment: [String: String?] = [:]) async throws -> CommandOutput {
     try await runCommand(try BuiltExecutable.requireDynreg().path, arguments, environment: environment)
 }
 
 /// `dynreg serve` as a child process, as an operator runs it: on a free loopback port, with its own data directory.
-public final class ServerProcess: Sendable {
+package final class ServerProcess: Sendable {
     /// `http://127.0.0.1:PORT` (or https), from the server's `dynreg listening on` line.
-    public let baseURL: String
-    public let port: Int
-    public let dataDirectory: URL
+    package let baseURL: String
+    package let port: Int
+    package let dataDirectory: URL
     private let output: Output
     private let sendSignal: @Sendable (Int32) -> Void
 
@@ -95,10 +96,10 @@ public final class ServerProcess: Sendable {
     }
 
     /// Everything the server has printed on standard output so far.
-    public var stdout: String { output.text(\.stdout) }
+    package var stdout: String { output.text(\.stdout) }
     /// Everything the server has printed on standard error so far.
-    public var stderr: String { output.text(\.stderr) }
-    public var hasExited: Bool { output.state.withLock { $0.closed } }
+    package var stderr: String { output.text(\.stderr) }
+    package var hasExited: Bool { output.state.withLock { $0.closed } }
 
     /// Starts `dynreg serve --port 0 --data-dir DIR ARGUMENTS`, waits until it listens (and until `ready` holds for
     /// its standard output), runs `body`, then stops it and waits for it to exit.
@@ -106,7 +107,7 @@ public final class ServerProcess: Sendable {
     /// - Parameters:
     ///   - dataDirectory: a directory to use and keep; by default a fresh one, removed afterwards.
     ///   - ready: what standard output must show besides the listening line before `body` runs.
-    public static func with<T>(
+    package static func with<T>(
         arguments: [String] = ["--no-demo"],
         environment: [String: String?] = [:],
         dataDirectory: URL? = nil,
@@ -158,7 +159,7 @@ public final class ServerProcess: Sendable {
 
     /// Starts a server like ``with(arguments:environment:dataDirectory:ready:executable:_:)`` and returns once it
     /// listens, for tests that start several at once; ``stop(grace:)`` or ``kill()`` ends it.
-    public static func start(
+    package static func start(
         arguments: [String] = ["--no-demo"],
         environment: [String: String?] = [:],
         dataDirectory: URL? = nil
@@ -181,7 +182,7 @@ public final class ServerProcess: Sendable {
     }
 
     /// SIGTERM, then SIGKILL if it is still running after `grace` (a test needs the port, not the drain).
-    public func stop(grace: Duration = .seconds(3)) async {
+    package func stop(grace: Duration = .seconds(3)) async {
         if hasExited { return }
         sendSignal(SIGTERM)
         if await output.waitForClose(within: grace) { return }
@@ -189,14 +190,14 @@ public final class ServerProcess: Sendable {
     }
 
     /// SIGKILL, as a crash would; waits until it has exited.
-    public func kill() async {
+    package func kill() async {
         if hasExited { return }
         sendSignal(SIGKILL)
         _ = await output.waitForClose(within: .seconds(30))
     }
 
     /// Sends a signal, for example SIGHUP.
-    public func signal(_ number: Int32) { sendSignal(number) }
+    package func signal(_ number: Int32) { sendSignal(number) }
 
     fileprivate final class Output: Sendable {
         struct State {
@@ -211,7 +212,7 @@ public final class ServerProcess: Sendable {
             state.withLock { String(decoding: $0[keyPath: stream], as: UTF8.self) }
         }
 
-        func drain(_ sequence: SubprocessOutputSequence, into stream: WritableKeyPath<State, [UInt8]> & Sendable) async {
+        func drain(_ sequence: SubprocessOutputSequence, into stream: any WritableKeyPath<State, [UInt8]> & Sendable) async {
             do {
                 for try await buffer in sequence {
                     let bytes = buffer.withUnsafeBytes { Array($0) }
@@ -250,7 +251,7 @@ public final class ServerProcess: Sendable {
 }
 
 /// Migrates `store` and runs it around `body`, as the server's application does before and while it listens.
-public func withRunning<Store: RegistrationStore, T>(
+package func withRunning<Store: RegistrationStore, T>(
     _ store: Store, migrate: Bool = true, _ body: () async throws -> T
 ) async throws -> T {
     if migrate { _ = try await store.migrate() }
@@ -262,9 +263,9 @@ public func withRunning<Store: RegistrationStore, T>(
 }
 
 /// A failure of the test scaffolding itself, with a message that says what to do.
-public struct TestSupportError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+package struct TestSupportError: Error, CustomStringConvertible {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }
 
 private func environmentKeys(_ environment: [String: String?]) -> [Environment.Key: String?] {

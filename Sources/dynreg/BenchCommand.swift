@@ -2,6 +2,7 @@ import ArgumentParser
 import DynRegLoad
 import DynRegProtocol
 import Foundation
+import Histogram
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

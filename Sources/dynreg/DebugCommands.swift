@@ -1,5 +1,5 @@
-import ArgumentParser
-import DynRegProtocol
+public import ArgumentParser
+public import DynRegProtocol
 import Foundation
 
 extension SignatureAlgorithm: ExpressibleByArgument {

@@ -7,6 +7,7 @@ import Foundation
 import NIOCore
 import Testing
 import X509
+import SwiftASN1
 
 /// The SDK against the real server over loopback HTTP.
 @Suite("DynRegClient against dynreg serve")

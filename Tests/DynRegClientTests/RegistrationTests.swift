@@ -3,6 +3,7 @@ import DynRegClient
 import DynRegProtocol
 import Foundation
 import Testing
+import HTTPTypes
 
 @Suite("Registration over HTTP")
 struct RegistrationTests {

@@ -5,6 +5,7 @@ import NIOSSL
 import SwiftASN1
 import Testing
 import X509
+import DynRegProtocol
 
 /// A private CA and a certificate it issued for 127.0.0.1, made fresh for each test.
 private struct PrivateCA {

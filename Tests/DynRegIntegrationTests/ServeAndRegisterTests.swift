@@ -4,6 +4,7 @@ import DynRegTestSupport
 import Foundation
 import NIOCore
 import Testing
+import NIOHTTP1
 
 @Suite("dynreg register against dynreg serve", .enabled(if: BuiltExecutable.dynreg != nil, "the dynreg executable was not built"))
 struct ServeAndRegisterTests {

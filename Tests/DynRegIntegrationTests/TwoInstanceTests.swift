@@ -7,6 +7,7 @@ import Foundation
 import Synchronization
 import NIOCore
 import Testing
+import NIOHTTP1
 
 /// Two `dynreg serve` processes on one PostgreSQL database, under concurrent load, one of them killed.
 @Suite("Two server instances on PostgreSQL", .serialized)

@@ -4,6 +4,7 @@ import DynRegStore
 import DynRegTestSupport
 import Foundation
 import Testing
+import NIOHTTP1
 
 @Suite("Admin API, HTTPS and restarts")
 struct AdminAndLifecycleTests {

@@ -2,6 +2,7 @@ import DynRegServer
 import DynRegStore
 import Foundation
 import Testing
+import NIOHTTP1
 
 /// The admin JSON against the shared views, over HTTP to a real server: what the server sends decodes into the
 /// view `dynreg` reads and encodes back to the same JSON, so no field is lost or renamed on the way.

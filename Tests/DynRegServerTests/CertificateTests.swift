@@ -8,6 +8,7 @@ import Crypto
 import Testing
 import SwiftASN1
 import X509
+import NIOHTTP1
 
 /// Certificate products against the real server, checked with the `openssl` command line.
 @Suite("Certificate products")

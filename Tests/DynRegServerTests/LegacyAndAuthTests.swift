@@ -2,6 +2,7 @@ import DynRegProtocol
 import DynRegServer
 import Foundation
 import Testing
+import NIOHTTP1
 
 @Suite("Legacy endpoint and broker hook")
 struct LegacyAndAuthTests {

@@ -5,6 +5,7 @@ import DynRegStore
 import DynRegTestSupport
 import Foundation
 import Testing
+import HTTPTypes
 
 /// `ProductAdministration` called directly, without HTTP, over a real SQLite file in a fresh directory.
 @Suite("Product administration: defaults, validation and CAs without HTTP")

@@ -3,6 +3,7 @@ import DynRegServer
 import DynRegStore
 import Foundation
 import Testing
+import NIOHTTP1
 
 @Suite("Device registration over HTTP")
 struct RegistrationTests {

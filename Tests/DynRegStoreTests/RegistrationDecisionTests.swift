@@ -3,6 +3,7 @@ import DynRegProtocol
 import DynRegStore
 import DynRegTestSupport
 import Foundation
+import PostgresNIO
 import Testing
 
 /// The registration rules without a database: `RegistrationRules` is what both stores apply.

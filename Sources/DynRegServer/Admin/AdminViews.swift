@@ -1,5 +1,5 @@
-import DynRegStore
-import Foundation
+package import DynRegStore
+package import Foundation
 
 // The admin API's JSON, defined once: the server encodes these and `dynreg` decodes them, so a renamed field
 // breaks the build or a test instead of printing `-`. Dates are ISO 8601 strings (whole seconds) on both ends.
