@@ -19,6 +19,7 @@ extension ProductCertificateAuthority: CustomStringConvertible, CustomDebugStrin
             children: [
                 "subject": String(describing: certificate.subject), "keyType": keyType, "privateKey": Redacted(),
             ],
-            displayStyle: .struct)
+            displayStyle: .struct
+        )
     }
 }

@@ -50,7 +50,8 @@ package struct LoadProgress: Sendable {
             let filled = Int(fraction * 30)
             text += "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 30 - filled) + "] "
         }
-        text += "\(done)/\(total) (\(Int(fraction * 100))%)  \(Int(rate)) req/s  ETA \(eta / 60):"
+        text +=
+            "\(done)/\(total) (\(Int(fraction * 100))%)  \(Int(rate)) req/s  ETA \(eta / 60):"
             + (eta % 60 < 10 ? "0" : "") + "\(eta % 60)"
         return text
     }

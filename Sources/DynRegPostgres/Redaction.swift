@@ -15,6 +15,7 @@ extension PostgresStore.Configuration: CustomStringConvertible, CustomDebugStrin
                 "database": database, "tls": tls, "maximumConnections": maximumConnections,
                 "connectTimeout": connectTimeout, "leaseTimeout": leaseTimeout,
             ],
-            displayStyle: .struct)
+            displayStyle: .struct
+        )
     }
 }

@@ -43,7 +43,8 @@ struct JSONWriter {
 
     /// Copies runs of bytes that need no escape in one go: credentials carry PEM text of a kilobyte or two.
     private mutating func writeString(_ value: String) {
-        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
+        let quote = UInt8(ascii: "\"")
+        let backslash = UInt8(ascii: "\\")
         bytes.append(quote)
         var value = value
         value.withUTF8 { utf8 in

@@ -42,7 +42,8 @@ extension DeviceCredential: CustomStringConvertible, CustomDebugStringConvertibl
                     "encryptionType": encryptionType, "clientCert": clientCert,
                     "clientKey": clientKey.isEmpty ? "" as Any : Redacted(),
                 ],
-                displayStyle: .enum)
+                displayStyle: .enum
+            )
         }
     }
 }
@@ -53,7 +54,9 @@ extension MQTTCredentials: CustomStringConvertible, CustomDebugStringConvertible
     public var debugDescription: String { description }
     public var customMirror: Mirror {
         Mirror(
-            self, children: ["clientId": clientId, "username": username, "password": Redacted()],
-            displayStyle: .struct)
+            self,
+            children: ["clientId": clientId, "username": username, "password": Redacted()],
+            displayStyle: .struct
+        )
     }
 }

@@ -1,10 +1,10 @@
 import DynRegProtocol
 import DynRegStore
 import Foundation
-import Hummingbird
 import HTTPTypes
-import NIOCore
+import Hummingbird
 import Logging
+import NIOCore
 
 /// `/admin/v1`: products, devices and the audit log, behind a bearer token. Each route is a named handler that
 /// reads the request, calls `ProductAdministration` and shapes the answer; `AdminErrorMiddleware` is the one
@@ -100,8 +100,11 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     @Sendable func listDevices(_ request: Request, context: Context) async throws -> DeviceList {
         let query = request.uri.queryParameters
         let page = try await administration.devices(
-            productId: try productId(context), status: query["status"].map(String.init), limit: limit(request),
-            after: query["after"].map(String.init))
+            productId: try productId(context),
+            status: query["status"].map(String.init),
+            limit: limit(request),
+            after: query["after"].map(String.init)
+        )
         return DeviceList(devices: page.devices.map(DeviceView.init), nextCursor: page.nextCursor)
     }
 
@@ -173,7 +176,11 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
 struct AdminErrorMiddleware: RouterMiddleware {
     typealias Context = DynRegRequestContext
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async throws
         -> Response
     {
         do {
@@ -207,7 +214,11 @@ struct BearerTokenMiddleware: RouterMiddleware {
 
     init(token: String) { self.token = Array(token.utf8) }
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async throws
         -> Response
     {
         guard let header = request.headers[.authorization] else {
@@ -233,7 +244,9 @@ extension CertificateList: ResponseEncodable {}
 extension Response {
     static func pem(_ text: String) -> Response {
         Response(
-            status: .ok, headers: [.contentType: "application/x-pem-file"],
-            body: .init(byteBuffer: ByteBuffer(string: text)))
+            status: .ok,
+            headers: [.contentType: "application/x-pem-file"],
+            body: .init(byteBuffer: ByteBuffer(string: text))
+        )
     }
 }

@@ -1,9 +1,9 @@
 package import DynRegStore
 import Foundation
+import HTTPTypes
 package import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
-import HTTPTypes
 package import Logging
 import NIOCore
 import NIOSSL
@@ -63,10 +63,15 @@ package func buildApplication<Store: RegistrationStore>(
 ) throws -> some ApplicationProtocol {
     let authorities = CertificateAuthorities(masterKey: configuration.masterKey)
     let service = RegistrationService<Store>(
-        store: store, timestampWindow: configuration.timestampWindow, publicHosts: configuration.publicHosts,
-        authorities: authorities)
+        store: store,
+        timestampWindow: configuration.timestampWindow,
+        publicHosts: configuration.publicHosts,
+        authorities: authorities
+    )
     let router = Router(context: DynRegRequestContext.self)
-    router.add(middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization]))
+    router.add(
+        middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization])
+    )
     DeviceRoutes<Store>(service: service, maxBodySize: configuration.maxDeviceBodySize).register(on: router)
     router.get("/health") { _, _ -> Response in
         do {
@@ -76,13 +81,20 @@ package func buildApplication<Store: RegistrationStore>(
             return .json(status: .serviceUnavailable, #"{"status":"unavailable"}"#)
         }
     }
-    AdminRoutes<Store>(store: store, token: configuration.adminToken, authorities: authorities).register(on: router.group("/admin/v1"))
+    AdminRoutes<Store>(store: store, token: configuration.adminToken, authorities: authorities).register(
+        on: router.group("/admin/v1")
+    )
 
     let server: HTTPServerBuilder
     if let tls = configuration.tls {
-        let chain = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+        let chain = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map {
+            NIOSSLCertificateSource.certificate($0)
+        }
         let key = try NIOSSLPrivateKey(file: tls.keyPath, format: .pem)
-        let tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        let tlsConfiguration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain,
+            privateKey: .privateKey(key)
+        )
         server = try .tls(.http1(), tlsConfiguration: tlsConfiguration)
     } else {
         server = .http1()
@@ -122,6 +134,7 @@ extension Response {
         Response(
             status: status,
             headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            body: .init(byteBuffer: ByteBuffer(bytes: bytes))
+        )
     }
 }

@@ -1,8 +1,8 @@
 import DynRegProtocol
 import DynRegStore
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import NIOCore
 
 /// `POST /device/register`, `POST /register/dev` and the MQTT broker hook `POST /device/auth`.
@@ -22,7 +22,10 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
             let requestId = Secrets.requestId()
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
-                return Self.current(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
+                return Self.current(
+                    .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"),
+                    requestId
+                )
             }
             let input = CurrentRegistrationInput(
                 hostHeader: request.head.authority,
@@ -30,7 +33,8 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
                 timestamp: request.headers[Self.timestampHeader],
                 nonce: request.headers[Self.nonceHeader],
                 signature: request.headers[Self.signatureHeader],
-                body: Array(buffer: body))
+                body: Array(buffer: body)
+            )
             let result = await service.register(input, remoteAddress: context.remoteAddressText, logger: context.logger)
             return Self.current(result, requestId)
         }
@@ -38,10 +42,16 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
             let requestId = Secrets.requestId()
             // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
-                return Self.legacy(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
+                return Self.legacy(
+                    .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"),
+                    requestId
+                )
             }
             let result = await service.registerLegacy(
-                body: Array(buffer: body), remoteAddress: context.remoteAddressText, logger: context.logger)
+                body: Array(buffer: body),
+                remoteAddress: context.remoteAddressText,
+                logger: context.logger
+            )
             return Self.legacy(result, requestId)
         }
         router.post("/device/auth") { request, context -> Response in
@@ -51,8 +61,13 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
                 return .json(status: .ok, #"{"result":"deny"}"#)
             }
             let allowed = await service.authenticate(
-                clientId: auth.clientid, username: auth.username ?? "", password: auth.password ?? "",
-                certificate: auth.certificate, fingerprint: auth.fingerprint, logger: context.logger)
+                clientId: auth.clientid,
+                username: auth.username ?? "",
+                password: auth.password ?? "",
+                certificate: auth.certificate,
+                fingerprint: auth.fingerprint,
+                logger: context.logger
+            )
             return .json(status: .ok, allowed ? #"{"result":"allow"}"# : #"{"result":"deny"}"#)
         }
     }
@@ -70,7 +85,8 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         let reply: LegacyRegistrationReply
         switch result {
         case .issued(let payload): reply = .success(payload, requestId: requestId)
-        case .refused(let code, let message): reply = .failure(code: code.legacyCode, message: message, requestId: requestId)
+        case .refused(let code, let message):
+            reply = .failure(code: code.legacyCode, message: message, requestId: requestId)
         }
         return .json(status: .ok, bytes: reply.encodedJSON())
     }

@@ -14,6 +14,7 @@ extension ServerConfiguration: CustomStringConvertible, CustomDebugStringConvert
                 "tls": tls as Any, "adminToken": Redacted(), "masterKey": Redacted(),
                 "maxDeviceBodySize": maxDeviceBodySize,
             ],
-            displayStyle: .struct)
+            displayStyle: .struct
+        )
     }
 }

@@ -18,7 +18,8 @@ final class FileLock: Sendable {
             throw StoreError(.unavailable, "cannot open \(path): \(String(cString: strerror(errno)))")
         }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            let reason = errno == EWOULDBLOCK
+            let reason =
+                errno == EWOULDBLOCK
                 ? "another dynreg server (or another store in this process) has this database open"
                 : String(cString: strerror(errno))
             close(descriptor)

@@ -15,7 +15,8 @@ extension Product: CustomStringConvertible, CustomDebugStringConvertible, Custom
                 "allowClocklessDevices": allowClocklessDevices, "deviceCount": deviceCount, "createdAt": createdAt,
                 "certificateAuthority": certificateAuthority as Any,
             ],
-            displayStyle: .struct)
+            displayStyle: .struct
+        )
     }
 }
 
@@ -29,7 +30,8 @@ extension StoredCertificateAuthority: CustomStringConvertible, CustomDebugString
                 "certificatePEM": certificatePEM, "sealedPrivateKey": Redacted(), "keyType": keyType,
                 "certificateValidityDays": certificateValidityDays,
             ],
-            displayStyle: .struct)
+            displayStyle: .struct
+        )
     }
 }
 
@@ -45,7 +47,8 @@ extension Device: CustomStringConvertible, CustomDebugStringConvertible, CustomR
                 "registeredAt": registeredAt as Any, "activatedAt": activatedAt as Any,
                 "registrationCount": registrationCount,
             ],
-            displayStyle: .struct)
+            displayStyle: .struct
+        )
     }
 }
 

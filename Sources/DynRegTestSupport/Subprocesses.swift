@@ -1,9 +1,9 @@
 package import DynRegStore
 package import Foundation
+import ServiceLifecycle
 import Subprocess
 import Synchronization
 import SystemPackage
-import ServiceLifecycle
 
 // One way for every test to start a program. swift-subprocess waits without blocking a thread: the cooperative
 // pool has two threads on this machine, and a test that blocked one of them stalled the in-process servers.
@@ -32,7 +32,8 @@ package enum BuiltExecutable {
         while directory.path != "/" {
             let candidate = directory.appendingPathComponent(name)
             var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDirectory), !isDirectory.boolValue,
+            if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDirectory),
+                !isDirectory.boolValue,
                 FileManager.default.isExecutableFile(atPath: candidate.path)
             {
                 return candidate
@@ -70,7 +71,8 @@ package func runCommand(
     return CommandOutput(
         status: result.terminationStatus.code,
         stdout: String(decoding: result.standardOutput, as: UTF8.self),
-        stderr: String(decoding: result.standardError, as: UTF8.self))
+        stderr: String(decoding: result.standardError, as: UTF8.self)
+    )
 }
 
 /// Runs the built `dynreg` with `arguments`.
@@ -87,7 +89,13 @@ package final class ServerProcess: Sendable {
     private let output: Output
     private let sendSignal: @Sendable (Int32) -> Void
 
-    private init(baseURL: String, port: Int, dataDirectory: URL, output: Output, send: @escaping @Sendable (Int32) -> Void) {
+    private init(
+        baseURL: String,
+        port: Int,
+        dataDirectory: URL,
+        output: Output,
+        send: @escaping @Sendable (Int32) -> Void
+    ) {
         self.baseURL = baseURL
         self.port = port
         self.dataDirectory = dataDirectory
@@ -138,7 +146,12 @@ package final class ServerProcess: Sendable {
                 do {
                     let (baseURL, port) = try await output.waitForListening(ready: ready)
                     let server = ServerProcess(
-                        baseURL: baseURL, port: port, dataDirectory: directory, output: output, send: send)
+                        baseURL: baseURL,
+                        port: port,
+                        dataDirectory: directory,
+                        output: output,
+                        send: send
+                    )
                     do {
                         value = try await body(server)
                     } catch {
@@ -212,7 +225,10 @@ package final class ServerProcess: Sendable {
             state.withLock { String(decoding: $0[keyPath: stream], as: UTF8.self) }
         }
 
-        func drain(_ sequence: SubprocessOutputSequence, into stream: any WritableKeyPath<State, [UInt8]> & Sendable) async {
+        func drain(
+            _ sequence: SubprocessOutputSequence,
+            into stream: any WritableKeyPath<State, [UInt8]> & Sendable
+        ) async {
             do {
                 for try await buffer in sequence {
                     let bytes = buffer.withUnsafeBytes { Array($0) }
@@ -245,14 +261,17 @@ package final class ServerProcess: Sendable {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             throw TestSupportError(
-                "dynreg serve did not report listening; stdout: \(text(\.stdout)) stderr: \(text(\.stderr))")
+                "dynreg serve did not report listening; stdout: \(text(\.stdout)) stderr: \(text(\.stderr))"
+            )
         }
     }
 }
 
 /// Migrates `store` and runs it around `body`, as the server's application does before and while it listens.
 package func withRunning<Store: RegistrationStore, T>(
-    _ store: Store, migrate: Bool = true, _ body: () async throws -> T
+    _ store: Store,
+    migrate: Bool = true,
+    _ body: () async throws -> T
 ) async throws -> T {
     if migrate { _ = try await store.migrate() }
     return try await withThrowingTaskGroup(of: Void.self) { group in

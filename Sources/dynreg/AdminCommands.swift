@@ -23,7 +23,9 @@ struct AdminOptions: ParsableArguments {
         if let token { return token }
         if let token = ProcessInfo.processInfo.environment["DYNREG_ADMIN_TOKEN"], !token.isEmpty { return token }
         let path = URL(fileURLWithPath: dataDir).appendingPathComponent("admin-token").path
-        if let token = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+        if let token = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines
+        ),
             !token.isEmpty
         {
             return token
@@ -33,13 +35,18 @@ struct AdminOptions: ParsableArguments {
 
     /// Calls the admin API and decodes the answer as the view the server encoded it from.
     func call<View: Decodable>(
-        _ method: HTTPMethod, _ path: String, body: (any Encodable)? = nil, as view: View.Type = View.self
+        _ method: HTTPMethod,
+        _ path: String,
+        body: (any Encodable)? = nil,
+        as view: View.Type = View.self
     ) async throws -> View {
         let data = try await send(method, path, body: body)
         do {
             return try Self.decoder.decode(View.self, from: data)
         } catch {
-            throw CLIError("the server's answer to \(method.rawValue) \(path) is not what this dynreg expects (\(error))")
+            throw CLIError(
+                "the server's answer to \(method.rawValue) \(path) is not what this dynreg expects (\(error))"
+            )
         }
     }
 
@@ -100,13 +107,16 @@ func escaped(_ component: String) -> String {
 }
 
 private let unreservedCharacters = CharacterSet(
-    charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
+    charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~"
+)
 
 /// Aligned columns for people.
 func table(_ headers: [String], _ rows: [[String]]) -> String {
     var widths = headers.map(\.count)
     for row in rows {
-        for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+        for (index, cell) in row.enumerated() where index < widths.count {
+            widths[index] = max(widths[index], cell.count)
+        }
     }
     func line(_ cells: [String]) -> String {
         cells.enumerated().map { index, cell in
@@ -134,7 +144,8 @@ extension ProductView {
         [
             ("productId", productId), ("name", name), ("authType", authType.rawValue), ("productSecret", productSecret),
             ("dynamicRegistration", onOff(dynamicRegistration)), ("autoCreate", onOff(autoCreate)),
-            ("deviceQuota", dash(deviceQuota.map(String.init))), ("allowClocklessDevices", onOff(allowClocklessDevices)),
+            ("deviceQuota", dash(deviceQuota.map(String.init))),
+            ("allowClocklessDevices", onOff(allowClocklessDevices)),
             ("caKeyType", caKeyType), ("certificateValidityDays", certificateValidityDays.map(String.init)),
             ("deviceCount", String(deviceCount)), ("createdAt", stamp(createdAt)),
         ]
@@ -157,14 +168,18 @@ enum AuthTypeArgument: String, ExpressibleByArgument, CaseIterable {
 
 struct ProductCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "product", abstract: "Manage products through the admin API.",
+        commandName: "product",
+        abstract: "Manage products through the admin API.",
         subcommands: [
             Create.self, List.self, Show.self, Update.self, RotateSecret.self, Delete.self, CA.self, CRL.self,
-        ])
+        ]
+    )
 
     struct CA: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "ca", abstract: "Print a certificate product's CA certificate (PEM), for brokers to trust.")
+            commandName: "ca",
+            abstract: "Print a certificate product's CA certificate (PEM), for brokers to trust."
+        )
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
 
@@ -175,7 +190,9 @@ struct ProductCommand: AsyncParsableCommand {
 
     struct CRL: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "crl", abstract: "Print a certificate product's CRL (PEM, signed by its CA), for brokers.")
+            commandName: "crl",
+            abstract: "Print a certificate product's CRL (PEM, signed by its CA), for brokers."
+        )
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
 
@@ -219,10 +236,17 @@ struct ProductCommand: AsyncParsableCommand {
                 }
             }
             let input = ProductCreateInput(
-                name: name, authType: auth == .key ? .key : .certificate, dynamicRegistration: !noDynamicRegistration,
-                autoCreate: !noAutoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless,
-                caKeyType: caKeyType, certificateValidityDays: certificateValidityDays,
-                caCertificatePem: try read(importCaCert), caPrivateKeyPem: try read(importCaKey))
+                name: name,
+                authType: auth == .key ? .key : .certificate,
+                dynamicRegistration: !noDynamicRegistration,
+                autoCreate: !noAutoCreate,
+                deviceQuota: quota,
+                allowClocklessDevices: allowClockless,
+                caKeyType: caKeyType,
+                certificateValidityDays: certificateValidityDays,
+                caCertificatePem: try read(importCaCert),
+                caPrivateKeyPem: try read(importCaKey)
+            )
             let product = try await admin.call(.POST, "/products", body: input, as: ProductView.self)
             try admin.output(product) { fields(product.fieldLines) }
         }
@@ -243,7 +267,8 @@ struct ProductCommand: AsyncParsableCommand {
                             onOff(product.dynamicRegistration), onOff(product.autoCreate),
                             dash(product.deviceQuota.map(String.init)), String(product.deviceCount),
                         ]
-                    })
+                    }
+                )
             }
         }
     }
@@ -281,24 +306,35 @@ struct ProductCommand: AsyncParsableCommand {
             var deviceQuota: Int?? = quota.map { .some($0) }
             if noQuota { deviceQuota = .some(nil) }
             let input = ProductUpdateInput(
-                name: name, dynamicRegistration: dynamicRegistration.map { $0 == .on },
-                autoCreate: autoCreate.map { $0 == .on }, deviceQuota: deviceQuota,
-                allowClocklessDevices: allowClockless.map { $0 == .on })
+                name: name,
+                dynamicRegistration: dynamicRegistration.map { $0 == .on },
+                autoCreate: autoCreate.map { $0 == .on },
+                deviceQuota: deviceQuota,
+                allowClocklessDevices: allowClockless.map { $0 == .on }
+            )
             let product = try await admin.call(
-                .PATCH, "/products/\(escaped(productId))", body: input, as: ProductView.self)
+                .PATCH,
+                "/products/\(escaped(productId))",
+                body: input,
+                as: ProductView.self
+            )
             try admin.output(product) { fields(product.fieldLines) }
         }
     }
 
     struct RotateSecret: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Replace a product's secret; devices signing with the old one are refused from now on.")
+            abstract: "Replace a product's secret; devices signing with the old one are refused from now on."
+        )
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
 
         func run() async throws {
             let product = try await admin.call(
-                .POST, "/products/\(escaped(productId))/rotate-secret", as: ProductView.self)
+                .POST,
+                "/products/\(escaped(productId))/rotate-secret",
+                as: ProductView.self
+            )
             try admin.output(product) {
                 fields([("productId", product.productId), ("productSecret", product.productSecret)])
             }
@@ -319,11 +355,13 @@ struct ProductCommand: AsyncParsableCommand {
 
 struct DeviceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "device", abstract: "Manage a product's devices through the admin API.",
+        commandName: "device",
+        abstract: "Manage a product's devices through the admin API.",
         subcommands: [
             Create.self, List.self, Show.self, Delete.self, Reset.self, Activate.self, Certificates.self,
             RevokeCertificate.self,
-        ])
+        ]
+    )
 
     struct Certificates: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List a certificate device's certificates.")
@@ -338,24 +376,29 @@ struct DeviceCommand: AsyncParsableCommand {
                     list.certificates.map { certificate in
                         [
                             certificate.serial, certificate.status, stamp(certificate.issuedAt),
-                            stamp(certificate.notAfter), dash(certificate.revokedAt.map(stamp)), certificate.fingerprint,
+                            stamp(certificate.notAfter), dash(certificate.revokedAt.map(stamp)),
+                            certificate.fingerprint,
                         ]
-                    })
+                    }
+                )
             }
         }
     }
 
     struct RevokeCertificate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke a device certificate; it appears in the product CRL and the broker hook refuses it.")
+            abstract: "Revoke a device certificate; it appears in the product CRL and the broker hook refuses it."
+        )
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
         @Argument(help: "The certificate serial (hex).") var serial: String
 
         func run() async throws {
             let certificate = try await admin.call(
-                .POST, "/products/\(escaped(productId))/certificates/\(escaped(serial))/revoke",
-                as: CertificateView.self)
+                .POST,
+                "/products/\(escaped(productId))/certificates/\(escaped(serial))/revoke",
+                as: CertificateView.self
+            )
             try admin.output(certificate) {
                 fields([
                     ("serial", certificate.serial), ("deviceName", certificate.deviceName),
@@ -374,14 +417,19 @@ struct DeviceCommand: AsyncParsableCommand {
     }
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Pre-register a device (needed when auto-create is off).")
+        static let configuration = CommandConfiguration(
+            abstract: "Pre-register a device (needed when auto-create is off)."
+        )
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
 
         func run() async throws {
             let device = try await admin.call(
-                .POST, "/products/\(escaped(target.productId))/devices",
-                body: DeviceCreateInput(deviceName: target.deviceName), as: DeviceView.self)
+                .POST,
+                "/products/\(escaped(target.productId))/devices",
+                body: DeviceCreateInput(deviceName: target.deviceName),
+                as: DeviceView.self
+            )
             try admin.output(device) { fields(device.fieldLines) }
         }
     }
@@ -399,7 +447,10 @@ struct DeviceCommand: AsyncParsableCommand {
             if let status { query.append("status=\(escaped(status))") }
             if let after { query.append("after=\(escaped(after))") }
             let page = try await admin.call(
-                .GET, "/products/\(escaped(productId))/devices?" + query.joined(separator: "&"), as: DeviceList.self)
+                .GET,
+                "/products/\(escaped(productId))/devices?" + query.joined(separator: "&"),
+                as: DeviceList.self
+            )
             try admin.output(page) {
                 table(
                     ["DEVICE", "STATUS", "REGISTRATIONS", "REGISTERED", "ACTIVATED"],
@@ -408,7 +459,8 @@ struct DeviceCommand: AsyncParsableCommand {
                             device.deviceName, device.status.rawValue, String(device.registrationCount),
                             dash(device.registeredAt.map(stamp)), dash(device.activatedAt.map(stamp)),
                         ]
-                    }) + (page.nextCursor.map { "\nmore: --after \($0)" } ?? "")
+                    }
+                ) + (page.nextCursor.map { "\nmore: --after \($0)" } ?? "")
             }
         }
     }
@@ -437,7 +489,8 @@ struct DeviceCommand: AsyncParsableCommand {
 
     struct Reset: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Forget a device's credential and activation so it can register again.")
+            abstract: "Forget a device's credential and activation so it can register again."
+        )
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
 
@@ -448,7 +501,9 @@ struct DeviceCommand: AsyncParsableCommand {
     }
 
     struct Activate: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Mark a device activated; it can no longer re-register.")
+        static let configuration = CommandConfiguration(
+            abstract: "Mark a device activated; it can no longer re-register."
+        )
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
 
@@ -461,19 +516,26 @@ struct DeviceCommand: AsyncParsableCommand {
 
 struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "events", abstract: "Show a product's registration attempts, newest first.")
+        commandName: "events",
+        abstract: "Show a product's registration attempts, newest first."
+    )
     @OptionGroup var admin: AdminOptions
     @Argument(help: "The product id.") var productId: String
     @Option(help: "How many events (1-1000).") var limit = 50
 
     func run() async throws {
-        let list = try await admin.call(.GET, "/products/\(escaped(productId))/events?limit=\(limit)", as: EventList.self)
+        let list = try await admin.call(
+            .GET,
+            "/products/\(escaped(productId))/events?limit=\(limit)",
+            as: EventList.self
+        )
         try admin.output(list) {
             table(
                 ["TIME", "DEVICE", "OUTCOME", "REMOTE", "ENDPOINT"],
                 list.events.map { event in
                     [stamp(event.time), event.deviceName, event.outcome, event.remoteAddress, event.endpoint]
-                })
+                }
+            )
         }
     }
 }

@@ -6,7 +6,10 @@ struct Dynreg: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dynreg",
         abstract: "Device dynamic registration: the server, the device client and the debugging tools.",
-        subcommands: [Serve.self, Sign.self, Payload.self, MQTTCredentialsCommand.self, Register.self, ProductCommand.self, DeviceCommand.self, EventsCommand.self, Bench.self]
+        subcommands: [
+            Serve.self, Sign.self, Payload.self, MQTTCredentialsCommand.self, Register.self, ProductCommand.self,
+            DeviceCommand.self, EventsCommand.self, Bench.self,
+        ]
     )
 
     /// Errors become one line on stderr, never a stack trace or a usage dump.

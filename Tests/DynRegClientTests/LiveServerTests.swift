@@ -5,14 +5,17 @@ import DynRegStore
 import DynRegTestSupport
 import Foundation
 import NIOCore
+import SwiftASN1
 import Testing
 import X509
-import SwiftASN1
 
 /// The SDK against the real server over loopback HTTP.
 @Suite("DynRegClient against dynreg serve")
 struct LiveServerTests {
-    static func registrar(_ url: String, _ configure: (inout DeviceRegistrar.Configuration) -> Void = { _ in })
+    static func registrar(
+        _ url: String,
+        _ configure: (inout DeviceRegistrar.Configuration) -> Void = { _ in }
+    )
         -> DeviceRegistrar
     {
         var configuration = DeviceRegistrar.Configuration(endpoint: RegistrationEndpoint(string: url)!)
@@ -53,7 +56,11 @@ struct LiveServerTests {
             let registrar = Self.registrar(server.baseURL)
             // The platform's answer.
             await #expect {
-                try await registrar.register(productId: product.id, deviceName: "d", productSecret: "wrong-secret-0123456789")
+                try await registrar.register(
+                    productId: product.id,
+                    deviceName: "d",
+                    productSecret: "wrong-secret-0123456789"
+                )
             } throws: { error in
                 let error = error as? RegistrationError
                 return error?.code == .rejected && error?.platformCode == "AuthFailure.SignatureFailure"
@@ -72,7 +79,11 @@ struct LiveServerTests {
             }
             // Invalid input: caught before sending, so no event is recorded.
             await #expect {
-                try await registrar.register(productId: product.id, deviceName: "bad name", productSecret: product.secret)
+                try await registrar.register(
+                    productId: product.id,
+                    deviceName: "bad name",
+                    productSecret: product.secret
+                )
             } throws: { error in
                 (error as? RegistrationError)?.code == .invalidInput
             }
@@ -104,9 +115,17 @@ struct LiveServerTests {
             let store = FileCredentialStore(fileURL: server.directory.appendingPathComponent("credential.json"))
             let registrar = Self.registrar(server.baseURL)
             let first = try await registrar.registerIfNeeded(
-                productId: product.id, deviceName: "d", productSecret: product.secret, store: store)
+                productId: product.id,
+                deviceName: "d",
+                productSecret: product.secret,
+                store: store
+            )
             let second = try await registrar.registerIfNeeded(
-                productId: product.id, deviceName: "d", productSecret: product.secret, store: store)
+                productId: product.id,
+                deviceName: "d",
+                productSecret: product.secret,
+                store: store
+            )
             #expect(first == second)
             #expect(try await server.store.events(productId: product.id, limit: 10).count == 1)
             #expect(try await server.store.device(productId: product.id, deviceName: "d")?.registrationCount == 1)

@@ -2,20 +2,26 @@ import AsyncHTTPClient
 import DynRegClient
 import DynRegProtocol
 import Foundation
-import Testing
 import HTTPTypes
+import Testing
 
 @Suite("Registration over HTTP")
 struct RegistrationTests {
-    @Test("a current-protocol request is signed over the host without port and the exact body", arguments: [
-        SignatureAlgorithm.hmacSHA256, .hmacSHA1,
-    ])
+    @Test(
+        "a current-protocol request is signed over the host without port and the exact body",
+        arguments: [
+            SignatureAlgorithm.hmacSHA256, .hmacSHA1,
+        ]
+    )
     func signedRequest(algorithm: SignatureAlgorithm) async throws {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             var configuration = fastConfiguration(baseURL)
             configuration.algorithm = algorithm
             let registered = try await DeviceRegistrar(configuration: configuration).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
 
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(registered.productId == Fixture.productId)
@@ -28,8 +34,13 @@ struct RegistrationTests {
             #expect(request.path == "/device/register")
             #expect(request.headers["content-type"] == "application/json; charset=utf-8")
             #expect(request.headers["x-tc-algorithm"] == algorithm.name)
-            #expect(request.body == RegistrationRequestBody(
-                productId: Fixture.productId, deviceName: Fixture.deviceName).encodedJSON())
+            #expect(
+                request.body
+                    == RegistrationRequestBody(
+                        productId: Fixture.productId,
+                        deviceName: Fixture.deviceName
+                    ).encodedJSON()
+            )
             let nonce = try #require(request.headers["x-tc-nonce"].flatMap(DecimalField.parse))
             #expect((0...Int64(Int32.max)).contains(nonce))
             let timestamp = try #require(request.timestamp)
@@ -37,8 +48,12 @@ struct RegistrationTests {
             // The Host header carries the port; the signature must not.
             #expect(request.authority?.hasPrefix("127.0.0.1:") == true)
             let signed = SignedRequest(
-                canonicalHost: "127.0.0.1", algorithm: algorithm, timestamp: request.headers["x-tc-timestamp"]!,
-                nonce: request.headers["x-tc-nonce"]!, body: request.body)
+                canonicalHost: "127.0.0.1",
+                algorithm: algorithm,
+                timestamp: request.headers["x-tc-timestamp"]!,
+                nonce: request.headers["x-tc-nonce"]!,
+                body: request.body
+            )
             let signature = try #require(request.headers["x-tc-signature"])
             #expect(signature == signed.signature(productSecret: Fixture.productSecret))
             #expect(signed.verify(signature: signature, productSecret: Fixture.productSecret))
@@ -51,7 +66,10 @@ struct RegistrationTests {
             let registered = try await DeviceRegistrar(
                 configuration: fastConfiguration(baseURL, registrationProtocol: .legacy)
             ).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
 
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(registered.requestId == "legacy-ok")
@@ -71,10 +89,14 @@ struct RegistrationTests {
     func certificateCredential() async throws {
         let certificate = DeviceCredential.certificate(
             clientCert: "-----BEGIN CERTIFICATE-----\nMIIB/zCCAaWgAwIBAgIU+abc/def==\n-----END CERTIFICATE-----\n",
-            clientKey: "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49/AgEGCCqGSM49==\n-----END PRIVATE KEY-----\n")
+            clientKey: "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49/AgEGCCqGSM49==\n-----END PRIVATE KEY-----\n"
+        )
         try await withScriptedServer({ _, _ in .success(certificate) }) { baseURL, _ in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
             #expect(registered.credential == certificate)
             #expect(registered.psk == nil)
             #expect(try registered.mqttCredentials(expiry: Date()) == nil)
@@ -86,8 +108,10 @@ struct RegistrationTests {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL), httpClient: .shared)
                 .register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(await log.count == 1)
         }
@@ -107,8 +131,10 @@ struct RegistrationTests {
                 _ = try await DeviceRegistrar(
                     configuration: fastConfiguration(url, registrationProtocol: registrationProtocol)
                 ).register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(await log.requests.map(\.path) == cases.map(\.2))
         }
@@ -126,7 +152,10 @@ struct RetryTests {
             // Margins for a loaded machine: the late answer comes long after the timeout, the retry well within it.
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, timeout: .seconds(2)))
             let registered = try await registrar.register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
             #expect(registered.requestId == "in-time")
             #expect(await log.count >= 2)
         }
@@ -136,7 +165,10 @@ struct RetryTests {
     func droppedConnection() async throws {
         try await withScriptedServer({ number, _ in number == 1 ? .drop : .success() }) { baseURL, log in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(await log.count == 2)
         }
@@ -145,9 +177,13 @@ struct RetryTests {
     @Test("every attempt carries a fresh nonce")
     func freshNonce() async throws {
         try await withScriptedServer({ number, _ in number < 3 ? .failure(.internalError) : .success() }) {
-            baseURL, log in
+            baseURL,
+            log in
             _ = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
             let nonces = await log.requests.compactMap { $0.headers["x-tc-nonce"] }
             #expect(nonces.count == 3)
             #expect(Set(nonces).count == 3)
@@ -158,9 +194,13 @@ struct RetryTests {
     func internalErrorThenSuccess() async throws {
         let failures = 2
         try await withScriptedServer({ number, _ in number <= failures ? .failure(.internalError) : .success() }) {
-            baseURL, log in
+            baseURL,
+            log in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
             #expect(registered.requestId == "request-ok")
             #expect(await log.count == failures + 1)
         }
@@ -172,8 +212,10 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 3))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.code == .rejected)
             #expect(error.platformCode == "RequestLimitExceeded")
@@ -189,7 +231,10 @@ struct RetryTests {
             number == 1 ? .reply(Array("<html>busy</html>".utf8), status: .serviceUnavailable) : .success()
         }) { baseURL, log in
             _ = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
             #expect(await log.count == 2)
         }
     }
@@ -200,8 +245,10 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 2))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.code == .transport)
             #expect(error.underlying != nil)
@@ -210,18 +257,24 @@ struct RetryTests {
         }
     }
 
-    @Test("signature, product and device errors are never retried", arguments: [
-        RegistrationErrorCode.signatureFailure, .productNotExist, .deviceNotExist, .deviceAlreadyActivated,
-        .dynamicRegistrationDisabled, .deviceQuota, .nonceReused,
-    ])
+    @Test(
+        "signature, product and device errors are never retried",
+        arguments: [
+            RegistrationErrorCode.signatureFailure, .productNotExist, .deviceNotExist, .deviceAlreadyActivated,
+            .dynamicRegistrationDisabled, .deviceQuota, .nonceReused,
+        ]
+    )
     func notRetried(code: RegistrationErrorCode) async throws {
         try await withScriptedServer({ _, _ in .failure(code, message: "refused", requestId: "req-42") }) {
-            baseURL, log in
+            baseURL,
+            log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.code == .rejected)
             #expect(error.platformCode == code.code)
@@ -242,8 +295,10 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.description == "AuthFailure.SignatureFailure: signature mismatch (request id f4da4f1f)")
             #expect(!String(reflecting: error).contains(Fixture.productSecret))
@@ -257,8 +312,10 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, registrationProtocol: .legacy))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.code == .rejected)
             #expect(error.platformCode == "AuthFailure.SignatureFailure")
@@ -275,8 +332,10 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, registrationProtocol: .legacy))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.platformCode == "4242")
             #expect(error.legacyCode == 4242)
@@ -288,9 +347,12 @@ struct RetryTests {
 
 @Suite("Clock correction")
 struct ClockCorrectionTests {
-    @Test("AuthFailure.SignatureExpire with a Date header is retried once with the server's time", arguments: [
-        Int64(3 * 86_400), Int64(-2 * 86_400),
-    ])
+    @Test(
+        "AuthFailure.SignatureExpire with a Date header is retried once with the server's time",
+        arguments: [
+            Int64(3 * 86_400), Int64(-2 * 86_400),
+        ]
+    )
     func correctedTimestamp(serverAhead: Int64) async throws {
         try await withScriptedServer({ number, _ in
             number == 1
@@ -299,7 +361,10 @@ struct ClockCorrectionTests {
             // maxAttempts 1: the correction is an extra attempt, not a retry.
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 1))
             _ = try await registrar.register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
             let requests = await log.requests
             try #require(requests.count == 2)
             let first = try #require(requests[0].timestamp)
@@ -307,10 +372,15 @@ struct ClockCorrectionTests {
             #expect(abs(first - unixNow()) <= 5)
             #expect(abs(second - (unixNow() + serverAhead)) <= 5)
             let signed = SignedRequest(
-                canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: String(second),
-                nonce: requests[1].headers["x-tc-nonce"]!, body: requests[1].body)
+                canonicalHost: "127.0.0.1",
+                algorithm: .hmacSHA256,
+                timestamp: String(second),
+                nonce: requests[1].headers["x-tc-nonce"]!,
+                body: requests[1].body
+            )
             #expect(
-                signed.verify(signature: requests[1].headers["x-tc-signature"]!, productSecret: Fixture.productSecret))
+                signed.verify(signature: requests[1].headers["x-tc-signature"]!, productSecret: Fixture.productSecret)
+            )
         }
     }
 
@@ -325,7 +395,10 @@ struct ClockCorrectionTests {
             _ = try await DeviceRegistrar(
                 configuration: fastConfiguration(baseURL, registrationProtocol: .legacy)
             ).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+                productId: Fixture.productId,
+                deviceName: Fixture.deviceName,
+                productSecret: Fixture.productSecret
+            )
             let requests = await log.requests
             try #require(requests.count == 2)
             let body = try LegacyRegistrationRequestBody(decoding: requests[1].body)
@@ -342,8 +415,10 @@ struct ClockCorrectionTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.platformCode == "AuthFailure.SignatureExpire")
             #expect(error.attempts == 2)
@@ -357,8 +432,10 @@ struct ClockCorrectionTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.platformCode == "AuthFailure.SignatureExpire")
             #expect(await log.count == 1)
@@ -371,12 +448,15 @@ struct RefusalTests {
     @Test("a wrong product secret shows as a credential that does not decrypt")
     func wrongProductSecret() async throws {
         try await withScriptedServer({ _, _ in .success(encryptedWith: "an-entirely-different-secret") }) {
-            baseURL, log in
+            baseURL,
+            log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.code == .undecodableAnswer)
             #expect(error.message == "could not decrypt the credential: is the product secret right?")
@@ -390,12 +470,15 @@ struct RefusalTests {
     @Test("an answer that is not a registration answer is undecodable")
     func notARegistrationAnswer() async throws {
         try await withScriptedServer({ _, _ in .reply(Array("<html>not found</html>".utf8), status: .notFound) }) {
-            baseURL, log in
+            baseURL,
+            log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                    productId: Fixture.productId,
+                    deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret
+                )
             }
             #expect(error.code == .undecodableAnswer)
             #expect(error.httpStatus == 404)
@@ -412,21 +495,27 @@ struct RefusalTests {
         var testDescription: String { label }
     }
 
-    @Test("invalid input is refused before anything is sent", arguments: [
-        InvalidInput(deviceName: "", label: "empty device name"),
-        InvalidInput(deviceName: "has space", label: "device name with a space"),
-        InvalidInput(deviceName: String(repeating: "a", count: 49), label: "device name of 49 characters"),
-        InvalidInput(productId: "", label: "empty product id"),
-        InvalidInput(productId: "ASJ/1234", label: "product id with a slash"),
-        InvalidInput(productSecret: "fifteen-chars!!", label: "product secret of 15 characters"),
-        InvalidInput(productSecret: "", label: "empty product secret"),
-    ])
+    @Test(
+        "invalid input is refused before anything is sent",
+        arguments: [
+            InvalidInput(deviceName: "", label: "empty device name"),
+            InvalidInput(deviceName: "has space", label: "device name with a space"),
+            InvalidInput(deviceName: String(repeating: "a", count: 49), label: "device name of 49 characters"),
+            InvalidInput(productId: "", label: "empty product id"),
+            InvalidInput(productId: "ASJ/1234", label: "product id with a slash"),
+            InvalidInput(productSecret: "fifteen-chars!!", label: "product secret of 15 characters"),
+            InvalidInput(productSecret: "", label: "empty product secret"),
+        ]
+    )
     func invalidInput(_ input: InvalidInput) async throws {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: input.productId, deviceName: input.deviceName, productSecret: input.productSecret)
+                    productId: input.productId,
+                    deviceName: input.deviceName,
+                    productSecret: input.productSecret
+                )
             }
             #expect(error.code == .invalidInput)
             #expect(error.attempts == 0)
@@ -449,8 +538,10 @@ struct RefusalTests {
             for configuration in configurations {
                 let error = try await #require(throws: RegistrationError.self) {
                     try await DeviceRegistrar(configuration: configuration).register(
-                        productId: Fixture.productId, deviceName: Fixture.deviceName,
-                        productSecret: Fixture.productSecret)
+                        productId: Fixture.productId,
+                        deviceName: Fixture.deviceName,
+                        productSecret: Fixture.productSecret
+                    )
                 }
                 #expect(error.code == .invalidInput)
             }
@@ -468,8 +559,10 @@ struct EndpointTests {
         #expect(base.url(for: .legacy).absoluteString == "https://iot.example.com:8443/register/dev")
         let full = RegistrationEndpoint(string: "https://iot.example.com/register/dev")!
         #expect(full.url(for: .current).absoluteString == "https://iot.example.com/register/dev")
-        #expect(RegistrationEndpoint.tencentGuangzhou.url(for: .current).absoluteString
-            == "https://ap-guangzhou.gateway.tencentdevices.com/device/register")
+        #expect(
+            RegistrationEndpoint.tencentGuangzhou.url(for: .current).absoluteString
+                == "https://ap-guangzhou.gateway.tencentdevices.com/device/register"
+        )
         #expect(RegistrationEndpoint(string: "ftp://iot.example.com") == nil)
         #expect(RegistrationEndpoint(string: "iot.example.com") == nil)
     }

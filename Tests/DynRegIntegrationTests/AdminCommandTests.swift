@@ -2,7 +2,6 @@ import DynRegTestSupport
 import Foundation
 import Testing
 
-
 func json(_ result: CommandOutput) throws -> [String: Any] {
     try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
 }
@@ -23,7 +22,9 @@ struct AdminCommandTests {
             #expect(show["deviceQuota"] as? Int == 5)
             let table = try await server.dynreg(["product", "show", id])
             #expect(table.stdout.contains("autoCreate") && table.stdout.contains("on"))
-            let updated = try json(try await server.dynreg(["product", "update", id, "--auto-create", "off", "--no-quota", "--json"]))
+            let updated = try json(
+                try await server.dynreg(["product", "update", id, "--auto-create", "off", "--no-quota", "--json"])
+            )
             #expect(updated["autoCreate"] as? Bool == false)
             #expect(updated["deviceQuota"] is NSNull)
             let rotated = try json(try await server.dynreg(["product", "rotate-secret", id, "--json"]))
@@ -59,13 +60,16 @@ struct AdminCommandTests {
     @Test("certificate products: ca, crl, certificates and revoke-certificate")
     func certificates() async throws {
         try await RunningServer.with { server in
-            let product = try json(try await server.dynreg(["product", "create", "--name", "cams", "--auth", "certificate", "--json"]))
+            let product = try json(
+                try await server.dynreg(["product", "create", "--name", "cams", "--auth", "certificate", "--json"])
+            )
             let id = try #require(product["productId"] as? String)
             let secret = try #require(product["productSecret"] as? String)
             let ca = try await server.dynreg(["product", "ca", id])
             #expect(ca.stdout.hasPrefix("-----BEGIN CERTIFICATE-----"))
             let registered = try await runDynreg([
-                "register", "--url", server.baseURL, "--product-id", id, "--device-name", "cam-1", "--product-secret", secret,
+                "register", "--url", server.baseURL, "--product-id", id, "--device-name", "cam-1", "--product-secret",
+                secret,
                 "--key-on-device", "--json",
             ])
             #expect(registered.status == 0, "\(registered.stderr)")
@@ -92,7 +96,8 @@ struct AdminCommandTests {
             // No token anywhere: the data directory has none because the server used DYNREG_ADMIN_TOKEN.
             let none = try await runDynreg(
                 ["product", "list", "--data-dir", "/nonexistent"],
-                environment: ["DYNREG_SERVER": server.baseURL, "DYNREG_ADMIN_TOKEN": ""])
+                environment: ["DYNREG_SERVER": server.baseURL, "DYNREG_ADMIN_TOKEN": ""]
+            )
             #expect(none.status != 0)
             #expect(none.stderr.hasPrefix("dynreg: no admin token"))
         }
@@ -108,7 +113,8 @@ struct AdminCommandTests {
         let (directory, productId) = try await RunningServer.with(arguments: []) { server in
             #expect(server.banner.contains("Demo product created"))
             let productId = try #require(
-                server.banner.split(separator: "\n").first { $0.contains("ProductId:") }?.split(separator: " ").last)
+                server.banner.split(separator: "\n").first { $0.contains("ProductId:") }?.split(separator: " ").last
+            )
             // Keep the directory for the second start.
             let kept = server.dataDirectory.deletingLastPathComponent()
                 .appendingPathComponent("dynreg-demo-\(UUID().uuidString)")
@@ -133,7 +139,8 @@ struct AdminCommandTests {
         try await RunningServer.with { server in
             let second = try await runDynreg(
                 ["serve", "--port", "0", "--no-demo", "--data-dir", server.dataDirectory.path],
-                environment: ["DYNREG_ADMIN_TOKEN": RunningServer.adminToken])
+                environment: ["DYNREG_ADMIN_TOKEN": RunningServer.adminToken]
+            )
             #expect(second.status != 0)
             #expect(second.stderr.contains("another dynreg server"), "\(second.stderr)")
             #expect(second.stderr.split(separator: "\n").count == 1)

@@ -29,10 +29,15 @@ struct BenchCommandTests {
     func registers() async throws {
         try await withServer { server in
             let product = try await server.createProduct()
-            let current = try await BenchReport(runDynreg(
-                ["bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "50",
-                 "--concurrency", "8", "--json"],
-                environment: ["DYNREG_PRODUCT_SECRET": product.secret]))
+            let current = try await BenchReport(
+                runDynreg(
+                    [
+                        "bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "50",
+                        "--concurrency", "8", "--json",
+                    ],
+                    environment: ["DYNREG_PRODUCT_SECRET": product.secret]
+                )
+            )
             #expect(current.outcomes == ["Success": 50])
             #expect(current.devices == 50)
             #expect(current.concurrency == 8)
@@ -40,15 +45,25 @@ struct BenchCommandTests {
                 #expect(current.object[key] is Double || current.object[key] is Int, "\(key)")
             }
 
-            let legacy = try await BenchReport(runDynreg(
-                ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", product.secret,
-                 "--devices", "50", "--concurrency", "8", "--legacy", "--json"]))
+            let legacy = try await BenchReport(
+                runDynreg(
+                    [
+                        "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
+                        product.secret,
+                        "--devices", "50", "--concurrency", "8", "--legacy", "--json",
+                    ])
+            )
             #expect(legacy.outcomes == ["Success": 50])
 
-            let sha1 = try await BenchReport(runDynreg(
-                ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", product.secret,
-                 "--devices", "50", "--concurrency", "8", "--algorithm", "hmacsha1", "--device-prefix", "sha1",
-                 "--json"]))
+            let sha1 = try await BenchReport(
+                runDynreg(
+                    [
+                        "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
+                        product.secret,
+                        "--devices", "50", "--concurrency", "8", "--algorithm", "hmacsha1", "--device-prefix", "sha1",
+                        "--json",
+                    ])
+            )
             #expect(sha1.outcomes == ["Success": 50])
 
             // Three runs of 50 distinct names each.
@@ -64,9 +79,13 @@ struct BenchCommandTests {
         try await withServer { server in
             let product = try await server.createProduct(#"{"name":"bench-cert","authType":"certificate"}"#)
             let result = try await runDynreg(
-                ["bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "20", "--concurrency", "4",
-                 "--csr", "--device-prefix", "csr", "--json"],
-                environment: ["DYNREG_PRODUCT_SECRET": product.secret])
+                [
+                    "bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "20", "--concurrency",
+                    "4",
+                    "--csr", "--device-prefix", "csr", "--json",
+                ],
+                environment: ["DYNREG_PRODUCT_SECRET": product.secret]
+            )
             let report = try BenchReport(result)
             #expect(report.outcomes == ["Success": 20])
             #expect((report.object["endpoint"] as? String)?.contains("CSR") == true)
@@ -78,7 +97,8 @@ struct BenchCommandTests {
             }
             let refused = try await runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--csr", "--legacy"],
-                environment: ["DYNREG_PRODUCT_SECRET": product.secret])
+                environment: ["DYNREG_PRODUCT_SECRET": product.secret]
+            )
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("--csr needs the current protocol"))
         }
@@ -89,13 +109,21 @@ struct BenchCommandTests {
         try await withServer { server in
             let product = try await server.createProduct()
             let wrong = "wrong-secret-0123456789abcdef"
-            let current = try await BenchReport(runDynreg(
-                ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
-                 "--devices", "50", "--concurrency", "8", "--json"]))
+            let current = try await BenchReport(
+                runDynreg(
+                    [
+                        "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
+                        "--devices", "50", "--concurrency", "8", "--json",
+                    ])
+            )
             #expect(current.outcomes == ["AuthFailure.SignatureFailure": 50])
-            let legacy = try await BenchReport(runDynreg(
-                ["bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
-                 "--devices", "50", "--concurrency", "8", "--legacy", "--json"]))
+            let legacy = try await BenchReport(
+                runDynreg(
+                    [
+                        "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
+                        "--devices", "50", "--concurrency", "8", "--legacy", "--json",
+                    ])
+            )
             #expect(legacy.outcomes == ["AuthFailure.SignatureFailure": 50])
         }
     }
@@ -103,8 +131,10 @@ struct BenchCommandTests {
     @Test("--health sends N requests to GET /health; the human report names the outcomes")
     func health() async throws {
         try await withServer { server in
-            let report = try await BenchReport(runDynreg(
-                ["bench", "--url", server.baseURL, "--health", "--devices", "50", "--concurrency", "8", "--json"]))
+            let report = try await BenchReport(
+                runDynreg(
+                    ["bench", "--url", server.baseURL, "--health", "--devices", "50", "--concurrency", "8", "--json"])
+            )
             #expect(report.outcomes == ["Success": 50])
             #expect(report.devices == 50)
 
@@ -128,18 +158,23 @@ struct BenchCommandTests {
         #expect(result.stderr.split(separator: "\n").count == 1)
     }
 
-    @Test("bad input: one line on stderr, non-zero exit", arguments: [
-        ["--product-id", "P1", "--devices", "0"],
-        ["--product-id", "P1", "--concurrency", "0"],
-        ["--product-id", "P1", "--product-secret", "short"],
-        ["--product-id", "P1"],
-        ["--product-id", "bad id!"],
-        ["--product-id", "P1", "--device-prefix", "bad/prefix"],
-        ["--product-id", "P1", "--legacy", "--algorithm", "hmacsha256"],
-    ])
+    @Test(
+        "bad input: one line on stderr, non-zero exit",
+        arguments: [
+            ["--product-id", "P1", "--devices", "0"],
+            ["--product-id", "P1", "--concurrency", "0"],
+            ["--product-id", "P1", "--product-secret", "short"],
+            ["--product-id", "P1"],
+            ["--product-id", "bad id!"],
+            ["--product-id", "P1", "--device-prefix", "bad/prefix"],
+            ["--product-id", "P1", "--legacy", "--algorithm", "hmacsha256"],
+        ]
+    )
     func badInput(extra: [String]) async throws {
         let result = try await runDynreg(
-            ["bench", "--url", "http://127.0.0.1:9"] + extra, environment: ["DYNREG_PRODUCT_SECRET": ""])
+            ["bench", "--url", "http://127.0.0.1:9"] + extra,
+            environment: ["DYNREG_PRODUCT_SECRET": ""]
+        )
         #expect(result.status != 0)
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
         #expect(result.stdout.isEmpty)

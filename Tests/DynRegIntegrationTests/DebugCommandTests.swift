@@ -61,10 +61,13 @@ struct DebugCommandTests {
 
     @Test("dynreg sign --legacy reproduces the legacy vector")
     func signLegacy() async throws {
-        let result = try await runDynreg([
-            "sign", "--legacy", "--product-id", "ASJ1234GX", "--device-name", "xyz", "--timestamp", "1551234565",
-            "--nonce", "5456",
-        ], environment: ["DYNREG_PRODUCT_SECRET": "hzvf5LF9S0isvBhDSauWMaIk"])
+        let result = try await runDynreg(
+            [
+                "sign", "--legacy", "--product-id", "ASJ1234GX", "--device-name", "xyz", "--timestamp", "1551234565",
+                "--nonce", "5456",
+            ],
+            environment: ["DYNREG_PRODUCT_SECRET": "hzvf5LF9S0isvBhDSauWMaIk"]
+        )
         #expect(result.status == 0)
         #expect(result.stdout.contains("NmQ4Y2Q5MTZkZDE5ZjczYjlkOGFiYzJhYjZmNTM2NTE3MTJiMzhjMg=="))
     }
@@ -81,13 +84,17 @@ struct DebugCommandTests {
             "payload", "encrypt", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--plaintext",
             "{\"encryptionType\":2,\"psk\":\"lDZ6Uqt+I9E0wW7rvDUs7Q==\"}",
         ])
-        #expect(encrypted.stdout == "{\"Len\":53,\"Payload\":\"s6FB3a1BA/YYbcmSE12XpeDVmQNDcf1QgVD141RRbmmAnFwQfp1ECAu5O016mCOvYlJJ6V59yM4OqQSiWphfTg==\"}\n")
+        #expect(
+            encrypted.stdout
+                == "{\"Len\":53,\"Payload\":\"s6FB3a1BA/YYbcmSE12XpeDVmQNDcf1QgVD141RRbmmAnFwQfp1ECAu5O016mCOvYlJJ6V59yM4OqQSiWphfTg==\"}\n"
+        )
     }
 
     @Test("dynreg mqtt-credentials --json matches the vector")
     func mqtt() async throws {
         let result = try await runDynreg([
-            "mqtt-credentials", "--product-id", "ASJ1234GX", "--device-name", "xyz", "--psk", "lDZ6Uqt+I9E0wW7rvDUs7Q==",
+            "mqtt-credentials", "--product-id", "ASJ1234GX", "--device-name", "xyz", "--psk",
+            "lDZ6Uqt+I9E0wW7rvDUs7Q==",
             "--expiry", "1764115200", "--conn-id", "a1B2c", "--algorithm", "hmacsha1", "--json",
         ])
         #expect(result.status == 0)
@@ -97,14 +104,20 @@ struct DebugCommandTests {
         #expect(object?["password"] == "e4b678dc8e740991b94a08739d0f1d68a78001ce;hmacsha1")
     }
 
-    @Test("bad input: one line on stderr, non-zero exit", arguments: [
-        ["payload", "decrypt", "--product-secret", "short", "--payload", "AAAA"],
-        ["payload", "decrypt", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--payload", "not base64!"],
-        ["payload", "decrypt", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--payload", "AAAA"],
-        ["sign", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--timestamp", "1"],
-        ["sign", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--timestamp", "x", "--nonce", "1", "--body", "{}"],
-        ["mqtt-credentials", "--product-id", "P", "--device-name", "d", "--psk", "!!"],
-    ])
+    @Test(
+        "bad input: one line on stderr, non-zero exit",
+        arguments: [
+            ["payload", "decrypt", "--product-secret", "short", "--payload", "AAAA"],
+            ["payload", "decrypt", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--payload", "not base64!"],
+            ["payload", "decrypt", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--payload", "AAAA"],
+            ["sign", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--timestamp", "1"],
+            [
+                "sign", "--product-secret", "hzvf5LF9S0isvBhDSauWMaIk", "--timestamp", "x", "--nonce", "1", "--body",
+                "{}",
+            ],
+            ["mqtt-credentials", "--product-id", "P", "--device-name", "d", "--psk", "!!"],
+        ]
+    )
     func badInput(arguments: [String]) async throws {
         let result = try await runDynreg(arguments, environment: ["DYNREG_PRODUCT_SECRET": ""])
         #expect(result.status != 0)

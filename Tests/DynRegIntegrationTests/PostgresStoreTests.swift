@@ -9,7 +9,8 @@ import Testing
 struct PostgresURLTests {
     @Test func parsesAFullURL() throws {
         let configuration = try PostgresStore.Configuration(
-            url: "postgres://dyn%40reg:p%40ss%3Aw0rd@db.example.com:6543/registry?sslmode=verify-full")
+            url: "postgres://dyn%40reg:p%40ss%3Aw0rd@db.example.com:6543/registry?sslmode=verify-full"
+        )
         #expect(configuration.host == "db.example.com")
         #expect(configuration.port == 6543)
         #expect(configuration.username == "dyn@reg")
@@ -162,7 +163,8 @@ struct PostgresStartTests {
                 await #expect(performing: { _ = try await store.product(id: "PCORRUPT01") }, throws: isCorrupt)
                 await #expect(
                     performing: { _ = try await store.device(productId: "PCORRUPT01", deviceName: "d1") },
-                    throws: isCorrupt)
+                    throws: isCorrupt
+                )
             }
         }
     }
@@ -181,9 +183,13 @@ struct PostgresStartTests {
             }
             #expect(stores.count == 4)
             let connection = try await PostgresConnection.connect(
-                configuration: try configuration.connectionConfiguration(), id: 1, logger: PostgresTestDatabase.logger)
+                configuration: try configuration.connectionConfiguration(),
+                id: 1,
+                logger: PostgresTestDatabase.logger
+            )
             let rows = try await connection.query(
-                "SELECT id, name FROM dynreg_migrations ORDER BY id", logger: PostgresTestDatabase.logger
+                "SELECT id, name FROM dynreg_migrations ORDER BY id",
+                logger: PostgresTestDatabase.logger
             ).collect()
             try await connection.close()
             #expect(rows.count == 4)
@@ -206,9 +212,14 @@ struct PostgresStartTests {
             try await withRunning(store) {
                 try await store.checkHealth()
                 // An outage: open connections dropped, new ones refused.
-                try await PostgresTestDatabase.adminQuery(admin, "ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS false")
                 try await PostgresTestDatabase.adminQuery(
-                    admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(name)")
+                    admin,
+                    "ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS false"
+                )
+                try await PostgresTestDatabase.adminQuery(
+                    admin,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(name)"
+                )
                 // The pool may hand out a dropped connection a few times (its own error) before it notices.
                 var unavailable = false
                 let start = ContinuousClock.now
@@ -223,8 +234,12 @@ struct PostgresStartTests {
                     }
                 }
                 #expect(unavailable)
-                #expect(ContinuousClock.now - start < .seconds(30))  // liveness, not speed: the hang it guards against is 68 s
-                try await PostgresTestDatabase.adminQuery(admin, "ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS true")
+                // Liveness, not speed: the hang it guards against is 68 s.
+                #expect(ContinuousClock.now - start < .seconds(30))
+                try await PostgresTestDatabase.adminQuery(
+                    admin,
+                    "ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS true"
+                )
                 // Back: the pool reconnects by itself.
                 var healthy = false
                 let deadline = ContinuousClock.now + .seconds(30)

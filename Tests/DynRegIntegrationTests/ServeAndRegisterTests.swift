@@ -3,39 +3,51 @@ import DynRegProtocol
 import DynRegTestSupport
 import Foundation
 import NIOCore
-import Testing
 import NIOHTTP1
+import Testing
 
-@Suite("dynreg register against dynreg serve", .enabled(if: BuiltExecutable.dynreg != nil, "the dynreg executable was not built"))
+@Suite(
+    "dynreg register against dynreg serve",
+    .enabled(if: BuiltExecutable.dynreg != nil, "the dynreg executable was not built")
+)
 struct ServeAndRegisterTests {
     @Test("the demo product's psk from dynreg register is accepted by mqtt-credentials and the broker hook")
     func demoFlow() async throws {
         try await ServerProcess.with(arguments: [], ready: { $0.contains("--product-secret") }) { server in
-        let lines = server.stdout.split(separator: "\n").map(String.init)
-        let command = try #require(lines.first { $0.contains("dynreg register") })
-        var words = command.split(separator: " ").map(String.init)
-        words.removeFirst(words.firstIndex(of: "register")!)
-        let productId = try #require(lines.first { $0.contains("ProductId:") }?.split(separator: " ").last.map(String.init))
-        let url = try #require(lines.first { $0.hasPrefix("dynreg listening on ") }?.split(separator: " ").last.map(String.init))
-        let registered = try await runDynreg(words + ["--json"], environment: ["DYNREG_PRODUCT_SECRET": nil])
-        #expect(registered.status == 0, "\(registered.stderr)")
-        let object = try JSONSerialization.jsonObject(with: Data(registered.stdout.utf8)) as? [String: Any]
-        let psk = try #require(object?["psk"] as? String)
-        let mqtt = try await runDynreg([
-            "mqtt-credentials", "--product-id", productId, "--device-name", "demo-device-1", "--psk", psk, "--json",
-        ])
-        #expect(mqtt.status == 0, "\(mqtt.stderr)")
-        let credentials = try JSONDecoder().decode(MQTTCredentials.self, from: Data(mqtt.stdout.utf8))
-        #expect(MQTTCredentials.verify(username: credentials.username, password: credentials.password, psk: psk))
-        // The server agrees: the broker hook allows the login.
-        var request = HTTPClientRequest(url: url + "/device/auth")
-        request.method = .POST
-        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode([
-            "clientid": credentials.clientId, "username": credentials.username, "password": credentials.password,
-        ])))
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
-        let body = try await response.body.collect(upTo: 1024)
-        #expect(String(buffer: body) == #"{"result":"allow"}"#)
+            let lines = server.stdout.split(separator: "\n").map(String.init)
+            let command = try #require(lines.first { $0.contains("dynreg register") })
+            var words = command.split(separator: " ").map(String.init)
+            words.removeFirst(words.firstIndex(of: "register")!)
+            let productId = try #require(
+                lines.first { $0.contains("ProductId:") }?.split(separator: " ").last.map(String.init)
+            )
+            let url = try #require(
+                lines.first { $0.hasPrefix("dynreg listening on ") }?.split(separator: " ").last.map(String.init)
+            )
+            let registered = try await runDynreg(words + ["--json"], environment: ["DYNREG_PRODUCT_SECRET": nil])
+            #expect(registered.status == 0, "\(registered.stderr)")
+            let object = try JSONSerialization.jsonObject(with: Data(registered.stdout.utf8)) as? [String: Any]
+            let psk = try #require(object?["psk"] as? String)
+            let mqtt = try await runDynreg([
+                "mqtt-credentials", "--product-id", productId, "--device-name", "demo-device-1", "--psk", psk, "--json",
+            ])
+            #expect(mqtt.status == 0, "\(mqtt.stderr)")
+            let credentials = try JSONDecoder().decode(MQTTCredentials.self, from: Data(mqtt.stdout.utf8))
+            #expect(MQTTCredentials.verify(username: credentials.username, password: credentials.password, psk: psk))
+            // The server agrees: the broker hook allows the login.
+            var request = HTTPClientRequest(url: url + "/device/auth")
+            request.method = .POST
+            request.body = .bytes(
+                ByteBuffer(
+                    bytes: try JSONEncoder().encode([
+                        "clientid": credentials.clientId, "username": credentials.username,
+                        "password": credentials.password,
+                    ])
+                )
+            )
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            let body = try await response.body.collect(upTo: 1024)
+            #expect(String(buffer: body) == #"{"result":"allow"}"#)
         }
     }
 }

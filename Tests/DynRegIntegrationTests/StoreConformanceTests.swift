@@ -13,11 +13,17 @@ struct StoreConformanceTests {
     func productCRUD(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             #expect(try await store.products().isEmpty)
-            let created = try await store.createProduct(StoreSamples.product("PB", quota: 5, createdAt: StoreSamples.t0))
+            let created = try await store.createProduct(
+                StoreSamples.product("PB", quota: 5, createdAt: StoreSamples.t0)
+            )
             #expect(created == StoreSamples.product("PB", quota: 5))
             _ = try await store.createProduct(StoreSamples.product("PA", createdAt: StoreSamples.t0))
-            _ = try await store.createProduct(StoreSamples.product("P0", createdAt: StoreSamples.t0.addingTimeInterval(-10)))
-            await StoreSamples.expectError(.productExists) { _ = try await store.createProduct(StoreSamples.product("PB")) }
+            _ = try await store.createProduct(
+                StoreSamples.product("P0", createdAt: StoreSamples.t0.addingTimeInterval(-10))
+            )
+            await StoreSamples.expectError(.productExists) {
+                _ = try await store.createProduct(StoreSamples.product("PB"))
+            }
             // Oldest first, then by id.
             #expect(try await store.products().map(\.id) == ["P0", "PA", "PB"])
             #expect(try await store.product(id: "PB") == created)
@@ -30,7 +36,8 @@ struct StoreConformanceTests {
             #expect(updated.dynamicRegistration == true)
             updated = try await store.updateProduct(
                 id: "PB",
-                ProductUpdate(dynamicRegistration: false, deviceQuota: .some(nil), allowClocklessDevices: true))
+                ProductUpdate(dynamicRegistration: false, deviceQuota: .some(nil), allowClocklessDevices: true)
+            )
             #expect(updated.deviceQuota == nil)
             #expect(updated.dynamicRegistration == false)
             #expect(updated.allowClocklessDevices == true)
@@ -49,7 +56,9 @@ struct StoreConformanceTests {
             #expect(try await store.product(id: "PB") == nil)
             #expect(try await store.products().map(\.id) == ["P0", "PA"])
             await StoreSamples.expectError(.productNotFound) { try await store.deleteProduct(id: "PB") }
-            await StoreSamples.expectError(.productNotFound) { _ = try await store.updateProduct(id: "PB", ProductUpdate()) }
+            await StoreSamples.expectError(.productNotFound) {
+                _ = try await store.updateProduct(id: "PB", ProductUpdate())
+            }
             await StoreSamples.expectError(.productNotFound) {
                 _ = try await store.rotateProductSecret(id: "PB", newSecret: "x-0123456789abcdef")
             }
@@ -64,8 +73,14 @@ struct StoreConformanceTests {
             _ = try await store.createDevice(productId: "P1", deviceName: "d2", now: StoreSamples.t0)
             try await store.recordEvent(
                 RegistrationEvent(
-                    time: StoreSamples.t0, productId: "P1", deviceName: "d1", outcome: "Success", remoteAddress: "10.0.0.1",
-                    endpoint: "/device/register"))
+                    time: StoreSamples.t0,
+                    productId: "P1",
+                    deviceName: "d1",
+                    outcome: "Success",
+                    remoteAddress: "10.0.0.1",
+                    endpoint: "/device/register"
+                )
+            )
             try await store.deleteProduct(id: "P1")
             await StoreSamples.expectError(.productNotFound) {
                 _ = try await store.devices(productId: "P1", status: nil, limit: 10, after: nil)
@@ -81,7 +96,8 @@ struct StoreConformanceTests {
             // The audit log outlives the product: three registrations (one refused) and the event recorded by hand.
             #expect(
                 try await store.events(productId: "P1", limit: 10).map(\.outcome)
-                    == ["Success", RegistrationErrorCode.productNotExist.code, "Success", "Success"])
+                    == ["Success", RegistrationErrorCode.productNotExist.code, "Success", "Success"]
+            )
         }
     }
 
@@ -95,8 +111,16 @@ struct StoreConformanceTests {
             #expect(
                 device
                     == Device(
-                        productId: "P1", name: "d1", status: .created, psk: nil, createdAt: StoreSamples.t0, registeredAt: nil,
-                        activatedAt: nil, registrationCount: 0))
+                        productId: "P1",
+                        name: "d1",
+                        status: .created,
+                        psk: nil,
+                        createdAt: StoreSamples.t0,
+                        registeredAt: nil,
+                        activatedAt: nil,
+                        registrationCount: 0
+                    )
+            )
             #expect(try await store.device(productId: "P1", deviceName: "d1") == device)
             #expect(try await store.device(productId: "P1", deviceName: "d9") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
@@ -122,7 +146,9 @@ struct StoreConformanceTests {
             _ = try await store.createProduct(StoreSamples.product("P2"))
             // Byte order, whatever the database's locale: digits, upper case, '_', lower case.
             let names = ["b:3", "A-1", "a_1", "Z@9", "B.2", "0x", "a-1", "_u", "@"]
-            for name in names { _ = try await store.createDevice(productId: "P1", deviceName: name, now: StoreSamples.t0) }
+            for name in names {
+                _ = try await store.createDevice(productId: "P1", deviceName: name, now: StoreSamples.t0)
+            }
             _ = try await store.createDevice(productId: "P2", deviceName: "other", now: StoreSamples.t0)
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "B.2", nonce: 1)))
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "a_1", nonce: 2)))
@@ -142,12 +168,22 @@ struct StoreConformanceTests {
             #expect(try await store.devices(productId: "P1", status: nil, limit: 0, after: nil).isEmpty)
             #expect(try await store.devices(productId: "P1", status: nil, limit: 100, after: sorted.last).isEmpty)
 
-            #expect(try await store.devices(productId: "P1", status: .registered, limit: 100, after: nil).map(\.name) == ["B.2"])
-            #expect(try await store.devices(productId: "P1", status: .activated, limit: 100, after: nil).map(\.name) == ["a_1"])
+            #expect(
+                try await store.devices(productId: "P1", status: .registered, limit: 100, after: nil).map(\.name) == [
+                    "B.2"
+                ]
+            )
+            #expect(
+                try await store.devices(productId: "P1", status: .activated, limit: 100, after: nil).map(\.name) == [
+                    "a_1"
+                ]
+            )
             let created = try await store.devices(productId: "P1", status: .created, limit: 100, after: nil)
             #expect(created.map(\.name) == sorted.filter { $0 != "B.2" && $0 != "a_1" })
             let afterCursor = try await store.devices(productId: "P1", status: .created, limit: 2, after: "B")
-            #expect(afterCursor.map(\.name) == Array(sorted.filter { $0 > "B" && $0 != "B.2" && $0 != "a_1" }.prefix(2)))
+            #expect(
+                afterCursor.map(\.name) == Array(sorted.filter { $0 > "B" && $0 != "B.2" && $0 != "a_1" }.prefix(2))
+            )
             await StoreSamples.expectError(.productNotFound) {
                 _ = try await store.devices(productId: "P9", status: nil, limit: 10, after: nil)
             }
@@ -163,8 +199,12 @@ struct StoreConformanceTests {
             try await store.deleteDevice(productId: "P1", deviceName: "d1")
             #expect(try await store.device(productId: "P1", deviceName: "d1") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
-            await StoreSamples.expectError(.deviceNotFound) { try await store.deleteDevice(productId: "P1", deviceName: "d1") }
-            await StoreSamples.expectError(.deviceNotFound) { try await store.deleteDevice(productId: "P9", deviceName: "d2") }
+            await StoreSamples.expectError(.deviceNotFound) {
+                try await store.deleteDevice(productId: "P1", deviceName: "d1")
+            }
+            await StoreSamples.expectError(.deviceNotFound) {
+                try await store.deleteDevice(productId: "P9", deviceName: "d2")
+            }
             // Its replay entries went with it; the other device's stay.
             let again = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 7)))
             #expect(again?.registrationCount == 1)
@@ -177,7 +217,9 @@ struct StoreConformanceTests {
     func resetDevice(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             _ = try await store.createProduct(StoreSamples.product("P1", clockless: true))
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil))
+            )
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2)))
             let reset = try await store.resetDevice(productId: "P1", deviceName: "d1")
             #expect(reset.status == .created)
@@ -188,7 +230,9 @@ struct StoreConformanceTests {
             #expect(try await store.device(productId: "P1", deviceName: "d1") == reset)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
             // The clockless entry is gone; the timed one stays until it expires.
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil))
+            )
             #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2)) == .rejected(.nonceReused))
             // Resetting an activated device forgets the activation too.
             _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
@@ -196,7 +240,9 @@ struct StoreConformanceTests {
             #expect(again.status == .created)
             #expect(again.activatedAt == nil)
             #expect(again.registrationCount == 3)
-            await StoreSamples.expectError(.deviceNotFound) { _ = try await store.resetDevice(productId: "P1", deviceName: "x") }
+            await StoreSamples.expectError(.deviceNotFound) {
+                _ = try await store.resetDevice(productId: "P1", deviceName: "x")
+            }
         }
     }
 
@@ -204,7 +250,9 @@ struct StoreConformanceTests {
     func activateDevice(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             _ = try await store.createProduct(StoreSamples.product("P1"))
-            let registered = try #require(StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1))))
+            let registered = try #require(
+                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)))
+            )
             let later = StoreSamples.t0.addingTimeInterval(60)
             let activated = try await store.activateDevice(productId: "P1", deviceName: "d1", now: later)
             #expect(activated.status == .activated)
@@ -212,7 +260,11 @@ struct StoreConformanceTests {
             #expect(activated.psk == registered.psk)
             #expect(activated.registeredAt == StoreSamples.t0)
             // Idempotent: the first activation time stays.
-            let again = try await store.activateDevice(productId: "P1", deviceName: "d1", now: later.addingTimeInterval(60))
+            let again = try await store.activateDevice(
+                productId: "P1",
+                deviceName: "d1",
+                now: later.addingTimeInterval(60)
+            )
             #expect(again == activated)
             await StoreSamples.expectError(.deviceNotFound) {
                 _ = try await store.activateDevice(productId: "P1", deviceName: "d9", now: later)
@@ -227,12 +279,22 @@ struct StoreConformanceTests {
         try await withStore(kind) { store in
             #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.productNotExist))
             _ = try await store.createProduct(StoreSamples.product("P1"))
-            let device = try #require(StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1"))))
+            let device = try #require(
+                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
+            )
             #expect(
                 device
                     == Device(
-                        productId: "P1", name: "d1", status: .registered, psk: "K1", createdAt: StoreSamples.t0,
-                        registeredAt: StoreSamples.t0, activatedAt: nil, registrationCount: 1))
+                        productId: "P1",
+                        name: "d1",
+                        status: .registered,
+                        psk: "K1",
+                        createdAt: StoreSamples.t0,
+                        registeredAt: StoreSamples.t0,
+                        activatedAt: nil,
+                        registrationCount: 1
+                    )
+            )
             #expect(try await store.device(productId: "P1", deviceName: "d1") == device)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
         }
@@ -245,11 +307,18 @@ struct StoreConformanceTests {
             #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.deviceNotExist))
             #expect(try await store.device(productId: "P1", deviceName: "d1") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 0)
-            _ = try await store.createDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0.addingTimeInterval(-5))
+            _ = try await store.createDevice(
+                productId: "P1",
+                deviceName: "d1",
+                now: StoreSamples.t0.addingTimeInterval(-5)
+            )
             // The refused attempt consumed no nonce.
             let later = StoreSamples.t0.addingTimeInterval(5)
             let device = try #require(
-                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1", now: later))))
+                StoreSamples.issued(
+                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1", now: later))
+                )
+            )
             #expect(device.status == .registered)
             #expect(device.psk == "K1")
             #expect(device.createdAt == StoreSamples.t0.addingTimeInterval(-5))
@@ -267,7 +336,10 @@ struct StoreConformanceTests {
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 2)))
             #expect(try await store.register(StoreSamples.attempt("P1", "d3", nonce: 3)) == .rejected(.deviceQuota))
             // A full product still re-registers the devices it holds.
-            #expect(StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 4)))?.registrationCount == 2)
+            #expect(
+                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 4)))?
+                    .registrationCount == 2
+            )
             #expect(try await store.product(id: "P1")?.deviceCount == 2)
             // The refusal consumed no nonce: with room made, the same attempt passes.
             _ = try await store.updateProduct(id: "P1", ProductUpdate(deviceQuota: .some(3)))
@@ -289,7 +361,9 @@ struct StoreConformanceTests {
             _ = try await store.createProduct(StoreSamples.product("P1", quota: 50))
             let decisions = try await withThrowingTaskGroup(of: RegistrationDecision.self) { group in
                 for index in 0..<200 {
-                    group.addTask { try await store.register(StoreSamples.attempt("P1", "dev-\(index)", nonce: Int64(index))) }
+                    group.addTask {
+                        try await store.register(StoreSamples.attempt("P1", "dev-\(index)", nonce: Int64(index)))
+                    }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
@@ -310,7 +384,8 @@ struct StoreConformanceTests {
                 for index in 0..<40 {
                     group.addTask {
                         let decision = try await store.register(
-                            StoreSamples.attempt("P1", "d1", nonce: Int64(index), psk: "K\(index)"))
+                            StoreSamples.attempt("P1", "d1", nonce: Int64(index), psk: "K\(index)")
+                        )
                         if case .issued(let device) = decision { return device.psk }
                         return nil
                     }
@@ -323,7 +398,9 @@ struct StoreConformanceTests {
             #expect(psks.contains(device.psk ?? ""))
             // One nonce: exactly one wins.
             let decisions = try await withThrowingTaskGroup(of: RegistrationDecision.self) { group in
-                for _ in 0..<20 { group.addTask { try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1000)) } }
+                for _ in 0..<20 {
+                    group.addTask { try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1000)) }
+                }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(decisions.filter { $0 == .rejected(.nonceReused) }.count == 19)
@@ -338,7 +415,10 @@ struct StoreConformanceTests {
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
             let later = StoreSamples.t0.addingTimeInterval(30)
             let second = try #require(
-                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2", now: later))))
+                StoreSamples.issued(
+                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2", now: later))
+                )
+            )
             #expect(second.psk == "K2")
             #expect(second.registrationCount == 2)
             #expect(second.registeredAt == later)
@@ -354,9 +434,15 @@ struct StoreConformanceTests {
             _ = try await store.createProduct(StoreSamples.product("P1"))
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
             _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
-            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2")) == .rejected(.deviceAlreadyActivated))
+            #expect(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2"))
+                    == .rejected(.deviceAlreadyActivated)
+            )
             // Refusal wins over a reused nonce, as in the check order.
-            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.deviceAlreadyActivated))
+            #expect(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1))
+                    == .rejected(.deviceAlreadyActivated)
+            )
             let device = try #require(try await store.device(productId: "P1", deviceName: "d1"))
             #expect(device.psk == "K1")
             #expect(device.registrationCount == 1)
@@ -371,11 +457,16 @@ struct StoreConformanceTests {
         try await withStore(kind) { store in
             _ = try await store.createProduct(StoreSamples.product("P1"))
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
-            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K2")) == .rejected(.nonceReused))
+            #expect(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K2"))
+                    == .rejected(.nonceReused)
+            )
             #expect(try await store.device(productId: "P1", deviceName: "d1")?.psk == "K1")
             #expect(try await store.device(productId: "P1", deviceName: "d1")?.registrationCount == 1)
             // The pair is (timestamp, nonce) per device.
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 1_700_000_001)))
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 1_700_000_001))
+            )
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 1)))
             #expect(try await store.product(id: "P1")?.deviceCount == 2)
         }
@@ -385,17 +476,26 @@ struct StoreConformanceTests {
     func clocklessNoncesAreKeptUntilActivation(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             _ = try await store.createProduct(StoreSamples.product("P1", clockless: true))
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
+            )
             #expect(try await store.purgeExpiredNonces(now: StoreSamples.t0.addingTimeInterval(10 * 365 * 86_400)) == 0)
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
-                    == .rejected(.nonceReused))
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil)))
+                    == .rejected(.nonceReused)
+            )
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil))
+            )
             _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             _ = try await store.resetDevice(productId: "P1", deviceName: "d1")
             // Activation forgot them: after a reset, the old nonces pass.
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
+            )
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil))
+            )
         }
     }
 
@@ -408,18 +508,31 @@ struct StoreConformanceTests {
                 1: now.addingTimeInterval(-10), 2: now.addingTimeInterval(-1), 3: now, 4: now.addingTimeInterval(10),
             ]
             for (nonce, expiry) in expiries.sorted(by: { $0.key < $1.key }) {
-                _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: nonce, expiry: expiry)))
+                _ = StoreSamples.issued(
+                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: nonce, expiry: expiry))
+                )
             }
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
+            )
             // Strictly before `now`.
             #expect(try await store.purgeExpiredNonces(now: now) == 2)
             #expect(try await store.purgeExpiredNonces(now: now) == 0)
-            _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, expiry: expiries[1])))
-            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 3, expiry: now)) == .rejected(.nonceReused))
-            #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 4, expiry: now)) == .rejected(.nonceReused))
+            _ = StoreSamples.issued(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, expiry: expiries[1]))
+            )
+            #expect(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 3, expiry: now))
+                    == .rejected(.nonceReused)
+            )
+            #expect(
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 4, expiry: now))
+                    == .rejected(.nonceReused)
+            )
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
-                    == .rejected(.nonceReused))
+                    == .rejected(.nonceReused)
+            )
             #expect(try await store.purgeExpiredNonces(now: now.addingTimeInterval(11)) == 3)
         }
     }
@@ -451,7 +564,9 @@ struct StoreConformanceTests {
             product.certificateAuthority = StoreSamples.authority
             _ = try await store.createProduct(product)
             let first = StoreSamples.certificate("0a01", "d1", issuedAt: StoreSamples.t0)
-            let device = try #require(StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d1", first, nonce: 1))))
+            let device = try #require(
+                StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d1", first, nonce: 1)))
+            )
             #expect(device.psk == nil)
             #expect(device.status == .registered)
             #expect(try await store.certificates(productId: "PC", deviceName: "d1") == [first])
@@ -467,17 +582,32 @@ struct StoreConformanceTests {
             #expect(try await store.certificate(fingerprint: "FP0A02") == second)
             #expect(try await store.certificate(fingerprint: "nope") == nil)
             // A refused registration issues nothing.
-            #expect(try await store.register(StoreSamples.certificateAttempt("d1", StoreSamples.certificate("0a03", "d1", issuedAt: later), nonce: 2)) == .rejected(.nonceReused))
+            #expect(
+                try await store.register(
+                    StoreSamples.certificateAttempt(
+                        "d1",
+                        StoreSamples.certificate("0a03", "d1", issuedAt: later),
+                        nonce: 2
+                    )
+                ) == .rejected(.nonceReused)
+            )
             #expect(try await store.certificate(fingerprint: "fp0a03") == nil)
 
             // Revocation by serial, any case, idempotent.
             let revokeTime = StoreSamples.t0.addingTimeInterval(20)
             var revokedSecond = second
             revokedSecond.revokedAt = revokeTime
-            #expect(try await store.revokeCertificate(productId: "PC", serial: "0A02", now: revokeTime) == revokedSecond)
             #expect(
-                try await store.revokeCertificate(productId: "PC", serial: "0a02", now: revokeTime.addingTimeInterval(5))
-                    == revokedSecond)
+                try await store.revokeCertificate(productId: "PC", serial: "0A02", now: revokeTime) == revokedSecond
+            )
+            #expect(
+                try await store.revokeCertificate(
+                    productId: "PC",
+                    serial: "0a02",
+                    now: revokeTime.addingTimeInterval(5)
+                )
+                    == revokedSecond
+            )
             #expect(try await store.revokedCertificates(productId: "PC") == [revokedFirst, revokedSecond])
             await StoreSamples.expectError(.certificateNotFound) {
                 _ = try await store.revokeCertificate(productId: "PC", serial: "ffff", now: revokeTime)
@@ -490,8 +620,24 @@ struct StoreConformanceTests {
             }
 
             // Reset and delete revoke what is still valid; deleting the product forgets its certificates.
-            _ = StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d2", StoreSamples.certificate("0b01", "d2", issuedAt: later), nonce: 1)))
-            _ = StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d3", StoreSamples.certificate("0c01", "d3", issuedAt: later), nonce: 1)))
+            _ = StoreSamples.issued(
+                try await store.register(
+                    StoreSamples.certificateAttempt(
+                        "d2",
+                        StoreSamples.certificate("0b01", "d2", issuedAt: later),
+                        nonce: 1
+                    )
+                )
+            )
+            _ = StoreSamples.issued(
+                try await store.register(
+                    StoreSamples.certificateAttempt(
+                        "d3",
+                        StoreSamples.certificate("0c01", "d3", issuedAt: later),
+                        nonce: 1
+                    )
+                )
+            )
             _ = try await store.resetDevice(productId: "PC", deviceName: "d2")
             #expect(try await store.certificate(fingerprint: "fp0b01")?.revokedAt != nil)
             try await store.deleteDevice(productId: "PC", deviceName: "d3")
@@ -520,10 +666,22 @@ struct StoreConformanceTests {
             #expect(try await store.register(attempt("d2", nonce: 2)) == .rejected(.deviceQuota))
             #expect(try await store.register(StoreSamples.attempt("PX", "d", nonce: 3)) == .rejected(.productNotExist))
             let events = try await store.events(productId: "PE", limit: 10)
-            #expect(events.map(\.outcome) == [RegistrationErrorCode.deviceQuota.code, RegistrationErrorCode.nonceReused.code, "Success"])
+            #expect(
+                events.map(\.outcome) == [
+                    RegistrationErrorCode.deviceQuota.code, RegistrationErrorCode.nonceReused.code, "Success",
+                ]
+            )
             #expect(events.map(\.deviceName) == ["d2", "d1", "d1"])
-            #expect(events.allSatisfy { $0.remoteAddress == "198.51.100.7" && $0.endpoint == "/register/dev" && $0.time == StoreSamples.t0 })
-            #expect(try await store.events(productId: "PX", limit: 10).map(\.outcome) == [RegistrationErrorCode.productNotExist.code])
+            #expect(
+                events.allSatisfy {
+                    $0.remoteAddress == "198.51.100.7" && $0.endpoint == "/register/dev" && $0.time == StoreSamples.t0
+                }
+            )
+            #expect(
+                try await store.events(productId: "PX", limit: 10).map(\.outcome) == [
+                    RegistrationErrorCode.productNotExist.code
+                ]
+            )
         }
     }
 
@@ -550,13 +708,24 @@ struct StoreConformanceTests {
             for index in 0..<5 {
                 try await store.recordEvent(
                     RegistrationEvent(
-                        time: StoreSamples.t0.addingTimeInterval(Double(index)), productId: "P1", deviceName: "d\(index)",
+                        time: StoreSamples.t0.addingTimeInterval(Double(index)),
+                        productId: "P1",
+                        deviceName: "d\(index)",
                         outcome: index == 2 ? "AuthFailure.SignatureFailure" : "Success",
-                        remoteAddress: "192.0.2.\(index)", endpoint: index == 4 ? "/register/dev" : "/device/register"))
+                        remoteAddress: "192.0.2.\(index)",
+                        endpoint: index == 4 ? "/register/dev" : "/device/register"
+                    )
+                )
                 try await store.recordEvent(
                     RegistrationEvent(
-                        time: StoreSamples.t0, productId: "P2", deviceName: "x", outcome: "Success", remoteAddress: "::1",
-                        endpoint: "/device/register"))
+                        time: StoreSamples.t0,
+                        productId: "P2",
+                        deviceName: "x",
+                        outcome: "Success",
+                        remoteAddress: "::1",
+                        endpoint: "/device/register"
+                    )
+                )
             }
             let events = try await store.events(productId: "P1", limit: 3)
             #expect(events.map(\.deviceName) == ["d4", "d3", "d2"])
@@ -564,8 +733,15 @@ struct StoreConformanceTests {
             #expect(
                 events[0]
                     == RegistrationEvent(
-                        id: events[0].id, time: StoreSamples.t0.addingTimeInterval(4), productId: "P1", deviceName: "d4",
-                        outcome: "Success", remoteAddress: "192.0.2.4", endpoint: "/register/dev"))
+                        id: events[0].id,
+                        time: StoreSamples.t0.addingTimeInterval(4),
+                        productId: "P1",
+                        deviceName: "d4",
+                        outcome: "Success",
+                        remoteAddress: "192.0.2.4",
+                        endpoint: "/register/dev"
+                    )
+            )
             #expect(events[2].outcome == "AuthFailure.SignatureFailure")
             #expect(try await store.events(productId: "P1", limit: 100).count == 5)
             #expect(try await store.events(productId: "P2", limit: 100).count == 5)
@@ -577,14 +753,24 @@ struct StoreConformanceTests {
     func deviceCountStaysRightUnderMixedConcurrentWork(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             _ = try await store.createProduct(StoreSamples.product("P1", quota: 30))
-            for index in 0..<20 { _ = try await store.createDevice(productId: "P1", deviceName: "pre-\(index)", now: StoreSamples.t0) }
+            for index in 0..<20 {
+                _ = try await store.createDevice(productId: "P1", deviceName: "pre-\(index)", now: StoreSamples.t0)
+            }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<120 {
                     group.addTask {
                         switch index % 4 {
-                        case 0: _ = try await store.register(StoreSamples.attempt("P1", "new-\(index % 24)", nonce: Int64(index)))
+                        case 0:
+                            _ = try await store.register(
+                                StoreSamples.attempt("P1", "new-\(index % 24)", nonce: Int64(index))
+                            )
                         case 1: try? await store.deleteDevice(productId: "P1", deviceName: "pre-\(index % 20)")
-                        case 2: _ = try? await store.createDevice(productId: "P1", deviceName: "pre-\(index % 20)", now: StoreSamples.t0)
+                        case 2:
+                            _ = try? await store.createDevice(
+                                productId: "P1",
+                                deviceName: "pre-\(index % 20)",
+                                now: StoreSamples.t0
+                            )
                         default: _ = try? await store.resetDevice(productId: "P1", deviceName: "new-\(index % 24)")
                         }
                     }

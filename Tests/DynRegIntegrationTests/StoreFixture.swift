@@ -59,9 +59,9 @@ enum PostgresTestDatabase {
             if isCI { throw PostgresRequired() }
             _ = printSkipNote
             #if compiler(>=6.3)
-                try Test.cancel("\(missing)")
+            try Test.cancel("\(missing)")
             #else
-                return nil
+            return nil
             #endif
         }
         var configuration = try PostgresStore.Configuration(url: url)
@@ -96,7 +96,10 @@ enum PostgresTestDatabase {
 
     static func adminQuery(_ configuration: PostgresStore.Configuration, _ query: PostgresQuery) async throws {
         let connection = try await PostgresConnection.connect(
-            configuration: try configuration.connectionConfiguration(), id: 1, logger: logger)
+            configuration: try configuration.connectionConfiguration(),
+            id: 1,
+            logger: logger
+        )
         do {
             try await connection.query(query, logger: logger)
         } catch {

@@ -8,32 +8,40 @@ private func outcome(_ mode: LoadMode, status: Int = 200, _ body: String) -> Str
 
 @Suite("JSON outcome scanner")
 struct JSONOutcomeScannerTests {
-    @Test("current answers", arguments: [
-        (#"{"Response":{"Len":53,"Payload":"abc=","RequestId":"r"}}"#, nil),
-        (#"{"Response":{"Error":{"Code":"AuthFailure.SignatureFailure","Message":"m"},"RequestId":"r"}}"#,
-         "AuthFailure.SignatureFailure"),
-        (#"{ "Response" : { "Error" : { "Code" : "InvalidParameter" } } }"#, "InvalidParameter"),
-        (#"{"Response":{"Error":{"Message":"no code"}}}"#, "InvalidResponse"),
-        (#"{"Response":{"Error":{"Code":42}}}"#, "InvalidResponse"),
-        (#"{"Response":{"Error":{"Code":"unterminated"#, "InvalidResponse"),
-        (#"{"Response":{"RequestId":"r"}}"#, "InvalidResponse"),
-        ("", "InvalidResponse"),
-    ] as [(String, String?)])
+    @Test(
+        "current answers",
+        arguments: [
+            (#"{"Response":{"Len":53,"Payload":"abc=","RequestId":"r"}}"#, nil),
+            (
+                #"{"Response":{"Error":{"Code":"AuthFailure.SignatureFailure","Message":"m"},"RequestId":"r"}}"#,
+                "AuthFailure.SignatureFailure"
+            ),
+            (#"{ "Response" : { "Error" : { "Code" : "InvalidParameter" } } }"#, "InvalidParameter"),
+            (#"{"Response":{"Error":{"Message":"no code"}}}"#, "InvalidResponse"),
+            (#"{"Response":{"Error":{"Code":42}}}"#, "InvalidResponse"),
+            (#"{"Response":{"Error":{"Code":"unterminated"#, "InvalidResponse"),
+            (#"{"Response":{"RequestId":"r"}}"#, "InvalidResponse"),
+            ("", "InvalidResponse"),
+        ] as [(String, String?)]
+    )
     func current(body: String, expected: String?) {
         #expect(outcome(.current(.hmacSHA256), body) == expected)
     }
 
-    @Test("legacy answers: numeric codes by their v2 names", arguments: [
-        (#"{"code":0,"message":"success","len":53,"payload":"abc=","requestId":"r"}"#, nil),
-        (#"{"code":0,"message":"success"}"#, "InvalidResponse"),
-        (#"{"code":1010,"message":"m","requestId":"r"}"#, "AuthFailure.SignatureFailure"),
-        (#"{"code" : 1021}"#, "FailedOperation.DeviceAlreadyActivated"),
-        (#"{"code":-7}"#, "code -7"),
-        (#"{"code":4242}"#, "code 4242"),
-        (#"{"code":"1010"}"#, "InvalidResponse"),
-        (#"{"message":"no code"}"#, "InvalidResponse"),
-        (#"{"code":"#, "InvalidResponse"),
-    ] as [(String, String?)])
+    @Test(
+        "legacy answers: numeric codes by their v2 names",
+        arguments: [
+            (#"{"code":0,"message":"success","len":53,"payload":"abc=","requestId":"r"}"#, nil),
+            (#"{"code":0,"message":"success"}"#, "InvalidResponse"),
+            (#"{"code":1010,"message":"m","requestId":"r"}"#, "AuthFailure.SignatureFailure"),
+            (#"{"code" : 1021}"#, "FailedOperation.DeviceAlreadyActivated"),
+            (#"{"code":-7}"#, "code -7"),
+            (#"{"code":4242}"#, "code 4242"),
+            (#"{"code":"1010"}"#, "InvalidResponse"),
+            (#"{"message":"no code"}"#, "InvalidResponse"),
+            (#"{"code":"#, "InvalidResponse"),
+        ] as [(String, String?)]
+    )
     func legacy(body: String, expected: String?) {
         #expect(outcome(.legacy, body) == expected)
     }

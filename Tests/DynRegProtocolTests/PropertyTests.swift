@@ -13,7 +13,10 @@ struct PropertyTests {
             let encrypted = try PayloadCipher.encrypt(plaintext, productSecret: Self.secret)
             #expect(encrypted.length == plaintext.count)
             let decrypted = try PayloadCipher.decrypt(
-                payload: encrypted.payload, length: encrypted.length, productSecret: Self.secret)
+                payload: encrypted.payload,
+                length: encrypted.length,
+                productSecret: Self.secret
+            )
             #expect(decrypted == plaintext)
         }
     }
@@ -34,11 +37,17 @@ struct PropertyTests {
     @Test("a signature never verifies after one byte of body, host, timestamp or nonce changes")
     func tamperedSignatures() async {
         let base = SignedRequest(
-            canonicalHost: "ap-guangzhou.gateway.tencentdevices.com", algorithm: .hmacSHA256,
-            timestamp: "1551234565", nonce: "5456", body: Array(#"{"ProductId":"ASJ1234GX","DeviceName":"xyz"}"#.utf8))
+            canonicalHost: "ap-guangzhou.gateway.tencentdevices.com",
+            algorithm: .hmacSHA256,
+            timestamp: "1551234565",
+            nonce: "5456",
+            body: Array(#"{"ProductId":"ASJ1234GX","DeviceName":"xyz"}"#.utf8)
+        )
         await propertyCheck(
             count: 400,
-            input: Gen.int(in: 0...3), Gen.int(in: 0...1000), Gen.uint8(in: 1...255),
+            input: Gen.int(in: 0...3),
+            Gen.int(in: 0...1000),
+            Gen.uint8(in: 1...255),
             Gen<SignatureAlgorithm>.case
         ) { field, position, delta, algorithm in
             var original = base
@@ -65,8 +74,14 @@ struct PropertyTests {
     @Test("legacy signature never verifies after one field changes")
     func tamperedLegacy() async {
         await propertyCheck(count: 300, input: Gen.int64(in: 0...Int64(Int32.max)), Gen.int64(in: 1...1000)) {
-            nonce, delta in
-            let signed = LegacySignedRequest(productId: "ASJ1234GX", deviceName: "xyz", timestamp: 1551234565, nonce: nonce)
+            nonce,
+            delta in
+            let signed = LegacySignedRequest(
+                productId: "ASJ1234GX",
+                deviceName: "xyz",
+                timestamp: 1_551_234_565,
+                nonce: nonce
+            )
             let signature = signed.signature(productSecret: Self.secret)
             var tampered = signed
             tampered.nonce = nonce + delta
@@ -86,8 +101,16 @@ struct FuzzTests {
         await propertyCheck(count: 2000, input: Gen.uint8().array(of: 0...300)) { bytes in
             let text = String(decoding: bytes, as: UTF8.self)
             _ = try? PayloadCipher.decrypt(payload: text, length: nil, productSecret: Self.secret)
-            _ = try? PayloadCipher.decrypt(payload: Data(bytes).base64EncodedString(), length: bytes.count, productSecret: Self.secret)
-            _ = try? PayloadCipher.decrypt(payload: Data(bytes).base64EncodedString(), length: nil, productSecret: Self.secret)
+            _ = try? PayloadCipher.decrypt(
+                payload: Data(bytes).base64EncodedString(),
+                length: bytes.count,
+                productSecret: Self.secret
+            )
+            _ = try? PayloadCipher.decrypt(
+                payload: Data(bytes).base64EncodedString(),
+                length: nil,
+                productSecret: Self.secret
+            )
             _ = try? DeviceCredential(decoding: bytes)
             _ = try? RegistrationRequestBody(decoding: bytes)
             _ = try? LegacyRegistrationRequestBody(decoding: bytes)
@@ -109,9 +132,11 @@ struct FuzzTests {
 
     @Test("JSON-shaped random input")
     func jsonShaped() async {
-        let fragments = ["{", "}", "\"ProductId\"", "\"DeviceName\"", ":", ",", "\"x\"", "1", "-1", "1e400", "null",
-                         "true", "[", "]", "\"Response\"", "\"Error\"", "\"Len\"", "\"Payload\"", "\"code\"", "\"nonce\"",
-                         "\"\\u0000\"", "\"\\ud800\"", "99999999999999999999999"]
+        let fragments = [
+            "{", "}", "\"ProductId\"", "\"DeviceName\"", ":", ",", "\"x\"", "1", "-1", "1e400", "null",
+            "true", "[", "]", "\"Response\"", "\"Error\"", "\"Len\"", "\"Payload\"", "\"code\"", "\"nonce\"",
+            "\"\\u0000\"", "\"\\ud800\"", "99999999999999999999999",
+        ]
         await propertyCheck(count: 2000, input: Gen.element(of: fragments).array(of: 0...30)) { parts in
             let bytes = Array(parts.compactMap { $0 }.joined().utf8)
             _ = try? RegistrationRequestBody(decoding: bytes)

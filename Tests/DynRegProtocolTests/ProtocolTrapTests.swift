@@ -7,21 +7,32 @@ struct ProtocolTrapTests {
     @Test("JSON never escapes '/' and writes PEM newlines as \\n")
     func slashesAndNewlines() {
         let credential = DeviceCredential.certificate(
-            clientCert: "-----BEGIN CERTIFICATE-----\nAB/CD+\n-----END CERTIFICATE-----\n", clientKey: "")
+            clientCert: "-----BEGIN CERTIFICATE-----\nAB/CD+\n-----END CERTIFICATE-----\n",
+            clientKey: ""
+        )
         let json = String(decoding: credential.encodedJSON(), as: UTF8.self)
         #expect(!json.contains("\\/"))
         #expect(json.contains("AB/CD+"))
         #expect(json.contains("-----\\nAB"))
-        #expect(json == #"{"encryptionType":1,"clientCert":"-----BEGIN CERTIFICATE-----\nAB/CD+\n-----END CERTIFICATE-----\n","clientKey":""}"#)
+        #expect(
+            json
+                == #"{"encryptionType":1,"clientCert":"-----BEGIN CERTIFICATE-----\nAB/CD+\n-----END CERTIFICATE-----\n","clientKey":""}"#
+        )
         let psk = DeviceCredential.key(psk: "9gZkq1mC3t0n8yVv2bXo/A==")
-        #expect(String(decoding: psk.encodedJSON(), as: UTF8.self) == #"{"encryptionType":2,"psk":"9gZkq1mC3t0n8yVv2bXo/A=="}"#)
+        #expect(
+            String(decoding: psk.encodedJSON(), as: UTF8.self)
+                == #"{"encryptionType":2,"psk":"9gZkq1mC3t0n8yVv2bXo/A=="}"#
+        )
     }
 
     @Test("JSON writer escapes quotes, backslashes and control characters")
     func escaping() throws {
         let reply = RegistrationReply.failure(code: "X", message: "a\"b\\c\u{1}d\te", requestId: "r")
         let bytes = reply.encodedJSON()
-        #expect(String(decoding: bytes, as: UTF8.self) == #"{"Response":{"Error":{"Code":"X","Message":"a\"b\\c\u0001d\te"},"RequestId":"r"}}"#)
+        #expect(
+            String(decoding: bytes, as: UTF8.self)
+                == #"{"Response":{"Error":{"Code":"X","Message":"a\"b\\c\u0001d\te"},"RequestId":"r"}}"#
+        )
         #expect(try RegistrationReply(decoding: bytes) == reply)
     }
 
@@ -34,7 +45,10 @@ struct ProtocolTrapTests {
             let ciphertext = try #require(Data(base64Encoded: encrypted.payload))
             #expect(ciphertext.count == (length + 15) / 16 * 16)
             #expect(encrypted.length == length)
-            #expect(try PayloadCipher.decrypt(payload: encrypted.payload, length: length, productSecret: secret) == plaintext)
+            #expect(
+                try PayloadCipher.decrypt(payload: encrypted.payload, length: length, productSecret: secret)
+                    == plaintext
+            )
         }
     }
 
@@ -52,7 +66,11 @@ struct ProtocolTrapTests {
             try PayloadCipher.decrypt(payload: "not base64!!", length: nil, productSecret: secret)
         }
         #expect(throws: PayloadError.notBlockAligned) {
-            try PayloadCipher.decrypt(payload: Data([1, 2, 3]).base64EncodedString(), length: nil, productSecret: secret)
+            try PayloadCipher.decrypt(
+                payload: Data([1, 2, 3]).base64EncodedString(),
+                length: nil,
+                productSecret: secret
+            )
         }
         #expect(throws: PayloadError.productSecretTooShort) {
             try PayloadCipher.decrypt(payload: "", length: nil, productSecret: "short")
@@ -65,13 +83,16 @@ struct ProtocolTrapTests {
         }
     }
 
-    @Test("host header loses its port, keeps IPv6 brackets", arguments: [
-        ("iot.example.com:8443", "iot.example.com"),
-        ("iot.example.com", "iot.example.com"),
-        ("127.0.0.1:8080", "127.0.0.1"),
-        ("[::1]:8080", "[::1]"),
-        ("[::1]", "[::1]"),
-    ])
+    @Test(
+        "host header loses its port, keeps IPv6 brackets",
+        arguments: [
+            ("iot.example.com:8443", "iot.example.com"),
+            ("iot.example.com", "iot.example.com"),
+            ("127.0.0.1:8080", "127.0.0.1"),
+            ("[::1]:8080", "[::1]"),
+            ("[::1]", "[::1]"),
+        ]
+    )
     func hostWithoutPort(header: String, host: String) {
         #expect(CanonicalHost.fromHostHeader(header) == host)
     }
@@ -85,8 +106,13 @@ struct ProtocolTrapTests {
 
     @Test("the body hash covers the raw bytes: white space and key order change it")
     func rawBodyBytes() {
-        let a = SignedRequest(canonicalHost: "h", algorithm: .hmacSHA256, timestamp: "1", nonce: "2",
-                              body: Array(#"{"ProductId":"P","DeviceName":"d"}"#.utf8))
+        let a = SignedRequest(
+            canonicalHost: "h",
+            algorithm: .hmacSHA256,
+            timestamp: "1",
+            nonce: "2",
+            body: Array(#"{"ProductId":"P","DeviceName":"d"}"#.utf8)
+        )
         var b = a
         b.body = Array(#"{"DeviceName":"d","ProductId":"P"}"#.utf8)
         var c = a
@@ -96,11 +122,14 @@ struct ProtocolTrapTests {
         #expect(!c.verify(signature: signature, productSecret: "0123456789abcdef"))
     }
 
-    @Test("device names", arguments: [
-        ("xyz", true), ("dev_a.b:c@d-1", true), ("860000000000001", true), ("AA:BB:CC:DD:EE:FF", true),
-        (String(repeating: "a", count: 48), true), (String(repeating: "a", count: 49), false),
-        ("", false), ("a b", false), ("a/b", false), ("é", false), ("a\u{0}", false), ("a+b", false),
-    ])
+    @Test(
+        "device names",
+        arguments: [
+            ("xyz", true), ("dev_a.b:c@d-1", true), ("860000000000001", true), ("AA:BB:CC:DD:EE:FF", true),
+            (String(repeating: "a", count: 48), true), (String(repeating: "a", count: 49), false),
+            ("", false), ("a b", false), ("a/b", false), ("é", false), ("a\u{0}", false), ("a+b", false),
+        ]
+    )
     func deviceNames(name: String, valid: Bool) {
         #expect(DeviceNameRules.isValid(name) == valid)
     }
@@ -119,13 +148,19 @@ struct ProtocolTrapTests {
         #expect(throws: ProtocolDecodingError.self) {
             try RegistrationRequestBody(decoding: Array(#"{"ProductId":1,"DeviceName":"d"}"#.utf8))
         }
-        let legacy = try LegacyRegistrationRequestBody(decoding: Array(
-            #"{"deviceName":"xyz","nonce":"5456","productId":"ASJ1234GX","timestamp":1551234565,"signature":"s"}"#.utf8))
+        let legacy = try LegacyRegistrationRequestBody(
+            decoding: Array(
+                #"{"deviceName":"xyz","nonce":"5456","productId":"ASJ1234GX","timestamp":1551234565,"signature":"s"}"#
+                    .utf8
+            )
+        )
         #expect(legacy.signed.nonce == 5456)
-        for bad in [#"{"deviceName":"x","nonce":-1,"productId":"P","timestamp":1,"signature":"s"}"#,
-                    #"{"deviceName":"x","nonce":1.5,"productId":"P","timestamp":1,"signature":"s"}"#,
-                    #"{"deviceName":"x","nonce":true,"productId":"P","timestamp":1,"signature":"s"}"#,
-                    #"{"deviceName":"x","nonce":"1a","productId":"P","timestamp":1,"signature":"s"}"#] {
+        for bad in [
+            #"{"deviceName":"x","nonce":-1,"productId":"P","timestamp":1,"signature":"s"}"#,
+            #"{"deviceName":"x","nonce":1.5,"productId":"P","timestamp":1,"signature":"s"}"#,
+            #"{"deviceName":"x","nonce":true,"productId":"P","timestamp":1,"signature":"s"}"#,
+            #"{"deviceName":"x","nonce":"1a","productId":"P","timestamp":1,"signature":"s"}"#,
+        ] {
             #expect(throws: ProtocolDecodingError.self) {
                 try LegacyRegistrationRequestBody(decoding: Array(bad.utf8))
             }
@@ -142,18 +177,25 @@ struct ProtocolTrapTests {
         for reply in replies {
             #expect(try RegistrationReply(decoding: reply.encodedJSON()) == reply)
         }
-        #expect(String(decoding: replies[0].encodedJSON(), as: UTF8.self) ==
-                #"{"Response":{"Len":53,"Payload":"ab/c+==","RequestId":"r1"}}"#)
+        #expect(
+            String(decoding: replies[0].encodedJSON(), as: UTF8.self)
+                == #"{"Response":{"Len":53,"Payload":"ab/c+==","RequestId":"r1"}}"#
+        )
         let legacy: [LegacyRegistrationReply] = [
-            .success(payload, requestId: "r1"), .failure(code: 1010, message: "Check signature failed", requestId: "r2"),
+            .success(payload, requestId: "r1"),
+            .failure(code: 1010, message: "Check signature failed", requestId: "r2"),
         ]
         for reply in legacy {
             #expect(try LegacyRegistrationReply(decoding: reply.encodedJSON()) == reply)
         }
-        #expect(String(decoding: legacy[0].encodedJSON(), as: UTF8.self) ==
-                #"{"code":0,"message":"success","len":53,"payload":"ab/c+==","requestId":"r1"}"#)
-        #expect(String(decoding: legacy[1].encodedJSON(), as: UTF8.self) ==
-                #"{"code":1010,"message":"Check signature failed","requestId":"r2"}"#)
+        #expect(
+            String(decoding: legacy[0].encodedJSON(), as: UTF8.self)
+                == #"{"code":0,"message":"success","len":53,"payload":"ab/c+==","requestId":"r1"}"#
+        )
+        #expect(
+            String(decoding: legacy[1].encodedJSON(), as: UTF8.self)
+                == #"{"code":1010,"message":"Check signature failed","requestId":"r2"}"#
+        )
     }
 
     @Test("error codes are unique in both numbering schemes")
@@ -167,7 +209,7 @@ struct ProtocolTrapTests {
     @Test("decimal header fields are strict")
     func decimals() {
         #expect(DecimalField.parse("0") == 0)
-        #expect(DecimalField.parse("2147483647") == 2147483647)
+        #expect(DecimalField.parse("2147483647") == 2_147_483_647)
         #expect(DecimalField.parse("") == nil)
         #expect(DecimalField.parse("-1") == nil)
         #expect(DecimalField.parse("+1") == nil)

@@ -1,14 +1,14 @@
+import Crypto
 import DynRegCA
 import DynRegProtocol
 import DynRegServer
 import DynRegStore
 import DynRegTestSupport
 import Foundation
-import Crypto
-import Testing
-import SwiftASN1
-import X509
 import NIOHTTP1
+import SwiftASN1
+import Testing
+import X509
 
 /// Certificate products against the real server, checked with the `openssl` command line.
 @Suite("Certificate products")
@@ -31,10 +31,15 @@ struct CertificateTests {
         return (cert, key)
     }
 
-    @Test("server-generated key: openssl verifies chain, key, CN, EKU; revocation shows in the CRL", arguments: ["p256", "rsa2048"])
+    @Test(
+        "server-generated key: openssl verifies chain, key, CN, EKU; revocation shows in the CRL",
+        arguments: ["p256", "rsa2048"]
+    )
     func serverGeneratedKey(keyType: String) async throws {
         try await TestServer.with { server in
-            let product = try await server.createProduct(#"{"name":"cams","authType":"certificate","caKeyType":"\#(keyType)","certificateValidityDays":30}"#)
+            let product = try await server.createProduct(
+                #"{"name":"cams","authType":"certificate","caKeyType":"\#(keyType)","certificateValidityDays":30}"#
+            )
             let answer = try await server.register(productId: product.id, deviceName: "cam-01", secret: product.secret)
             #expect(answer.errorCode == nil, "\(answer.text)")
             let (cert, key) = try certificate(answer, secret: product.secret)
@@ -56,7 +61,9 @@ struct CertificateTests {
             #expect(certKey == privateKey)
             // Serial: 128 random bits.
             let serialLine = try await Self.openssl(["x509", "-in", certPath, "-noout", "-serial"]).output
-            let serial = serialLine.replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
+            let serial = serialLine.replacingOccurrences(of: "serial=", with: "").trimmingCharacters(
+                in: .whitespacesAndNewlines
+            )
             #expect(serial.count == 32)
             // Re-registration revokes the previous certificate.
             let second = try await server.register(productId: product.id, deviceName: "cam-01", secret: product.secret)
@@ -73,19 +80,27 @@ struct CertificateTests {
             #expect(crlText.output.contains("verify OK"))
             #expect(crlText.output.uppercased().contains(serial.uppercased()))
             // openssl verify with the CRL refuses the revoked certificate and accepts the current one.
-            let revoked = try await Self.openssl(["verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crlPath, certPath])
+            let revoked = try await Self.openssl([
+                "verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crlPath, certPath,
+            ])
             #expect(revoked.status != 0)
             #expect(revoked.output.contains("revoked"))
             let (current, _) = try certificate(second, secret: product.secret)
             let currentPath = try Self.write(current, "current.pem", in: dir)
-            let ok = try await Self.openssl(["verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crlPath, currentPath])
+            let ok = try await Self.openssl([
+                "verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crlPath, currentPath,
+            ])
             #expect(ok.status == 0, "\(ok.output)")
             // Explicit revocation through the admin API.
             let currentSerial = try #require(certificates.first?["serial"] as? String)
             let revoke = try await server.admin(.POST, "/products/\(product.id)/certificates/\(currentSerial)/revoke")
             #expect(revoke.json["status"] as? String == "revoked")
             let crl2 = try await server.admin(.GET, "/products/\(product.id)/crl")
-            #expect(try await Self.openssl(["crl", "-noout", "-text"], input: crl2.text).output.uppercased().contains(currentSerial.uppercased()))
+            #expect(
+                try await Self.openssl(["crl", "-noout", "-text"], input: crl2.text).output.uppercased().contains(
+                    currentSerial.uppercased()
+                )
+            )
         }
     }
 
@@ -93,7 +108,11 @@ struct CertificateTests {
     func legacyCertificate() async throws {
         try await TestServer.with { server in
             let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
-            let answer = try await server.registerLegacy(productId: product.id, deviceName: "c1", secret: product.secret)
+            let answer = try await server.registerLegacy(
+                productId: product.id,
+                deviceName: "c1",
+                secret: product.secret
+            )
             #expect(answer.legacyCode == 0, "\(answer.text)")
             guard case .certificate(let cert, let key) = try answer.legacyCredential(secret: product.secret) else {
                 Issue.record("expected a certificate")
@@ -106,17 +125,30 @@ struct CertificateTests {
 
     static func csr(commonName: String, key: P256.Signing.PrivateKey = .init()) throws -> String {
         let request = try CertificateSigningRequest(
-            version: .v1, subject: try DistinguishedName { CommonName(commonName) },
-            privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(),
-            signatureAlgorithm: .ecdsaWithSHA256)
+            version: .v1,
+            subject: try DistinguishedName { CommonName(commonName) },
+            privateKey: Certificate.PrivateKey(key),
+            attributes: CertificateSigningRequest.Attributes(),
+            signatureAlgorithm: .ecdsaWithSHA256
+        )
         return try request.serializeAsPEM().pemString
     }
 
-    func registerWithCSR(_ server: TestServer, product: (id: String, secret: String), deviceName: String, csr: String)
+    func registerWithCSR(
+        _ server: TestServer,
+        product: (id: String, secret: String),
+        deviceName: String,
+        csr: String
+    )
         async throws -> TestServer.Answer
     {
         let body = RegistrationRequestBody(productId: product.id, deviceName: deviceName, csr: csr).encodedJSON()
-        return try await server.register(productId: product.id, deviceName: deviceName, secret: product.secret, body: body)
+        return try await server.register(
+            productId: product.id,
+            deviceName: deviceName,
+            secret: product.secret,
+            body: body
+        )
     }
 
     @Test("CSR: the key never leaves the device; other names and bad signatures are refused")
@@ -125,18 +157,30 @@ struct CertificateTests {
             let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
             let deviceKey = P256.Signing.PrivateKey()
             let answer = try await registerWithCSR(
-                server, product: product, deviceName: "cam-2", csr: try Self.csr(commonName: product.id + "cam-2", key: deviceKey))
+                server,
+                product: product,
+                deviceName: "cam-2",
+                csr: try Self.csr(commonName: product.id + "cam-2", key: deviceKey)
+            )
             #expect(answer.errorCode == nil, "\(answer.text)")
             let (cert, key) = try certificate(answer, secret: product.secret)
             #expect(key.isEmpty)
             let parsed = try Certificate(pemEncoded: cert)
             #expect(parsed.publicKey == Certificate.PublicKey(deviceKey.publicKey))
-            let caPath = try Self.write(try await server.admin(.GET, "/products/\(product.id)/ca").text, "ca.pem", in: server.directory)
+            let caPath = try Self.write(
+                try await server.admin(.GET, "/products/\(product.id)/ca").text,
+                "ca.pem",
+                in: server.directory
+            )
             let certPath = try Self.write(cert, "csr-cert.pem", in: server.directory)
             #expect(try await Self.openssl(["verify", "-CAfile", caPath, certPath]).status == 0)
 
             let other = try await registerWithCSR(
-                server, product: product, deviceName: "cam-3", csr: try Self.csr(commonName: product.id + "cam-2"))
+                server,
+                product: product,
+                deviceName: "cam-3",
+                csr: try Self.csr(commonName: product.id + "cam-2")
+            )
             #expect(other.errorCode == "InvalidParameterValue.CsrSubjectMismatch")
             // Flip a byte inside the signature: the CSR parses but does not verify.
             var tampered = try Self.csr(commonName: product.id + "cam-4")
@@ -156,9 +200,13 @@ struct CertificateTests {
         try await TestServer.with { server in
             let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
             let (cert, _) = try certificate(
-                try await server.register(productId: product.id, deviceName: "cam", secret: product.secret), secret: product.secret)
+                try await server.register(productId: product.id, deviceName: "cam", secret: product.secret),
+                secret: product.secret
+            )
             func auth(_ fields: [String: String]) async throws -> String? {
-                let body = try JSONSerialization.data(withJSONObject: fields.merging(["clientid": product.id + "cam"]) { a, _ in a })
+                let body = try JSONSerialization.data(
+                    withJSONObject: fields.merging(["clientid": product.id + "cam"]) { a, _ in a }
+                )
                 return try await server.send(.POST, "/device/auth", body: Array(body)).json["result"] as? String
             }
             #expect(try await auth(["certificate": cert]) == "allow")
@@ -176,7 +224,10 @@ struct CertificateTests {
             #expect(try await auth(["certificate": String(cert.dropLast(30))]) == "deny")
             let broken = "-----BEGIN CERTIFICATE-----\n@@\n-----END CERTIFICATE-----"
             #expect(try await auth(["certificate": broken]) == "deny")
-            _ = try await server.admin(.POST, "/products/\(product.id)/certificates/\(first["serial"] as! String)/revoke")
+            _ = try await server.admin(
+                .POST,
+                "/products/\(product.id)/certificates/\(first["serial"] as! String)/revoke"
+            )
             #expect(try await auth(["certificate": cert]) == "deny")
         }
     }
@@ -195,8 +246,10 @@ struct CertificateTests {
         #expect(PEM.firstDocumentDER(in: "no PEM here") == nil)
         let key = P256.Signing.PrivateKey(compactRepresentable: false)
         #expect(PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation) == key.pemRepresentation)
-        #expect(try P256.Signing.PrivateKey(pemRepresentation: PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation))
-            .rawRepresentation == key.rawRepresentation)
+        #expect(
+            try P256.Signing.PrivateKey(pemRepresentation: PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation))
+                .rawRepresentation == key.rawRepresentation
+        )
     }
 
     /// The time fields of a CRL at the RFC 5280 switch: UTCTime through 2049, GeneralizedTime from 2050.
@@ -206,7 +259,11 @@ struct CertificateTests {
         // 2049-12-31T23:59:59Z, with a fraction that must be dropped, not rounded up into 2050.
         let lastSecond = Date(timeIntervalSince1970: 2_524_607_999.75)
         let pem = try authority.crl(
-            revoked: [(serialHex: "4a0b", revokedAt: lastSecond)], number: 7, now: lastSecond, validity: 0.25)
+            revoked: [(serialHex: "4a0b", revokedAt: lastSecond)],
+            number: 7,
+            now: lastSecond,
+            validity: 0.25
+        )
         let der = try #require(PEM.firstDocumentDER(in: pem))
         func node(_ tag: UInt8, _ text: String) -> [UInt8] { [tag, UInt8(text.utf8.count)] + Array(text.utf8) }
         func count(_ needle: [UInt8]) -> Int {
@@ -269,7 +326,8 @@ struct CertificateTests {
             let raw = Data(try PEMDocument(pemString: keyPEM).derBytes)
             let rawKey = try P256.Signing.PrivateKey(derRepresentation: raw).rawRepresentation
             // Every file of the database (main, WAL, shared memory).
-            for file in try FileManager.default.contentsOfDirectory(atPath: directory.path) where file.hasPrefix("dynreg.sqlite") {
+            for file in try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            where file.hasPrefix("dynreg.sqlite") {
                 let bytes = try Data(contentsOf: directory.appendingPathComponent(file))
                 #expect(bytes.range(of: rawKey) == nil, "raw key bytes in \(file)")
                 #expect(bytes.range(of: raw) == nil, "DER key in \(file)")

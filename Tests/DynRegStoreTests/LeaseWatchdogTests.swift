@@ -1,5 +1,6 @@
-@testable import DynRegPostgres
 import Testing
+
+@testable import DynRegPostgres
 
 /// The lease watchdog's rules, without a database or a clock: instants are made up.
 @Suite struct LeaseWatchdogTests {
