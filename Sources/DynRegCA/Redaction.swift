@@ -10,16 +10,10 @@ extension MasterKey: CustomStringConvertible, CustomDebugStringConvertible, Cust
     package var customMirror: Mirror { Mirror(self, children: ["key": Redacted()], displayStyle: .struct) }
 }
 
-extension ProductCertificateAuthority: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    package var description: String { customMirror.fieldDescription }
-    package var debugDescription: String { description }
-    package var customMirror: Mirror {
-        Mirror(
-            self,
-            children: [
-                "subject": String(describing: certificate.subject), "keyType": keyType, "privateKey": Redacted(),
-            ],
-            displayStyle: .struct
-        )
+extension ProductCertificateAuthority: RedactedFields {
+    package var redactedFields: KeyValuePairs<String, Any> {
+        [
+            "subject": String(describing: certificate.subject), "keyType": keyType, "privateKey": Redacted(),
+        ]
     }
 }

@@ -10,6 +10,18 @@ package struct Redacted: Sendable, CustomStringConvertible, CustomDebugStringCon
     package var customMirror: Mirror { Mirror(self, children: []) }
 }
 
+/// A type whose description and mirror list `redactedFields`, where every secret is a ``Redacted``: one rule for
+/// the package's own types (public types spell their conformances out, as public witnesses must).
+package protocol RedactedFields: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    var redactedFields: KeyValuePairs<String, Any> { get }
+}
+
+extension RedactedFields {
+    package var description: String { customMirror.fieldDescription }
+    package var debugDescription: String { description }
+    package var customMirror: Mirror { Mirror(self, children: redactedFields, displayStyle: .struct) }
+}
+
 extension Mirror {
     /// `Type(label: value, …)`, the shape Swift prints for a plain struct, from this mirror's children.
     package var fieldDescription: String {

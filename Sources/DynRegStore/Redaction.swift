@@ -3,52 +3,34 @@ import DynRegProtocol
 // The redaction rule of DynRegProtocol/Redaction.swift for the store's models: the product secret, the psk and the
 // sealed CA key never appear in a description or a mirror.
 
-extension Product: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    package var description: String { customMirror.fieldDescription }
-    package var debugDescription: String { description }
-    package var customMirror: Mirror {
-        Mirror(
-            self,
-            children: [
-                "id": id, "name": name, "authType": authType, "secret": Redacted(),
-                "dynamicRegistration": dynamicRegistration, "autoCreate": autoCreate, "deviceQuota": deviceQuota as Any,
-                "allowClocklessDevices": allowClocklessDevices, "deviceCount": deviceCount, "createdAt": createdAt,
-                "certificateAuthority": certificateAuthority as Any,
-            ],
-            displayStyle: .struct
-        )
+extension Product: RedactedFields {
+    package var redactedFields: KeyValuePairs<String, Any> {
+        [
+            "id": id, "name": name, "authType": authType, "secret": Redacted(),
+            "dynamicRegistration": dynamicRegistration, "autoCreate": autoCreate, "deviceQuota": deviceQuota as Any,
+            "allowClocklessDevices": allowClocklessDevices, "deviceCount": deviceCount, "createdAt": createdAt,
+            "certificateAuthority": certificateAuthority as Any,
+        ]
     }
 }
 
-extension StoredCertificateAuthority: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    package var description: String { customMirror.fieldDescription }
-    package var debugDescription: String { description }
-    package var customMirror: Mirror {
-        Mirror(
-            self,
-            children: [
-                "certificatePEM": certificatePEM, "sealedPrivateKey": Redacted(), "keyType": keyType,
-                "certificateValidityDays": certificateValidityDays,
-            ],
-            displayStyle: .struct
-        )
+extension StoredCertificateAuthority: RedactedFields {
+    package var redactedFields: KeyValuePairs<String, Any> {
+        [
+            "certificatePEM": certificatePEM, "sealedPrivateKey": Redacted(), "keyType": keyType,
+            "certificateValidityDays": certificateValidityDays,
+        ]
     }
 }
 
-extension Device: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    package var description: String { customMirror.fieldDescription }
-    package var debugDescription: String { description }
-    package var customMirror: Mirror {
-        Mirror(
-            self,
-            children: [
-                "productId": productId, "name": name, "status": status,
-                "psk": psk.map { _ in Redacted() } as Any, "createdAt": createdAt,
-                "registeredAt": registeredAt as Any, "activatedAt": activatedAt as Any,
-                "registrationCount": registrationCount,
-            ],
-            displayStyle: .struct
-        )
+extension Device: RedactedFields {
+    package var redactedFields: KeyValuePairs<String, Any> {
+        [
+            "productId": productId, "name": name, "status": status,
+            "psk": psk.map { _ in Redacted() } as Any, "createdAt": createdAt,
+            "registeredAt": registeredAt as Any, "activatedAt": activatedAt as Any,
+            "registrationCount": registrationCount,
+        ]
     }
 }
 
