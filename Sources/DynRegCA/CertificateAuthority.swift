@@ -82,8 +82,7 @@ enum CAKey: @unchecked Sendable {
         case .p384(let key): return Array(try key.signature(for: SHA384.hash(data: message)).derRepresentation)
         case .rsa(let key):
             return Array(
-                try key.signature(for: SHA256.hash(data: message), padding: .insecurePKCS1v1_5).rawRepresentation
-            )
+                try key.signature(for: SHA256.hash(data: message), padding: .insecurePKCS1v1_5).rawRepresentation)
         }
     }
 }
@@ -140,9 +139,7 @@ package struct ProductCertificateAuthority: Sendable {
 
     /// Creates a new self-signed CA for a product.
     package static func create(
-        productId: String,
-        keyType: CAKeyType = .p256,
-        now: Date = Date()
+        productId: String, keyType: CAKeyType = .p256, now: Date = Date()
     ) throws
         -> ProductCertificateAuthority
     {
@@ -158,21 +155,15 @@ package struct ProductCertificateAuthority: Sendable {
         }
         let publicKey = key.certificateKey.publicKey
         let certificate = try Certificate(
-            version: .v3,
-            serialNumber: Certificate.SerialNumber(bytes: randomSerial()),
-            publicKey: publicKey,
-            notValidBefore: now.addingTimeInterval(-300),
-            notValidAfter: now.addingTimeInterval(30 * 365 * 86_400),
-            issuer: name,
-            subject: name,
-            signatureAlgorithm: key.signatureAlgorithm,
+            version: .v3, serialNumber: Certificate.SerialNumber(bytes: randomSerial()), publicKey: publicKey,
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(30 * 365 * 86_400),
+            issuer: name, subject: name, signatureAlgorithm: key.signatureAlgorithm,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
                 Critical(KeyUsage(keyCertSign: true, cRLSign: true))
                 SubjectKeyIdentifier(hash: publicKey)
             },
-            issuerPrivateKey: key.certificateKey
-        )
+            issuerPrivateKey: key.certificateKey)
         return try ProductCertificateAuthority(certificate: certificate, key: key)
     }
 
@@ -206,10 +197,7 @@ package struct ProductCertificateAuthority: Sendable {
 
     /// Issues a client certificate for `commonName` (the MQTT client id) and the given public key.
     package func issue(
-        commonName: String,
-        publicKey: Certificate.PublicKey,
-        validityDays: Int,
-        now: Date = Date()
+        commonName: String, publicKey: Certificate.PublicKey, validityDays: Int, now: Date = Date()
     )
         throws(CertificateAuthorityError) -> IssuedCertificate
     {
@@ -220,13 +208,8 @@ package struct ProductCertificateAuthority: Sendable {
             let subject = try DistinguishedName { CommonName(commonName) }
             let issuerKeyIdentifier = try certificate.extensions.subjectKeyIdentifier?.keyIdentifier
             let leaf = try Certificate(
-                version: .v3,
-                serialNumber: Certificate.SerialNumber(bytes: serial),
-                publicKey: publicKey,
-                notValidBefore: notBefore,
-                notValidAfter: notAfter,
-                issuer: certificate.subject,
-                subject: subject,
+                version: .v3, serialNumber: Certificate.SerialNumber(bytes: serial), publicKey: publicKey,
+                notValidBefore: notBefore, notValidAfter: notAfter, issuer: certificate.subject, subject: subject,
                 signatureAlgorithm: key.signatureAlgorithm,
                 extensions: try Certificate.Extensions {
                     Critical(BasicConstraints.notCertificateAuthority)
@@ -237,18 +220,14 @@ package struct ProductCertificateAuthority: Sendable {
                         AuthorityKeyIdentifier(keyIdentifier: issuerKeyIdentifier)
                     }
                 },
-                issuerPrivateKey: key.certificateKey
-            )
+                issuerPrivateKey: key.certificateKey)
             var serializer = DER.Serializer()
             try serializer.serialize(leaf)
             let der = serializer.serializedBytes
             return IssuedCertificate(
-                serialHex: Hex.lowercase(serial),
-                fingerprint: Hex.lowercase(SHA256.hash(data: der)),
-                pem: PEM.encode(type: "CERTIFICATE", der: der),
-                notBefore: notBefore,
-                notAfter: notAfter
-            )
+                serialHex: Hex.lowercase(serial), fingerprint: Hex.lowercase(SHA256.hash(data: der)),
+                pem: PEM.encode(type: "CERTIFICATE", der: der), notBefore: notBefore,
+                notAfter: notAfter)
         } catch {
             throw CertificateAuthorityError(.signingFailed)
         }
@@ -256,28 +235,22 @@ package struct ProductCertificateAuthority: Sendable {
 
     /// Generates a P-256 key for the device and certifies it: the server-generated path of the protocol.
     package func issueWithNewKey(
-        commonName: String,
-        validityDays: Int,
-        now: Date = Date()
+        commonName: String, validityDays: Int, now: Date = Date()
     )
         throws(CertificateAuthorityError) -> (certificate: IssuedCertificate, privateKeyPEM: String)
     {
         // Compact representability (the default) costs a second key generation half the time; nothing here uses it.
         let deviceKey = P256.Signing.PrivateKey(compactRepresentable: false)
         let issued = try issue(
-            commonName: commonName,
-            publicKey: Certificate.PublicKey(deviceKey.publicKey),
-            validityDays: validityDays,
-            now: now
-        )
+            commonName: commonName, publicKey: Certificate.PublicKey(deviceKey.publicKey), validityDays: validityDays,
+            now: now)
         // swift-crypto's PEM for P-256 is PKCS#8 ("BEGIN PRIVATE KEY"), as the protocol's clientKey expects.
         return (issued, PEM.encode(type: "PRIVATE KEY", der: deviceKey.derRepresentation))
     }
 
     /// Checks a device's PKCS#10 request: a good signature and the expected common name.
     package static func verifyCSR(
-        pem: String,
-        expectedCommonName: String
+        pem: String, expectedCommonName: String
     ) throws(CertificateAuthorityError)
         -> Certificate.PublicKey
     {
@@ -298,9 +271,7 @@ package struct ProductCertificateAuthority: Sendable {
 
     /// A CRL listing the revoked serials, signed by this CA (RFC 5280 §5, version 2).
     package func crl(
-        revoked: [(serialHex: String, revokedAt: Date)],
-        number: Int,
-        now: Date = Date(),
+        revoked: [(serialHex: String, revokedAt: Date)], number: Int, now: Date = Date(),
         validity: TimeInterval = 7 * 86_400
     )
         throws -> String
@@ -371,20 +342,12 @@ private func appendTime(_ date: Date, into coder: inout DER.Serializer) throws {
     let (year, month, day, hour, minute, second) = (c.year!, c.month!, c.day!, c.hour!, c.minute!, c.second!)
     if (1950..<2050).contains(year) {
         try coder.serialize(
-            UTCTime(year: year, month: month, day: day, hours: hour, minutes: minute, seconds: second)
-        )
+            UTCTime(year: year, month: month, day: day, hours: hour, minutes: minute, seconds: second))
     } else {
         try coder.serialize(
             GeneralizedTime(
-                year: year,
-                month: month,
-                day: day,
-                hours: hour,
-                minutes: minute,
-                seconds: second,
-                fractionalSeconds: 0
-            )
-        )
+                year: year, month: month, day: day, hours: hour, minutes: minute, seconds: second,
+                fractionalSeconds: 0))
     }
 }
 

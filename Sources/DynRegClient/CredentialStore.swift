@@ -66,8 +66,7 @@ public struct FileCredentialStore: CredentialStore {
         guard stored.productId == productId, stored.deviceName == deviceName else {
             throw storeError(
                 "\(fileURL.path) holds the credential of device \(stored.deviceName) of product \(stored.productId), "
-                    + "not of \(deviceName) of \(productId); move it away or use another file"
-            )
+                    + "not of \(deviceName) of \(productId); move it away or use another file")
         }
         return stored
     }

@@ -108,9 +108,7 @@ public struct DeviceRegistrar: Sendable {
     /// - Returns: The credential with the server's request id.
     /// - Throws: ``RegistrationError``; `CancellationError` when the task is cancelled.
     public func register(
-        productId: String,
-        deviceName: String,
-        productSecret: String
+        productId: String, deviceName: String, productSecret: String
     ) async throws
         -> RegisteredCredential
     {
@@ -174,10 +172,7 @@ public struct DeviceRegistrar: Sendable {
     ///
     /// - Throws: ``RegistrationError``; failures of the store have code ``RegistrationError/Code/credentialStore``.
     public func registerIfNeeded(
-        productId: String,
-        deviceName: String,
-        productSecret: String,
-        store: some CredentialStore
+        productId: String, deviceName: String, productSecret: String, store: some CredentialStore
     ) async throws -> RegisteredCredential {
         let stored: RegisteredCredential?
         do {
@@ -187,10 +182,7 @@ public struct DeviceRegistrar: Sendable {
         }
         if let stored { return stored }
         let registered = try await register(
-            productId: productId,
-            deviceName: deviceName,
-            productSecret: productSecret
-        )
+            productId: productId, deviceName: deviceName, productSecret: productSecret)
         do {
             try await store.save(registered)
         } catch {
@@ -223,36 +215,27 @@ public struct DeviceRegistrar: Sendable {
     }
 
     private func prepare(
-        productId: String,
-        deviceName: String,
-        productSecret: String
+        productId: String, deviceName: String, productSecret: String
     ) throws(RegistrationError)
         -> Plan
     {
         guard ProductIdRules.isValid(productId) else {
             throw RegistrationError(
-                .invalidInput,
-                "product id \"\(productId)\" must be 1-32 characters of A-Z a-z 0-9 _ -"
-            )
+                .invalidInput, "product id \"\(productId)\" must be 1-32 characters of A-Z a-z 0-9 _ -")
         }
         guard DeviceNameRules.isValid(deviceName) else {
             throw RegistrationError(
-                .invalidInput,
-                "device name \"\(deviceName)\" must be 1-48 characters of A-Z a-z 0-9 _ - . : @"
-            )
+                .invalidInput, "device name \"\(deviceName)\" must be 1-48 characters of A-Z a-z 0-9 _ - . : @")
         }
         guard ProductSecretRules.isValid(productSecret) else {
             throw RegistrationError(
                 .invalidInput,
-                "the product secret must be at least \(ProductSecretRules.minimumLength) characters"
-            )
+                "the product secret must be at least \(ProductSecretRules.minimumLength) characters")
         }
         let endpoint = configuration.endpoint
         guard RegistrationEndpoint.isUsable(endpoint.url), let host = endpoint.canonicalHost else {
             throw RegistrationError(
-                .invalidInput,
-                "the endpoint must be an http or https URL with a host, not \(endpoint.url)"
-            )
+                .invalidInput, "the endpoint must be an http or https URL with a host, not \(endpoint.url)")
         }
         guard configuration.timeout > .zero else {
             throw RegistrationError(.invalidInput, "the timeout must be longer than zero")
@@ -276,12 +259,9 @@ public struct DeviceRegistrar: Sendable {
             let key = P256.Signing.PrivateKey()
             do {
                 let request = try CertificateSigningRequest(
-                    version: .v1,
-                    subject: try DistinguishedName { CommonName(productId + deviceName) },
-                    privateKey: Certificate.PrivateKey(key),
-                    attributes: CertificateSigningRequest.Attributes(),
-                    signatureAlgorithm: .ecdsaWithSHA256
-                )
+                    version: .v1, subject: try DistinguishedName { CommonName(productId + deviceName) },
+                    privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(),
+                    signatureAlgorithm: .ecdsaWithSHA256)
                 csr = try request.serializeAsPEM().pemString
             } catch {
                 throw RegistrationError(.invalidInput, "could not make a certificate signing request")
@@ -294,12 +274,8 @@ public struct DeviceRegistrar: Sendable {
             canonicalHost: host,
             tlsConfiguration: tlsConfiguration,
             timeout: .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000),
-            productId: productId,
-            deviceName: deviceName,
-            productSecret: productSecret,
-            csr: csr,
-            deviceKeyPEM: deviceKeyPEM
-        )
+            productId: productId, deviceName: deviceName, productSecret: productSecret, csr: csr,
+            deviceKeyPEM: deviceKeyPEM)
     }
 
     private enum Outcome {
@@ -314,10 +290,7 @@ public struct DeviceRegistrar: Sendable {
     private var isLegacy: Bool { configuration.registrationProtocol == .legacy }
 
     private func attempt(
-        _ plan: Plan,
-        clockOffset: Int64,
-        using httpClient: HTTPClient,
-        generator: inout SystemRandomNumberGenerator
+        _ plan: Plan, clockOffset: Int64, using httpClient: HTTPClient, generator: inout SystemRandomNumberGenerator
     ) async -> Outcome {
         let timestamp = Self.unixTime() + clockOffset
         let nonce = Int64.random(in: 0...Int64(Int32.max), using: &generator)
@@ -327,26 +300,16 @@ public struct DeviceRegistrar: Sendable {
         let body: [UInt8]
         if isLegacy {
             let signed = LegacySignedRequest(
-                productId: plan.productId,
-                deviceName: plan.deviceName,
-                timestamp: timestamp,
-                nonce: nonce
-            )
+                productId: plan.productId, deviceName: plan.deviceName, timestamp: timestamp, nonce: nonce)
             body = signed.body(productSecret: plan.productSecret)
             // What the embedded C SDK sends, so gateways that serve it serve us.
             request.headers.add(contentsOf: LegacySignedRequest.headers)
         } else {
             let signed = SignedRequest(
                 registering: RegistrationRequestBody(
-                    productId: plan.productId,
-                    deviceName: plan.deviceName,
-                    csr: plan.csr
-                ),
-                canonicalHost: plan.canonicalHost,
-                algorithm: configuration.algorithm,
-                timestamp: timestamp,
-                nonce: nonce
-            )
+                    productId: plan.productId, deviceName: plan.deviceName, csr: plan.csr),
+                canonicalHost: plan.canonicalHost, algorithm: configuration.algorithm, timestamp: timestamp,
+                nonce: nonce)
             body = signed.body
             request.headers.add(contentsOf: signed.headers(productSecret: plan.productSecret))
         }
@@ -364,13 +327,11 @@ public struct DeviceRegistrar: Sendable {
         } catch is NIOTooManyBytesError {
             return .failed(
                 RegistrationError(.undecodableAnswer, "the answer is larger than a registration answer can be"),
-                serverClockOffset: nil
-            )
+                serverClockOffset: nil)
         } catch {
             return .failed(
                 RegistrationError(.transport, describeTransportFailure(error), underlying: error),
-                serverClockOffset: nil
-            )
+                serverClockOffset: nil)
         }
         let serverClockOffset = serverTime.map { $0 - Self.unixTime() }
         switch decode(answer, status: status, plan: plan) {
@@ -420,14 +381,9 @@ public struct DeviceRegistrar: Sendable {
             case .failure(let code, let message, let id):
                 return .failure(
                     RegistrationError(
-                        .rejected,
-                        message,
+                        .rejected, message,
                         platformCode: RegistrationErrorCode.forLegacyCode(code)?.code ?? String(code),
-                        legacyCode: code,
-                        requestId: id,
-                        httpStatus: status
-                    )
-                )
+                        legacyCode: code, requestId: id, httpStatus: status))
             case .success(let encrypted, let id):
                 payload = encrypted
                 requestId = id
@@ -442,8 +398,7 @@ public struct DeviceRegistrar: Sendable {
             switch reply {
             case .failure(let code, let message, let id):
                 return .failure(
-                    RegistrationError(.rejected, message, platformCode: code, requestId: id, httpStatus: status)
-                )
+                    RegistrationError(.rejected, message, platformCode: code, requestId: id, httpStatus: status))
             case .success(let encrypted, let id):
                 payload = encrypted
                 requestId = id
@@ -456,40 +411,27 @@ public struct DeviceRegistrar: Sendable {
         // Proxies answer 502, 503, 504 and 429 while the server restarts or sheds load: worth another try.
         if status >= 500 || status == 429 {
             return RegistrationError(
-                .transport,
-                "the server answered HTTP \(status) without a registration answer",
-                httpStatus: status
-            )
+                .transport, "the server answered HTTP \(status) without a registration answer", httpStatus: status)
         }
         if status != 200 {
             return RegistrationError(
                 .undecodableAnswer,
                 "the server answered HTTP \(status) without a registration answer: is the URL right?",
-                httpStatus: status
-            )
+                httpStatus: status)
         }
         return RegistrationError(
-            .undecodableAnswer,
-            "the answer is not a registration answer: \(reason)",
-            httpStatus: status
-        )
+            .undecodableAnswer, "the answer is not a registration answer: \(reason)", httpStatus: status)
     }
 
     private func decrypt(
-        _ payload: EncryptedPayload,
-        requestId: String,
-        status: Int,
-        plan: Plan
+        _ payload: EncryptedPayload, requestId: String, status: Int, plan: Plan
     )
         -> Result<RegisteredCredential, RegistrationError>
     {
         let plaintext: [UInt8]
         do {
             plaintext = try PayloadCipher.decrypt(
-                payload: payload.payload,
-                length: payload.length,
-                productSecret: plan.productSecret
-            )
+                payload: payload.payload, length: payload.length, productSecret: plan.productSecret)
         } catch {
             let message: String
             switch error {
@@ -499,8 +441,7 @@ public struct DeviceRegistrar: Sendable {
                 message = Self.wrongSecretMessage
             }
             return .failure(
-                RegistrationError(.undecodableAnswer, message, requestId: requestId, httpStatus: status)
-            )
+                RegistrationError(.undecodableAnswer, message, requestId: requestId, httpStatus: status))
         }
         do {
             var credential = try DeviceCredential(decoding: plaintext)
@@ -512,30 +453,21 @@ public struct DeviceRegistrar: Sendable {
                 else {
                     return .failure(
                         RegistrationError(
-                            .undecodableAnswer,
-                            "the certificate in the answer is not for the key this device made",
-                            requestId: requestId,
-                            httpStatus: status
-                        )
-                    )
+                            .undecodableAnswer, "the certificate in the answer is not for the key this device made",
+                            requestId: requestId, httpStatus: status))
                 }
                 credential = .certificate(clientCert: certificate, clientKey: keyPEM)
             }
             return .success(
                 RegisteredCredential(
-                    productId: plan.productId,
-                    deviceName: plan.deviceName,
-                    credential: credential,
-                    requestId: requestId
-                )
-            )
+                    productId: plan.productId, deviceName: plan.deviceName, credential: credential,
+                    requestId: requestId))
         } catch {
             // A wrong key decrypts to noise; JSON means the key was right and the content is at fault.
             let isJSON = (try? JSONSerialization.jsonObject(with: Data(plaintext))) is [String: Any]
             let message = isJSON ? "the credential is not understood: \(error.reason)" : Self.wrongSecretMessage
             return .failure(
-                RegistrationError(.undecodableAnswer, message, requestId: requestId, httpStatus: status)
-            )
+                RegistrationError(.undecodableAnswer, message, requestId: requestId, httpStatus: status))
         }
     }
 

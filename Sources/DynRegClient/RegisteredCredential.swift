@@ -50,14 +50,8 @@ public struct RegisteredCredential: Sendable, Hashable, Codable {
     ) throws(MQTTCredentialError) -> MQTTCredentials? {
         guard let psk else { return nil }
         return try MQTTCredentials.derive(
-            productId: productId,
-            deviceName: deviceName,
-            psk: psk,
-            algorithm: algorithm,
-            appId: appId,
-            connId: connId,
-            expiry: Int64(expiry.timeIntervalSince1970.rounded(.down))
-        )
+            productId: productId, deviceName: deviceName, psk: psk, algorithm: algorithm, appId: appId,
+            connId: connId, expiry: Int64(expiry.timeIntervalSince1970.rounded(.down)))
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -77,14 +71,11 @@ public struct RegisteredCredential: Sendable, Hashable, Codable {
         case 1:
             credential = .certificate(
                 clientCert: try container.decode(String.self, forKey: .clientCert),
-                clientKey: try container.decodeIfPresent(String.self, forKey: .clientKey) ?? ""
-            )
+                clientKey: try container.decodeIfPresent(String.self, forKey: .clientKey) ?? "")
         default:
             throw DecodingError.dataCorruptedError(
-                forKey: .encryptionType,
-                in: container,
-                debugDescription: "encryptionType must be 1 (certificate) or 2 (key), not \(encryptionType)"
-            )
+                forKey: .encryptionType, in: container,
+                debugDescription: "encryptionType must be 1 (certificate) or 2 (key), not \(encryptionType)")
         }
     }
 
@@ -128,7 +119,6 @@ extension RegisteredCredential: CustomStringConvertible, CustomDebugStringConver
             children: [
                 "productId": productId, "deviceName": deviceName, "encryptionType": credential.encryptionType,
                 "requestId": requestId as Any,
-            ]
-        )
+            ])
     }
 }

@@ -60,14 +60,8 @@ public struct RegistrationError: Error, Sendable, CustomStringConvertible {
     public internal(set) var attempts: Int
 
     init(
-        _ code: Code,
-        _ message: String,
-        platformCode: String? = nil,
-        legacyCode: Int? = nil,
-        requestId: String? = nil,
-        httpStatus: Int? = nil,
-        underlying: (any Error)? = nil,
-        attempts: Int = 0
+        _ code: Code, _ message: String, platformCode: String? = nil, legacyCode: Int? = nil,
+        requestId: String? = nil, httpStatus: Int? = nil, underlying: (any Error)? = nil, attempts: Int = 0
     ) {
         self.code = code
         self.message = message

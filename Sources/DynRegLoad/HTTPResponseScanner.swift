@@ -16,8 +16,7 @@ package enum HTTPResponseScanner {
 
     /// Scans the response at the start of `bytes`; once it is whole, hands its status and body to `read`.
     package static func scan<Outcome>(
-        _ bytes: UnsafeRawBufferPointer,
-        read: (_ status: Int, _ body: UnsafeRawBufferPointer) -> Outcome
+        _ bytes: UnsafeRawBufferPointer, read: (_ status: Int, _ body: UnsafeRawBufferPointer) -> Outcome
     ) -> Scan<Outcome> {
         guard let headerEnd = find(crlfcrlf: bytes) else {
             return bytes.count > maximumHeaderSize ? .invalid("response headers over 64 KiB") : .incomplete
@@ -66,10 +65,7 @@ package enum HTTPResponseScanner {
     }
 
     private static func scanChunks<Outcome>(
-        _ bytes: UnsafeRawBufferPointer,
-        from bodyStart: Int,
-        status: Int,
-        close: Bool,
+        _ bytes: UnsafeRawBufferPointer, from bodyStart: Int, status: Int, close: Bool,
         read: (Int, UnsafeRawBufferPointer) -> Outcome
     ) -> Scan<Outcome> {
         var body: [UInt8] = []
@@ -137,10 +133,7 @@ package enum HTTPResponseScanner {
     private static func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
 
     private static func nameIs(
-        _ name: StaticString,
-        _ bytes: UnsafeRawBufferPointer,
-        _ start: Int,
-        _ end: Int
+        _ name: StaticString, _ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int
     ) -> Bool {
         guard end - start == name.utf8CodeUnitCount else { return false }
         for offset in 0..<(end - start) where bytes[start + offset] | 0x20 != name.utf8Start[offset] {

@@ -22,12 +22,7 @@ package struct LoadGenerator: Sendable {
     package var threads: Int
 
     package init(
-        target: LoadTarget,
-        factory: RequestFactory,
-        requests: Int,
-        connections: Int,
-        timeout: Int,
-        threads: Int
+        target: LoadTarget, factory: RequestFactory, requests: Int, connections: Int, timeout: Int, threads: Int
     ) {
         self.target = target
         self.factory = factory
@@ -83,9 +78,7 @@ package struct LoadGenerator: Sendable {
         progress?.cancel()
         await progress?.value
         return LoadResult(
-            tally: total,
-            durationSeconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
-        )
+            tally: total, durationSeconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
     }
 }
 

@@ -33,9 +33,7 @@ package struct LoadTally: Sendable {
     /// `timeout` in seconds bounds the latencies the histogram must hold.
     package init(timeout: Int) {
         histogram = Histogram(
-            highestTrackableValue: UInt64(timeout + 60) * 1_000_000,
-            numberOfSignificantValueDigits: .three
-        )
+            highestTrackableValue: UInt64(timeout + 60) * 1_000_000, numberOfSignificantValueDigits: .three)
     }
 
     /// One answered request; a `nil` outcome is a success.

@@ -17,11 +17,7 @@ package struct RequestFactory: Sendable {
     private var random = WyRand()
 
     package init(
-        mode: LoadMode,
-        target: LoadTarget,
-        productId: String,
-        productSecret: String,
-        devicePrefix: String,
+        mode: LoadMode, target: LoadTarget, productId: String, productSecret: String, devicePrefix: String,
         csrs: [String] = []
     ) {
         self.mode = mode
@@ -44,23 +40,14 @@ package struct RequestFactory: Sendable {
         case .current(let algorithm):
             let signed = SignedRequest(
                 registering: RegistrationRequestBody(
-                    productId: productId,
-                    deviceName: deviceName(index),
-                    csr: index < csrs.count ? csrs[index] : nil
-                ),
-                canonicalHost: canonicalHost,
-                algorithm: algorithm,
-                timestamp: timestamp,
-                nonce: Int64(random.nonce())
-            )
+                    productId: productId, deviceName: deviceName(index), csr: index < csrs.count ? csrs[index] : nil),
+                canonicalHost: canonicalHost, algorithm: algorithm, timestamp: timestamp,
+                nonce: Int64(random.nonce()))
             return (signed.headers(productSecret: productSecret), signed.body)
         case .legacy:
             let signed = LegacySignedRequest(
-                productId: productId,
-                deviceName: deviceName(index),
-                timestamp: timestamp,
-                nonce: Int64(random.nonce())
-            )
+                productId: productId, deviceName: deviceName(index), timestamp: timestamp,
+                nonce: Int64(random.nonce()))
             return (LegacySignedRequest.headers, signed.body(productSecret: productSecret))
         }
     }

@@ -17,8 +17,7 @@ enum Migrations {
 
     static let all: [Migration] = [
         Migration(
-            id: 1,
-            name: "v1: products, devices, nonces, events",
+            id: 1, name: "v1: products, devices, nonces, events",
             statements: [
                 // Names sort by bytes ("C") so listing and cursors match SQLite whatever the database's locale.
                 """
@@ -72,11 +71,9 @@ enum Migrations {
                 )
                 """,
                 "CREATE INDEX events_by_product ON events (product_id, id)",
-            ]
-        ),
+            ]),
         Migration(
-            id: 2,
-            name: "v2: certificate authorities and device certificates",
+            id: 2, name: "v2: certificate authorities and device certificates",
             statements: [
                 """
                 ALTER TABLE products
@@ -101,11 +98,9 @@ enum Migrations {
                 """,
                 "CREATE UNIQUE INDEX certificates_by_fingerprint ON certificates (fingerprint)",
                 "CREATE INDEX certificates_by_device ON certificates (product_id, device_name)",
-            ]
-        ),
+            ]),
         Migration(
-            id: 3,
-            name: "v3: registration as one statement",
+            id: 3, name: "v3: registration as one statement",
             statements: [
                 // The whole decision of PostgresStore.register in one statement, run on its own (autocommit):
                 // one round trip instead of eight plus BEGIN and COMMIT, and the product row of a new device is
@@ -201,11 +196,9 @@ enum Migrations {
                 END
                 $body$
                 """
-            ]
-        ),
+            ]),
         Migration(
-            id: 4,
-            name: "v4: registration answers a symbolic outcome",
+            id: 4, name: "v4: registration answers a symbolic outcome",
             statements: [
                 // v3's function answers an index into an array the caller passes; this one answers the outcome
                 // itself. v3's stays (a different signature, so an overload): an instance of the previous version
@@ -307,8 +300,7 @@ enum Migrations {
                 END
                 $body$
                 """
-            ]
-        ),
+            ]),
     ]
 
     /// Applies what is missing; returns the names applied.
@@ -326,12 +318,9 @@ enum Migrations {
                         name text NOT NULL,
                         applied_at timestamptz NOT NULL DEFAULT now()
                     )
-                    """,
-                    logger: logger
-                )
+                    """, logger: logger)
                 let done = try await connection.query(
-                    "SELECT 1 FROM dynreg_migrations WHERE id = \(migration.id)",
-                    logger: logger
+                    "SELECT 1 FROM dynreg_migrations WHERE id = \(migration.id)", logger: logger
                 ).collect()
                 if done.isEmpty {
                     for statement in migration.statements {
@@ -339,8 +328,7 @@ enum Migrations {
                     }
                     try await connection.query(
                         "INSERT INTO dynreg_migrations (id, name) VALUES (\(migration.id), \(migration.name))",
-                        logger: logger
-                    )
+                        logger: logger)
                     applied.append(migration.name)
                 }
                 try await connection.query("COMMIT", logger: logger)

@@ -36,14 +36,8 @@ extension PostgresStore {
         package var leaseTimeout: Duration
 
         package init(
-            host: String,
-            port: Int = 5432,
-            username: String,
-            password: String?,
-            database: String,
-            tls: TLSMode? = nil,
-            maximumConnections: Int = 20,
-            connectTimeout: Duration = .seconds(10),
+            host: String, port: Int = 5432, username: String, password: String?, database: String,
+            tls: TLSMode? = nil, maximumConnections: Int = 20, connectTimeout: Duration = .seconds(10),
             leaseTimeout: Duration = .seconds(5)
         ) {
             self.host = host
@@ -67,9 +61,7 @@ extension PostgresStore {
                 let components = URLComponents(string: url)
             else {
                 throw StoreError(
-                    .invalidInput,
-                    "the database URL must look like postgres://user:password@host:5432/database"
-                )
+                    .invalidInput, "the database URL must look like postgres://user:password@host:5432/database")
             }
             guard let rawHost = components.host, !rawHost.isEmpty else {
                 throw StoreError(.invalidInput, "the database URL has no host")
@@ -97,21 +89,15 @@ extension PostgresStore {
                     default:
                         throw StoreError(
                             .invalidInput,
-                            "sslmode must be disable, allow, prefer, require, verify-ca or verify-full"
-                        )
+                            "sslmode must be disable, allow, prefer, require, verify-ca or verify-full")
                     }
                 default:
                     throw StoreError(.invalidInput, "the database URL's parameter \(item.name) is not supported")
                 }
             }
             self.init(
-                host: host,
-                port: components.port ?? 5432,
-                username: username,
-                password: components.password,
-                database: database.isEmpty ? username : database,
-                tls: tls
-            )
+                host: host, port: components.port ?? 5432, username: username,
+                password: components.password, database: database.isEmpty ? username : database, tls: tls)
         }
 
         /// The URL without the password, for logs and messages.
@@ -126,13 +112,8 @@ extension PostgresStore {
 
         var clientConfiguration: PostgresClient.Configuration {
             var configuration = PostgresClient.Configuration(
-                host: host,
-                port: port,
-                username: username,
-                password: password,
-                database: database,
-                tls: clientTLS
-            )
+                host: host, port: port, username: username, password: password, database: database,
+                tls: clientTLS)
             configuration.options.maximumConnections = maximumConnections
             configuration.options.connectTimeout = connectTimeout
             return configuration
@@ -148,17 +129,11 @@ extension PostgresStore {
                 connectionTLS = .require(try NIOSSLContext(configuration: tlsConfiguration))
             }
             var configuration = PostgresConnection.Configuration(
-                host: host,
-                port: port,
-                username: username,
-                password: password,
-                database: database,
-                tls: connectionTLS
-            )
+                host: host, port: port, username: username, password: password, database: database,
+                tls: connectionTLS)
             configuration.options.connectTimeout = .nanoseconds(
                 connectTimeout.components.seconds * 1_000_000_000 + connectTimeout.components.attoseconds
-                    / 1_000_000_000
-            )
+                    / 1_000_000_000)
             return configuration
         }
 

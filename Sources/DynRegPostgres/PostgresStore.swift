@@ -127,9 +127,7 @@ package struct PostgresStore: RegistrationStore {
                     \(authority?.sealedPrivateKey), \(authority?.keyType), \(authority?.certificateValidityDays))
                 ON CONFLICT (id) DO NOTHING
                 RETURNING \(unescaped: Self.productColumns)
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             guard let created = try await Self.firstProduct(rows) else {
                 throw StoreError.productExists(product.id)
             }
@@ -140,9 +138,7 @@ package struct PostgresStore: RegistrationStore {
     package func products() async throws -> [Product] {
         try await leased { connection in
             let rows = try await connection.checkedQuery(
-                "SELECT \(unescaped: Self.productColumns) FROM products ORDER BY created_at, id",
-                logger: logger
-            )
+                "SELECT \(unescaped: Self.productColumns) FROM products ORDER BY created_at, id", logger: logger)
             var products: [Product] = []
             for try await row in rows { products.append(try Self.product(from: row)) }
             return products
@@ -168,9 +164,7 @@ package struct PostgresStore: RegistrationStore {
                     allow_clockless = COALESCE(\(update.allowClocklessDevices), allow_clockless)
                 WHERE id = \(id)
                 RETURNING \(unescaped: Self.productColumns)
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             guard let product = try await Self.firstProduct(rows) else { throw StoreError.productNotFound(id) }
             return product
         }
@@ -180,8 +174,7 @@ package struct PostgresStore: RegistrationStore {
         try await transaction { connection in
             let rows = try await connection.checkedQuery(
                 "UPDATE products SET secret = \(newSecret) WHERE id = \(id) RETURNING \(unescaped: Self.productColumns)",
-                logger: logger
-            )
+                logger: logger)
             guard let product = try await Self.firstProduct(rows) else { throw StoreError.productNotFound(id) }
             return product
         }
@@ -213,15 +206,8 @@ package struct PostgresStore: RegistrationStore {
                 throw StoreError.quotaExceeded(productId, quota: quota)
             }
             return try await Self.insertDevice(
-                connection,
-                productId: productId,
-                name: deviceName,
-                status: .created,
-                psk: nil,
-                now: now,
-                registeredAt: nil,
-                logger: logger
-            )
+                connection, productId: productId, name: deviceName, status: .created, psk: nil, now: now,
+                registeredAt: nil, logger: logger)
         }
     }
 
@@ -239,9 +225,7 @@ package struct PostgresStore: RegistrationStore {
                     AND (\(status?.rawValue)::text IS NULL OR status = \(status?.rawValue))
                     AND (\(after)::text IS NULL OR name > \(after))
                 ORDER BY name LIMIT \(limit < 0 ? nil : limit)  -- negative: no limit, as in SQLite
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             var devices: [Device] = []
             for try await row in rows { devices.append(try Self.device(from: row)) }
             return devices
@@ -264,20 +248,11 @@ package struct PostgresStore: RegistrationStore {
             ).collect()
             guard !deleted.isEmpty else { throw StoreError.deviceNotFound(productId, deviceName) }
             try await connection.checkedQuery(
-                "DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)",
-                logger: logger
-            )
+                "DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)", logger: logger)
             try await Self.revokeActiveCertificates(
-                connection,
-                productId: productId,
-                deviceName: deviceName,
-                now: Date(),
-                logger: logger
-            )
+                connection, productId: productId, deviceName: deviceName, now: Date(), logger: logger)
             try await connection.checkedQuery(
-                "UPDATE products SET device_count = device_count - 1 WHERE id = \(productId)",
-                logger: logger
-            )
+                "UPDATE products SET device_count = device_count - 1 WHERE id = \(productId)", logger: logger)
         }
     }
 
@@ -288,9 +263,7 @@ package struct PostgresStore: RegistrationStore {
                 UPDATE devices SET status = 'created', psk = NULL, registered_at = NULL, activated_at = NULL
                 WHERE product_id = \(productId) AND name = \(deviceName)
                 RETURNING \(unescaped: Self.deviceColumns)
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             guard let device = try await Self.firstDevice(rows) else {
                 throw StoreError.deviceNotFound(productId, deviceName)
             }
@@ -298,16 +271,9 @@ package struct PostgresStore: RegistrationStore {
                 """
                 DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
                     AND expires_at IS NULL
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             try await Self.revokeActiveCertificates(
-                connection,
-                productId: productId,
-                deviceName: deviceName,
-                now: Date(),
-                logger: logger
-            )
+                connection, productId: productId, deviceName: deviceName, now: Date(), logger: logger)
             return device
         }
     }
@@ -316,12 +282,7 @@ package struct PostgresStore: RegistrationStore {
         try await transaction { connection in
             guard
                 let device = try await Self.fetchDevice(
-                    connection,
-                    productId: productId,
-                    name: deviceName,
-                    forUpdate: true,
-                    logger: logger
-                )
+                    connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
             else { throw StoreError.deviceNotFound(productId, deviceName) }
             if device.status == .activated { return device }
             let rows = try await connection.checkedQuery(
@@ -329,9 +290,7 @@ package struct PostgresStore: RegistrationStore {
                 UPDATE devices SET status = 'activated', activated_at = \(now)
                 WHERE product_id = \(productId) AND name = \(deviceName)
                 RETURNING \(unescaped: Self.deviceColumns)
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             guard let activated = try await Self.firstDevice(rows) else {
                 throw StoreError.deviceNotFound(productId, deviceName)
             }
@@ -340,9 +299,7 @@ package struct PostgresStore: RegistrationStore {
                 """
                 DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
                     AND expires_at IS NULL
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             return activated
         }
     }
@@ -372,31 +329,20 @@ package struct PostgresStore: RegistrationStore {
             var decision: RegistrationDecision?
             for try await row in rows where decision == nil {
                 let (symbol, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
-                    (String, String?, String?, Date?, Date?, Date?, Int?).self
-                )
+                    (String, String?, String?, Date?, Date?, Date?, Int?).self)
                 switch RegistrationRules.Outcome(symbol: symbol) {
                 case .refuse(let code):
                     decision = .rejected(code)
                 case .issue:
                     guard let status, let createdAt, let count else {
                         throw StoreError.corruptRow(
-                            table: "devices",
-                            key: "\(attempt.productId)/\(attempt.deviceName)",
-                            column: "*"
-                        )
+                            table: "devices", key: "\(attempt.productId)/\(attempt.deviceName)", column: "*")
                     }
                     decision = .issued(
                         try StoreRows.device(
-                            productId: attempt.productId,
-                            name: attempt.deviceName,
-                            status: status,
-                            psk: psk,
-                            createdAt: createdAt,
-                            registeredAt: registeredAt,
-                            activatedAt: activatedAt,
-                            registrationCount: count
-                        )
-                    )
+                            productId: attempt.productId, name: attempt.deviceName, status: status, psk: psk,
+                            createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
+                            registrationCount: count))
                 case nil:
                     throw StoreError(.unavailable, "dynreg_register answered an outcome this server does not know")
                 }
@@ -413,9 +359,7 @@ package struct PostgresStore: RegistrationStore {
     package func purgeExpiredNonces(now: Date) async throws -> Int {
         try await transaction { connection in
             let rows = try await connection.checkedQuery(
-                "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < \(now) RETURNING 1",
-                logger: logger
-            )
+                "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < \(now) RETURNING 1", logger: logger)
             var count = 0
             for try await _ in rows { count += 1 }
             return count
@@ -433,10 +377,7 @@ package struct PostgresStore: RegistrationStore {
                     """
                     SELECT \(unescaped: Self.certificateColumns) FROM certificates
                     WHERE product_id = \(productId) AND device_name = \(deviceName) ORDER BY issued_at DESC
-                    """,
-                    logger: logger
-                )
-            )
+                    """, logger: logger))
         }
     }
 
@@ -447,16 +388,12 @@ package struct PostgresStore: RegistrationStore {
                 """
                 UPDATE certificates SET revoked_at = \(now)
                 WHERE product_id = \(productId) AND serial = \(serial) AND revoked_at IS NULL
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             let rows = try await connection.checkedQuery(
                 """
                 SELECT \(unescaped: Self.certificateColumns) FROM certificates
                 WHERE product_id = \(productId) AND serial = \(serial)
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             guard let certificate = try await Self.certificates(rows).first else {
                 throw StoreError.certificateNotFound(productId, serial: serial)
             }
@@ -471,10 +408,7 @@ package struct PostgresStore: RegistrationStore {
                     """
                     SELECT \(unescaped: Self.certificateColumns) FROM certificates
                     WHERE product_id = \(productId) AND revoked_at IS NOT NULL ORDER BY revoked_at
-                    """,
-                    logger: logger
-                )
-            )
+                    """, logger: logger))
         }
     }
 
@@ -485,27 +419,19 @@ package struct PostgresStore: RegistrationStore {
                 connection.checkedQuery(
                     """
                     SELECT \(unescaped: Self.certificateColumns) FROM certificates WHERE fingerprint = \(fingerprint)
-                    """,
-                    logger: logger
-                )
+                    """, logger: logger)
             ).first
         }
     }
 
     private static func revokeActiveCertificates(
-        _ connection: PostgresConnection,
-        productId: String,
-        deviceName: String,
-        now: Date,
-        logger: Logger
+        _ connection: PostgresConnection, productId: String, deviceName: String, now: Date, logger: Logger
     ) async throws {
         try await connection.checkedQuery(
             """
             UPDATE certificates SET revoked_at = \(now)
             WHERE product_id = \(productId) AND device_name = \(deviceName) AND revoked_at IS NULL
-            """,
-            logger: logger
-        )
+            """, logger: logger)
     }
 
     // MARK: Audit log
@@ -515,9 +441,7 @@ package struct PostgresStore: RegistrationStore {
     }
 
     private static func insertEvent(
-        _ connection: PostgresConnection,
-        _ event: RegistrationEvent,
-        logger: Logger
+        _ connection: PostgresConnection, _ event: RegistrationEvent, logger: Logger
     )
         async throws
     {
@@ -526,9 +450,7 @@ package struct PostgresStore: RegistrationStore {
             INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
             VALUES (\(event.time), \(event.productId), \(event.deviceName), \(event.outcome),
                 \(event.remoteAddress), \(event.endpoint))
-            """,
-            logger: logger
-        )
+            """, logger: logger)
     }
 
     package func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
@@ -537,25 +459,15 @@ package struct PostgresStore: RegistrationStore {
                 """
                 SELECT id, time, product_id, device_name, outcome, remote_address, endpoint FROM events
                 WHERE product_id = \(productId) ORDER BY id DESC LIMIT \(limit < 0 ? nil : limit)
-                """,
-                logger: logger
-            )
+                """, logger: logger)
             var events: [RegistrationEvent] = []
             for try await row in rows {
                 let (id, time, product, device, outcome, address, endpoint) = try row.decode(
-                    (Int64, Date, String, String, String, String, String).self
-                )
+                    (Int64, Date, String, String, String, String, String).self)
                 events.append(
                     RegistrationEvent(
-                        id: id,
-                        time: time,
-                        productId: product,
-                        deviceName: device,
-                        outcome: outcome,
-                        remoteAddress: address,
-                        endpoint: endpoint
-                    )
-                )
+                        id: id, time: time, productId: product, deviceName: device, outcome: outcome,
+                        remoteAddress: address, endpoint: endpoint))
             }
             return events
         }
@@ -645,9 +557,7 @@ package struct PostgresStore: RegistrationStore {
                 return try await body()
             } catch let error as PSQLError where attempt < 3 && Self.isRetryable(error) {
                 logger.debug(
-                    "retrying a transaction",
-                    metadata: ["dynreg.sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"]
-                )
+                    "retrying a transaction", metadata: ["dynreg.sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
             }
         }
     }
@@ -676,16 +586,13 @@ package struct PostgresStore: RegistrationStore {
 
     /// Locks the product row for the rest of the transaction: the first lock any writer of devices takes.
     private static func lockProduct(
-        _ connection: PostgresConnection,
-        id: String,
-        logger: Logger
+        _ connection: PostgresConnection, id: String, logger: Logger
     ) async throws
         -> LockedProduct?
     {
         let rows = try await connection.checkedQuery(
             "SELECT auto_create, device_quota, device_count FROM products WHERE id = \(id) FOR NO KEY UPDATE",
-            logger: logger
-        )
+            logger: logger)
         var locked: LockedProduct?
         for try await row in rows {
             let (autoCreate, quota, count) = try row.decode((Bool, Int?, Int).self)
@@ -695,14 +602,8 @@ package struct PostgresStore: RegistrationStore {
     }
 
     private static func insertDevice(
-        _ connection: PostgresConnection,
-        productId: String,
-        name: String,
-        status: DeviceStatus,
-        psk: String?,
-        now: Date,
-        registeredAt: Date?,
-        logger: Logger
+        _ connection: PostgresConnection, productId: String, name: String, status: DeviceStatus, psk: String?,
+        now: Date, registeredAt: Date?, logger: Logger
     ) async throws -> Device {
         // One round trip for both: the product row stays locked until COMMIT, so every one counts.
         let rows = try await connection.checkedQuery(
@@ -716,44 +617,30 @@ package struct PostgresStore: RegistrationStore {
                 UPDATE products SET device_count = device_count + 1 WHERE id = \(productId)
             )
             SELECT * FROM inserted
-            """,
-            logger: logger
-        )
+            """, logger: logger)
         guard let device = try await firstDevice(rows) else { throw StoreError.deviceNotFound(productId, name) }
         return device
     }
 
     private static func fetchProduct(
-        _ connection: PostgresConnection,
-        id: String,
-        logger: Logger
+        _ connection: PostgresConnection, id: String, logger: Logger
     ) async throws
         -> Product?
     {
         try await firstProduct(
             connection.checkedQuery(
-                "SELECT \(unescaped: productColumns) FROM products WHERE id = \(id)",
-                logger: logger
-            )
-        )
+                "SELECT \(unescaped: productColumns) FROM products WHERE id = \(id)", logger: logger))
     }
 
     private static func fetchDevice(
-        _ connection: PostgresConnection,
-        productId: String,
-        name: String,
-        forUpdate: Bool = false,
-        logger: Logger
+        _ connection: PostgresConnection, productId: String, name: String, forUpdate: Bool = false, logger: Logger
     ) async throws -> Device? {
         try await firstDevice(
             connection.checkedQuery(
                 """
                 SELECT \(unescaped: deviceColumns) FROM devices WHERE product_id = \(productId) AND name = \(name)
                 \(unescaped: forUpdate ? "FOR UPDATE" : "")
-                """,
-                logger: logger
-            )
-        )
+                """, logger: logger))
     }
 
     private static func firstProduct(_ rows: PostgresRowSequence) async throws -> Product? {
@@ -773,24 +660,12 @@ package struct PostgresStore: RegistrationStore {
             id, name, authType, secret, dynamicRegistration, autoCreate, quota, allowClockless, count, createdAt,
             caCertificate, caSealedKey, caKeyType, validityDays
         ) = try row.decode(
-            (String, String, String, String, Bool, Bool, Int?, Bool, Int, Date, String?, String?, String?, Int?).self
-        )
+            (String, String, String, String, Bool, Bool, Int?, Bool, Int, Date, String?, String?, String?, Int?).self)
         return try StoreRows.product(
-            id: id,
-            name: name,
-            authType: authType,
-            secret: secret,
-            dynamicRegistration: dynamicRegistration,
-            autoCreate: autoCreate,
-            deviceQuota: quota,
-            allowClocklessDevices: allowClockless,
-            deviceCount: count,
-            createdAt: createdAt,
-            caCertificate: caCertificate,
-            caSealedKey: caSealedKey,
-            caKeyType: caKeyType,
-            certificateValidityDays: validityDays
-        )
+            id: id, name: name, authType: authType, secret: secret, dynamicRegistration: dynamicRegistration,
+            autoCreate: autoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless, deviceCount: count,
+            createdAt: createdAt, caCertificate: caCertificate, caSealedKey: caSealedKey, caKeyType: caKeyType,
+            certificateValidityDays: validityDays)
     }
 
     private static func certificates(_ rows: PostgresRowSequence) async throws -> [DeviceCertificate] {
@@ -800,35 +675,18 @@ package struct PostgresStore: RegistrationStore {
                 try row.decode((String, String, String, String, String, Date, Date, Date, Date?).self)
             certificates.append(
                 DeviceCertificate(
-                    serial: serial,
-                    productId: productId,
-                    deviceName: deviceName,
-                    fingerprint: fingerprint,
-                    pem: pem,
-                    notBefore: notBefore,
-                    notAfter: notAfter,
-                    issuedAt: issuedAt,
-                    revokedAt: revokedAt
-                )
-            )
+                    serial: serial, productId: productId, deviceName: deviceName, fingerprint: fingerprint, pem: pem,
+                    notBefore: notBefore, notAfter: notAfter, issuedAt: issuedAt, revokedAt: revokedAt))
         }
         return certificates
     }
 
     private static func device(from row: PostgresRow) throws -> Device {
         let (productId, name, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
-            (String, String, String, String?, Date, Date?, Date?, Int).self
-        )
+            (String, String, String, String?, Date, Date?, Date?, Int).self)
         return try StoreRows.device(
-            productId: productId,
-            name: name,
-            status: status,
-            psk: psk,
-            createdAt: createdAt,
-            registeredAt: registeredAt,
-            activatedAt: activatedAt,
-            registrationCount: count
-        )
+            productId: productId, name: name, status: status, psk: psk, createdAt: createdAt,
+            registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count)
     }
 }
 

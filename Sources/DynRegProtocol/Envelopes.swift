@@ -68,17 +68,12 @@ public struct LegacyRegistrationRequestBody: Sendable, Hashable {
             var timestamp: FlexibleDecimal
         }
         let wire = try decodeJSON(
-            Wire.self,
-            body,
-            what: "a JSON object with productId, deviceName, signature and non-negative integer nonce and timestamp"
-        )
+            Wire.self, body,
+            what: "a JSON object with productId, deviceName, signature and non-negative integer nonce and timestamp")
         self.init(
             signed: LegacySignedRequest(
-                productId: wire.productId,
-                deviceName: wire.deviceName,
-                timestamp: wire.timestamp.value,
-                nonce: wire.nonce.value
-            ),
+                productId: wire.productId, deviceName: wire.deviceName,
+                timestamp: wire.timestamp.value, nonce: wire.nonce.value),
             signature: wire.signature
         )
     }
@@ -87,9 +82,7 @@ public struct LegacyRegistrationRequestBody: Sendable, Hashable {
 private let sharedDecoder = JSONDecoder()
 
 private func decodeJSON<T: Decodable>(
-    _ type: T.Type,
-    _ body: some Collection<UInt8>,
-    what: String
+    _ type: T.Type, _ body: some Collection<UInt8>, what: String
 )
     throws(ProtocolDecodingError) -> T
 {

@@ -71,8 +71,7 @@ public enum PayloadCipher {
 
     /// Zero-pads to the next multiple of 16 (nothing when already aligned) and encrypts.
     public static func encrypt(
-        _ plaintext: some Collection<UInt8>,
-        productSecret: String
+        _ plaintext: some Collection<UInt8>, productSecret: String
     ) throws(PayloadError)
         -> EncryptedPayload
     {
@@ -103,8 +102,7 @@ public enum PayloadCipher {
         } else {
             do {
                 plaintext = Array(
-                    try AES._CBC.decrypt(ciphertext, using: key, iv: AES._CBC.IV(ivBytes: iv), noPadding: true)
-                )
+                    try AES._CBC.decrypt(ciphertext, using: key, iv: AES._CBC.IV(ivBytes: iv), noPadding: true))
             } catch {
                 throw PayloadError.decryptionFailed
             }

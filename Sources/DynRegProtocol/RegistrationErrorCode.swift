@@ -25,77 +25,40 @@ public struct RegistrationErrorCode: Sendable, Hashable, CustomStringConvertible
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 
     public static let invalidParameter = Self(
-        "InvalidParameter",
-        legacy: 1001,
-        message: "the request is malformed"
-    )
+        "InvalidParameter", legacy: 1001, message: "the request is malformed")
     public static let deviceNameInvalid = Self(
-        "InvalidParameterValue.DeviceNameInvalid",
-        legacy: 1002,
-        message: "device name must be 1-48 characters of A-Z a-z 0-9 _ - . : @"
-    )
+        "InvalidParameterValue.DeviceNameInvalid", legacy: 1002,
+        message: "device name must be 1-48 characters of A-Z a-z 0-9 _ - . : @")
     public static let productNotExist = Self(
-        "ResourceNotFound.ProductNotExist",
-        legacy: 1003,
-        message: "product does not exist"
-    )
+        "ResourceNotFound.ProductNotExist", legacy: 1003, message: "product does not exist")
     public static let dynamicRegistrationDisabled = Self(
-        "UnauthorizedOperation.DynamicRegistrationDisabled",
-        legacy: 1004,
-        message: "Not support dynamic device register, please check setting first"
-    )
+        "UnauthorizedOperation.DynamicRegistrationDisabled", legacy: 1004,
+        message: "Not support dynamic device register, please check setting first")
     public static let signatureFailure = Self(
-        "AuthFailure.SignatureFailure",
-        legacy: 1010,
-        message: "Check signature failed"
-    )
+        "AuthFailure.SignatureFailure", legacy: 1010, message: "Check signature failed")
     public static let signatureExpire = Self(
-        "AuthFailure.SignatureExpire",
-        legacy: 1011,
-        message: "the request timestamp is outside the accepted window; check the device clock"
-    )
+        "AuthFailure.SignatureExpire", legacy: 1011,
+        message: "the request timestamp is outside the accepted window; check the device clock")
     public static let nonceReused = Self(
-        "AuthFailure.NonceReused",
-        legacy: 1012,
-        message: "this timestamp and nonce were already used; send a fresh nonce"
-    )
+        "AuthFailure.NonceReused", legacy: 1012,
+        message: "this timestamp and nonce were already used; send a fresh nonce")
     public static let deviceNotExist = Self(
-        "ResourceNotFound.DeviceNotExist",
-        legacy: 1020,
-        message: "Pre create mode: device not exists"
-    )
+        "ResourceNotFound.DeviceNotExist", legacy: 1020, message: "Pre create mode: device not exists")
     public static let deviceAlreadyActivated = Self(
-        "FailedOperation.DeviceAlreadyActivated",
-        legacy: 1021,
-        message: "the device is already activated; an operator must reset or delete it before it can register again"
-    )
+        "FailedOperation.DeviceAlreadyActivated", legacy: 1021,
+        message: "the device is already activated; an operator must reset or delete it before it can register again")
     public static let deviceQuota = Self(
-        "LimitExceeded.DeviceQuota",
-        legacy: 1022,
-        message: "the product has reached its device quota"
-    )
+        "LimitExceeded.DeviceQuota", legacy: 1022, message: "the product has reached its device quota")
     public static let csrInvalid = Self(
-        "InvalidParameterValue.CsrInvalid",
-        legacy: 1030,
-        message: "the CSR is not a valid PEM PKCS#10 request with a good signature"
-    )
+        "InvalidParameterValue.CsrInvalid", legacy: 1030,
+        message: "the CSR is not a valid PEM PKCS#10 request with a good signature")
     public static let csrSubjectMismatch = Self(
-        "InvalidParameterValue.CsrSubjectMismatch",
-        legacy: 1031,
-        message: "the CSR subject common name must be the product id followed by the device name"
-    )
+        "InvalidParameterValue.CsrSubjectMismatch", legacy: 1031,
+        message: "the CSR subject common name must be the product id followed by the device name")
     public static let requestLimitExceeded = Self(
-        "RequestLimitExceeded",
-        legacy: 1090,
-        message: "too many requests; retry later",
-        retryable: true
-    )
+        "RequestLimitExceeded", legacy: 1090, message: "too many requests; retry later", retryable: true)
     public static let internalError = Self(
-        "InternalError",
-        legacy: 1000,
-        message: "internal error; retry later",
-        retryable: true
-    )
+        "InternalError", legacy: 1000, message: "internal error; retry later", retryable: true)
 
     /// Every code the server can send, for documentation and lookup.
     public static let all: [Self] = [

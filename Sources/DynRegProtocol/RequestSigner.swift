@@ -32,19 +32,12 @@ public struct SignedRequest: Sendable, Hashable {
 
     /// The request a device sends to register: `body` encoded as the official SDKs encode it.
     public init(
-        registering body: RegistrationRequestBody,
-        canonicalHost: String,
-        algorithm: SignatureAlgorithm,
-        timestamp: Int64,
-        nonce: Int64
+        registering body: RegistrationRequestBody, canonicalHost: String, algorithm: SignatureAlgorithm,
+        timestamp: Int64, nonce: Int64
     ) {
         self.init(
-            canonicalHost: canonicalHost,
-            algorithm: algorithm,
-            timestamp: String(timestamp),
-            nonce: String(nonce),
-            body: body.encodedJSON()
-        )
+            canonicalHost: canonicalHost, algorithm: algorithm, timestamp: String(timestamp), nonce: String(nonce),
+            body: body.encodedJSON())
     }
 
     /// The headers of this request signed with `productSecret`, in the order the SDKs send them; send `body`

@@ -100,11 +100,8 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     @Sendable func listDevices(_ request: Request, context: Context) async throws -> DeviceList {
         let query = request.uri.queryParameters
         let page = try await administration.devices(
-            productId: try productId(context),
-            status: query["status"].map(String.init),
-            limit: limit(request),
-            after: query["after"].map(String.init)
-        )
+            productId: try productId(context), status: query["status"].map(String.init), limit: limit(request),
+            after: query["after"].map(String.init))
         return DeviceList(devices: page.devices.map(DeviceView.init), nextCursor: page.nextCursor)
     }
 
@@ -177,9 +174,7 @@ struct AdminErrorMiddleware: RouterMiddleware {
     typealias Context = DynRegRequestContext
 
     func handle(
-        _ request: Request,
-        context: Context,
-        next: (Request, Context) async throws -> Response
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws
         -> Response
     {
@@ -215,9 +210,7 @@ struct BearerTokenMiddleware: RouterMiddleware {
     init(token: String) { self.token = Array(token.utf8) }
 
     func handle(
-        _ request: Request,
-        context: Context,
-        next: (Request, Context) async throws -> Response
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws
         -> Response
     {
@@ -244,9 +237,7 @@ extension CertificateList: ResponseEncodable {}
 extension Response {
     static func pem(_ text: String) -> Response {
         Response(
-            status: .ok,
-            headers: [.contentType: "application/x-pem-file"],
-            body: .init(byteBuffer: ByteBuffer(string: text))
-        )
+            status: .ok, headers: [.contentType: "application/x-pem-file"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }

@@ -63,15 +63,11 @@ package func buildApplication<Store: RegistrationStore>(
 ) throws -> some ApplicationProtocol {
     let authorities = CertificateAuthorities(masterKey: configuration.masterKey)
     let service = RegistrationService<Store>(
-        store: store,
-        timestampWindow: configuration.timestampWindow,
-        publicHosts: configuration.publicHosts,
-        authorities: authorities
-    )
+        store: store, timestampWindow: configuration.timestampWindow, publicHosts: configuration.publicHosts,
+        authorities: authorities)
     let router = Router(context: DynRegRequestContext.self)
     router.add(
-        middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization])
-    )
+        middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization]))
     DeviceRoutes<Store>(service: service, maxBodySize: configuration.maxDeviceBodySize).register(on: router)
     router.get("/health") { _, _ -> Response in
         do {
@@ -82,8 +78,7 @@ package func buildApplication<Store: RegistrationStore>(
         }
     }
     AdminRoutes<Store>(store: store, token: configuration.adminToken, authorities: authorities).register(
-        on: router.group("/admin/v1")
-    )
+        on: router.group("/admin/v1"))
 
     let server: HTTPServerBuilder
     if let tls = configuration.tls {
@@ -92,9 +87,7 @@ package func buildApplication<Store: RegistrationStore>(
         }
         let key = try NIOSSLPrivateKey(file: tls.keyPath, format: .pem)
         let tlsConfiguration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: chain,
-            privateKey: .privateKey(key)
-        )
+            certificateChain: chain, privateKey: .privateKey(key))
         server = try .tls(.http1(), tlsConfiguration: tlsConfiguration)
     } else {
         server = .http1()
@@ -134,7 +127,6 @@ extension Response {
         Response(
             status: status,
             headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: bytes))
-        )
+            body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }

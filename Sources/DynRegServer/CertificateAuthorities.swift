@@ -25,18 +25,14 @@ final class CertificateAuthorities: Sendable {
 
     /// Seals a CA for storage with its product.
     func stored(
-        _ authority: ProductCertificateAuthority,
-        productId: String,
-        validityDays: Int
+        _ authority: ProductCertificateAuthority, productId: String, validityDays: Int
     ) throws
         -> StoredCertificateAuthority
     {
         StoredCertificateAuthority(
             certificatePEM: authority.certificatePEM,
             sealedPrivateKey: try masterKey.seal(authority.privateKeyPEM, context: productId),
-            keyType: authority.keyType.rawValue,
-            certificateValidityDays: validityDays
-        )
+            keyType: authority.keyType.rawValue, certificateValidityDays: validityDays)
     }
 }
 

@@ -5,17 +5,9 @@ import Foundation
 package enum DemoProduct {
     package static func make() -> Product {
         Product(
-            id: Secrets.productId(),
-            name: "demo",
-            authType: .key,
-            secret: Secrets.productSecret(),
-            dynamicRegistration: true,
-            autoCreate: true,
-            deviceQuota: 1000,
-            allowClocklessDevices: false,
-            deviceCount: 0,
-            createdAt: Date()
-        )
+            id: Secrets.productId(), name: "demo", authType: .key, secret: Secrets.productSecret(),
+            dynamicRegistration: true, autoCreate: true, deviceQuota: 1000, allowClocklessDevices: false,
+            deviceCount: 0, createdAt: Date())
     }
 }
 

@@ -23,9 +23,7 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
             let requestId = Secrets.requestId()
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
                 return Self.current(
-                    .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"),
-                    requestId
-                )
+                    .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
             }
             let input = CurrentRegistrationInput(
                 hostHeader: request.head.authority,
@@ -33,8 +31,7 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
                 timestamp: request.headers[Self.timestampHeader],
                 nonce: request.headers[Self.nonceHeader],
                 signature: request.headers[Self.signatureHeader],
-                body: Array(buffer: body)
-            )
+                body: Array(buffer: body))
             let result = await service.register(input, remoteAddress: context.remoteAddressText, logger: context.logger)
             return Self.current(result, requestId)
         }
@@ -43,15 +40,10 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
             // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
                 return Self.legacy(
-                    .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"),
-                    requestId
-                )
+                    .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
             }
             let result = await service.registerLegacy(
-                body: Array(buffer: body),
-                remoteAddress: context.remoteAddressText,
-                logger: context.logger
-            )
+                body: Array(buffer: body), remoteAddress: context.remoteAddressText, logger: context.logger)
             return Self.legacy(result, requestId)
         }
         router.post("/device/auth") { request, context -> Response in
@@ -61,13 +53,8 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
                 return .json(status: .ok, #"{"result":"deny"}"#)
             }
             let allowed = await service.authenticate(
-                clientId: auth.clientid,
-                username: auth.username ?? "",
-                password: auth.password ?? "",
-                certificate: auth.certificate,
-                fingerprint: auth.fingerprint,
-                logger: context.logger
-            )
+                clientId: auth.clientid, username: auth.username ?? "", password: auth.password ?? "",
+                certificate: auth.certificate, fingerprint: auth.fingerprint, logger: context.logger)
             return .json(status: .ok, allowed ? #"{"result":"allow"}"# : #"{"result":"deny"}"#)
         }
     }

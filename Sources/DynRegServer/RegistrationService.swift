@@ -15,12 +15,7 @@ package struct CurrentRegistrationInput: Sendable {
     package var body: [UInt8]
 
     package init(
-        hostHeader: String?,
-        algorithm: String?,
-        timestamp: String?,
-        nonce: String?,
-        signature: String?,
-        body: [UInt8]
+        hostHeader: String?, algorithm: String?, timestamp: String?, nonce: String?, signature: String?, body: [UInt8]
     ) {
         self.hostHeader = hostHeader
         self.algorithm = algorithm
@@ -48,10 +43,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     let clock: @Sendable () -> Date
 
     init(
-        store: Store,
-        timestampWindow: Int64,
-        publicHosts: [String],
-        authorities: CertificateAuthorities,
+        store: Store, timestampWindow: Int64, publicHosts: [String], authorities: CertificateAuthorities,
         clock: @escaping @Sendable () -> Date = Date.init
     ) {
         self.store = store
@@ -64,9 +56,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     // MARK: Device endpoints
 
     package func register(
-        _ input: CurrentRegistrationInput,
-        remoteAddress: String,
-        logger: Logger
+        _ input: CurrentRegistrationInput, remoteAddress: String, logger: Logger
     ) async
         -> RegistrationResult
     {
@@ -90,21 +80,10 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         if let header = input.hostHeader { hosts.append(CanonicalHost.fromHostHeader(header)) }
         hosts.append(contentsOf: publicHosts.filter { !hosts.contains($0) })
         let signed = SignedRequest(
-            canonicalHost: "",
-            algorithm: algorithm,
-            timestamp: timestampText,
-            nonce: nonceText,
-            body: input.body
-        )
+            canonicalHost: "", algorithm: algorithm, timestamp: timestampText, nonce: nonceText, body: input.body)
         let (result, audited) = await admit(
-            productId: body.productId,
-            deviceName: body.deviceName,
-            timestamp: timestamp,
-            nonce: nonce,
-            csr: body.csr,
-            remoteAddress: remoteAddress,
-            endpoint: RegistrationPath.current,
-            logger: logger
+            productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce, csr: body.csr,
+            remoteAddress: remoteAddress, endpoint: RegistrationPath.current, logger: logger
         ) { secret in
             var candidate = signed
             return hosts.contains { host in
@@ -113,14 +92,8 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             }
         }
         await audit(
-            result,
-            recorded: audited,
-            productId: body.productId,
-            deviceName: body.deviceName,
-            remoteAddress: remoteAddress,
-            endpoint: RegistrationPath.current,
-            logger: logger
-        )
+            result, recorded: audited, productId: body.productId, deviceName: body.deviceName,
+            remoteAddress: remoteAddress, endpoint: RegistrationPath.current, logger: logger)
         return result
     }
 
@@ -129,31 +102,19 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         guard let body = try? LegacyRegistrationRequestBody(decoding: bytes) else {
             return .refused(
                 .invalidParameter,
-                message: "the body must be a JSON object with productId, deviceName, nonce, timestamp and signature"
-            )
+                message: "the body must be a JSON object with productId, deviceName, nonce, timestamp and signature")
         }
         let signed = body.signed
         let (result, audited) = await admit(
-            productId: signed.productId,
-            deviceName: signed.deviceName,
-            timestamp: signed.timestamp,
-            nonce: signed.nonce,
-            csr: nil,
-            remoteAddress: remoteAddress,
-            endpoint: RegistrationPath.legacy,
+            productId: signed.productId, deviceName: signed.deviceName, timestamp: signed.timestamp,
+            nonce: signed.nonce, csr: nil, remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy,
             logger: logger
         ) { secret in
             signed.verify(signature: body.signature, productSecret: secret)
         }
         await audit(
-            result,
-            recorded: audited,
-            productId: signed.productId,
-            deviceName: signed.deviceName,
-            remoteAddress: remoteAddress,
-            endpoint: RegistrationPath.legacy,
-            logger: logger
-        )
+            result, recorded: audited, productId: signed.productId, deviceName: signed.deviceName,
+            remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy, logger: logger)
         return result
     }
 
@@ -161,15 +122,8 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     /// beyond whether the product exists. `audited` is true when the store wrote the audit event with its decision.
     /// The rules after the signature are `RegistrationRules.admit`'s, then the store's `RegistrationRules.decide`.
     private func admit(
-        productId: String,
-        deviceName: String,
-        timestamp: Int64,
-        nonce: Int64,
-        csr: String?,
-        remoteAddress: String,
-        endpoint: String,
-        logger: Logger,
-        verify: (String) -> Bool
+        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, csr: String?, remoteAddress: String,
+        endpoint: String, logger: Logger, verify: (String) -> Bool
     ) async -> (result: RegistrationResult, audited: Bool) {
         guard DeviceNameRules.isValid(deviceName) else { return (.refused(.deviceNameInvalid), false) }
         guard ProductIdRules.isValid(productId) else { return (.refused(.productNotExist), false) }
@@ -203,17 +157,9 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             let payload = try credential.encrypted(productSecret: product.secret)
             let decision = try await store.register(
                 RegistrationAttempt(
-                    productId: productId,
-                    deviceName: deviceName,
-                    timestamp: timestamp,
-                    nonce: nonce,
-                    replayExpiry: replayExpiry,
-                    credential: issued,
-                    now: now,
-                    remoteAddress: remoteAddress,
-                    endpoint: endpoint
-                )
-            )
+                    productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce,
+                    replayExpiry: replayExpiry, credential: issued, now: now, remoteAddress: remoteAddress,
+                    endpoint: endpoint))
             // Nothing below throws: a store that answered has written the event.
             switch decision {
             case .rejected(let code):
@@ -223,8 +169,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             }
         } catch {
             logger.error(
-                "registration failed in the store",
-                metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"]
+                "registration failed in the store", metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"]
             )
             return (.refused(.internalError), false)
         }
@@ -248,11 +193,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             do {
                 let publicKey = try ProductCertificateAuthority.verifyCSR(pem: csr, expectedCommonName: commonName)
                 certificate = try authority.issue(
-                    commonName: commonName,
-                    publicKey: publicKey,
-                    validityDays: validity,
-                    now: now
-                )
+                    commonName: commonName, publicKey: publicKey, validityDays: validity, now: now)
             } catch let error {
                 switch error.code {
                 case .csrSubjectMismatch: return .failure(.csrSubjectMismatch)
@@ -263,33 +204,19 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             clientKey = ""
         } else {
             (certificate, clientKey) = try authority.issueWithNewKey(
-                commonName: commonName,
-                validityDays: validity,
-                now: now
-            )
+                commonName: commonName, validityDays: validity, now: now)
         }
         let record = DeviceCertificate(
-            serial: certificate.serialHex,
-            productId: product.id,
-            deviceName: deviceName,
-            fingerprint: certificate.fingerprint,
-            pem: certificate.pem,
-            notBefore: certificate.notBefore,
-            notAfter: certificate.notAfter,
-            issuedAt: now
-        )
+            serial: certificate.serialHex, productId: product.id, deviceName: deviceName,
+            fingerprint: certificate.fingerprint, pem: certificate.pem, notBefore: certificate.notBefore,
+            notAfter: certificate.notAfter, issuedAt: now)
         return .success((.certificate(clientCert: certificate.pem, clientKey: clientKey), .certificate(record)))
     }
 
     /// Writes the audit event unless the store already `recorded` it with its decision, and logs the outcome.
     private func audit(
-        _ result: RegistrationResult,
-        recorded: Bool,
-        productId: String,
-        deviceName: String,
-        remoteAddress: String,
-        endpoint: String,
-        logger: Logger
+        _ result: RegistrationResult, recorded: Bool, productId: String, deviceName: String, remoteAddress: String,
+        endpoint: String, logger: Logger
     ) async {
         let outcome: String
         switch result {
@@ -298,49 +225,32 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         }
         if recorded {
             logger.debug(
-                "registration",
-                metadata: ["dynreg.product.id": "\(productId)", "dynreg.outcome": "\(outcome)"]
-            )
+                "registration", metadata: ["dynreg.product.id": "\(productId)", "dynreg.outcome": "\(outcome)"])
             return
         }
         // Bounded fields: the audit log must not become a way to store arbitrary data.
         let event = RegistrationEvent(
-            time: clock(),
-            productId: String(productId.prefix(64)),
-            deviceName: String(deviceName.prefix(64)),
-            outcome: outcome,
-            remoteAddress: remoteAddress,
-            endpoint: endpoint
-        )
+            time: clock(), productId: String(productId.prefix(64)), deviceName: String(deviceName.prefix(64)),
+            outcome: outcome, remoteAddress: remoteAddress, endpoint: endpoint)
         do {
             try await store.recordEvent(event)
         } catch {
             logger.warning("could not record a registration event", metadata: ["dynreg.outcome": "\(outcome)"])
         }
         logger.debug(
-            "registration",
-            metadata: ["dynreg.product.id": "\(event.productId)", "dynreg.outcome": "\(outcome)"]
-        )
+            "registration", metadata: ["dynreg.product.id": "\(event.productId)", "dynreg.outcome": "\(outcome)"])
     }
 
     // MARK: MQTT broker hook
 
     /// Checks MQTT credentials derived from a psk (PROTOCOL.md §4); the first success activates the device.
     package func authenticate(
-        clientId: String,
-        username: String,
-        password: String,
-        certificate: String? = nil,
-        fingerprint: String? = nil,
+        clientId: String, username: String, password: String, certificate: String? = nil, fingerprint: String? = nil,
         logger: Logger
     ) async -> Bool {
         if certificate != nil || fingerprint != nil {
             return await authenticate(
-                clientId: clientId,
-                certificatePEM: certificate,
-                fingerprint: fingerprint,
-                logger: logger
-            )
+                clientId: clientId, certificatePEM: certificate, fingerprint: fingerprint, logger: logger)
         }
         guard let parsed = MQTTUsername(username), parsed.clientId == clientId else { return false }
         guard parsed.expiry >= Int64(clock().timeIntervalSince1970) else { return false }
@@ -378,10 +288,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
 
     /// The certificate alternative: the broker passes the peer certificate (PEM) or its SHA-256 fingerprint.
     private func authenticate(
-        clientId: String,
-        certificatePEM: String?,
-        fingerprint: String?,
-        logger: Logger
+        clientId: String, certificatePEM: String?, fingerprint: String?, logger: Logger
     ) async
         -> Bool
     {

@@ -27,16 +27,8 @@ package struct Product: Sendable, Hashable {
     package var certificateAuthority: StoredCertificateAuthority?
 
     package init(
-        id: String,
-        name: String,
-        authType: AuthType,
-        secret: String,
-        dynamicRegistration: Bool,
-        autoCreate: Bool,
-        deviceQuota: Int?,
-        allowClocklessDevices: Bool,
-        deviceCount: Int,
-        createdAt: Date,
+        id: String, name: String, authType: AuthType, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
+        deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date,
         certificateAuthority: StoredCertificateAuthority? = nil
     ) {
         self.id = id
@@ -85,15 +77,8 @@ package struct DeviceCertificate: Sendable, Hashable {
     package var revokedAt: Date?
 
     package init(
-        serial: String,
-        productId: String,
-        deviceName: String,
-        fingerprint: String,
-        pem: String,
-        notBefore: Date,
-        notAfter: Date,
-        issuedAt: Date,
-        revokedAt: Date? = nil
+        serial: String, productId: String, deviceName: String, fingerprint: String, pem: String, notBefore: Date,
+        notAfter: Date, issuedAt: Date, revokedAt: Date? = nil
     ) {
         self.serial = serial
         self.productId = productId
@@ -130,10 +115,7 @@ package struct ProductUpdate: Sendable, Hashable {
     package var allowClocklessDevices: Bool?
 
     package init(
-        name: String? = nil,
-        dynamicRegistration: Bool? = nil,
-        autoCreate: Bool? = nil,
-        deviceQuota: Int?? = nil,
+        name: String? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil, deviceQuota: Int?? = nil,
         allowClocklessDevices: Bool? = nil
     ) {
         self.name = name
@@ -163,14 +145,8 @@ package struct Device: Sendable, Hashable {
     package var registrationCount: Int
 
     package init(
-        productId: String,
-        name: String,
-        status: DeviceStatus,
-        psk: String?,
-        createdAt: Date,
-        registeredAt: Date?,
-        activatedAt: Date?,
-        registrationCount: Int
+        productId: String, name: String, status: DeviceStatus, psk: String?, createdAt: Date, registeredAt: Date?,
+        activatedAt: Date?, registrationCount: Int
     ) {
         self.productId = productId
         self.name = name
@@ -200,15 +176,8 @@ package struct RegistrationAttempt: Sendable, Hashable {
     package var endpoint: String
 
     package init(
-        productId: String,
-        deviceName: String,
-        timestamp: Int64,
-        nonce: Int64,
-        replayExpiry: Date?,
-        credential: IssuedCredential,
-        now: Date,
-        remoteAddress: String = "",
-        endpoint: String = ""
+        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, replayExpiry: Date?,
+        credential: IssuedCredential, now: Date, remoteAddress: String = "", endpoint: String = ""
     ) {
         self.productId = productId
         self.deviceName = deviceName
@@ -230,13 +199,8 @@ package struct RegistrationAttempt: Sendable, Hashable {
         case .rejected(let code): outcome = code.code
         }
         return RegistrationEvent(
-            time: now,
-            productId: String(productId.prefix(64)),
-            deviceName: String(deviceName.prefix(64)),
-            outcome: outcome,
-            remoteAddress: remoteAddress,
-            endpoint: endpoint
-        )
+            time: now, productId: String(productId.prefix(64)), deviceName: String(deviceName.prefix(64)),
+            outcome: outcome, remoteAddress: remoteAddress, endpoint: endpoint)
     }
 }
 
@@ -259,12 +223,7 @@ package struct RegistrationEvent: Sendable, Hashable {
     package var endpoint: String
 
     package init(
-        id: Int64 = 0,
-        time: Date,
-        productId: String,
-        deviceName: String,
-        outcome: String,
-        remoteAddress: String,
+        id: Int64 = 0, time: Date, productId: String, deviceName: String, outcome: String, remoteAddress: String,
         endpoint: String
     ) {
         self.id = id

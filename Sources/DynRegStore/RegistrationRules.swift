@@ -89,9 +89,7 @@ package enum RegistrationRules {
     /// `replay` runs only when everything else admits: a store records the pair there, in the transaction that
     /// issues the credential, so a refused attempt leaves no trace to trip over.
     package static func decide(
-        product: ProductLimits?,
-        device: DeviceStatus?,
-        replay: () throws -> Replay
+        product: ProductLimits?, device: DeviceStatus?, replay: () throws -> Replay
     ) rethrows -> Outcome {
         guard let product else { return .refuse(.productNotExist) }
         switch device {

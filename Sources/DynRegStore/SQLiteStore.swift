@@ -117,8 +117,7 @@ package final class SQLiteStore: RegistrationStore, Service {
                         endpoint TEXT NOT NULL
                     );
                     CREATE INDEX events_by_product ON events(product_id, id);
-                    """
-            )
+                    """)
         }
         migrator.registerMigration("v2: certificate authorities and device certificates") { db in
             try db.execute(
@@ -141,8 +140,7 @@ package final class SQLiteStore: RegistrationStore, Service {
                     ) WITHOUT ROWID;
                     CREATE UNIQUE INDEX certificates_by_fingerprint ON certificates(fingerprint);
                     CREATE INDEX certificates_by_device ON certificates(product_id, device_name);
-                    """
-            )
+                    """)
         }
         // WITHOUT ROWID keeps whole rows, PEM included, in the primary key's B-tree, and the key is a random
         // serial: every certificate landed on a random leaf of big rows. A rowid table appends the rows and
@@ -172,8 +170,7 @@ package final class SQLiteStore: RegistrationStore, Service {
                     CREATE UNIQUE INDEX certificates_by_serial ON certificates(product_id, serial);
                     CREATE UNIQUE INDEX certificates_by_fingerprint ON certificates(fingerprint);
                     CREATE INDEX certificates_by_device ON certificates(product_id, device_name);
-                    """
-            )
+                    """)
         }
         return migrator
     }
@@ -199,8 +196,7 @@ package final class SQLiteStore: RegistrationStore, Service {
                     product.createdAt.timeIntervalSince1970, product.certificateAuthority?.certificatePEM,
                     product.certificateAuthority?.sealedPrivateKey, product.certificateAuthority?.keyType,
                     product.certificateAuthority?.certificateValidityDays,
-                ]
-            )
+                ])
             return try Self.requireProduct(db, id: product.id)
         }
     }
@@ -240,8 +236,7 @@ package final class SQLiteStore: RegistrationStore, Service {
                 arguments: [
                     product.name, product.dynamicRegistration, product.autoCreate, product.deviceQuota,
                     product.allowClocklessDevices, id,
-                ]
-            )
+                ])
             return product
         }
     }
@@ -310,18 +305,12 @@ package final class SQLiteStore: RegistrationStore, Service {
         try await pool.write { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName)
             try db.execute(
-                sql: "DELETE FROM devices WHERE product_id = ? AND name = ?",
-                arguments: [productId, deviceName]
-            )
+                sql: "DELETE FROM devices WHERE product_id = ? AND name = ?", arguments: [productId, deviceName])
             try db.execute(
-                sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ?",
-                arguments: [productId, deviceName]
-            )
+                sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ?", arguments: [productId, deviceName])
             try Self.revokeActiveCertificates(db, productId: productId, deviceName: deviceName, now: Date())
             try db.execute(
-                sql: "UPDATE products SET device_count = device_count - 1 WHERE id = ?",
-                arguments: [productId]
-            )
+                sql: "UPDATE products SET device_count = device_count - 1 WHERE id = ?", arguments: [productId])
         }
     }
 
@@ -333,12 +322,10 @@ package final class SQLiteStore: RegistrationStore, Service {
                     UPDATE devices SET status = 'created', psk = NULL, registered_at = NULL, activated_at = NULL
                     WHERE product_id = ? AND name = ?
                     """,
-                arguments: [productId, deviceName]
-            )
+                arguments: [productId, deviceName])
             try db.execute(
                 sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL",
-                arguments: [productId, deviceName]
-            )
+                arguments: [productId, deviceName])
             try Self.revokeActiveCertificates(db, productId: productId, deviceName: deviceName, now: Date())
             return try Self.requireDevice(db, productId: productId, name: deviceName)
         }
@@ -350,13 +337,11 @@ package final class SQLiteStore: RegistrationStore, Service {
             if device.status == .activated { return device }
             try db.execute(
                 sql: "UPDATE devices SET status = 'activated', activated_at = ? WHERE product_id = ? AND name = ?",
-                arguments: [now.timeIntervalSince1970, productId, deviceName]
-            )
+                arguments: [now.timeIntervalSince1970, productId, deviceName])
             // Clockless devices' nonces were kept until activation: registration is now refused anyway.
             try db.execute(
                 sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL",
-                arguments: [productId, deviceName]
-            )
+                arguments: [productId, deviceName])
             return try Self.requireDevice(db, productId: productId, name: deviceName)
         }
     }
@@ -413,35 +398,18 @@ package final class SQLiteStore: RegistrationStore, Service {
             device.registrationCount += 1
         } else {
             try insertDevice(
-                db,
-                productId: attempt.productId,
-                name: attempt.deviceName,
-                status: .registered,
-                psk: psk,
-                now: attempt.now,
-                registeredAt: attempt.now
-            )
+                db, productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: psk,
+                now: attempt.now, registeredAt: attempt.now)
             device = Device(
-                productId: attempt.productId,
-                name: attempt.deviceName,
-                status: .registered,
-                psk: nil,
-                createdAt: attempt.now,
-                registeredAt: nil,
-                activatedAt: nil,
-                registrationCount: 1
-            )
+                productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: nil,
+                createdAt: attempt.now, registeredAt: nil, activatedAt: nil, registrationCount: 1)
         }
         // Built here rather than read back: the row is what these statements just wrote.
         device.psk = psk
         device.registeredAt = Date(timeIntervalSince1970: now)
         if case .certificate(let certificate) = attempt.credential {
             try revokeActiveCertificates(
-                db,
-                productId: attempt.productId,
-                deviceName: attempt.deviceName,
-                now: attempt.now
-            )
+                db, productId: attempt.productId, deviceName: attempt.deviceName, now: attempt.now)
             try db.cachedStatement(
                 sql: """
                     INSERT INTO certificates (serial, product_id, device_name, fingerprint, pem, not_before,
@@ -460,8 +428,7 @@ package final class SQLiteStore: RegistrationStore, Service {
         try await pool.write { db in
             try db.execute(
                 sql: "DELETE FROM nonces WHERE expires_at IS NOT NULL AND expires_at < ?",
-                arguments: [now.timeIntervalSince1970]
-            )
+                arguments: [now.timeIntervalSince1970])
             return db.changesCount
         }
     }
@@ -472,9 +439,7 @@ package final class SQLiteStore: RegistrationStore, Service {
         try await pool.read { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName)
             return try Row.fetchAll(
-                db,
-                sql: Self.deviceCertificatesSQL,
-                arguments: [productId, deviceName]
+                db, sql: Self.deviceCertificatesSQL, arguments: [productId, deviceName]
             ).map(Self.certificate(from:))
         }
     }
@@ -484,14 +449,11 @@ package final class SQLiteStore: RegistrationStore, Service {
             try db.execute(
                 sql:
                     "UPDATE certificates SET revoked_at = ? WHERE product_id = ? AND serial = ? AND revoked_at IS NULL",
-                arguments: [now.timeIntervalSince1970, productId, serial.lowercased()]
-            )
+                arguments: [now.timeIntervalSince1970, productId, serial.lowercased()])
             guard
                 let row = try Row.fetchOne(
-                    db,
-                    sql: "SELECT * FROM certificates WHERE product_id = ? AND serial = ?",
-                    arguments: [productId, serial.lowercased()]
-                )
+                    db, sql: "SELECT * FROM certificates WHERE product_id = ? AND serial = ?",
+                    arguments: [productId, serial.lowercased()])
             else {
                 throw StoreError.certificateNotFound(productId, serial: serial)
             }
@@ -512,18 +474,13 @@ package final class SQLiteStore: RegistrationStore, Service {
     package func certificate(fingerprint: String) async throws -> DeviceCertificate? {
         try await pool.read { db in
             try Row.fetchOne(
-                db,
-                sql: "SELECT * FROM certificates WHERE fingerprint = ?",
-                arguments: [fingerprint.lowercased()]
+                db, sql: "SELECT * FROM certificates WHERE fingerprint = ?", arguments: [fingerprint.lowercased()]
             ).map(Self.certificate(from:))
         }
     }
 
     private static func revokeActiveCertificates(
-        _ db: Database,
-        productId: String,
-        deviceName: String,
-        now: Date
+        _ db: Database, productId: String, deviceName: String, now: Date
     )
         throws
     {
@@ -551,16 +508,12 @@ package final class SQLiteStore: RegistrationStore, Service {
 
     private static func certificate(from row: Row) throws -> DeviceCertificate {
         DeviceCertificate(
-            serial: row["serial"],
-            productId: row["product_id"],
-            deviceName: row["device_name"],
-            fingerprint: row["fingerprint"],
-            pem: row["pem"],
+            serial: row["serial"], productId: row["product_id"], deviceName: row["device_name"],
+            fingerprint: row["fingerprint"], pem: row["pem"],
             notBefore: Date(timeIntervalSince1970: row["not_before"]),
             notAfter: Date(timeIntervalSince1970: row["not_after"]),
             issuedAt: Date(timeIntervalSince1970: row["issued_at"]),
-            revokedAt: (row["revoked_at"] as Double?).map(Date.init(timeIntervalSince1970:))
-        )
+            revokedAt: (row["revoked_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
     }
 
     // MARK: Audit log
@@ -584,19 +537,13 @@ package final class SQLiteStore: RegistrationStore, Service {
     package func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
         try await pool.read { db in
             try Row.fetchAll(
-                db,
-                sql: "SELECT * FROM events WHERE product_id = ? ORDER BY id DESC LIMIT ?",
+                db, sql: "SELECT * FROM events WHERE product_id = ? ORDER BY id DESC LIMIT ?",
                 arguments: [productId, limit]
             ).map { row in
                 RegistrationEvent(
-                    id: row["id"],
-                    time: Date(timeIntervalSince1970: row["time"]),
-                    productId: row["product_id"],
-                    deviceName: row["device_name"],
-                    outcome: row["outcome"],
-                    remoteAddress: row["remote_address"],
-                    endpoint: row["endpoint"]
-                )
+                    id: row["id"], time: Date(timeIntervalSince1970: row["time"]), productId: row["product_id"],
+                    deviceName: row["device_name"], outcome: row["outcome"], remoteAddress: row["remote_address"],
+                    endpoint: row["endpoint"])
             }
         }
     }
@@ -608,12 +555,7 @@ package final class SQLiteStore: RegistrationStore, Service {
     // MARK: Rows
 
     private static func insertDevice(
-        _ db: Database,
-        productId: String,
-        name: String,
-        status: DeviceStatus,
-        psk: String?,
-        now: Date,
+        _ db: Database, productId: String, name: String, status: DeviceStatus, psk: String?, now: Date,
         registeredAt: Date? = nil
     ) throws {
         try db.cachedStatement(
@@ -657,33 +599,20 @@ package final class SQLiteStore: RegistrationStore, Service {
 
     private static func product(from row: Row) throws -> Product {
         try StoreRows.product(
-            id: row["id"],
-            name: row["name"],
-            authType: row["auth_type"],
-            secret: row["secret"],
-            dynamicRegistration: row["dynamic_registration"],
-            autoCreate: row["auto_create"],
-            deviceQuota: row["device_quota"],
-            allowClocklessDevices: row["allow_clockless"],
-            deviceCount: row["device_count"],
-            createdAt: Date(timeIntervalSince1970: row["created_at"]),
-            caCertificate: row["ca_certificate"],
-            caSealedKey: row["ca_sealed_key"],
-            caKeyType: row["ca_key_type"],
-            certificateValidityDays: row["certificate_validity_days"]
-        )
+            id: row["id"], name: row["name"], authType: row["auth_type"], secret: row["secret"],
+            dynamicRegistration: row["dynamic_registration"], autoCreate: row["auto_create"],
+            deviceQuota: row["device_quota"], allowClocklessDevices: row["allow_clockless"],
+            deviceCount: row["device_count"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            caCertificate: row["ca_certificate"], caSealedKey: row["ca_sealed_key"], caKeyType: row["ca_key_type"],
+            certificateValidityDays: row["certificate_validity_days"])
     }
 
     private static func device(from row: Row) throws -> Device {
         try StoreRows.device(
-            productId: row["product_id"],
-            name: row["name"],
-            status: row["status"],
-            psk: row["psk"],
+            productId: row["product_id"], name: row["name"], status: row["status"], psk: row["psk"],
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
             registeredAt: (row["registered_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
             activatedAt: (row["activated_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-            registrationCount: row["registration_count"]
-        )
+            registrationCount: row["registration_count"])
     }
 }

@@ -7,20 +7,9 @@ package import Foundation
 /// guessing would serve a product or device that nobody created.
 package enum StoreRows {
     package static func product(
-        id: String,
-        name: String,
-        authType: String,
-        secret: String,
-        dynamicRegistration: Bool,
-        autoCreate: Bool,
-        deviceQuota: Int?,
-        allowClocklessDevices: Bool,
-        deviceCount: Int,
-        createdAt: Date,
-        caCertificate: String?,
-        caSealedKey: String?,
-        caKeyType: String?,
-        certificateValidityDays: Int?
+        id: String, name: String, authType: String, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
+        deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date, caCertificate: String?,
+        caSealedKey: String?, caKeyType: String?, certificateValidityDays: Int?
     ) throws(StoreError) -> Product {
         guard let type = AuthType(rawValue: authType) else {
             throw StoreError.corruptRow(table: "products", key: id, column: "auth_type")
@@ -31,55 +20,28 @@ package enum StoreRows {
             authority = nil
         case (let pem?, let sealed?, let keyType?, let days?):
             authority = StoredCertificateAuthority(
-                certificatePEM: pem,
-                sealedPrivateKey: sealed,
-                keyType: keyType,
-                certificateValidityDays: days
-            )
+                certificatePEM: pem, sealedPrivateKey: sealed, keyType: keyType, certificateValidityDays: days)
         default:
             throw StoreError.corruptRow(table: "products", key: id, column: "ca_*")
         }
         return Product(
-            id: id,
-            name: name,
-            authType: type,
-            secret: secret,
-            dynamicRegistration: dynamicRegistration,
-            autoCreate: autoCreate,
-            deviceQuota: deviceQuota,
-            allowClocklessDevices: allowClocklessDevices,
-            deviceCount: deviceCount,
-            createdAt: createdAt,
-            certificateAuthority: authority
-        )
+            id: id, name: name, authType: type, secret: secret, dynamicRegistration: dynamicRegistration,
+            autoCreate: autoCreate, deviceQuota: deviceQuota, allowClocklessDevices: allowClocklessDevices,
+            deviceCount: deviceCount, createdAt: createdAt, certificateAuthority: authority)
     }
 
     package static func device(
-        productId: String,
-        name: String,
-        status: String,
-        psk: String?,
-        createdAt: Date,
-        registeredAt: Date?,
-        activatedAt: Date?,
-        registrationCount: Int
+        productId: String, name: String, status: String, psk: String?, createdAt: Date, registeredAt: Date?,
+        activatedAt: Date?, registrationCount: Int
     ) throws(StoreError) -> Device {
         Device(
-            productId: productId,
-            name: name,
-            status: try deviceStatus(status, productId: productId, name: name),
-            psk: psk,
-            createdAt: createdAt,
-            registeredAt: registeredAt,
-            activatedAt: activatedAt,
-            registrationCount: registrationCount
-        )
+            productId: productId, name: name, status: try deviceStatus(status, productId: productId, name: name),
+            psk: psk, createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
+            registrationCount: registrationCount)
     }
 
     package static func deviceStatus(
-        _ raw: String,
-        productId: String,
-        name: String
+        _ raw: String, productId: String, name: String
     ) throws(StoreError)
         -> DeviceStatus
     {

@@ -50,11 +50,7 @@ package struct LiveServer: Sendable {
                 throw LiveServerError.didNotStart
             }
             let server = LiveServer(
-                port: port,
-                baseURL: "\(scheme)://127.0.0.1:\(port)",
-                store: store,
-                directory: directory
-            )
+                port: port, baseURL: "\(scheme)://127.0.0.1:\(port)", store: store, directory: directory)
             do {
                 let result = try await body(server)
                 await group.triggerGracefulShutdown()
@@ -70,9 +66,7 @@ package struct LiveServer: Sendable {
 
     /// Creates a product directly in the store; returns it with its secret.
     package func createProduct(
-        authType: AuthType = .key,
-        autoCreate: Bool = true,
-        deviceQuota: Int? = nil
+        authType: AuthType = .key, autoCreate: Bool = true, deviceQuota: Int? = nil
     ) async throws -> Product {
         var product = DemoProduct.make()
         product.authType = authType
@@ -83,9 +77,7 @@ package struct LiveServer: Sendable {
             product.certificateAuthority = StoredCertificateAuthority(
                 certificatePEM: authority.certificatePEM,
                 sealedPrivateKey: try LiveServer.masterKey.seal(authority.privateKeyPEM, context: product.id),
-                keyType: authority.keyType.rawValue,
-                certificateValidityDays: 365
-            )
+                keyType: authority.keyType.rawValue, certificateValidityDays: 365)
         }
         return try await store.createProduct(product)
     }

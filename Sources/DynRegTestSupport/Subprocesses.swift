@@ -71,8 +71,7 @@ package func runCommand(
     return CommandOutput(
         status: result.terminationStatus.code,
         stdout: String(decoding: result.standardOutput, as: UTF8.self),
-        stderr: String(decoding: result.standardError, as: UTF8.self)
-    )
+        stderr: String(decoding: result.standardError, as: UTF8.self))
 }
 
 /// Runs the built `dynreg` with `arguments`.
@@ -90,11 +89,7 @@ package final class ServerProcess: Sendable {
     private let sendSignal: @Sendable (Int32) -> Void
 
     private init(
-        baseURL: String,
-        port: Int,
-        dataDirectory: URL,
-        output: Output,
-        send: @escaping @Sendable (Int32) -> Void
+        baseURL: String, port: Int, dataDirectory: URL, output: Output, send: @escaping @Sendable (Int32) -> Void
     ) {
         self.baseURL = baseURL
         self.port = port
@@ -146,12 +141,7 @@ package final class ServerProcess: Sendable {
                 do {
                     let (baseURL, port) = try await output.waitForListening(ready: ready)
                     let server = ServerProcess(
-                        baseURL: baseURL,
-                        port: port,
-                        dataDirectory: directory,
-                        output: output,
-                        send: send
-                    )
+                        baseURL: baseURL, port: port, dataDirectory: directory, output: output, send: send)
                     do {
                         value = try await body(server)
                     } catch {
@@ -226,8 +216,7 @@ package final class ServerProcess: Sendable {
         }
 
         func drain(
-            _ sequence: SubprocessOutputSequence,
-            into stream: any WritableKeyPath<State, [UInt8]> & Sendable
+            _ sequence: SubprocessOutputSequence, into stream: any WritableKeyPath<State, [UInt8]> & Sendable
         ) async {
             do {
                 for try await buffer in sequence {
@@ -261,17 +250,14 @@ package final class ServerProcess: Sendable {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             throw TestSupportError(
-                "dynreg serve did not report listening; stdout: \(text(\.stdout)) stderr: \(text(\.stderr))"
-            )
+                "dynreg serve did not report listening; stdout: \(text(\.stdout)) stderr: \(text(\.stderr))")
         }
     }
 }
 
 /// Migrates `store` and runs it around `body`, as the server's application does before and while it listens.
 package func withRunning<Store: RegistrationStore, T>(
-    _ store: Store,
-    migrate: Bool = true,
-    _ body: () async throws -> T
+    _ store: Store, migrate: Bool = true, _ body: () async throws -> T
 ) async throws -> T {
     if migrate { _ = try await store.migrate() }
     return try await withThrowingTaskGroup(of: Void.self) { group in

@@ -24,8 +24,7 @@ struct AdminOptions: ParsableArguments {
         if let token = ProcessInfo.processInfo.environment["DYNREG_ADMIN_TOKEN"], !token.isEmpty { return token }
         let path = URL(fileURLWithPath: dataDir).appendingPathComponent("admin-token").path
         if let token = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(
-            in: .whitespacesAndNewlines
-        ),
+            in: .whitespacesAndNewlines),
             !token.isEmpty
         {
             return token
@@ -35,18 +34,14 @@ struct AdminOptions: ParsableArguments {
 
     /// Calls the admin API and decodes the answer as the view the server encoded it from.
     func call<View: Decodable>(
-        _ method: HTTPMethod,
-        _ path: String,
-        body: (any Encodable)? = nil,
-        as view: View.Type = View.self
+        _ method: HTTPMethod, _ path: String, body: (any Encodable)? = nil, as view: View.Type = View.self
     ) async throws -> View {
         let data = try await send(method, path, body: body)
         do {
             return try Self.decoder.decode(View.self, from: data)
         } catch {
             throw CLIError(
-                "the server's answer to \(method.rawValue) \(path) is not what this dynreg expects (\(error))"
-            )
+                "the server's answer to \(method.rawValue) \(path) is not what this dynreg expects (\(error))")
         }
     }
 
@@ -107,8 +102,7 @@ func escaped(_ component: String) -> String {
 }
 
 private let unreservedCharacters = CharacterSet(
-    charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~"
-)
+    charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 
 /// Aligned columns for people.
 func table(_ headers: [String], _ rows: [[String]]) -> String {
@@ -168,18 +162,14 @@ enum AuthTypeArgument: String, ExpressibleByArgument, CaseIterable {
 
 struct ProductCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "product",
-        abstract: "Manage products through the admin API.",
+        commandName: "product", abstract: "Manage products through the admin API.",
         subcommands: [
             Create.self, List.self, Show.self, Update.self, RotateSecret.self, Delete.self, CA.self, CRL.self,
-        ]
-    )
+        ])
 
     struct CA: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "ca",
-            abstract: "Print a certificate product's CA certificate (PEM), for brokers to trust."
-        )
+            commandName: "ca", abstract: "Print a certificate product's CA certificate (PEM), for brokers to trust.")
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
 
@@ -190,9 +180,7 @@ struct ProductCommand: AsyncParsableCommand {
 
     struct CRL: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "crl",
-            abstract: "Print a certificate product's CRL (PEM, signed by its CA), for brokers."
-        )
+            commandName: "crl", abstract: "Print a certificate product's CRL (PEM, signed by its CA), for brokers.")
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
 
@@ -236,17 +224,10 @@ struct ProductCommand: AsyncParsableCommand {
                 }
             }
             let input = ProductCreateInput(
-                name: name,
-                authType: auth == .key ? .key : .certificate,
-                dynamicRegistration: !noDynamicRegistration,
-                autoCreate: !noAutoCreate,
-                deviceQuota: quota,
-                allowClocklessDevices: allowClockless,
-                caKeyType: caKeyType,
-                certificateValidityDays: certificateValidityDays,
-                caCertificatePem: try read(importCaCert),
-                caPrivateKeyPem: try read(importCaKey)
-            )
+                name: name, authType: auth == .key ? .key : .certificate, dynamicRegistration: !noDynamicRegistration,
+                autoCreate: !noAutoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless,
+                caKeyType: caKeyType, certificateValidityDays: certificateValidityDays,
+                caCertificatePem: try read(importCaCert), caPrivateKeyPem: try read(importCaKey))
             let product = try await admin.call(.POST, "/products", body: input, as: ProductView.self)
             try admin.output(product) { fields(product.fieldLines) }
         }
@@ -267,8 +248,7 @@ struct ProductCommand: AsyncParsableCommand {
                             onOff(product.dynamicRegistration), onOff(product.autoCreate),
                             dash(product.deviceQuota.map(String.init)), String(product.deviceCount),
                         ]
-                    }
-                )
+                    })
             }
         }
     }
@@ -306,35 +286,24 @@ struct ProductCommand: AsyncParsableCommand {
             var deviceQuota: Int?? = quota.map { .some($0) }
             if noQuota { deviceQuota = .some(nil) }
             let input = ProductUpdateInput(
-                name: name,
-                dynamicRegistration: dynamicRegistration.map { $0 == .on },
-                autoCreate: autoCreate.map { $0 == .on },
-                deviceQuota: deviceQuota,
-                allowClocklessDevices: allowClockless.map { $0 == .on }
-            )
+                name: name, dynamicRegistration: dynamicRegistration.map { $0 == .on },
+                autoCreate: autoCreate.map { $0 == .on }, deviceQuota: deviceQuota,
+                allowClocklessDevices: allowClockless.map { $0 == .on })
             let product = try await admin.call(
-                .PATCH,
-                "/products/\(escaped(productId))",
-                body: input,
-                as: ProductView.self
-            )
+                .PATCH, "/products/\(escaped(productId))", body: input, as: ProductView.self)
             try admin.output(product) { fields(product.fieldLines) }
         }
     }
 
     struct RotateSecret: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Replace a product's secret; devices signing with the old one are refused from now on."
-        )
+            abstract: "Replace a product's secret; devices signing with the old one are refused from now on.")
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
 
         func run() async throws {
             let product = try await admin.call(
-                .POST,
-                "/products/\(escaped(productId))/rotate-secret",
-                as: ProductView.self
-            )
+                .POST, "/products/\(escaped(productId))/rotate-secret", as: ProductView.self)
             try admin.output(product) {
                 fields([("productId", product.productId), ("productSecret", product.productSecret)])
             }
@@ -355,13 +324,11 @@ struct ProductCommand: AsyncParsableCommand {
 
 struct DeviceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "device",
-        abstract: "Manage a product's devices through the admin API.",
+        commandName: "device", abstract: "Manage a product's devices through the admin API.",
         subcommands: [
             Create.self, List.self, Show.self, Delete.self, Reset.self, Activate.self, Certificates.self,
             RevokeCertificate.self,
-        ]
-    )
+        ])
 
     struct Certificates: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List a certificate device's certificates.")
@@ -379,26 +346,22 @@ struct DeviceCommand: AsyncParsableCommand {
                             stamp(certificate.notAfter), dash(certificate.revokedAt.map(stamp)),
                             certificate.fingerprint,
                         ]
-                    }
-                )
+                    })
             }
         }
     }
 
     struct RevokeCertificate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke a device certificate; it appears in the product CRL and the broker hook refuses it."
-        )
+            abstract: "Revoke a device certificate; it appears in the product CRL and the broker hook refuses it.")
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
         @Argument(help: "The certificate serial (hex).") var serial: String
 
         func run() async throws {
             let certificate = try await admin.call(
-                .POST,
-                "/products/\(escaped(productId))/certificates/\(escaped(serial))/revoke",
-                as: CertificateView.self
-            )
+                .POST, "/products/\(escaped(productId))/certificates/\(escaped(serial))/revoke",
+                as: CertificateView.self)
             try admin.output(certificate) {
                 fields([
                     ("serial", certificate.serial), ("deviceName", certificate.deviceName),
@@ -418,18 +381,14 @@ struct DeviceCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Pre-register a device (needed when auto-create is off)."
-        )
+            abstract: "Pre-register a device (needed when auto-create is off).")
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
 
         func run() async throws {
             let device = try await admin.call(
-                .POST,
-                "/products/\(escaped(target.productId))/devices",
-                body: DeviceCreateInput(deviceName: target.deviceName),
-                as: DeviceView.self
-            )
+                .POST, "/products/\(escaped(target.productId))/devices",
+                body: DeviceCreateInput(deviceName: target.deviceName), as: DeviceView.self)
             try admin.output(device) { fields(device.fieldLines) }
         }
     }
@@ -447,10 +406,7 @@ struct DeviceCommand: AsyncParsableCommand {
             if let status { query.append("status=\(escaped(status))") }
             if let after { query.append("after=\(escaped(after))") }
             let page = try await admin.call(
-                .GET,
-                "/products/\(escaped(productId))/devices?" + query.joined(separator: "&"),
-                as: DeviceList.self
-            )
+                .GET, "/products/\(escaped(productId))/devices?" + query.joined(separator: "&"), as: DeviceList.self)
             try admin.output(page) {
                 table(
                     ["DEVICE", "STATUS", "REGISTRATIONS", "REGISTERED", "ACTIVATED"],
@@ -459,8 +415,7 @@ struct DeviceCommand: AsyncParsableCommand {
                             device.deviceName, device.status.rawValue, String(device.registrationCount),
                             dash(device.registeredAt.map(stamp)), dash(device.activatedAt.map(stamp)),
                         ]
-                    }
-                ) + (page.nextCursor.map { "\nmore: --after \($0)" } ?? "")
+                    }) + (page.nextCursor.map { "\nmore: --after \($0)" } ?? "")
             }
         }
     }
@@ -489,8 +444,7 @@ struct DeviceCommand: AsyncParsableCommand {
 
     struct Reset: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Forget a device's credential and activation so it can register again."
-        )
+            abstract: "Forget a device's credential and activation so it can register again.")
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
 
@@ -502,8 +456,7 @@ struct DeviceCommand: AsyncParsableCommand {
 
     struct Activate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Mark a device activated; it can no longer re-register."
-        )
+            abstract: "Mark a device activated; it can no longer re-register.")
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
 
@@ -516,26 +469,20 @@ struct DeviceCommand: AsyncParsableCommand {
 
 struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "events",
-        abstract: "Show a product's registration attempts, newest first."
-    )
+        commandName: "events", abstract: "Show a product's registration attempts, newest first.")
     @OptionGroup var admin: AdminOptions
     @Argument(help: "The product id.") var productId: String
     @Option(help: "How many events (1-1000).") var limit = 50
 
     func run() async throws {
         let list = try await admin.call(
-            .GET,
-            "/products/\(escaped(productId))/events?limit=\(limit)",
-            as: EventList.self
-        )
+            .GET, "/products/\(escaped(productId))/events?limit=\(limit)", as: EventList.self)
         try admin.output(list) {
             table(
                 ["TIME", "DEVICE", "OUTCOME", "REMOTE", "ENDPOINT"],
                 list.events.map { event in
                     [stamp(event.time), event.deviceName, event.outcome, event.remoteAddress, event.endpoint]
-                }
-            )
+                })
         }
     }
 }

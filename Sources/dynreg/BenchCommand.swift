@@ -31,8 +31,7 @@ struct Bench: AsyncParsableCommand {
         help: """
             Send a certificate signing request with each registration (a P-256 key made per device, before the \
             clock starts).
-            """
-    )
+            """)
     var csr = false
     @Flag(help: "Print one JSON object instead of the report.") var json = false
     @Option(help: "hmacsha256 (default) or hmacsha1.") var algorithm: DynRegProtocol.SignatureAlgorithm?
@@ -65,8 +64,7 @@ struct Bench: AsyncParsableCommand {
             let longest = "\(devicePrefix)-\(devices - 1)"
             guard DeviceNameRules.isValid(longest) else {
                 throw ValidationError(
-                    "--device-prefix: device names (\(longest)) must be 1-48 characters of A-Z a-z 0-9 _ - . : @"
-                )
+                    "--device-prefix: device names (\(longest)) must be 1-48 characters of A-Z a-z 0-9 _ - . : @")
             }
         }
     }
@@ -79,10 +77,7 @@ struct Bench: AsyncParsableCommand {
             mode = .health
         } else {
             productSecretValue = try secret(
-                productSecret,
-                environment: "DYNREG_PRODUCT_SECRET",
-                option: "--product-secret"
-            )
+                productSecret, environment: "DYNREG_PRODUCT_SECRET", option: "--product-secret")
             guard ProductSecretRules.isValid(productSecretValue) else {
                 throw CLIError("the product secret must be at least \(ProductSecretRules.minimumLength) characters")
             }
@@ -92,28 +87,14 @@ struct Bench: AsyncParsableCommand {
         var csrs: [String] = []
         if csr {
             csrs = try RequestFactory.signingRequests(
-                productId: productId ?? "",
-                devicePrefix: prefix,
-                count: devices,
-                note: Self.note
-            )
+                productId: productId ?? "", devicePrefix: prefix, count: devices, note: Self.note)
         }
         let factory = RequestFactory(
-            mode: mode,
-            target: target,
-            productId: productId ?? "",
-            productSecret: productSecretValue,
-            devicePrefix: prefix,
-            csrs: csrs
-        )
+            mode: mode, target: target, productId: productId ?? "", productSecret: productSecretValue,
+            devicePrefix: prefix, csrs: csrs)
         let generator = LoadGenerator(
-            target: target,
-            factory: factory,
-            requests: devices,
-            connections: concurrency,
-            timeout: timeout,
-            threads: threads
-        )
+            target: target, factory: factory, requests: devices, connections: concurrency, timeout: timeout,
+            threads: threads)
         let result: LoadResult
         do {
             result = try await generator.run(progressPrefix: "dynreg bench: ")
@@ -157,8 +138,7 @@ struct Bench: AsyncParsableCommand {
         if tally.histogram.totalCount > 0 {
             lines.append(
                 "latency      p50 \(format(tally.millis(50), 2)) ms  p90 \(format(tally.millis(90), 2)) ms  "
-                    + "p99 \(format(tally.millis(99), 2)) ms  max \(format(tally.maxMillis, 2)) ms"
-            )
+                    + "p99 \(format(tally.millis(99), 2)) ms  max \(format(tally.maxMillis, 2)) ms")
         }
         lines.append("outcomes")
         let width = max(20, tally.outcomes.keys.map(\.count).max() ?? 0)

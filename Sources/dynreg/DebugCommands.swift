@@ -47,22 +47,15 @@ struct Sign: ParsableCommand {
         let matches: Bool
         if legacy, let productId, let deviceName {
             let signed = LegacySignedRequest(
-                productId: productId,
-                deviceName: deviceName,
-                timestamp: DecimalField.parse(timestamp)!,
-                nonce: DecimalField.parse(nonce)!
-            )
+                productId: productId, deviceName: deviceName,
+                timestamp: DecimalField.parse(timestamp)!, nonce: DecimalField.parse(nonce)!)
             stringToSign = signed.stringToSign
             signatures = [signed.signature(productSecret: secret)]
             matches = verify.map { signed.verify(signature: $0, productSecret: secret) } ?? false
         } else {
             let signed = SignedRequest(
-                canonicalHost: CanonicalHost.fromHostHeader(host),
-                algorithm: algorithm,
-                timestamp: timestamp,
-                nonce: nonce,
-                body: Array((body ?? "").utf8)
-            )
+                canonicalHost: CanonicalHost.fromHostHeader(host), algorithm: algorithm,
+                timestamp: timestamp, nonce: nonce, body: Array((body ?? "").utf8))
             stringToSign = signed.stringToSign()
             signatures =
                 [signed.signature(productSecret: secret)]
@@ -149,14 +142,9 @@ struct MQTTCredentialsCommand: ParsableCommand {
         let credentials: MQTTCredentials
         do {
             credentials = try MQTTCredentials.derive(
-                productId: productId,
-                deviceName: deviceName,
-                psk: psk,
-                algorithm: algorithm,
-                appId: appId,
+                productId: productId, deviceName: deviceName, psk: psk, algorithm: algorithm, appId: appId,
                 connId: connId ?? MQTTCredentials.randomConnectionId(),
-                expiry: expiry ?? Int64(Date().timeIntervalSince1970) + 3600
-            )
+                expiry: expiry ?? Int64(Date().timeIntervalSince1970) + 3600)
         } catch {
             throw CLIError(error.description)
         }
@@ -165,8 +153,7 @@ struct MQTTCredentialsCommand: ParsableCommand {
                 jsonObject([
                     "clientId": credentials.clientId, "username": credentials.username,
                     "password": credentials.password,
-                ])
-            )
+                ]))
         } else {
             print("clientId: \(credentials.clientId)")
             print("username: \(credentials.username)")

@@ -25,9 +25,7 @@ struct Register: AsyncParsableCommand {
     @Option(
         help: ArgumentHelp(
             "PEM file of the CA that issued the server's certificate, trusted instead of the system's.",
-            valueName: "pem"
-        )
-    )
+            valueName: "pem"))
     var caFile: String?
     @Flag(help: "Certificate products: make the key here and send a CSR; the key never leaves this machine.")
     var keyOnDevice = false
@@ -58,10 +56,7 @@ struct Register: AsyncParsableCommand {
         let registered: RegisteredCredential
         do {
             registered = try await DeviceRegistrar(configuration: configuration).register(
-                productId: productId,
-                deviceName: deviceName,
-                productSecret: secret
-            )
+                productId: productId, deviceName: deviceName, productSecret: secret)
         } catch let error as RegistrationError {
             throw CLIError(error.description)
         }

@@ -30,8 +30,7 @@ struct Serve: AsyncParsableCommand {
         help: """
             A host name signatures may name besides the Host header's (repeatable). Replaces the default, \
             ap-guangzhou.gateway.tencentdevices.com, which SDKs that always sign the public gateway need.
-            """
-    )
+            """)
     var publicHosts: [String] = []
     @Option(help: "PEM certificate (chain) to serve HTTPS.") var tlsCert: String?
     @Option(help: "PEM private key to serve HTTPS.") var tlsKey: String?
@@ -41,8 +40,7 @@ struct Serve: AsyncParsableCommand {
         help: """
             PostgreSQL URL, postgres://user:password@host:5432/database[?sslmode=...], for several instances \
             sharing one database; default: SQLite in the data directory. DYNREG_DATABASE keeps the password out of ps.
-            """
-    )
+            """)
     var database: String?
 
     func validate() throws {
@@ -58,10 +56,7 @@ struct Serve: AsyncParsableCommand {
         let dataDirectory = URL(fileURLWithPath: dataDir)
         do {
             try FileManager.default.createDirectory(
-                at: dataDirectory,
-                withIntermediateDirectories: true,
-                attributes: [.posixPermissions: 0o700]
-            )
+                at: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw CLIError("cannot create the data directory \(dataDir): \(error.localizedDescription)")
         }
@@ -76,12 +71,8 @@ struct Serve: AsyncParsableCommand {
                 throw CLIError("cannot open the database in \(dataDir): \(error)")
             }
             return try await serve(
-                store: store,
-                storeFailure: "cannot open the database in \(dataDir)",
-                token: token,
-                dataDirectory: dataDirectory,
-                logger: logger
-            )
+                store: store, storeFailure: "cannot open the database in \(dataDir)", token: token,
+                dataDirectory: dataDirectory, logger: logger)
         }
         let configuration: PostgresStore.Configuration
         do {
@@ -94,21 +85,14 @@ struct Serve: AsyncParsableCommand {
         }
         try await serve(
             store: PostgresStore(configuration: configuration, logger: logger),
-            storeFailure: "cannot use the PostgreSQL database",
-            token: token,
-            dataDirectory: dataDirectory,
-            logger: logger
-        )
+            storeFailure: "cannot use the PostgreSQL database", token: token, dataDirectory: dataDirectory,
+            logger: logger)
     }
 
     /// Runs the server and the store in one ServiceGroup; the application migrates the store and checks the master
     /// key before it listens (`storeFailure` prefixes a failure of the former).
     private func serve<Store: RegistrationStore>(
-        store: Store,
-        storeFailure: String,
-        token: (value: String, path: String?),
-        dataDirectory: URL,
-        logger: Logger
+        store: Store, storeFailure: String, token: (value: String, path: String?), dataDirectory: URL, logger: Logger
     ) async throws {
         let masterKey = try loadMasterKey(dataDirectory: dataDirectory)
         var configuration = ServerConfiguration(adminToken: token.value, masterKey: masterKey)
@@ -128,10 +112,8 @@ struct Serve: AsyncParsableCommand {
         let app: any Service
         do {
             app = try buildApplication(
-                configuration: configuration,
-                store: store,
-                services: [NonceSweeper(store: store, logger: logger)],
-                logger: logger,
+                configuration: configuration, store: store,
+                services: [NonceSweeper(store: store, logger: logger)], logger: logger,
                 onListening: { port in
                     let url = "\(scheme)://\(host):\(port)"
                     var lines = ["dynreg listening on \(url)", tokenNote]
@@ -153,14 +135,12 @@ struct Serve: AsyncParsableCommand {
                     guard createDemo, try await store.products().isEmpty else { return }
                     let product = try await store.createProduct(DemoProduct.make())
                     demo.product.withLock { $0 = product }
-                }
-            )
+                })
         } catch {
             throw CLIError("cannot start the server: \(error)")
         }
         let group = ServiceGroup(
-            configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        )
+            configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch let error as StartupError {
@@ -170,8 +150,7 @@ struct Serve: AsyncParsableCommand {
             case .masterKey:
                 throw CLIError(
                     "\(error) (DYNREG_MASTER_KEY or \(dataDir)/master-key): "
-                        + "restore the key the CA keys were sealed with"
-                )
+                        + "restore the key the CA keys were sealed with")
             }
         }
     }
@@ -188,10 +167,7 @@ struct Serve: AsyncParsableCommand {
         let value = AdminTokenGenerator.make()
         guard
             FileManager.default.createFile(
-                atPath: file.path,
-                contents: Data((value + "\n").utf8),
-                attributes: [.posixPermissions: 0o600]
-            )
+                atPath: file.path, contents: Data((value + "\n").utf8), attributes: [.posixPermissions: 0o600])
         else {
             throw CLIError("cannot write the admin token to \(file.path)")
         }
@@ -217,10 +193,7 @@ struct Serve: AsyncParsableCommand {
         let (key, encoded) = MasterKey.generate()
         guard
             FileManager.default.createFile(
-                atPath: file.path,
-                contents: Data((encoded + "\n").utf8),
-                attributes: [.posixPermissions: 0o600]
-            )
+                atPath: file.path, contents: Data((encoded + "\n").utf8), attributes: [.posixPermissions: 0o600])
         else {
             throw CLIError("cannot write the master key to \(file.path)")
         }

@@ -20,26 +20,19 @@ func permissions(of url: URL) throws -> Int {
 @Suite("Credential store")
 struct CredentialStoreTests {
     static let keyCredential = RegisteredCredential(
-        productId: Fixture.productId,
-        deviceName: Fixture.deviceName,
-        credential: .key(psk: Fixture.psk),
-        requestId: "request-ok"
-    )
+        productId: Fixture.productId, deviceName: Fixture.deviceName, credential: .key(psk: Fixture.psk),
+        requestId: "request-ok")
 
     @Test(
         "the file store writes mode 0600 and reads back what it wrote",
         arguments: [
             keyCredential,
             RegisteredCredential(
-                productId: Fixture.productId,
-                deviceName: "aa:bb:cc:dd:ee:ff",
+                productId: Fixture.productId, deviceName: "aa:bb:cc:dd:ee:ff",
                 credential: .certificate(
                     clientCert: "-----BEGIN CERTIFICATE-----\nMIIB/zCC\n-----END CERTIFICATE-----\n",
-                    clientKey: "-----BEGIN PRIVATE KEY-----\nMIGH/AgE\n-----END PRIVATE KEY-----\n"
-                )
-            ),
-        ]
-    )
+                    clientKey: "-----BEGIN PRIVATE KEY-----\nMIGH/AgE\n-----END PRIVATE KEY-----\n")),
+        ])
     func roundTrip(credential: RegisteredCredential) async throws {
         try await withTemporaryDirectory { directory in
             let file = directory.appendingPathComponent("credential.json")
@@ -51,14 +44,12 @@ struct CredentialStoreTests {
             #expect(try store.load() == credential)
             #expect(
                 try await store.credential(productId: credential.productId, deviceName: credential.deviceName)
-                    == credential
-            )
+                    == credential)
             // Only the credential file is left: the temporary file was renamed, not copied.
             #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["credential.json"])
 
             let json = try #require(
-                try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any]
-            )
+                try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
             #expect(json["productId"] as? String == credential.productId)
             #expect(json["deviceName"] as? String == credential.deviceName)
             #expect(json["encryptionType"] as? Int == credential.credential.encryptionType)
@@ -79,10 +70,7 @@ struct CredentialStoreTests {
         try await withTemporaryDirectory { directory in
             let file = directory.appendingPathComponent("credential.json")
             _ = FileManager.default.createFile(
-                atPath: file.path,
-                contents: Data("old".utf8),
-                attributes: [.posixPermissions: 0o644]
-            )
+                atPath: file.path, contents: Data("old".utf8), attributes: [.posixPermissions: 0o644])
             try await FileCredentialStore(fileURL: file).save(Self.keyCredential)
             #expect(try permissions(of: file) == 0o600)
             #expect(try FileCredentialStore(fileURL: file).load() == Self.keyCredential)
@@ -129,17 +117,11 @@ struct CredentialStoreTests {
                 let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
                 let store = FileCredentialStore(fileURL: directory.appendingPathComponent("credential.json"))
                 let first = try await registrar.registerIfNeeded(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret,
-                    store: store
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret, store: store)
                 let second = try await registrar.registerIfNeeded(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret,
-                    store: store
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret, store: store)
                 #expect(first == second)
                 #expect(first.credential == .key(psk: Fixture.psk))
                 #expect(await log.count == 1)
@@ -156,11 +138,8 @@ struct CredentialStoreTests {
                 try await store.save(Self.keyCredential)
                 let error = try await #require(throws: RegistrationError.self) {
                     try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).registerIfNeeded(
-                        productId: Fixture.productId,
-                        deviceName: "another-device",
-                        productSecret: Fixture.productSecret,
-                        store: store
-                    )
+                        productId: Fixture.productId, deviceName: "another-device",
+                        productSecret: Fixture.productSecret, store: store)
                 }
                 #expect(error.code == .credentialStore)
                 #expect(await log.count == 0)
@@ -178,11 +157,8 @@ struct CredentialStoreTests {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             let error = try await #require(throws: RegistrationError.self) {
                 try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).registerIfNeeded(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret,
-                    store: ReadOnlyStore()
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret, store: ReadOnlyStore())
             }
             #expect(error.code == .credentialStore)
             #expect(error.underlying is ReadOnlyStore.Refused)
@@ -199,12 +175,8 @@ struct RegisteredCredentialTests {
         let expiry = Date(timeIntervalSince1970: 1_900_000_000)
         let mqtt = try #require(try registered.mqttCredentials(expiry: expiry, connId: "abcde"))
         let expected = try MQTTCredentials.derive(
-            productId: Fixture.productId,
-            deviceName: Fixture.deviceName,
-            psk: Fixture.psk,
-            connId: "abcde",
-            expiry: 1_900_000_000
-        )
+            productId: Fixture.productId, deviceName: Fixture.deviceName, psk: Fixture.psk, connId: "abcde",
+            expiry: 1_900_000_000)
         #expect(mqtt == expected)
         #expect(mqtt.clientId == Fixture.productId + Fixture.deviceName)
         #expect(MQTTCredentials.verify(username: mqtt.username, password: mqtt.password, psk: Fixture.psk))

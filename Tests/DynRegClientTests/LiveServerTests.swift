@@ -13,8 +13,7 @@ import X509
 @Suite("DynRegClient against dynreg serve")
 struct LiveServerTests {
     static func registrar(
-        _ url: String,
-        _ configure: (inout DeviceRegistrar.Configuration) -> Void = { _ in }
+        _ url: String, _ configure: (inout DeviceRegistrar.Configuration) -> Void = { _ in }
     )
         -> DeviceRegistrar
     {
@@ -57,10 +56,7 @@ struct LiveServerTests {
             // The platform's answer.
             await #expect {
                 try await registrar.register(
-                    productId: product.id,
-                    deviceName: "d",
-                    productSecret: "wrong-secret-0123456789"
-                )
+                    productId: product.id, deviceName: "d", productSecret: "wrong-secret-0123456789")
             } throws: { error in
                 let error = error as? RegistrationError
                 return error?.code == .rejected && error?.platformCode == "AuthFailure.SignatureFailure"
@@ -80,10 +76,7 @@ struct LiveServerTests {
             // Invalid input: caught before sending, so no event is recorded.
             await #expect {
                 try await registrar.register(
-                    productId: product.id,
-                    deviceName: "bad name",
-                    productSecret: product.secret
-                )
+                    productId: product.id, deviceName: "bad name", productSecret: product.secret)
             } throws: { error in
                 (error as? RegistrationError)?.code == .invalidInput
             }
@@ -115,17 +108,9 @@ struct LiveServerTests {
             let store = FileCredentialStore(fileURL: server.directory.appendingPathComponent("credential.json"))
             let registrar = Self.registrar(server.baseURL)
             let first = try await registrar.registerIfNeeded(
-                productId: product.id,
-                deviceName: "d",
-                productSecret: product.secret,
-                store: store
-            )
+                productId: product.id, deviceName: "d", productSecret: product.secret, store: store)
             let second = try await registrar.registerIfNeeded(
-                productId: product.id,
-                deviceName: "d",
-                productSecret: product.secret,
-                store: store
-            )
+                productId: product.id, deviceName: "d", productSecret: product.secret, store: store)
             #expect(first == second)
             #expect(try await server.store.events(productId: product.id, limit: 10).count == 1)
             #expect(try await server.store.device(productId: product.id, deviceName: "d")?.registrationCount == 1)

@@ -31,10 +31,7 @@ struct RedactionTests {
     }
 
     static func expectHidden(
-        _ value: some Any,
-        secrets: [String],
-        shows visible: [String] = [],
-        marked: Bool = true,
+        _ value: some Any, secrets: [String], shows visible: [String] = [], marked: Bool = true,
         sourceLocation: SourceLocation = #_sourceLocation
     ) {
         for (index, text) in renderings(value).enumerated() {
@@ -47,58 +44,30 @@ struct RedactionTests {
         }
         for field in visible {
             #expect(
-                String(describing: value).contains(field),
-                "\(value) lacks \(field)",
-                sourceLocation: sourceLocation
-            )
+                String(describing: value).contains(field), "\(value) lacks \(field)", sourceLocation: sourceLocation)
         }
     }
 
     static let product = Product(
-        id: "PRODUCT01",
-        name: "cams",
-        authType: .certificate,
-        secret: secret,
-        dynamicRegistration: true,
-        autoCreate: true,
-        deviceQuota: 10,
-        allowClocklessDevices: false,
-        deviceCount: 1,
-        createdAt: now,
+        id: "PRODUCT01", name: "cams", authType: .certificate, secret: secret, dynamicRegistration: true,
+        autoCreate: true, deviceQuota: 10, allowClocklessDevices: false, deviceCount: 1, createdAt: now,
         certificateAuthority: StoredCertificateAuthority(
-            certificatePEM: "CA-PEM",
-            sealedPrivateKey: "v1:SEALED-key",
-            keyType: "p256",
-            certificateValidityDays: 30
-        )
-    )
+            certificatePEM: "CA-PEM", sealedPrivateKey: "v1:SEALED-key", keyType: "p256", certificateValidityDays: 30))
 
     static let device = Device(
-        productId: "PRODUCT01",
-        name: "cam-01",
-        status: .registered,
-        psk: psk,
-        createdAt: now,
-        registeredAt: now,
-        activatedAt: nil,
-        registrationCount: 1
-    )
+        productId: "PRODUCT01", name: "cam-01", status: .registered, psk: psk, createdAt: now, registeredAt: now,
+        activatedAt: nil, registrationCount: 1)
 
     @Test("protocol values: the psk, the private key and the MQTT password")
     func protocolValues() throws {
         Self.expectHidden(DeviceCredential.key(psk: Self.psk), secrets: [Self.psk], shows: ["key"])
         Self.expectHidden(
-            DeviceCredential.certificate(clientCert: "CERT", clientKey: Self.keyPEM),
-            secrets: [Self.keyPEM, "S0VZ"],
-            shows: ["certificate"]
-        )
+            DeviceCredential.certificate(clientCert: "CERT", clientKey: Self.keyPEM), secrets: [Self.keyPEM, "S0VZ"],
+            shows: ["certificate"])
         let mqtt = try MQTTCredentials.derive(productId: "PRODUCT01", deviceName: "cam-01", psk: Self.psk, expiry: 1)
         Self.expectHidden(mqtt, secrets: [mqtt.password, String(mqtt.password.prefix(16))], shows: [mqtt.username])
         let registered = RegisteredCredential(
-            productId: "PRODUCT01",
-            deviceName: "cam-01",
-            credential: .key(psk: Self.psk)
-        )
+            productId: "PRODUCT01", deviceName: "cam-01", credential: .key(psk: Self.psk))
         Self.expectHidden(registered, secrets: [Self.psk], shows: ["cam-01"])
     }
 
@@ -109,14 +78,8 @@ struct RedactionTests {
         Self.expectHidden(Self.device, secrets: [Self.psk], shows: ["cam-01", "registered"])
         Self.expectHidden(IssuedCredential.key(psk: Self.psk), secrets: [Self.psk])
         let attempt = RegistrationAttempt(
-            productId: "PRODUCT01",
-            deviceName: "cam-01",
-            timestamp: 1,
-            nonce: 2,
-            replayExpiry: nil,
-            credential: .key(psk: Self.psk),
-            now: Self.now
-        )
+            productId: "PRODUCT01", deviceName: "cam-01", timestamp: 1, nonce: 2, replayExpiry: nil,
+            credential: .key(psk: Self.psk), now: Self.now)
         Self.expectHidden(attempt, secrets: [Self.psk])
         Self.expectHidden(RegistrationDecision.issued(Self.device), secrets: [Self.psk])
         // A device without a psk says so rather than hiding nothing.

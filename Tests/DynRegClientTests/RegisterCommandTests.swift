@@ -20,9 +20,7 @@ struct RegisterCommandTests {
     func humanReadable() async throws {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             let result = try await dynreg(
-                arguments(baseURL),
-                environment: ["DYNREG_PRODUCT_SECRET": Fixture.productSecret]
-            )
+                arguments(baseURL), environment: ["DYNREG_PRODUCT_SECRET": Fixture.productSecret])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.contains("encryptionType: 2"))
             #expect(result.stdout.contains("psk: \(Fixture.psk)"))
@@ -39,15 +37,12 @@ struct RegisterCommandTests {
                 let result = try await dynreg(
                     arguments(
                         baseURL,
-                        ["--product-secret", Fixture.productSecret, "--legacy", "--json", "--save", file.path]
-                    )
-                )
+                        ["--product-secret", Fixture.productSecret, "--legacy", "--json", "--save", file.path]))
                 #expect(result.status == 0, "\(result.stderr)")
                 let lines = result.stdout.split(separator: "\n")
                 try #require(lines.count == 1)
                 let object = try #require(
-                    try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
-                )
+                    try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
                 #expect(object["encryptionType"] as? Int == 2)
                 #expect(object["psk"] as? String == Fixture.psk)
                 #expect(object["requestId"] as? String == "legacy-ok")
@@ -61,8 +56,7 @@ struct RegisterCommandTests {
     @Test("a refusal is one line on stderr with the platform code and message, and a non-zero exit")
     func refusal() async throws {
         try await withScriptedServer({ _, _ in .failure(.signatureFailure, message: "signature mismatch") }) {
-            baseURL,
-            _ in
+            baseURL, _ in
             let result = try await dynreg(arguments(baseURL, ["--product-secret", Fixture.productSecret]))
             #expect(result.status != 0)
             #expect(result.stdout.isEmpty)

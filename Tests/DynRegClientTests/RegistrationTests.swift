@@ -11,17 +11,13 @@ struct RegistrationTests {
         "a current-protocol request is signed over the host without port and the exact body",
         arguments: [
             SignatureAlgorithm.hmacSHA256, .hmacSHA1,
-        ]
-    )
+        ])
     func signedRequest(algorithm: SignatureAlgorithm) async throws {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             var configuration = fastConfiguration(baseURL)
             configuration.algorithm = algorithm
             let registered = try await DeviceRegistrar(configuration: configuration).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
 
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(registered.productId == Fixture.productId)
@@ -37,10 +33,8 @@ struct RegistrationTests {
             #expect(
                 request.body
                     == RegistrationRequestBody(
-                        productId: Fixture.productId,
-                        deviceName: Fixture.deviceName
-                    ).encodedJSON()
-            )
+                        productId: Fixture.productId, deviceName: Fixture.deviceName
+                    ).encodedJSON())
             let nonce = try #require(request.headers["x-tc-nonce"].flatMap(DecimalField.parse))
             #expect((0...Int64(Int32.max)).contains(nonce))
             let timestamp = try #require(request.timestamp)
@@ -48,12 +42,8 @@ struct RegistrationTests {
             // The Host header carries the port; the signature must not.
             #expect(request.authority?.hasPrefix("127.0.0.1:") == true)
             let signed = SignedRequest(
-                canonicalHost: "127.0.0.1",
-                algorithm: algorithm,
-                timestamp: request.headers["x-tc-timestamp"]!,
-                nonce: request.headers["x-tc-nonce"]!,
-                body: request.body
-            )
+                canonicalHost: "127.0.0.1", algorithm: algorithm, timestamp: request.headers["x-tc-timestamp"]!,
+                nonce: request.headers["x-tc-nonce"]!, body: request.body)
             let signature = try #require(request.headers["x-tc-signature"])
             #expect(signature == signed.signature(productSecret: Fixture.productSecret))
             #expect(signed.verify(signature: signature, productSecret: Fixture.productSecret))
@@ -66,10 +56,7 @@ struct RegistrationTests {
             let registered = try await DeviceRegistrar(
                 configuration: fastConfiguration(baseURL, registrationProtocol: .legacy)
             ).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
 
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(registered.requestId == "legacy-ok")
@@ -89,14 +76,10 @@ struct RegistrationTests {
     func certificateCredential() async throws {
         let certificate = DeviceCredential.certificate(
             clientCert: "-----BEGIN CERTIFICATE-----\nMIIB/zCCAaWgAwIBAgIU+abc/def==\n-----END CERTIFICATE-----\n",
-            clientKey: "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49/AgEGCCqGSM49==\n-----END PRIVATE KEY-----\n"
-        )
+            clientKey: "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49/AgEGCCqGSM49==\n-----END PRIVATE KEY-----\n")
         try await withScriptedServer({ _, _ in .success(certificate) }) { baseURL, _ in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             #expect(registered.credential == certificate)
             #expect(registered.psk == nil)
             #expect(try registered.mqttCredentials(expiry: Date()) == nil)
@@ -108,10 +91,8 @@ struct RegistrationTests {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL), httpClient: .shared)
                 .register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(await log.count == 1)
         }
@@ -131,10 +112,8 @@ struct RegistrationTests {
                 _ = try await DeviceRegistrar(
                     configuration: fastConfiguration(url, registrationProtocol: registrationProtocol)
                 ).register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(await log.requests.map(\.path) == cases.map(\.2))
         }
@@ -152,10 +131,7 @@ struct RetryTests {
             // Margins for a loaded machine: the late answer comes long after the timeout, the retry well within it.
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, timeout: .seconds(2)))
             let registered = try await registrar.register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             #expect(registered.requestId == "in-time")
             #expect(await log.count >= 2)
         }
@@ -165,10 +141,7 @@ struct RetryTests {
     func droppedConnection() async throws {
         try await withScriptedServer({ number, _ in number == 1 ? .drop : .success() }) { baseURL, log in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(await log.count == 2)
         }
@@ -177,13 +150,9 @@ struct RetryTests {
     @Test("every attempt carries a fresh nonce")
     func freshNonce() async throws {
         try await withScriptedServer({ number, _ in number < 3 ? .failure(.internalError) : .success() }) {
-            baseURL,
-            log in
+            baseURL, log in
             _ = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             let nonces = await log.requests.compactMap { $0.headers["x-tc-nonce"] }
             #expect(nonces.count == 3)
             #expect(Set(nonces).count == 3)
@@ -194,13 +163,9 @@ struct RetryTests {
     func internalErrorThenSuccess() async throws {
         let failures = 2
         try await withScriptedServer({ number, _ in number <= failures ? .failure(.internalError) : .success() }) {
-            baseURL,
-            log in
+            baseURL, log in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             #expect(registered.requestId == "request-ok")
             #expect(await log.count == failures + 1)
         }
@@ -212,10 +177,8 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 3))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.code == .rejected)
             #expect(error.platformCode == "RequestLimitExceeded")
@@ -231,10 +194,7 @@ struct RetryTests {
             number == 1 ? .reply(Array("<html>busy</html>".utf8), status: .serviceUnavailable) : .success()
         }) { baseURL, log in
             _ = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             #expect(await log.count == 2)
         }
     }
@@ -245,10 +205,8 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 2))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.code == .transport)
             #expect(error.underlying != nil)
@@ -262,19 +220,15 @@ struct RetryTests {
         arguments: [
             RegistrationErrorCode.signatureFailure, .productNotExist, .deviceNotExist, .deviceAlreadyActivated,
             .dynamicRegistrationDisabled, .deviceQuota, .nonceReused,
-        ]
-    )
+        ])
     func notRetried(code: RegistrationErrorCode) async throws {
         try await withScriptedServer({ _, _ in .failure(code, message: "refused", requestId: "req-42") }) {
-            baseURL,
-            log in
+            baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.code == .rejected)
             #expect(error.platformCode == code.code)
@@ -295,10 +249,8 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.description == "AuthFailure.SignatureFailure: signature mismatch (request id f4da4f1f)")
             #expect(!String(reflecting: error).contains(Fixture.productSecret))
@@ -312,10 +264,8 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, registrationProtocol: .legacy))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.code == .rejected)
             #expect(error.platformCode == "AuthFailure.SignatureFailure")
@@ -332,10 +282,8 @@ struct RetryTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, registrationProtocol: .legacy))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.platformCode == "4242")
             #expect(error.legacyCode == 4242)
@@ -351,8 +299,7 @@ struct ClockCorrectionTests {
         "AuthFailure.SignatureExpire with a Date header is retried once with the server's time",
         arguments: [
             Int64(3 * 86_400), Int64(-2 * 86_400),
-        ]
-    )
+        ])
     func correctedTimestamp(serverAhead: Int64) async throws {
         try await withScriptedServer({ number, _ in
             number == 1
@@ -361,10 +308,7 @@ struct ClockCorrectionTests {
             // maxAttempts 1: the correction is an extra attempt, not a retry.
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 1))
             _ = try await registrar.register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             let requests = await log.requests
             try #require(requests.count == 2)
             let first = try #require(requests[0].timestamp)
@@ -372,15 +316,10 @@ struct ClockCorrectionTests {
             #expect(abs(first - unixNow()) <= 5)
             #expect(abs(second - (unixNow() + serverAhead)) <= 5)
             let signed = SignedRequest(
-                canonicalHost: "127.0.0.1",
-                algorithm: .hmacSHA256,
-                timestamp: String(second),
-                nonce: requests[1].headers["x-tc-nonce"]!,
-                body: requests[1].body
-            )
+                canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: String(second),
+                nonce: requests[1].headers["x-tc-nonce"]!, body: requests[1].body)
             #expect(
-                signed.verify(signature: requests[1].headers["x-tc-signature"]!, productSecret: Fixture.productSecret)
-            )
+                signed.verify(signature: requests[1].headers["x-tc-signature"]!, productSecret: Fixture.productSecret))
         }
     }
 
@@ -395,10 +334,7 @@ struct ClockCorrectionTests {
             _ = try await DeviceRegistrar(
                 configuration: fastConfiguration(baseURL, registrationProtocol: .legacy)
             ).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             let requests = await log.requests
             try #require(requests.count == 2)
             let body = try LegacyRegistrationRequestBody(decoding: requests[1].body)
@@ -415,10 +351,8 @@ struct ClockCorrectionTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.platformCode == "AuthFailure.SignatureExpire")
             #expect(error.attempts == 2)
@@ -432,10 +366,8 @@ struct ClockCorrectionTests {
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.platformCode == "AuthFailure.SignatureExpire")
             #expect(await log.count == 1)
@@ -448,15 +380,12 @@ struct RefusalTests {
     @Test("a wrong product secret shows as a credential that does not decrypt")
     func wrongProductSecret() async throws {
         try await withScriptedServer({ _, _ in .success(encryptedWith: "an-entirely-different-secret") }) {
-            baseURL,
-            log in
+            baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.code == .undecodableAnswer)
             #expect(error.message == "could not decrypt the credential: is the product secret right?")
@@ -470,15 +399,12 @@ struct RefusalTests {
     @Test("an answer that is not a registration answer is undecodable")
     func notARegistrationAnswer() async throws {
         try await withScriptedServer({ _, _ in .reply(Array("<html>not found</html>".utf8), status: .notFound) }) {
-            baseURL,
-            log in
+            baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: Fixture.productId,
-                    deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret
-                )
+                    productId: Fixture.productId, deviceName: Fixture.deviceName,
+                    productSecret: Fixture.productSecret)
             }
             #expect(error.code == .undecodableAnswer)
             #expect(error.httpStatus == 404)
@@ -505,17 +431,13 @@ struct RefusalTests {
             InvalidInput(productId: "ASJ/1234", label: "product id with a slash"),
             InvalidInput(productSecret: "fifteen-chars!!", label: "product secret of 15 characters"),
             InvalidInput(productSecret: "", label: "empty product secret"),
-        ]
-    )
+        ])
     func invalidInput(_ input: InvalidInput) async throws {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
             let error = try await #require(throws: RegistrationError.self) {
                 try await registrar.register(
-                    productId: input.productId,
-                    deviceName: input.deviceName,
-                    productSecret: input.productSecret
-                )
+                    productId: input.productId, deviceName: input.deviceName, productSecret: input.productSecret)
             }
             #expect(error.code == .invalidInput)
             #expect(error.attempts == 0)
@@ -538,10 +460,8 @@ struct RefusalTests {
             for configuration in configurations {
                 let error = try await #require(throws: RegistrationError.self) {
                     try await DeviceRegistrar(configuration: configuration).register(
-                        productId: Fixture.productId,
-                        deviceName: Fixture.deviceName,
-                        productSecret: Fixture.productSecret
-                    )
+                        productId: Fixture.productId, deviceName: Fixture.deviceName,
+                        productSecret: Fixture.productSecret)
                 }
                 #expect(error.code == .invalidInput)
             }
@@ -561,8 +481,7 @@ struct EndpointTests {
         #expect(full.url(for: .current).absoluteString == "https://iot.example.com/register/dev")
         #expect(
             RegistrationEndpoint.tencentGuangzhou.url(for: .current).absoluteString
-                == "https://ap-guangzhou.gateway.tencentdevices.com/device/register"
-        )
+                == "https://ap-guangzhou.gateway.tencentdevices.com/device/register")
         #expect(RegistrationEndpoint(string: "ftp://iot.example.com") == nil)
         #expect(RegistrationEndpoint(string: "iot.example.com") == nil)
     }

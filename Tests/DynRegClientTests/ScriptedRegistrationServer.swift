@@ -38,51 +38,38 @@ indirect enum ScriptedAnswer: Sendable {
     case delayed(Duration, then: ScriptedAnswer)
 
     static func success(
-        _ credential: DeviceCredential = .key(psk: Fixture.psk),
-        encryptedWith secret: String = Fixture.productSecret,
+        _ credential: DeviceCredential = .key(psk: Fixture.psk), encryptedWith secret: String = Fixture.productSecret,
         requestId: String = "request-ok"
     ) -> ScriptedAnswer {
         .reply(
             RegistrationReply.success(try! credential.encrypted(productSecret: secret), requestId: requestId)
-                .encodedJSON()
-        )
+                .encodedJSON())
     }
 
     static func failure(
-        _ code: RegistrationErrorCode,
-        message: String? = nil,
-        requestId: String = "request-failed",
+        _ code: RegistrationErrorCode, message: String? = nil, requestId: String = "request-failed",
         headers: [String: String] = [:]
     ) -> ScriptedAnswer {
         .reply(
             RegistrationReply.failure(code: code.code, message: message ?? code.defaultMessage, requestId: requestId)
-                .encodedJSON(),
-            headers: headers
-        )
+                .encodedJSON(), headers: headers)
     }
 
     static func legacySuccess(
-        _ credential: DeviceCredential = .key(psk: Fixture.psk),
-        requestId: String = "legacy-ok"
+        _ credential: DeviceCredential = .key(psk: Fixture.psk), requestId: String = "legacy-ok"
     ) -> ScriptedAnswer {
         .reply(
             LegacyRegistrationReply.success(
-                try! credential.encrypted(productSecret: Fixture.productSecret),
-                requestId: requestId
-            ).encodedJSON()
-        )
+                try! credential.encrypted(productSecret: Fixture.productSecret), requestId: requestId
+            ).encodedJSON())
     }
 
     static func legacyFailure(
-        _ code: RegistrationErrorCode,
-        requestId: String = "legacy-failed",
-        headers: [String: String] = [:]
+        _ code: RegistrationErrorCode, requestId: String = "legacy-failed", headers: [String: String] = [:]
     ) -> ScriptedAnswer {
         .reply(
             LegacyRegistrationReply.failure(code: code.legacyCode, message: code.defaultMessage, requestId: requestId)
-                .encodedJSON(),
-            headers: headers
-        )
+                .encodedJSON(), headers: headers)
     }
 }
 
@@ -114,11 +101,8 @@ func withScriptedServer(
         var headers: [String: String] = [:]
         for field in request.headers { headers[field.name.canonicalName] = field.value }
         let recorded = RecordedRequest(
-            path: request.uri.path,
-            authority: request.head.authority,
-            headers: headers,
-            body: Array(buffer.readableBytesView)
-        )
+            path: request.uri.path, authority: request.head.authority, headers: headers,
+            body: Array(buffer.readableBytesView))
         let number = await log.record(recorded)
         var answer = script(number, recorded)
         while case .delayed(let delay, let next) = answer {
@@ -135,8 +119,7 @@ func withScriptedServer(
             for (name, value) in extraHeaders { fields[HTTPField.Name(name)!] = value }
             try await responseWriter.write(
                 response: HTTPResponse(status: status, headerFields: fields),
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes))
-            )
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
         case .delayed:
             preconditionFailure("unwrapped above")
         }
@@ -145,22 +128,15 @@ func withScriptedServer(
     logger.logLevel = .critical
     if let tls {
         try await serve(
-            try TLSChannel(HTTP1Channel(responder: responder), tlsConfiguration: tls),
-            scheme: "https",
-            logger: logger,
-            log: log,
-            body
-        )
+            try TLSChannel(HTTP1Channel(responder: responder), tlsConfiguration: tls), scheme: "https",
+            logger: logger, log: log, body)
     } else {
         try await serve(HTTP1Channel(responder: responder), scheme: "http", logger: logger, log: log, body)
     }
 }
 
 private func serve<Channel: ServerChildChannel>(
-    _ childChannel: Channel,
-    scheme: String,
-    logger: Logger,
-    log: RequestLog,
+    _ childChannel: Channel, scheme: String, logger: Logger, log: RequestLog,
     _ body: (_ baseURL: String, _ log: RequestLog) async throws -> Void
 ) async throws {
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
@@ -172,8 +148,7 @@ private func serve<Channel: ServerChildChannel>(
             portContinuation.finish()
         },
         eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
-        logger: logger
-    )
+        logger: logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await server.run() }
         var iterator = ports.makeAsyncIterator()
@@ -196,17 +171,14 @@ struct ServerStartFailure: Error {}
 
 /// Registrar settings that keep the suite fast: short backoff, a timeout generous enough for a loaded machine.
 func fastConfiguration(
-    _ baseURL: String,
-    registrationProtocol: RegistrationProtocol = .current,
-    maxAttempts: Int = 4,
+    _ baseURL: String, registrationProtocol: RegistrationProtocol = .current, maxAttempts: Int = 4,
     timeout: Duration = .seconds(5)
 ) -> DeviceRegistrar.Configuration {
     DeviceRegistrar.Configuration(
         endpoint: RegistrationEndpoint(string: baseURL)!,
         registrationProtocol: registrationProtocol,
         timeout: timeout,
-        retry: RetryPolicy(maxAttempts: maxAttempts, baseDelay: .milliseconds(10), maxDelay: .milliseconds(50))
-    )
+        retry: RetryPolicy(maxAttempts: maxAttempts, baseDelay: .milliseconds(10), maxDelay: .milliseconds(50)))
 }
 
 /// `Date` header value (IMF-fixdate) for a Unix time.

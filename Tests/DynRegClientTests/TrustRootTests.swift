@@ -17,43 +17,31 @@ private struct PrivateCA {
         let caKey = P256.Signing.PrivateKey()
         let caName = try DistinguishedName { CommonName("dynreg client test CA") }
         let ca = try Certificate(
-            version: .v3,
-            serialNumber: .init(),
-            publicKey: .init(caKey.publicKey),
-            notValidBefore: now - 3600,
-            notValidAfter: now + 3600,
-            issuer: caName,
-            subject: caName,
+            version: .v3, serialNumber: .init(), publicKey: .init(caKey.publicKey),
+            notValidBefore: now - 3600, notValidAfter: now + 3600, issuer: caName, subject: caName,
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
                 Critical(KeyUsage(keyCertSign: true))
             },
-            issuerPrivateKey: .init(caKey)
-        )
+            issuerPrivateKey: .init(caKey))
         let serverKey = P256.Signing.PrivateKey()
         let server = try Certificate(
-            version: .v3,
-            serialNumber: .init(),
-            publicKey: .init(serverKey.publicKey),
-            notValidBefore: now - 3600,
-            notValidAfter: now + 3600,
-            issuer: caName,
+            version: .v3, serialNumber: .init(), publicKey: .init(serverKey.publicKey),
+            notValidBefore: now - 3600, notValidAfter: now + 3600, issuer: caName,
             subject: try DistinguishedName { CommonName("127.0.0.1") },
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 SubjectAlternativeNames([.ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1]))])
                 try ExtendedKeyUsage([.serverAuth])
             },
-            issuerPrivateKey: .init(caKey)
-        )
+            issuerPrivateKey: .init(caKey))
         caPEM = try ca.serializeAsPEM().pemString
         serverTLS = TLSConfiguration.makeServerConfiguration(
             certificateChain: [
                 .certificate(try NIOSSLCertificate(bytes: Array(server.serializeAsPEM().pemString.utf8), format: .pem))
             ],
-            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverKey.pemRepresentation.utf8), format: .pem))
-        )
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverKey.pemRepresentation.utf8), format: .pem)))
     }
 }
 
@@ -66,10 +54,7 @@ struct TrustRootTests {
             var configuration = fastConfiguration(baseURL)
             configuration.trustRootsPEM = ca.caPEM
             let registered = try await DeviceRegistrar(configuration: configuration).register(
-                productId: Fixture.productId,
-                deviceName: Fixture.deviceName,
-                productSecret: Fixture.productSecret
-            )
+                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(await log.count == 1)
         }
@@ -85,10 +70,8 @@ struct TrustRootTests {
                 configuration.trustRootsPEM = trustRoots
                 let error = try await #require(throws: RegistrationError.self) {
                     try await DeviceRegistrar(configuration: configuration).register(
-                        productId: Fixture.productId,
-                        deviceName: Fixture.deviceName,
-                        productSecret: Fixture.productSecret
-                    )
+                        productId: Fixture.productId, deviceName: Fixture.deviceName,
+                        productSecret: Fixture.productSecret)
                 }
                 #expect(error.code == .transport)
                 #expect(error.message.contains("not trusted"))

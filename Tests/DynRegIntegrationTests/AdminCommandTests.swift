@@ -23,8 +23,7 @@ struct AdminCommandTests {
             let table = try await server.dynreg(["product", "show", id])
             #expect(table.stdout.contains("autoCreate") && table.stdout.contains("on"))
             let updated = try json(
-                try await server.dynreg(["product", "update", id, "--auto-create", "off", "--no-quota", "--json"])
-            )
+                try await server.dynreg(["product", "update", id, "--auto-create", "off", "--no-quota", "--json"]))
             #expect(updated["autoCreate"] as? Bool == false)
             #expect(updated["deviceQuota"] is NSNull)
             let rotated = try json(try await server.dynreg(["product", "rotate-secret", id, "--json"]))
@@ -61,8 +60,7 @@ struct AdminCommandTests {
     func certificates() async throws {
         try await RunningServer.with { server in
             let product = try json(
-                try await server.dynreg(["product", "create", "--name", "cams", "--auth", "certificate", "--json"])
-            )
+                try await server.dynreg(["product", "create", "--name", "cams", "--auth", "certificate", "--json"]))
             let id = try #require(product["productId"] as? String)
             let secret = try #require(product["productSecret"] as? String)
             let ca = try await server.dynreg(["product", "ca", id])
@@ -96,8 +94,7 @@ struct AdminCommandTests {
             // No token anywhere: the data directory has none because the server used DYNREG_ADMIN_TOKEN.
             let none = try await runDynreg(
                 ["product", "list", "--data-dir", "/nonexistent"],
-                environment: ["DYNREG_SERVER": server.baseURL, "DYNREG_ADMIN_TOKEN": ""]
-            )
+                environment: ["DYNREG_SERVER": server.baseURL, "DYNREG_ADMIN_TOKEN": ""])
             #expect(none.status != 0)
             #expect(none.stderr.hasPrefix("dynreg: no admin token"))
         }
@@ -113,8 +110,7 @@ struct AdminCommandTests {
         let (directory, productId) = try await RunningServer.with(arguments: []) { server in
             #expect(server.banner.contains("Demo product created"))
             let productId = try #require(
-                server.banner.split(separator: "\n").first { $0.contains("ProductId:") }?.split(separator: " ").last
-            )
+                server.banner.split(separator: "\n").first { $0.contains("ProductId:") }?.split(separator: " ").last)
             // Keep the directory for the second start.
             let kept = server.dataDirectory.deletingLastPathComponent()
                 .appendingPathComponent("dynreg-demo-\(UUID().uuidString)")
@@ -139,8 +135,7 @@ struct AdminCommandTests {
         try await RunningServer.with { server in
             let second = try await runDynreg(
                 ["serve", "--port", "0", "--no-demo", "--data-dir", server.dataDirectory.path],
-                environment: ["DYNREG_ADMIN_TOKEN": RunningServer.adminToken]
-            )
+                environment: ["DYNREG_ADMIN_TOKEN": RunningServer.adminToken])
             #expect(second.status != 0)
             #expect(second.stderr.contains("another dynreg server"), "\(second.stderr)")
             #expect(second.stderr.split(separator: "\n").count == 1)

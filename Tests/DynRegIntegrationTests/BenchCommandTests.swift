@@ -35,9 +35,7 @@ struct BenchCommandTests {
                         "bench", "--url", server.baseURL, "--product-id", product.id, "--devices", "50",
                         "--concurrency", "8", "--json",
                     ],
-                    environment: ["DYNREG_PRODUCT_SECRET": product.secret]
-                )
-            )
+                    environment: ["DYNREG_PRODUCT_SECRET": product.secret]))
             #expect(current.outcomes == ["Success": 50])
             #expect(current.devices == 50)
             #expect(current.concurrency == 8)
@@ -51,8 +49,7 @@ struct BenchCommandTests {
                         "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
                         product.secret,
                         "--devices", "50", "--concurrency", "8", "--legacy", "--json",
-                    ])
-            )
+                    ]))
             #expect(legacy.outcomes == ["Success": 50])
 
             let sha1 = try await BenchReport(
@@ -62,8 +59,7 @@ struct BenchCommandTests {
                         product.secret,
                         "--devices", "50", "--concurrency", "8", "--algorithm", "hmacsha1", "--device-prefix", "sha1",
                         "--json",
-                    ])
-            )
+                    ]))
             #expect(sha1.outcomes == ["Success": 50])
 
             // Three runs of 50 distinct names each.
@@ -84,8 +80,7 @@ struct BenchCommandTests {
                     "4",
                     "--csr", "--device-prefix", "csr", "--json",
                 ],
-                environment: ["DYNREG_PRODUCT_SECRET": product.secret]
-            )
+                environment: ["DYNREG_PRODUCT_SECRET": product.secret])
             let report = try BenchReport(result)
             #expect(report.outcomes == ["Success": 20])
             #expect((report.object["endpoint"] as? String)?.contains("CSR") == true)
@@ -97,8 +92,7 @@ struct BenchCommandTests {
             }
             let refused = try await runDynreg(
                 ["bench", "--url", server.baseURL, "--product-id", product.id, "--csr", "--legacy"],
-                environment: ["DYNREG_PRODUCT_SECRET": product.secret]
-            )
+                environment: ["DYNREG_PRODUCT_SECRET": product.secret])
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("--csr needs the current protocol"))
         }
@@ -114,16 +108,14 @@ struct BenchCommandTests {
                     [
                         "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
                         "--devices", "50", "--concurrency", "8", "--json",
-                    ])
-            )
+                    ]))
             #expect(current.outcomes == ["AuthFailure.SignatureFailure": 50])
             let legacy = try await BenchReport(
                 runDynreg(
                     [
                         "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
                         "--devices", "50", "--concurrency", "8", "--legacy", "--json",
-                    ])
-            )
+                    ]))
             #expect(legacy.outcomes == ["AuthFailure.SignatureFailure": 50])
         }
     }
@@ -133,8 +125,7 @@ struct BenchCommandTests {
         try await withServer { server in
             let report = try await BenchReport(
                 runDynreg(
-                    ["bench", "--url", server.baseURL, "--health", "--devices", "50", "--concurrency", "8", "--json"])
-            )
+                    ["bench", "--url", server.baseURL, "--health", "--devices", "50", "--concurrency", "8", "--json"]))
             #expect(report.outcomes == ["Success": 50])
             #expect(report.devices == 50)
 
@@ -168,13 +159,10 @@ struct BenchCommandTests {
             ["--product-id", "bad id!"],
             ["--product-id", "P1", "--device-prefix", "bad/prefix"],
             ["--product-id", "P1", "--legacy", "--algorithm", "hmacsha256"],
-        ]
-    )
+        ])
     func badInput(extra: [String]) async throws {
         let result = try await runDynreg(
-            ["bench", "--url", "http://127.0.0.1:9"] + extra,
-            environment: ["DYNREG_PRODUCT_SECRET": ""]
-        )
+            ["bench", "--url", "http://127.0.0.1:9"] + extra, environment: ["DYNREG_PRODUCT_SECRET": ""])
         #expect(result.status != 0)
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
         #expect(result.stdout.isEmpty)

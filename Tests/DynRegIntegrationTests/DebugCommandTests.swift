@@ -65,9 +65,7 @@ struct DebugCommandTests {
             [
                 "sign", "--legacy", "--product-id", "ASJ1234GX", "--device-name", "xyz", "--timestamp", "1551234565",
                 "--nonce", "5456",
-            ],
-            environment: ["DYNREG_PRODUCT_SECRET": "hzvf5LF9S0isvBhDSauWMaIk"]
-        )
+            ], environment: ["DYNREG_PRODUCT_SECRET": "hzvf5LF9S0isvBhDSauWMaIk"])
         #expect(result.status == 0)
         #expect(result.stdout.contains("NmQ4Y2Q5MTZkZDE5ZjczYjlkOGFiYzJhYjZmNTM2NTE3MTJiMzhjMg=="))
     }
@@ -116,8 +114,7 @@ struct DebugCommandTests {
                 "{}",
             ],
             ["mqtt-credentials", "--product-id", "P", "--device-name", "d", "--psk", "!!"],
-        ]
-    )
+        ])
     func badInput(arguments: [String]) async throws {
         let result = try await runDynreg(arguments, environment: ["DYNREG_PRODUCT_SECRET": ""])
         #expect(result.status != 0)

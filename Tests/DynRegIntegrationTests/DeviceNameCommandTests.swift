@@ -27,9 +27,7 @@ struct DeviceNameCommandTests {
             /// Options first, then `--`: a name may start with `-`.
             func dynreg(_ command: [String], _ positionals: [String], json: Bool = true) async throws -> CommandOutput {
                 try await runDynreg(
-                    ["device"] + command + (json ? ["--json"] : []) + ["--"] + positionals,
-                    environment: environment
-                )
+                    ["device"] + command + (json ? ["--json"] : []) + ["--"] + positionals, environment: environment)
             }
             func object(_ result: CommandOutput) throws -> [String: Any] {
                 #expect(result.status == 0, "\(result.stderr)")
@@ -39,9 +37,7 @@ struct DeviceNameCommandTests {
             let id = try #require(product["productId"] as? String)
             for name in Self.names {
                 #expect(
-                    try object(try await dynreg(["create"], [id, name]))["deviceName"] as? String == name,
-                    "\(name)"
-                )
+                    try object(try await dynreg(["create"], [id, name]))["deviceName"] as? String == name, "\(name)")
             }
             let listed = try object(try await server.dynreg(["device", "list", id, "--limit", "1000", "--json"]))
             let stored = (listed["devices"] as? [[String: Any]])?.compactMap { $0["deviceName"] as? String }
@@ -53,17 +49,13 @@ struct DeviceNameCommandTests {
                 #expect(shown.stdout.contains("deviceName         \(name)\n"), "\(name): \(shown.stdout)")
                 #expect(
                     try object(try await dynreg(["activate"], [id, name]))["status"] as? String == "activated",
-                    "\(name)"
-                )
+                    "\(name)")
                 #expect(
-                    try object(try await dynreg(["reset"], [id, name]))["status"] as? String == "created",
-                    "\(name)"
-                )
+                    try object(try await dynreg(["reset"], [id, name]))["status"] as? String == "created", "\(name)")
                 let certificates = try object(try await dynreg(["certificates"], [id, name]))
                 #expect((certificates["certificates"] as? [Any])?.isEmpty == true, "\(name)")
                 let after = try object(
-                    try await server.dynreg(["device", "list", id, "--after=\(name)", "--limit", "1000", "--json"])
-                )
+                    try await server.dynreg(["device", "list", id, "--after=\(name)", "--limit", "1000", "--json"]))
                 let rest = (after["devices"] as? [[String: Any]])?.compactMap { $0["deviceName"] as? String }
                 #expect(rest == Self.names.filter { Self.precedes(name, $0) }.sorted(by: Self.precedes), "\(name)")
             }

@@ -9,8 +9,7 @@ import Testing
 struct PostgresURLTests {
     @Test func parsesAFullURL() throws {
         let configuration = try PostgresStore.Configuration(
-            url: "postgres://dyn%40reg:p%40ss%3Aw0rd@db.example.com:6543/registry?sslmode=verify-full"
-        )
+            url: "postgres://dyn%40reg:p%40ss%3Aw0rd@db.example.com:6543/registry?sslmode=verify-full")
         #expect(configuration.host == "db.example.com")
         #expect(configuration.port == 6543)
         #expect(configuration.username == "dyn@reg")
@@ -74,7 +73,8 @@ struct PostgresStartTests {
             #expect(!error.message.contains(configuration.password ?? "?"))
             #expect(!String(reflecting: error).contains(configuration.password ?? "?"))
         }
-        #expect(ContinuousClock.now - start < .seconds(30))  // liveness, not speed: the hang it guards against is 68 s
+        // Liveness, not speed: the hang it guards against is 68 s.
+        #expect(ContinuousClock.now - start < .seconds(30))
     }
 
     @Test func unknownDatabaseFailsFast() async throws {
@@ -163,8 +163,7 @@ struct PostgresStartTests {
                 await #expect(performing: { _ = try await store.product(id: "PCORRUPT01") }, throws: isCorrupt)
                 await #expect(
                     performing: { _ = try await store.device(productId: "PCORRUPT01", deviceName: "d1") },
-                    throws: isCorrupt
-                )
+                    throws: isCorrupt)
             }
         }
     }
@@ -183,13 +182,9 @@ struct PostgresStartTests {
             }
             #expect(stores.count == 4)
             let connection = try await PostgresConnection.connect(
-                configuration: try configuration.connectionConfiguration(),
-                id: 1,
-                logger: PostgresTestDatabase.logger
-            )
+                configuration: try configuration.connectionConfiguration(), id: 1, logger: PostgresTestDatabase.logger)
             let rows = try await connection.query(
-                "SELECT id, name FROM dynreg_migrations ORDER BY id",
-                logger: PostgresTestDatabase.logger
+                "SELECT id, name FROM dynreg_migrations ORDER BY id", logger: PostgresTestDatabase.logger
             ).collect()
             try await connection.close()
             #expect(rows.count == 4)
@@ -213,13 +208,9 @@ struct PostgresStartTests {
                 try await store.checkHealth()
                 // An outage: open connections dropped, new ones refused.
                 try await PostgresTestDatabase.adminQuery(
-                    admin,
-                    "ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS false"
-                )
+                    admin, "ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS false")
                 try await PostgresTestDatabase.adminQuery(
-                    admin,
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(name)"
-                )
+                    admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(name)")
                 // The pool may hand out a dropped connection a few times (its own error) before it notices.
                 var unavailable = false
                 let start = ContinuousClock.now
@@ -237,9 +228,7 @@ struct PostgresStartTests {
                 // Liveness, not speed: the hang it guards against is 68 s.
                 #expect(ContinuousClock.now - start < .seconds(30))
                 try await PostgresTestDatabase.adminQuery(
-                    admin,
-                    "ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS true"
-                )
+                    admin, "ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS true")
                 // Back: the pool reconnects by itself.
                 var healthy = false
                 let deadline = ContinuousClock.now + .seconds(30)

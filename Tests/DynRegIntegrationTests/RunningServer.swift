@@ -18,15 +18,11 @@ struct RunningServer: Sendable {
     /// Runs `body` against a server on `dataDirectory` (a fresh temporary one by default). With the demo on, it
     /// waits for the demo product's register command on a fresh directory.
     static func with<T>(
-        arguments: [String] = ["--no-demo"],
-        dataDirectory: URL? = nil,
-        _ body: (RunningServer) async throws -> T
+        arguments: [String] = ["--no-demo"], dataDirectory: URL? = nil, _ body: (RunningServer) async throws -> T
     ) async throws -> T {
         let expectDemo = !arguments.contains("--no-demo") && dataDirectory == nil
         return try await ServerProcess.with(
-            arguments: arguments,
-            environment: ["DYNREG_ADMIN_TOKEN": adminToken],
-            dataDirectory: dataDirectory,
+            arguments: arguments, environment: ["DYNREG_ADMIN_TOKEN": adminToken], dataDirectory: dataDirectory,
             ready: { !expectDemo || $0.contains("--product-secret") }
         ) { process in
             try await body(RunningServer(process: process))
@@ -37,8 +33,7 @@ struct RunningServer: Sendable {
     func dynreg(_ arguments: [String], token: String? = RunningServer.adminToken) async throws -> CommandOutput {
         try await runDynreg(
             arguments + ["--data-dir", dataDirectory.path],
-            environment: ["DYNREG_SERVER": baseURL, "DYNREG_ADMIN_TOKEN": token ?? ""]
-        )
+            environment: ["DYNREG_SERVER": baseURL, "DYNREG_ADMIN_TOKEN": token ?? ""])
     }
 
     /// Calls the admin API directly; returns the decoded JSON object.

@@ -8,8 +8,7 @@ import Testing
 
 @Suite(
     "dynreg register against dynreg serve",
-    .enabled(if: BuiltExecutable.dynreg != nil, "the dynreg executable was not built")
-)
+    .enabled(if: BuiltExecutable.dynreg != nil, "the dynreg executable was not built"))
 struct ServeAndRegisterTests {
     @Test("the demo product's psk from dynreg register is accepted by mqtt-credentials and the broker hook")
     func demoFlow() async throws {
@@ -19,11 +18,9 @@ struct ServeAndRegisterTests {
             var words = command.split(separator: " ").map(String.init)
             words.removeFirst(words.firstIndex(of: "register")!)
             let productId = try #require(
-                lines.first { $0.contains("ProductId:") }?.split(separator: " ").last.map(String.init)
-            )
+                lines.first { $0.contains("ProductId:") }?.split(separator: " ").last.map(String.init))
             let url = try #require(
-                lines.first { $0.hasPrefix("dynreg listening on ") }?.split(separator: " ").last.map(String.init)
-            )
+                lines.first { $0.hasPrefix("dynreg listening on ") }?.split(separator: " ").last.map(String.init))
             let registered = try await runDynreg(words + ["--json"], environment: ["DYNREG_PRODUCT_SECRET": nil])
             #expect(registered.status == 0, "\(registered.stderr)")
             let object = try JSONSerialization.jsonObject(with: Data(registered.stdout.utf8)) as? [String: Any]
@@ -42,9 +39,7 @@ struct ServeAndRegisterTests {
                     bytes: try JSONEncoder().encode([
                         "clientid": credentials.clientId, "username": credentials.username,
                         "password": credentials.password,
-                    ])
-                )
-            )
+                    ])))
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
             let body = try await response.body.collect(upTo: 1024)
             #expect(String(buffer: body) == #"{"result":"allow"}"#)

@@ -14,13 +14,11 @@ struct StoreConformanceTests {
         try await withStore(kind) { store in
             #expect(try await store.products().isEmpty)
             let created = try await store.createProduct(
-                StoreSamples.product("PB", quota: 5, createdAt: StoreSamples.t0)
-            )
+                StoreSamples.product("PB", quota: 5, createdAt: StoreSamples.t0))
             #expect(created == StoreSamples.product("PB", quota: 5))
             _ = try await store.createProduct(StoreSamples.product("PA", createdAt: StoreSamples.t0))
             _ = try await store.createProduct(
-                StoreSamples.product("P0", createdAt: StoreSamples.t0.addingTimeInterval(-10))
-            )
+                StoreSamples.product("P0", createdAt: StoreSamples.t0.addingTimeInterval(-10)))
             await StoreSamples.expectError(.productExists) {
                 _ = try await store.createProduct(StoreSamples.product("PB"))
             }
@@ -36,8 +34,7 @@ struct StoreConformanceTests {
             #expect(updated.dynamicRegistration == true)
             updated = try await store.updateProduct(
                 id: "PB",
-                ProductUpdate(dynamicRegistration: false, deviceQuota: .some(nil), allowClocklessDevices: true)
-            )
+                ProductUpdate(dynamicRegistration: false, deviceQuota: .some(nil), allowClocklessDevices: true))
             #expect(updated.deviceQuota == nil)
             #expect(updated.dynamicRegistration == false)
             #expect(updated.allowClocklessDevices == true)
@@ -73,14 +70,9 @@ struct StoreConformanceTests {
             _ = try await store.createDevice(productId: "P1", deviceName: "d2", now: StoreSamples.t0)
             try await store.recordEvent(
                 RegistrationEvent(
-                    time: StoreSamples.t0,
-                    productId: "P1",
-                    deviceName: "d1",
-                    outcome: "Success",
+                    time: StoreSamples.t0, productId: "P1", deviceName: "d1", outcome: "Success",
                     remoteAddress: "10.0.0.1",
-                    endpoint: "/device/register"
-                )
-            )
+                    endpoint: "/device/register"))
             try await store.deleteProduct(id: "P1")
             await StoreSamples.expectError(.productNotFound) {
                 _ = try await store.devices(productId: "P1", status: nil, limit: 10, after: nil)
@@ -96,8 +88,7 @@ struct StoreConformanceTests {
             // The audit log outlives the product: three registrations (one refused) and the event recorded by hand.
             #expect(
                 try await store.events(productId: "P1", limit: 10).map(\.outcome)
-                    == ["Success", RegistrationErrorCode.productNotExist.code, "Success", "Success"]
-            )
+                    == ["Success", RegistrationErrorCode.productNotExist.code, "Success", "Success"])
         }
     }
 
@@ -111,16 +102,9 @@ struct StoreConformanceTests {
             #expect(
                 device
                     == Device(
-                        productId: "P1",
-                        name: "d1",
-                        status: .created,
-                        psk: nil,
-                        createdAt: StoreSamples.t0,
+                        productId: "P1", name: "d1", status: .created, psk: nil, createdAt: StoreSamples.t0,
                         registeredAt: nil,
-                        activatedAt: nil,
-                        registrationCount: 0
-                    )
-            )
+                        activatedAt: nil, registrationCount: 0))
             #expect(try await store.device(productId: "P1", deviceName: "d1") == device)
             #expect(try await store.device(productId: "P1", deviceName: "d9") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
@@ -171,19 +155,16 @@ struct StoreConformanceTests {
             #expect(
                 try await store.devices(productId: "P1", status: .registered, limit: 100, after: nil).map(\.name) == [
                     "B.2"
-                ]
-            )
+                ])
             #expect(
                 try await store.devices(productId: "P1", status: .activated, limit: 100, after: nil).map(\.name) == [
                     "a_1"
-                ]
-            )
+                ])
             let created = try await store.devices(productId: "P1", status: .created, limit: 100, after: nil)
             #expect(created.map(\.name) == sorted.filter { $0 != "B.2" && $0 != "a_1" })
             let afterCursor = try await store.devices(productId: "P1", status: .created, limit: 2, after: "B")
             #expect(
-                afterCursor.map(\.name) == Array(sorted.filter { $0 > "B" && $0 != "B.2" && $0 != "a_1" }.prefix(2))
-            )
+                afterCursor.map(\.name) == Array(sorted.filter { $0 > "B" && $0 != "B.2" && $0 != "a_1" }.prefix(2)))
             await StoreSamples.expectError(.productNotFound) {
                 _ = try await store.devices(productId: "P9", status: nil, limit: 10, after: nil)
             }
@@ -218,8 +199,7 @@ struct StoreConformanceTests {
         try await withStore(kind) { store in
             _ = try await store.createProduct(StoreSamples.product("P1", clockless: true))
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2)))
             let reset = try await store.resetDevice(productId: "P1", deviceName: "d1")
             #expect(reset.status == .created)
@@ -231,8 +211,7 @@ struct StoreConformanceTests {
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
             // The clockless entry is gone; the timed one stays until it expires.
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
             #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2)) == .rejected(.nonceReused))
             // Resetting an activated device forgets the activation too.
             _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
@@ -251,8 +230,7 @@ struct StoreConformanceTests {
         try await withStore(kind) { store in
             _ = try await store.createProduct(StoreSamples.product("P1"))
             let registered = try #require(
-                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)))
-            )
+                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1))))
             let later = StoreSamples.t0.addingTimeInterval(60)
             let activated = try await store.activateDevice(productId: "P1", deviceName: "d1", now: later)
             #expect(activated.status == .activated)
@@ -261,10 +239,7 @@ struct StoreConformanceTests {
             #expect(activated.registeredAt == StoreSamples.t0)
             // Idempotent: the first activation time stays.
             let again = try await store.activateDevice(
-                productId: "P1",
-                deviceName: "d1",
-                now: later.addingTimeInterval(60)
-            )
+                productId: "P1", deviceName: "d1", now: later.addingTimeInterval(60))
             #expect(again == activated)
             await StoreSamples.expectError(.deviceNotFound) {
                 _ = try await store.activateDevice(productId: "P1", deviceName: "d9", now: later)
@@ -280,21 +255,12 @@ struct StoreConformanceTests {
             #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.productNotExist))
             _ = try await store.createProduct(StoreSamples.product("P1"))
             let device = try #require(
-                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
-            )
+                StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1"))))
             #expect(
                 device
                     == Device(
-                        productId: "P1",
-                        name: "d1",
-                        status: .registered,
-                        psk: "K1",
-                        createdAt: StoreSamples.t0,
-                        registeredAt: StoreSamples.t0,
-                        activatedAt: nil,
-                        registrationCount: 1
-                    )
-            )
+                        productId: "P1", name: "d1", status: .registered, psk: "K1", createdAt: StoreSamples.t0,
+                        registeredAt: StoreSamples.t0, activatedAt: nil, registrationCount: 1))
             #expect(try await store.device(productId: "P1", deviceName: "d1") == device)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
         }
@@ -308,17 +274,12 @@ struct StoreConformanceTests {
             #expect(try await store.device(productId: "P1", deviceName: "d1") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 0)
             _ = try await store.createDevice(
-                productId: "P1",
-                deviceName: "d1",
-                now: StoreSamples.t0.addingTimeInterval(-5)
-            )
+                productId: "P1", deviceName: "d1", now: StoreSamples.t0.addingTimeInterval(-5))
             // The refused attempt consumed no nonce.
             let later = StoreSamples.t0.addingTimeInterval(5)
             let device = try #require(
                 StoreSamples.issued(
-                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1", now: later))
-                )
-            )
+                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1", now: later))))
             #expect(device.status == .registered)
             #expect(device.psk == "K1")
             #expect(device.createdAt == StoreSamples.t0.addingTimeInterval(-5))
@@ -338,8 +299,7 @@ struct StoreConformanceTests {
             // A full product still re-registers the devices it holds.
             #expect(
                 StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 4)))?
-                    .registrationCount == 2
-            )
+                    .registrationCount == 2)
             #expect(try await store.product(id: "P1")?.deviceCount == 2)
             // The refusal consumed no nonce: with room made, the same attempt passes.
             _ = try await store.updateProduct(id: "P1", ProductUpdate(deviceQuota: .some(3)))
@@ -384,8 +344,7 @@ struct StoreConformanceTests {
                 for index in 0..<40 {
                     group.addTask {
                         let decision = try await store.register(
-                            StoreSamples.attempt("P1", "d1", nonce: Int64(index), psk: "K\(index)")
-                        )
+                            StoreSamples.attempt("P1", "d1", nonce: Int64(index), psk: "K\(index)"))
                         if case .issued(let device) = decision { return device.psk }
                         return nil
                     }
@@ -416,9 +375,7 @@ struct StoreConformanceTests {
             let later = StoreSamples.t0.addingTimeInterval(30)
             let second = try #require(
                 StoreSamples.issued(
-                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2", now: later))
-                )
-            )
+                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2", now: later))))
             #expect(second.psk == "K2")
             #expect(second.registrationCount == 2)
             #expect(second.registeredAt == later)
@@ -436,13 +393,11 @@ struct StoreConformanceTests {
             _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K2"))
-                    == .rejected(.deviceAlreadyActivated)
-            )
+                    == .rejected(.deviceAlreadyActivated))
             // Refusal wins over a reused nonce, as in the check order.
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1))
-                    == .rejected(.deviceAlreadyActivated)
-            )
+                    == .rejected(.deviceAlreadyActivated))
             let device = try #require(try await store.device(productId: "P1", deviceName: "d1"))
             #expect(device.psk == "K1")
             #expect(device.registrationCount == 1)
@@ -459,14 +414,12 @@ struct StoreConformanceTests {
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K2"))
-                    == .rejected(.nonceReused)
-            )
+                    == .rejected(.nonceReused))
             #expect(try await store.device(productId: "P1", deviceName: "d1")?.psk == "K1")
             #expect(try await store.device(productId: "P1", deviceName: "d1")?.registrationCount == 1)
             // The pair is (timestamp, nonce) per device.
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 1_700_000_001))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 1_700_000_001)))
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 1)))
             #expect(try await store.product(id: "P1")?.deviceCount == 2)
         }
@@ -477,25 +430,20 @@ struct StoreConformanceTests {
         try await withStore(kind) { store in
             _ = try await store.createProduct(StoreSamples.product("P1", clockless: true))
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
             #expect(try await store.purgeExpiredNonces(now: StoreSamples.t0.addingTimeInterval(10 * 365 * 86_400)) == 0)
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
-                    == .rejected(.nonceReused)
-            )
+                    == .rejected(.nonceReused))
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil)))
             _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             _ = try await store.resetDevice(productId: "P1", deviceName: "d1")
             // Activation forgot them: after a reset, the old nonces pass.
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 6, timestamp: 0, expiry: nil)))
         }
     }
 
@@ -509,30 +457,24 @@ struct StoreConformanceTests {
             ]
             for (nonce, expiry) in expiries.sorted(by: { $0.key < $1.key }) {
                 _ = StoreSamples.issued(
-                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: nonce, expiry: expiry))
-                )
+                    try await store.register(StoreSamples.attempt("P1", "d1", nonce: nonce, expiry: expiry)))
             }
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
             // Strictly before `now`.
             #expect(try await store.purgeExpiredNonces(now: now) == 2)
             #expect(try await store.purgeExpiredNonces(now: now) == 0)
             _ = StoreSamples.issued(
-                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, expiry: expiries[1]))
-            )
+                try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, expiry: expiries[1])))
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 3, expiry: now))
-                    == .rejected(.nonceReused)
-            )
+                    == .rejected(.nonceReused))
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 4, expiry: now))
-                    == .rejected(.nonceReused)
-            )
+                    == .rejected(.nonceReused))
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil))
-                    == .rejected(.nonceReused)
-            )
+                    == .rejected(.nonceReused))
             #expect(try await store.purgeExpiredNonces(now: now.addingTimeInterval(11)) == 3)
         }
     }
@@ -565,8 +507,7 @@ struct StoreConformanceTests {
             _ = try await store.createProduct(product)
             let first = StoreSamples.certificate("0a01", "d1", issuedAt: StoreSamples.t0)
             let device = try #require(
-                StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d1", first, nonce: 1)))
-            )
+                StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d1", first, nonce: 1))))
             #expect(device.psk == nil)
             #expect(device.status == .registered)
             #expect(try await store.certificates(productId: "PC", deviceName: "d1") == [first])
@@ -585,12 +526,8 @@ struct StoreConformanceTests {
             #expect(
                 try await store.register(
                     StoreSamples.certificateAttempt(
-                        "d1",
-                        StoreSamples.certificate("0a03", "d1", issuedAt: later),
-                        nonce: 2
-                    )
-                ) == .rejected(.nonceReused)
-            )
+                        "d1", StoreSamples.certificate("0a03", "d1", issuedAt: later), nonce: 2))
+                    == .rejected(.nonceReused))
             #expect(try await store.certificate(fingerprint: "fp0a03") == nil)
 
             // Revocation by serial, any case, idempotent.
@@ -598,16 +535,11 @@ struct StoreConformanceTests {
             var revokedSecond = second
             revokedSecond.revokedAt = revokeTime
             #expect(
-                try await store.revokeCertificate(productId: "PC", serial: "0A02", now: revokeTime) == revokedSecond
-            )
+                try await store.revokeCertificate(productId: "PC", serial: "0A02", now: revokeTime) == revokedSecond)
             #expect(
                 try await store.revokeCertificate(
-                    productId: "PC",
-                    serial: "0a02",
-                    now: revokeTime.addingTimeInterval(5)
-                )
-                    == revokedSecond
-            )
+                    productId: "PC", serial: "0a02", now: revokeTime.addingTimeInterval(5))
+                    == revokedSecond)
             #expect(try await store.revokedCertificates(productId: "PC") == [revokedFirst, revokedSecond])
             await StoreSamples.expectError(.certificateNotFound) {
                 _ = try await store.revokeCertificate(productId: "PC", serial: "ffff", now: revokeTime)
@@ -623,21 +555,11 @@ struct StoreConformanceTests {
             _ = StoreSamples.issued(
                 try await store.register(
                     StoreSamples.certificateAttempt(
-                        "d2",
-                        StoreSamples.certificate("0b01", "d2", issuedAt: later),
-                        nonce: 1
-                    )
-                )
-            )
+                        "d2", StoreSamples.certificate("0b01", "d2", issuedAt: later), nonce: 1)))
             _ = StoreSamples.issued(
                 try await store.register(
                     StoreSamples.certificateAttempt(
-                        "d3",
-                        StoreSamples.certificate("0c01", "d3", issuedAt: later),
-                        nonce: 1
-                    )
-                )
-            )
+                        "d3", StoreSamples.certificate("0c01", "d3", issuedAt: later), nonce: 1)))
             _ = try await store.resetDevice(productId: "PC", deviceName: "d2")
             #expect(try await store.certificate(fingerprint: "fp0b01")?.revokedAt != nil)
             try await store.deleteDevice(productId: "PC", deviceName: "d3")
@@ -669,19 +591,16 @@ struct StoreConformanceTests {
             #expect(
                 events.map(\.outcome) == [
                     RegistrationErrorCode.deviceQuota.code, RegistrationErrorCode.nonceReused.code, "Success",
-                ]
-            )
+                ])
             #expect(events.map(\.deviceName) == ["d2", "d1", "d1"])
             #expect(
                 events.allSatisfy {
                     $0.remoteAddress == "198.51.100.7" && $0.endpoint == "/register/dev" && $0.time == StoreSamples.t0
-                }
-            )
+                })
             #expect(
                 try await store.events(productId: "PX", limit: 10).map(\.outcome) == [
                     RegistrationErrorCode.productNotExist.code
-                ]
-            )
+                ])
         }
     }
 
@@ -708,24 +627,15 @@ struct StoreConformanceTests {
             for index in 0..<5 {
                 try await store.recordEvent(
                     RegistrationEvent(
-                        time: StoreSamples.t0.addingTimeInterval(Double(index)),
-                        productId: "P1",
+                        time: StoreSamples.t0.addingTimeInterval(Double(index)), productId: "P1",
                         deviceName: "d\(index)",
                         outcome: index == 2 ? "AuthFailure.SignatureFailure" : "Success",
-                        remoteAddress: "192.0.2.\(index)",
-                        endpoint: index == 4 ? "/register/dev" : "/device/register"
-                    )
-                )
+                        remoteAddress: "192.0.2.\(index)", endpoint: index == 4 ? "/register/dev" : "/device/register"))
                 try await store.recordEvent(
                     RegistrationEvent(
-                        time: StoreSamples.t0,
-                        productId: "P2",
-                        deviceName: "x",
-                        outcome: "Success",
+                        time: StoreSamples.t0, productId: "P2", deviceName: "x", outcome: "Success",
                         remoteAddress: "::1",
-                        endpoint: "/device/register"
-                    )
-                )
+                        endpoint: "/device/register"))
             }
             let events = try await store.events(productId: "P1", limit: 3)
             #expect(events.map(\.deviceName) == ["d4", "d3", "d2"])
@@ -733,15 +643,9 @@ struct StoreConformanceTests {
             #expect(
                 events[0]
                     == RegistrationEvent(
-                        id: events[0].id,
-                        time: StoreSamples.t0.addingTimeInterval(4),
-                        productId: "P1",
+                        id: events[0].id, time: StoreSamples.t0.addingTimeInterval(4), productId: "P1",
                         deviceName: "d4",
-                        outcome: "Success",
-                        remoteAddress: "192.0.2.4",
-                        endpoint: "/register/dev"
-                    )
-            )
+                        outcome: "Success", remoteAddress: "192.0.2.4", endpoint: "/register/dev"))
             #expect(events[2].outcome == "AuthFailure.SignatureFailure")
             #expect(try await store.events(productId: "P1", limit: 100).count == 5)
             #expect(try await store.events(productId: "P2", limit: 100).count == 5)
@@ -762,15 +666,11 @@ struct StoreConformanceTests {
                         switch index % 4 {
                         case 0:
                             _ = try await store.register(
-                                StoreSamples.attempt("P1", "new-\(index % 24)", nonce: Int64(index))
-                            )
+                                StoreSamples.attempt("P1", "new-\(index % 24)", nonce: Int64(index)))
                         case 1: try? await store.deleteDevice(productId: "P1", deviceName: "pre-\(index % 20)")
                         case 2:
                             _ = try? await store.createDevice(
-                                productId: "P1",
-                                deviceName: "pre-\(index % 20)",
-                                now: StoreSamples.t0
-                            )
+                                productId: "P1", deviceName: "pre-\(index % 20)", now: StoreSamples.t0)
                         default: _ = try? await store.resetDevice(productId: "P1", deviceName: "new-\(index % 24)")
                         }
                     }

@@ -96,10 +96,7 @@ enum PostgresTestDatabase {
 
     static func adminQuery(_ configuration: PostgresStore.Configuration, _ query: PostgresQuery) async throws {
         let connection = try await PostgresConnection.connect(
-            configuration: try configuration.connectionConfiguration(),
-            id: 1,
-            logger: logger
-        )
+            configuration: try configuration.connectionConfiguration(), id: 1, logger: logger)
         do {
             try await connection.query(query, logger: logger)
         } catch {

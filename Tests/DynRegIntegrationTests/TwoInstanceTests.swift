@@ -44,15 +44,11 @@ struct TwoInstanceTests {
             let startTime = clock.now
             async let first = outcome {
                 try await ServerProcess.start(
-                    arguments: ["--no-demo", "--database", databaseURL],
-                    environment: environment
-                )
+                    arguments: ["--no-demo", "--database", databaseURL], environment: environment)
             }
             async let second = outcome {
                 try await ServerProcess.start(
-                    arguments: ["--no-demo"],
-                    environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 }
-                )
+                    arguments: ["--no-demo"], environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 })
             }
             let started = await [first, second]
             let servers = started.compactMap { try? $0.get() }
@@ -72,9 +68,7 @@ struct TwoInstanceTests {
             var httpConfiguration = HTTPClient.Configuration()
             // A connection per request: every registration is in flight at once, none queues in the client.
             httpConfiguration.connectionPool = .init(
-                idleTimeout: .seconds(60),
-                concurrentHTTP1ConnectionsPerHostSoftLimit: 500
-            )
+                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 500)
             httpConfiguration.timeout = .init(connect: .seconds(60), read: .seconds(120))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
             do {
@@ -103,35 +97,19 @@ struct TwoInstanceTests {
 
     static func product(_ id: String, quota: Int?) -> Product {
         Product(
-            id: id,
-            name: id,
-            authType: .key,
-            secret: "\(id)-secret-0123456789abcdefghij",
-            dynamicRegistration: true,
-            autoCreate: true,
-            deviceQuota: quota,
-            allowClocklessDevices: false,
-            deviceCount: 0,
-            createdAt: Date()
-        )
+            id: id, name: id, authType: .key, secret: "\(id)-secret-0123456789abcdefghij", dynamicRegistration: true,
+            autoCreate: true, deviceQuota: quota, allowClocklessDevices: false, deviceCount: 0, createdAt: Date())
     }
 
     /// One signed `POST /device/register`; the credential decrypted with the product secret.
     static func register(
-        _ client: HTTPClient,
-        port: Int,
-        instance: Int,
-        product: Product,
-        device: String
+        _ client: HTTPClient, port: Int, instance: Int, product: Product, device: String
     ) async -> Answer {
         let start = ContinuousClock.now
         let signed = SignedRequest(
             registering: RegistrationRequestBody(productId: product.id, deviceName: device),
-            canonicalHost: "127.0.0.1",
-            algorithm: .hmacSHA256,
-            timestamp: Int64(Date().timeIntervalSince1970),
-            nonce: Int64.random(in: 1...Int64(Int32.max))
-        )
+            canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: Int64(Date().timeIntervalSince1970),
+            nonce: Int64.random(in: 1...Int64(Int32.max)))
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(RegistrationPath.current)")
         request.method = .POST
         request.headers.add(contentsOf: signed.headers(productSecret: product.secret))
@@ -148,10 +126,7 @@ struct TwoInstanceTests {
                     outcome = .refused(code: code)
                 case .success(let payload, _):
                     let plaintext = try PayloadCipher.decrypt(
-                        payload: payload.payload,
-                        length: payload.length,
-                        productSecret: product.secret
-                    )
+                        payload: payload.payload, length: payload.length, productSecret: product.secret)
                     guard case .key(let psk) = try DeviceCredential(decoding: plaintext) else {
                         outcome = .transport("not a key credential")
                         break
@@ -163,12 +138,8 @@ struct TwoInstanceTests {
             outcome = .transport(String(describing: error))
         }
         return Answer(
-            product: product.id,
-            device: device,
-            instance: instance,
-            outcome: outcome,
-            latency: ContinuousClock.now - start
-        )
+            product: product.id, device: device, instance: instance, outcome: outcome,
+            latency: ContinuousClock.now - start)
     }
 
     static func summary(_ answers: [Answer], elapsed: Duration) -> String {
@@ -182,13 +153,8 @@ struct TwoInstanceTests {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return String(
             format: "%d requests in %.2f s (%.0f/s); latency p50 %.1f ms, p99 %.1f ms, max %.1f ms",
-            answers.count,
-            seconds,
-            Double(answers.count) / seconds,
-            percentile(0.5),
-            percentile(0.99),
-            latencies.last ?? 0
-        )
+            answers.count, seconds, Double(answers.count) / seconds, percentile(0.5), percentile(0.99),
+            latencies.last ?? 0)
     }
 
     @Test("2 × 500 concurrent registrations, shared names, a quota below demand")
@@ -205,12 +171,7 @@ struct TwoInstanceTests {
                             let device = "\(product.id == unlimited.id ? "u" : "q")-\(index)"
                             group.addTask {
                                 await Self.register(
-                                    client,
-                                    port: server.port,
-                                    instance: instance,
-                                    product: product,
-                                    device: device
-                                )
+                                    client, port: server.port, instance: instance, product: product, device: device)
                             }
                         }
                     }
@@ -245,9 +206,7 @@ struct TwoInstanceTests {
             // counts exactly as many registrations as were acknowledged.
             for product in [unlimited, limited] {
                 let successes = Dictionary(
-                    grouping: answers.filter { $0.product == product.id && $0.outcome.psk != nil },
-                    by: \.device
-                )
+                    grouping: answers.filter { $0.product == product.id && $0.outcome.psk != nil }, by: \.device)
                 for (device, issued) in successes {
                     let stored = try #require(try await store.device(productId: product.id, deviceName: device))
                     #expect(stored.status == .registered)
@@ -272,12 +231,8 @@ struct TwoInstanceTests {
                     for index in 0..<500 {
                         group.addTask {
                             let answer = await Self.register(
-                                client,
-                                port: server.port,
-                                instance: instance,
-                                product: product,
-                                device: "i\(instance)-\(index)"
-                            )
+                                client, port: server.port, instance: instance, product: product,
+                                device: "i\(instance)-\(index)")
                             if instance == 1 { answeredByVictim.increment() }
                             return answer
                         }
@@ -303,8 +258,7 @@ struct TwoInstanceTests {
             print(
                 "two instances, one killed: \(Self.summary(answers, elapsed: elapsed)); "
                     + "\(acknowledged.count) acknowledged (\(victimAcknowledged) by the killed instance), "
-                    + "\(inFlightAtKill) of its requests in flight at the kill"
-            )
+                    + "\(inFlightAtKill) of its requests in flight at the kill")
 
             #expect(inFlightAtKill > 0)
             // The survivor answered everything it was sent.

@@ -37,52 +37,30 @@ struct ResponseCase: Sendable, CustomTestStringConvertible {
 struct HTTPResponseScannerTests {
     static let responses: [ResponseCase] = [
         ResponseCase(
-            name: "Content-Length",
-            wire: "HTTP/1.1 200 OK\r\nContent-Length: 11\r\nDate: x\r\n\r\n{\"a\":\"b c\"}",
-            status: 200,
-            body: #"{"a":"b c"}"#
-        ),
+            name: "Content-Length", wire: "HTTP/1.1 200 OK\r\nContent-Length: 11\r\nDate: x\r\n\r\n{\"a\":\"b c\"}",
+            status: 200, body: #"{"a":"b c"}"#),
         ResponseCase(
             name: "header names in any case, value padded",
-            wire: "HTTP/1.1 200 OK\r\ncOnTeNt-LeNgTh:   2 \r\n\r\nok",
-            status: 200,
-            body: "ok"
-        ),
+            wire: "HTTP/1.1 200 OK\r\ncOnTeNt-LeNgTh:   2 \r\n\r\nok", status: 200, body: "ok"),
         ResponseCase(
-            name: "empty body",
-            wire: "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
-            status: 404,
-            body: ""
-        ),
+            name: "empty body", wire: "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", status: 404, body: ""),
         ResponseCase(
             name: "Connection: close",
             wire: "HTTP/1.1 503 Service Unavailable\r\nConnection: Close\r\nContent-Length: 4\r\n\r\nbusy",
-            status: 503,
-            body: "busy",
-            close: true
-        ),
+            status: 503, body: "busy", close: true),
         ResponseCase(
             name: "chunked",
             wire: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                 + "5\r\nhello\r\nA;ext=1\r\n, world!!!\r\n0\r\n\r\n",
-            status: 200,
-            body: "hello, world!!!"
-        ),
+            status: 200, body: "hello, world!!!"),
         ResponseCase(
             name: "chunked with upper-case size and close",
             wire: "HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n1B\r\n"
                 + String(repeating: "z", count: 27) + "\r\n0\r\n\r\n",
-            status: 200,
-            body: String(repeating: "z", count: 27),
-            close: true
-        ),
+            status: 200, body: String(repeating: "z", count: 27), close: true),
         ResponseCase(name: "204 has no body", wire: "HTTP/1.1 204 No Content\r\n\r\n", status: 204, body: ""),
         ResponseCase(
-            name: "no reason phrase",
-            wire: "HTTP/1.1 200\r\nContent-Length: 1\r\n\r\n1",
-            status: 200,
-            body: "1"
-        ),
+            name: "no reason phrase", wire: "HTTP/1.1 200\r\nContent-Length: 1\r\n\r\n1", status: 200, body: "1"),
     ]
 
     @Test("a whole response", arguments: responses)
@@ -90,12 +68,8 @@ struct HTTPResponseScannerTests {
         #expect(
             read(response.wire)
                 == .complete(
-                    status: response.status,
-                    body: response.body,
-                    consumed: response.wire.utf8.count,
-                    close: response.close
-                )
-        )
+                    status: response.status, body: response.body, consumed: response.wire.utf8.count,
+                    close: response.close))
     }
 
     @Test("every prefix is incomplete, never invalid or complete", arguments: responses)
@@ -114,16 +88,11 @@ struct HTTPResponseScannerTests {
         #expect(
             first
                 == .complete(
-                    status: response.status,
-                    body: response.body,
-                    consumed: response.wire.utf8.count,
-                    close: response.close
-                )
-        )
+                    status: response.status, body: response.body, consumed: response.wire.utf8.count,
+                    close: response.close))
         #expect(
             read(Array(bytes[response.wire.utf8.count...]))
-                == .complete(status: 200, body: "nxt", consumed: next.utf8.count, close: false)
-        )
+                == .complete(status: 200, body: "nxt", consumed: next.utf8.count, close: false))
     }
 
     @Test(
@@ -139,8 +108,7 @@ struct HTTPResponseScannerTests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n",
-        ]
-    )
+        ])
     func invalid(wire: String) {
         #expect(read(wire) == .invalid)
     }

@@ -22,8 +22,7 @@ struct JSONOutcomeScannerTests {
             (#"{"Response":{"Error":{"Code":"unterminated"#, "InvalidResponse"),
             (#"{"Response":{"RequestId":"r"}}"#, "InvalidResponse"),
             ("", "InvalidResponse"),
-        ] as [(String, String?)]
-    )
+        ] as [(String, String?)])
     func current(body: String, expected: String?) {
         #expect(outcome(.current(.hmacSHA256), body) == expected)
     }
@@ -40,8 +39,7 @@ struct JSONOutcomeScannerTests {
             (#"{"code":"1010"}"#, "InvalidResponse"),
             (#"{"message":"no code"}"#, "InvalidResponse"),
             (#"{"code":"#, "InvalidResponse"),
-        ] as [(String, String?)]
-    )
+        ] as [(String, String?)])
     func legacy(body: String, expected: String?) {
         #expect(outcome(.legacy, body) == expected)
     }

@@ -34,13 +34,8 @@ struct RequestFactoryTests {
 
     private func written(_ mode: LoadMode, index: Int = 7, csrs: [String] = []) throws -> WrittenRequest {
         var factory = RequestFactory(
-            mode: mode,
-            target: target,
-            productId: "ASJ1234GX",
-            productSecret: Self.secret,
-            devicePrefix: "bx",
-            csrs: csrs
-        )
+            mode: mode, target: target, productId: "ASJ1234GX", productSecret: Self.secret, devicePrefix: "bx",
+            csrs: csrs)
         var buffer = ByteBufferAllocator().buffer(capacity: 512)
         factory.write(index: index, timestamp: 1_551_234_565, into: &buffer)
         return try WrittenRequest(buffer)
@@ -56,8 +51,7 @@ struct RequestFactoryTests {
                 request.headers.map(\.0) == [
                     "Host", "Content-Type", "X-TC-Algorithm", "X-TC-Timestamp", "X-TC-Nonce", "X-TC-Signature",
                     "Content-Length",
-                ]
-            )
+                ])
             #expect(request.header("Host") == "localhost:8080")
             #expect(request.header("Content-Length") == String(request.body.count))
             #expect(request.header(DeviceRequestHeader.algorithm) == algorithm.name)
@@ -65,20 +59,12 @@ struct RequestFactoryTests {
             #expect(
                 body
                     == RegistrationRequestBody(
-                        productId: "ASJ1234GX",
-                        deviceName: "bx-\(index)",
-                        csr: csrs.isEmpty ? nil : csr
-                    )
-            )
+                        productId: "ASJ1234GX", deviceName: "bx-\(index)", csr: csrs.isEmpty ? nil : csr))
             let nonce = try #require(request.header(DeviceRequestHeader.nonce))
             #expect((0...Int64(Int32.max)).contains(try #require(DecimalField.parse(nonce))))
             let signed = SignedRequest(
-                canonicalHost: "localhost",
-                algorithm: algorithm,
-                timestamp: "1551234565",
-                nonce: nonce,
-                body: request.body
-            )
+                canonicalHost: "localhost", algorithm: algorithm, timestamp: "1551234565", nonce: nonce,
+                body: request.body)
             let signature = try #require(request.header(DeviceRequestHeader.signature))
             #expect(signed.verify(signature: signature, productSecret: Self.secret))
         }
@@ -98,12 +84,7 @@ struct RequestFactoryTests {
     @Test("health is a bare GET")
     func health() throws {
         var factory = RequestFactory(
-            mode: .health,
-            target: target,
-            productId: "",
-            productSecret: "",
-            devicePrefix: "bx"
-        )
+            mode: .health, target: target, productId: "", productSecret: "", devicePrefix: "bx")
         var buffer = ByteBufferAllocator().buffer(capacity: 64)
         factory.write(index: 0, timestamp: 0, into: &buffer)
         #expect(String(buffer: buffer) == "GET /base/health HTTP/1.1\r\nHost: localhost:8080\r\n\r\n")
@@ -117,13 +98,11 @@ struct RequestFactoryTests {
             ("http://example.com/device/register", ["example.com", "80", "example.com", "example.com", ""]),
             ("http://[::1]:9/gw/health", ["::1", "9", "[::1]:9", "[::1]", "/gw"]),
             ("http://h/gw/register/dev/", ["h", "80", "h", "h", "/gw"]),
-        ]
-    )
+        ])
     func targets(url: String, expected: [String]) throws {
         let target = try #require(LoadTarget(url: url))
         #expect(
-            [target.host, String(target.port), target.hostHeader, target.canonicalHost, target.pathPrefix] == expected
-        )
+            [target.host, String(target.port), target.hostHeader, target.canonicalHost, target.pathPrefix] == expected)
     }
 
     @Test("no TLS, no host: not a target", arguments: ["https://example.com", "http://", "example.com:80", ""])

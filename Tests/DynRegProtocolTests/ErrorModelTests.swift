@@ -59,8 +59,7 @@ struct ErrorModelTests {
             ("AuthFailure.SignatureFailure", false), ("AuthFailure.SignatureExpire", false),
             ("AuthFailure.Unknown", false), ("FailedOperation.DeviceAlreadyActivated", false), ("", false),
             (".InternalError", false), ("1000", false),
-        ]
-    )
+        ])
     func retryable(code: String, retryable: Bool) {
         #expect(RegistrationErrorCode.isRetryable(code: code) == retryable)
     }

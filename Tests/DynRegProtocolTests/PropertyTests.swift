@@ -13,10 +13,7 @@ struct PropertyTests {
             let encrypted = try PayloadCipher.encrypt(plaintext, productSecret: Self.secret)
             #expect(encrypted.length == plaintext.count)
             let decrypted = try PayloadCipher.decrypt(
-                payload: encrypted.payload,
-                length: encrypted.length,
-                productSecret: Self.secret
-            )
+                payload: encrypted.payload, length: encrypted.length, productSecret: Self.secret)
             #expect(decrypted == plaintext)
         }
     }
@@ -37,17 +34,11 @@ struct PropertyTests {
     @Test("a signature never verifies after one byte of body, host, timestamp or nonce changes")
     func tamperedSignatures() async {
         let base = SignedRequest(
-            canonicalHost: "ap-guangzhou.gateway.tencentdevices.com",
-            algorithm: .hmacSHA256,
-            timestamp: "1551234565",
-            nonce: "5456",
-            body: Array(#"{"ProductId":"ASJ1234GX","DeviceName":"xyz"}"#.utf8)
-        )
+            canonicalHost: "ap-guangzhou.gateway.tencentdevices.com", algorithm: .hmacSHA256,
+            timestamp: "1551234565", nonce: "5456", body: Array(#"{"ProductId":"ASJ1234GX","DeviceName":"xyz"}"#.utf8))
         await propertyCheck(
             count: 400,
-            input: Gen.int(in: 0...3),
-            Gen.int(in: 0...1000),
-            Gen.uint8(in: 1...255),
+            input: Gen.int(in: 0...3), Gen.int(in: 0...1000), Gen.uint8(in: 1...255),
             Gen<SignatureAlgorithm>.case
         ) { field, position, delta, algorithm in
             var original = base
@@ -74,14 +65,9 @@ struct PropertyTests {
     @Test("legacy signature never verifies after one field changes")
     func tamperedLegacy() async {
         await propertyCheck(count: 300, input: Gen.int64(in: 0...Int64(Int32.max)), Gen.int64(in: 1...1000)) {
-            nonce,
-            delta in
+            nonce, delta in
             let signed = LegacySignedRequest(
-                productId: "ASJ1234GX",
-                deviceName: "xyz",
-                timestamp: 1_551_234_565,
-                nonce: nonce
-            )
+                productId: "ASJ1234GX", deviceName: "xyz", timestamp: 1_551_234_565, nonce: nonce)
             let signature = signed.signature(productSecret: Self.secret)
             var tampered = signed
             tampered.nonce = nonce + delta
@@ -102,15 +88,9 @@ struct FuzzTests {
             let text = String(decoding: bytes, as: UTF8.self)
             _ = try? PayloadCipher.decrypt(payload: text, length: nil, productSecret: Self.secret)
             _ = try? PayloadCipher.decrypt(
-                payload: Data(bytes).base64EncodedString(),
-                length: bytes.count,
-                productSecret: Self.secret
-            )
+                payload: Data(bytes).base64EncodedString(), length: bytes.count, productSecret: Self.secret)
             _ = try? PayloadCipher.decrypt(
-                payload: Data(bytes).base64EncodedString(),
-                length: nil,
-                productSecret: Self.secret
-            )
+                payload: Data(bytes).base64EncodedString(), length: nil, productSecret: Self.secret)
             _ = try? DeviceCredential(decoding: bytes)
             _ = try? RegistrationRequestBody(decoding: bytes)
             _ = try? LegacyRegistrationRequestBody(decoding: bytes)

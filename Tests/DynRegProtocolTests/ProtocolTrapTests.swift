@@ -7,9 +7,7 @@ struct ProtocolTrapTests {
     @Test("JSON never escapes '/' and writes PEM newlines as \\n")
     func slashesAndNewlines() {
         let credential = DeviceCredential.certificate(
-            clientCert: "-----BEGIN CERTIFICATE-----\nAB/CD+\n-----END CERTIFICATE-----\n",
-            clientKey: ""
-        )
+            clientCert: "-----BEGIN CERTIFICATE-----\nAB/CD+\n-----END CERTIFICATE-----\n", clientKey: "")
         let json = String(decoding: credential.encodedJSON(), as: UTF8.self)
         #expect(!json.contains("\\/"))
         #expect(json.contains("AB/CD+"))
@@ -21,8 +19,7 @@ struct ProtocolTrapTests {
         let psk = DeviceCredential.key(psk: "9gZkq1mC3t0n8yVv2bXo/A==")
         #expect(
             String(decoding: psk.encodedJSON(), as: UTF8.self)
-                == #"{"encryptionType":2,"psk":"9gZkq1mC3t0n8yVv2bXo/A=="}"#
-        )
+                == #"{"encryptionType":2,"psk":"9gZkq1mC3t0n8yVv2bXo/A=="}"#)
     }
 
     @Test("JSON writer escapes quotes, backslashes and control characters")
@@ -31,8 +28,7 @@ struct ProtocolTrapTests {
         let bytes = reply.encodedJSON()
         #expect(
             String(decoding: bytes, as: UTF8.self)
-                == #"{"Response":{"Error":{"Code":"X","Message":"a\"b\\c\u0001d\te"},"RequestId":"r"}}"#
-        )
+                == #"{"Response":{"Error":{"Code":"X","Message":"a\"b\\c\u0001d\te"},"RequestId":"r"}}"#)
         #expect(try RegistrationReply(decoding: bytes) == reply)
     }
 
@@ -47,8 +43,7 @@ struct ProtocolTrapTests {
             #expect(encrypted.length == length)
             #expect(
                 try PayloadCipher.decrypt(payload: encrypted.payload, length: length, productSecret: secret)
-                    == plaintext
-            )
+                    == plaintext)
         }
     }
 
@@ -67,10 +62,7 @@ struct ProtocolTrapTests {
         }
         #expect(throws: PayloadError.notBlockAligned) {
             try PayloadCipher.decrypt(
-                payload: Data([1, 2, 3]).base64EncodedString(),
-                length: nil,
-                productSecret: secret
-            )
+                payload: Data([1, 2, 3]).base64EncodedString(), length: nil, productSecret: secret)
         }
         #expect(throws: PayloadError.productSecretTooShort) {
             try PayloadCipher.decrypt(payload: "", length: nil, productSecret: "short")
@@ -91,8 +83,7 @@ struct ProtocolTrapTests {
             ("127.0.0.1:8080", "127.0.0.1"),
             ("[::1]:8080", "[::1]"),
             ("[::1]", "[::1]"),
-        ]
-    )
+        ])
     func hostWithoutPort(header: String, host: String) {
         #expect(CanonicalHost.fromHostHeader(header) == host)
     }
@@ -107,12 +98,8 @@ struct ProtocolTrapTests {
     @Test("the body hash covers the raw bytes: white space and key order change it")
     func rawBodyBytes() {
         let a = SignedRequest(
-            canonicalHost: "h",
-            algorithm: .hmacSHA256,
-            timestamp: "1",
-            nonce: "2",
-            body: Array(#"{"ProductId":"P","DeviceName":"d"}"#.utf8)
-        )
+            canonicalHost: "h", algorithm: .hmacSHA256, timestamp: "1", nonce: "2",
+            body: Array(#"{"ProductId":"P","DeviceName":"d"}"#.utf8))
         var b = a
         b.body = Array(#"{"DeviceName":"d","ProductId":"P"}"#.utf8)
         var c = a
@@ -128,8 +115,7 @@ struct ProtocolTrapTests {
             ("xyz", true), ("dev_a.b:c@d-1", true), ("860000000000001", true), ("AA:BB:CC:DD:EE:FF", true),
             (String(repeating: "a", count: 48), true), (String(repeating: "a", count: 49), false),
             ("", false), ("a b", false), ("a/b", false), ("é", false), ("a\u{0}", false), ("a+b", false),
-        ]
-    )
+        ])
     func deviceNames(name: String, valid: Bool) {
         #expect(DeviceNameRules.isValid(name) == valid)
     }
@@ -151,9 +137,7 @@ struct ProtocolTrapTests {
         let legacy = try LegacyRegistrationRequestBody(
             decoding: Array(
                 #"{"deviceName":"xyz","nonce":"5456","productId":"ASJ1234GX","timestamp":1551234565,"signature":"s"}"#
-                    .utf8
-            )
-        )
+                    .utf8))
         #expect(legacy.signed.nonce == 5456)
         for bad in [
             #"{"deviceName":"x","nonce":-1,"productId":"P","timestamp":1,"signature":"s"}"#,
@@ -179,8 +163,7 @@ struct ProtocolTrapTests {
         }
         #expect(
             String(decoding: replies[0].encodedJSON(), as: UTF8.self)
-                == #"{"Response":{"Len":53,"Payload":"ab/c+==","RequestId":"r1"}}"#
-        )
+                == #"{"Response":{"Len":53,"Payload":"ab/c+==","RequestId":"r1"}}"#)
         let legacy: [LegacyRegistrationReply] = [
             .success(payload, requestId: "r1"),
             .failure(code: 1010, message: "Check signature failed", requestId: "r2"),
@@ -190,12 +173,10 @@ struct ProtocolTrapTests {
         }
         #expect(
             String(decoding: legacy[0].encodedJSON(), as: UTF8.self)
-                == #"{"code":0,"message":"success","len":53,"payload":"ab/c+==","requestId":"r1"}"#
-        )
+                == #"{"code":0,"message":"success","len":53,"payload":"ab/c+==","requestId":"r1"}"#)
         #expect(
             String(decoding: legacy[1].encodedJSON(), as: UTF8.self)
-                == #"{"code":1010,"message":"Check signature failed","requestId":"r2"}"#
-        )
+                == #"{"code":1010,"message":"Check signature failed","requestId":"r2"}"#)
     }
 
     @Test("error codes are unique in both numbering schemes")

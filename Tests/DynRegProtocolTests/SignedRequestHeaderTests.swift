@@ -17,41 +17,29 @@ struct SignedRequestHeaderTests {
 
     @Test(
         "headers(productSecret:) carries the vector's fields and signature, in the SDKs' order",
-        arguments: Vectors.signatures
-    )
+        arguments: Vectors.signatures)
     func headers(vector: Vectors.Signature) throws {
         let algorithm = try #require(SignatureAlgorithm(headerValue: vector.algorithmHeader))
         let hash = try #require(BodyHash(rawValue: vector.bodyHashAlgorithm))
         let signed = SignedRequest(
-            canonicalHost: vector.canonicalHost,
-            path: vector.path,
-            algorithm: algorithm,
-            timestamp: String(vector.timestamp),
-            nonce: String(vector.nonce),
-            body: Array(vector.body.utf8)
-        )
+            canonicalHost: vector.canonicalHost, path: vector.path, algorithm: algorithm,
+            timestamp: String(vector.timestamp), nonce: String(vector.nonce), body: Array(vector.body.utf8))
         let headers = signed.headers(productSecret: vector.productSecret, bodyHash: hash)
         #expect(
-            headers.map(\.0) == ["Content-Type", "X-TC-Algorithm", "X-TC-Timestamp", "X-TC-Nonce", "X-TC-Signature"]
-        )
+            headers.map(\.0) == ["Content-Type", "X-TC-Algorithm", "X-TC-Timestamp", "X-TC-Nonce", "X-TC-Signature"])
         #expect(
             headers.map(\.1) == [
                 "application/json; charset=utf-8", algorithm.name, String(vector.timestamp), String(vector.nonce),
                 vector.signature,
-            ]
-        )
+            ])
     }
 
     @Test("init(registering:) signs the body the SDKs send")
     func registering() throws {
         let body = RegistrationRequestBody(productId: "ASJ1234GX", deviceName: "dev:01@x", csr: "-----BEGIN\nA\n")
         let signed = SignedRequest(
-            registering: body,
-            canonicalHost: "iot.example.com",
-            algorithm: .hmacSHA1,
-            timestamp: 1_551_234_565,
-            nonce: 0
-        )
+            registering: body, canonicalHost: "iot.example.com", algorithm: .hmacSHA1, timestamp: 1_551_234_565,
+            nonce: 0)
         #expect(signed.body == body.encodedJSON())
         #expect(try RegistrationRequestBody(decoding: signed.body) == body)
         #expect(signed.path == RegistrationPath.current)
@@ -65,11 +53,8 @@ struct SignedRequestHeaderTests {
     @Test("the legacy body carries the vector's signature", arguments: Vectors.legacy)
     func legacyBody(vector: Vectors.Legacy) throws {
         let signed = LegacySignedRequest(
-            productId: vector.productId,
-            deviceName: vector.deviceName,
-            timestamp: vector.timestamp,
-            nonce: vector.nonce
-        )
+            productId: vector.productId, deviceName: vector.deviceName, timestamp: vector.timestamp,
+            nonce: vector.nonce)
         let decoded = try LegacyRegistrationRequestBody(decoding: signed.body(productSecret: vector.productSecret))
         #expect(decoded.signed == signed)
         #expect(decoded.signature == vector.signature)

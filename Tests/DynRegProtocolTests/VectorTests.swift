@@ -53,11 +53,8 @@ struct VectorTests {
     @Test("legacy signature is Base64 of the hex digest", arguments: Vectors.legacy)
     func legacy(vector: Vectors.Legacy) {
         let signed = LegacySignedRequest(
-            productId: vector.productId,
-            deviceName: vector.deviceName,
-            timestamp: vector.timestamp,
-            nonce: vector.nonce
-        )
+            productId: vector.productId, deviceName: vector.deviceName,
+            timestamp: vector.timestamp, nonce: vector.nonce)
         #expect(signed.stringToSign == vector.stringToSign)
         #expect(signed.signature(productSecret: vector.productSecret) == vector.signature)
         #expect(signed.verify(signature: vector.signature, productSecret: vector.productSecret))
@@ -84,17 +81,11 @@ struct VectorTests {
         #expect(encrypted.length == vector.len)
         #expect(encrypted.payload == vector.payload)
         let decrypted = try PayloadCipher.decrypt(
-            payload: vector.payload,
-            length: vector.len,
-            productSecret: vector.productSecret
-        )
+            payload: vector.payload, length: vector.len, productSecret: vector.productSecret)
         #expect(String(decoding: decrypted, as: UTF8.self) == vector.plaintext)
         // Without Len, trailing NULs are stripped as the Python SDK does.
         let stripped = try PayloadCipher.decrypt(
-            payload: vector.payload,
-            length: nil,
-            productSecret: vector.productSecret
-        )
+            payload: vector.payload, length: nil, productSecret: vector.productSecret)
         #expect(String(decoding: stripped, as: UTF8.self) == vector.plaintext)
     }
 
@@ -110,14 +101,8 @@ struct VectorTests {
     func mqtt(vector: Vectors.MQTT) throws {
         let algorithm = try #require(SignatureAlgorithm(headerValue: vector.algorithm))
         let credentials = try MQTTCredentials.derive(
-            productId: vector.productId,
-            deviceName: vector.deviceName,
-            psk: vector.psk,
-            algorithm: algorithm,
-            appId: vector.appId,
-            connId: vector.connId,
-            expiry: vector.expiry
-        )
+            productId: vector.productId, deviceName: vector.deviceName, psk: vector.psk,
+            algorithm: algorithm, appId: vector.appId, connId: vector.connId, expiry: vector.expiry)
         #expect(credentials.clientId == vector.clientId)
         #expect(credentials.username == vector.username)
         #expect(credentials.password == vector.password)

@@ -34,10 +34,7 @@ struct AdminAndLifecycleTests {
             let listed = try #require((list.json["products"] as? [[String: Any]])?.first)
             #expect(listed["productSecret"] == nil)
             let updated = try await server.admin(
-                .PATCH,
-                "/products/\(product.id)",
-                json: #"{"autoCreate":false,"deviceQuota":null}"#
-            )
+                .PATCH, "/products/\(product.id)", json: #"{"autoCreate":false,"deviceQuota":null}"#)
             #expect(updated.json["autoCreate"] as? Bool == false)
             #expect(updated.json["deviceQuota"] is NSNull)
             let rotated = try await server.admin(.POST, "/products/\(product.id)/rotate-secret")
@@ -46,23 +43,14 @@ struct AdminAndLifecycleTests {
             #expect(newSecret.count >= 16)
             for name in ["a1", "a2", "a3"] {
                 let created = try await server.admin(
-                    .POST,
-                    "/products/\(product.id)/devices",
-                    json: #"{"deviceName":"\#(name)"}"#
-                )
+                    .POST, "/products/\(product.id)/devices", json: #"{"deviceName":"\#(name)"}"#)
                 #expect(created.status == 201)
             }
             let duplicate = try await server.admin(
-                .POST,
-                "/products/\(product.id)/devices",
-                json: #"{"deviceName":"a1"}"#
-            )
+                .POST, "/products/\(product.id)/devices", json: #"{"deviceName":"a1"}"#)
             #expect(duplicate.status == 409)
             let badName = try await server.admin(
-                .POST,
-                "/products/\(product.id)/devices",
-                json: #"{"deviceName":"a b"}"#
-            )
+                .POST, "/products/\(product.id)/devices", json: #"{"deviceName":"a b"}"#)
             #expect(badName.status == 400)
             // The old secret stops working, the new one works.
             let old = try await server.register(productId: product.id, deviceName: "a1", secret: product.secret)
@@ -95,10 +83,7 @@ struct AdminAndLifecycleTests {
             let missing = try await server.admin(.GET, "/products/\(product.id)")
             #expect(missing.status == 404)
             let unknownRegistration = try await server.register(
-                productId: product.id,
-                deviceName: "a1",
-                secret: newSecret
-            )
+                productId: product.id, deviceName: "a1", secret: newSecret)
             #expect(unknownRegistration.errorCode == "ResourceNotFound.ProductNotExist")
         }
     }
@@ -115,14 +100,12 @@ struct AdminAndLifecycleTests {
     @Test("restarting keeps products, devices and credentials")
     func restart() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "dynreg-restart-\(UUID().uuidString)"
-        )
+            "dynreg-restart-\(UUID().uuidString)")
         let (product, psk) = try await TestServer.with(directory: directory) { server in
             let product = try await server.createProduct()
             let psk = try #require(
                 try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
-                    .credential(secret: product.secret).psk
-            )
+                    .credential(secret: product.secret).psk)
             return (product, psk)
         }
         try await TestServer.with(directory: directory) { server in
@@ -131,19 +114,12 @@ struct AdminAndLifecycleTests {
             let device = try await server.admin(.GET, "/products/\(product.id)/devices/d")
             #expect(device.json["status"] as? String == "registered")
             let credentials = try MQTTCredentials.derive(
-                productId: product.id,
-                deviceName: "d",
-                psk: psk,
-                expiry: Int64(Date().timeIntervalSince1970) + 60
-            )
+                productId: product.id, deviceName: "d", psk: psk, expiry: Int64(Date().timeIntervalSince1970) + 60)
             let auth = try await server.send(
-                .POST,
-                "/device/auth",
+                .POST, "/device/auth",
                 body: Array(
                     #"{"clientid":"\#(credentials.clientId)","username":"\#(credentials.username)","password":"\#(credentials.password)"}"#
-                        .utf8
-                )
-            )
+                        .utf8))
             #expect(auth.json["result"] as? String == "allow")
         }
     }
@@ -159,20 +135,15 @@ struct AdminAndLifecycleTests {
             [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                 "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-            ]
-        )
+            ])
         #expect(openssl.status == 0, "\(openssl.stderr)")
         try await TestServer.with(
-            directory: directory,
-            configure: { $0.tls = .init(certificatePath: cert, keyPath: key) }
+            directory: directory, configure: { $0.tls = .init(certificatePath: cert, keyPath: key) }
         ) { server in
             #expect(server.baseURL.hasPrefix("https://"))
             let product = try await server.createProduct()
             let answer = try await server.register(
-                productId: product.id,
-                deviceName: "tls-device",
-                secret: product.secret
-            )
+                productId: product.id, deviceName: "tls-device", secret: product.secret)
             #expect(answer.errorCode == nil, "\(answer.text)")
             #expect(try answer.credential(secret: product.secret).psk != nil)
         }

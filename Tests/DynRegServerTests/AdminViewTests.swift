@@ -38,59 +38,43 @@ struct AdminViewTests {
             #expect(shown.productSecret == key.secret && shown.deviceQuota == 4 && shown.caKeyType == nil)
             let unlimited = try Self.roundTrip(
                 try await server.admin(.PATCH, "/products/\(key.id)", json: #"{"deviceQuota":null}"#),
-                as: ProductView.self
-            )
+                as: ProductView.self)
             #expect(unlimited.deviceQuota == nil)
             let cert = try Self.roundTrip(
-                try await server.admin(.GET, "/products/\(certificate.id)"),
-                as: ProductView.self
-            )
+                try await server.admin(.GET, "/products/\(certificate.id)"), as: ProductView.self)
             #expect(cert.caKeyType == "p256" && cert.certificateValidityDays == 3650)
             let list = try Self.roundTrip(try await server.admin(.GET, "/products"), as: ProductList.self)
             #expect(list.products.count == 2 && list.products.allSatisfy { $0.productSecret == nil })
 
             let device = try Self.roundTrip(
-                try await server.admin(.GET, "/products/\(key.id)/devices/gw-1"),
-                as: DeviceView.self
-            )
+                try await server.admin(.GET, "/products/\(key.id)/devices/gw-1"), as: DeviceView.self)
             #expect(device.status == .registered && device.registeredAt != nil && device.activatedAt == nil)
             let created = try Self.roundTrip(
                 try await server.admin(.POST, "/products/\(key.id)/devices", json: #"{"deviceName":"gw-2"}"#),
-                as: DeviceView.self
-            )
+                as: DeviceView.self)
             #expect(created.registeredAt == nil)
             let page = try Self.roundTrip(
-                try await server.admin(.GET, "/products/\(key.id)/devices?limit=1"),
-                as: DeviceList.self
-            )
+                try await server.admin(.GET, "/products/\(key.id)/devices?limit=1"), as: DeviceList.self)
             #expect(page.nextCursor == "gw-1")
             let last = try Self.roundTrip(
-                try await server.admin(.GET, "/products/\(key.id)/devices?after=gw-1"),
-                as: DeviceList.self
-            )
+                try await server.admin(.GET, "/products/\(key.id)/devices?after=gw-1"), as: DeviceList.self)
             #expect(last.nextCursor == nil && last.devices.map(\.deviceName) == ["gw-2"])
             let events = try Self.roundTrip(
-                try await server.admin(.GET, "/products/\(key.id)/events"),
-                as: EventList.self
-            )
+                try await server.admin(.GET, "/products/\(key.id)/events"), as: EventList.self)
             #expect(events.events.map(\.outcome) == ["Success"])
 
             let certificates = try Self.roundTrip(
                 try await server.admin(.GET, "/products/\(certificate.id)/devices/cam-1/certificates"),
-                as: CertificateList.self
-            )
+                as: CertificateList.self)
             let serial = try #require(certificates.certificates.first?.serial)
             #expect(certificates.certificates.first?.revokedAt == nil)
             let revoked = try Self.roundTrip(
                 try await server.admin(.POST, "/products/\(certificate.id)/certificates/\(serial)/revoke"),
-                as: CertificateView.self
-            )
+                as: CertificateView.self)
             #expect(revoked.status == "revoked" && revoked.revokedAt != nil)
 
             let failure = try Self.roundTrip(
-                try await server.admin(.GET, "/products/NOSUCH"),
-                as: AdminErrorBody.self
-            )
+                try await server.admin(.GET, "/products/NOSUCH"), as: AdminErrorBody.self)
             #expect(failure == AdminErrorBody(code: "NotFound", message: "product NOSUCH does not exist"))
         }
     }
@@ -107,8 +91,7 @@ struct AdminViewTests {
                     #expect(created.status == 400)
                     #expect(
                         (created.json["error"] as? [String: Any])?["code"] as? String
-                            == "InvalidParameterValue.DeviceNameInvalid"
-                    )
+                            == "InvalidParameterValue.DeviceNameInvalid")
                     continue
                 }
                 #expect(created.status == 201)
@@ -121,18 +104,15 @@ struct AdminViewTests {
                 }
                 #expect(
                     try await server.admin(.POST, "\(base)/\(encoded)/activate").json["status"] as? String
-                        == "activated"
-                )
+                        == "activated")
                 #expect(
-                    try await server.admin(.POST, "\(base)/\(encoded)/reset").json["status"] as? String == "created"
-                )
+                    try await server.admin(.POST, "\(base)/\(encoded)/reset").json["status"] as? String == "created")
                 #expect(try await server.admin(.GET, "\(base)/\(encoded)/certificates").status == 200)
                 #expect(try await server.admin(.DELETE, "\(base)/\(encoded)").status == 204)
                 let gone = try await server.admin(.GET, "\(base)/\(encoded)")
                 #expect(gone.status == 404)
                 #expect(
-                    (gone.json["error"] as? [String: Any])?["message"] as? String == "device \(name) does not exist"
-                )
+                    (gone.json["error"] as? [String: Any])?["message"] as? String == "device \(name) does not exist")
             }
         }
     }

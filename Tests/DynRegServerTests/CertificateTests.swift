@@ -33,13 +33,11 @@ struct CertificateTests {
 
     @Test(
         "server-generated key: openssl verifies chain, key, CN, EKU; revocation shows in the CRL",
-        arguments: ["p256", "rsa2048"]
-    )
+        arguments: ["p256", "rsa2048"])
     func serverGeneratedKey(keyType: String) async throws {
         try await TestServer.with { server in
             let product = try await server.createProduct(
-                #"{"name":"cams","authType":"certificate","caKeyType":"\#(keyType)","certificateValidityDays":30}"#
-            )
+                #"{"name":"cams","authType":"certificate","caKeyType":"\#(keyType)","certificateValidityDays":30}"#)
             let answer = try await server.register(productId: product.id, deviceName: "cam-01", secret: product.secret)
             #expect(answer.errorCode == nil, "\(answer.text)")
             let (cert, key) = try certificate(answer, secret: product.secret)
@@ -62,8 +60,7 @@ struct CertificateTests {
             // Serial: 128 random bits.
             let serialLine = try await Self.openssl(["x509", "-in", certPath, "-noout", "-serial"]).output
             let serial = serialLine.replacingOccurrences(of: "serial=", with: "").trimmingCharacters(
-                in: .whitespacesAndNewlines
-            )
+                in: .whitespacesAndNewlines)
             #expect(serial.count == 32)
             // Re-registration revokes the previous certificate.
             let second = try await server.register(productId: product.id, deviceName: "cam-01", secret: product.secret)
@@ -98,9 +95,7 @@ struct CertificateTests {
             let crl2 = try await server.admin(.GET, "/products/\(product.id)/crl")
             #expect(
                 try await Self.openssl(["crl", "-noout", "-text"], input: crl2.text).output.uppercased().contains(
-                    currentSerial.uppercased()
-                )
-            )
+                    currentSerial.uppercased()))
         }
     }
 
@@ -109,10 +104,7 @@ struct CertificateTests {
         try await TestServer.with { server in
             let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
             let answer = try await server.registerLegacy(
-                productId: product.id,
-                deviceName: "c1",
-                secret: product.secret
-            )
+                productId: product.id, deviceName: "c1", secret: product.secret)
             #expect(answer.legacyCode == 0, "\(answer.text)")
             guard case .certificate(let cert, let key) = try answer.legacyCredential(secret: product.secret) else {
                 Issue.record("expected a certificate")
@@ -125,30 +117,20 @@ struct CertificateTests {
 
     static func csr(commonName: String, key: P256.Signing.PrivateKey = .init()) throws -> String {
         let request = try CertificateSigningRequest(
-            version: .v1,
-            subject: try DistinguishedName { CommonName(commonName) },
-            privateKey: Certificate.PrivateKey(key),
-            attributes: CertificateSigningRequest.Attributes(),
-            signatureAlgorithm: .ecdsaWithSHA256
-        )
+            version: .v1, subject: try DistinguishedName { CommonName(commonName) },
+            privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(),
+            signatureAlgorithm: .ecdsaWithSHA256)
         return try request.serializeAsPEM().pemString
     }
 
     func registerWithCSR(
-        _ server: TestServer,
-        product: (id: String, secret: String),
-        deviceName: String,
-        csr: String
+        _ server: TestServer, product: (id: String, secret: String), deviceName: String, csr: String
     )
         async throws -> TestServer.Answer
     {
         let body = RegistrationRequestBody(productId: product.id, deviceName: deviceName, csr: csr).encodedJSON()
         return try await server.register(
-            productId: product.id,
-            deviceName: deviceName,
-            secret: product.secret,
-            body: body
-        )
+            productId: product.id, deviceName: deviceName, secret: product.secret, body: body)
     }
 
     @Test("CSR: the key never leaves the device; other names and bad signatures are refused")
@@ -157,30 +139,20 @@ struct CertificateTests {
             let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
             let deviceKey = P256.Signing.PrivateKey()
             let answer = try await registerWithCSR(
-                server,
-                product: product,
-                deviceName: "cam-2",
-                csr: try Self.csr(commonName: product.id + "cam-2", key: deviceKey)
-            )
+                server, product: product, deviceName: "cam-2",
+                csr: try Self.csr(commonName: product.id + "cam-2", key: deviceKey))
             #expect(answer.errorCode == nil, "\(answer.text)")
             let (cert, key) = try certificate(answer, secret: product.secret)
             #expect(key.isEmpty)
             let parsed = try Certificate(pemEncoded: cert)
             #expect(parsed.publicKey == Certificate.PublicKey(deviceKey.publicKey))
             let caPath = try Self.write(
-                try await server.admin(.GET, "/products/\(product.id)/ca").text,
-                "ca.pem",
-                in: server.directory
-            )
+                try await server.admin(.GET, "/products/\(product.id)/ca").text, "ca.pem", in: server.directory)
             let certPath = try Self.write(cert, "csr-cert.pem", in: server.directory)
             #expect(try await Self.openssl(["verify", "-CAfile", caPath, certPath]).status == 0)
 
             let other = try await registerWithCSR(
-                server,
-                product: product,
-                deviceName: "cam-3",
-                csr: try Self.csr(commonName: product.id + "cam-2")
-            )
+                server, product: product, deviceName: "cam-3", csr: try Self.csr(commonName: product.id + "cam-2"))
             #expect(other.errorCode == "InvalidParameterValue.CsrSubjectMismatch")
             // Flip a byte inside the signature: the CSR parses but does not verify.
             var tampered = try Self.csr(commonName: product.id + "cam-4")
@@ -201,12 +173,10 @@ struct CertificateTests {
             let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
             let (cert, _) = try certificate(
                 try await server.register(productId: product.id, deviceName: "cam", secret: product.secret),
-                secret: product.secret
-            )
+                secret: product.secret)
             func auth(_ fields: [String: String]) async throws -> String? {
                 let body = try JSONSerialization.data(
-                    withJSONObject: fields.merging(["clientid": product.id + "cam"]) { a, _ in a }
-                )
+                    withJSONObject: fields.merging(["clientid": product.id + "cam"]) { a, _ in a })
                 return try await server.send(.POST, "/device/auth", body: Array(body)).json["result"] as? String
             }
             #expect(try await auth(["certificate": cert]) == "allow")
@@ -225,9 +195,7 @@ struct CertificateTests {
             let broken = "-----BEGIN CERTIFICATE-----\n@@\n-----END CERTIFICATE-----"
             #expect(try await auth(["certificate": broken]) == "deny")
             _ = try await server.admin(
-                .POST,
-                "/products/\(product.id)/certificates/\(first["serial"] as! String)/revoke"
-            )
+                .POST, "/products/\(product.id)/certificates/\(first["serial"] as! String)/revoke")
             #expect(try await auth(["certificate": cert]) == "deny")
         }
     }
@@ -248,8 +216,7 @@ struct CertificateTests {
         #expect(PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation) == key.pemRepresentation)
         #expect(
             try P256.Signing.PrivateKey(pemRepresentation: PEM.encode(type: "PRIVATE KEY", der: key.derRepresentation))
-                .rawRepresentation == key.rawRepresentation
-        )
+                .rawRepresentation == key.rawRepresentation)
     }
 
     /// The time fields of a CRL at the RFC 5280 switch: UTCTime through 2049, GeneralizedTime from 2050.
@@ -259,11 +226,7 @@ struct CertificateTests {
         // 2049-12-31T23:59:59Z, with a fraction that must be dropped, not rounded up into 2050.
         let lastSecond = Date(timeIntervalSince1970: 2_524_607_999.75)
         let pem = try authority.crl(
-            revoked: [(serialHex: "4a0b", revokedAt: lastSecond)],
-            number: 7,
-            now: lastSecond,
-            validity: 0.25
-        )
+            revoked: [(serialHex: "4a0b", revokedAt: lastSecond)], number: 7, now: lastSecond, validity: 0.25)
         let der = try #require(PEM.firstDocumentDER(in: pem))
         func node(_ tag: UInt8, _ text: String) -> [UInt8] { [tag, UInt8(text.utf8.count)] + Array(text.utf8) }
         func count(_ needle: [UInt8]) -> Int {

@@ -13,16 +13,14 @@ import Testing
 struct ProductAdministrationTests {
     static func with<T>(_ body: (ProductAdministration<SQLiteStore>) async throws -> T) async throws -> T {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "dynreg-admin-\(UUID().uuidString)"
-        )
+            "dynreg-admin-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
         let masterKey = try MasterKey(encoded: String(repeating: "cd", count: 32))
         return try await withRunning(store) {
             try await body(
-                ProductAdministration(store: store, authorities: CertificateAuthorities(masterKey: masterKey))
-            )
+                ProductAdministration(store: store, authorities: CertificateAuthorities(masterKey: masterKey)))
         }
     }
 
@@ -90,12 +88,10 @@ struct ProductAdministrationTests {
     func boundaries() async throws {
         try await Self.with { administration in
             let long = try await administration.createProduct(
-                ProductCreateInput(name: String(repeating: "n", count: 200), deviceQuota: 0)
-            )
+                ProductCreateInput(name: String(repeating: "n", count: 200), deviceQuota: 0))
             #expect(long.deviceQuota == 0)
             let shortLived = try await administration.createProduct(
-                ProductCreateInput(name: "c", authType: .certificate, certificateValidityDays: 1)
-            )
+                ProductCreateInput(name: "c", authType: .certificate, certificateValidityDays: 1))
             #expect(shortLived.certificateAuthority?.certificateValidityDays == 1)
         }
     }
@@ -128,27 +124,18 @@ struct ProductAdministrationTests {
             let authority = try ProductCertificateAuthority.create(productId: "imported", keyType: .p384)
             let product = try await administration.createProduct(
                 ProductCreateInput(
-                    name: "i",
-                    authType: .certificate,
-                    certificateValidityDays: 30,
-                    caCertificatePem: authority.certificatePEM,
-                    caPrivateKeyPem: authority.privateKeyPEM
-                )
-            )
+                    name: "i", authType: .certificate, certificateValidityDays: 30,
+                    caCertificatePem: authority.certificatePEM, caPrivateKeyPem: authority.privateKeyPEM))
             #expect(product.certificateAuthority?.certificatePEM == authority.certificatePEM)
             #expect(product.certificateAuthority?.keyType == "p384")
             #expect(product.certificateAuthority?.certificateValidityDays == 30)
             let other = try ProductCertificateAuthority.create(productId: "other", keyType: .p256)
             let mismatched = ProductCreateInput(
-                name: "m",
-                authType: .certificate,
-                caCertificatePem: authority.certificatePEM,
-                caPrivateKeyPem: other.privateKeyPEM
-            )
+                name: "m", authType: .certificate, caCertificatePem: authority.certificatePEM,
+                caPrivateKeyPem: other.privateKeyPEM)
             #expect(
                 await Self.refusal { _ = try await administration.createProduct(mismatched) }
-                    == .invalidCertificateAuthority
-            )
+                    == .invalidCertificateAuthority)
         }
     }
 
@@ -158,27 +145,22 @@ struct ProductAdministrationTests {
             let product = try await administration.createProduct(ProductCreateInput(name: "p", deviceQuota: 3))
             #expect(
                 await Self.refusal { _ = try await administration.updateProduct(id: product.id, .init(name: " ")) }
-                    == .invalidName
-            )
+                    == .invalidName)
             #expect(
                 await Self.refusal {
                     _ = try await administration.updateProduct(id: product.id, .init(deviceQuota: -2))
                 }
-                    == .invalidQuota
-            )
+                    == .invalidQuota)
             #expect(try await administration.product(id: product.id).deviceQuota == 3)
             let renamed = try await administration.updateProduct(
-                id: product.id,
-                .init(name: "q", autoCreate: false, deviceQuota: .some(nil))
-            )
+                id: product.id, .init(name: "q", autoCreate: false, deviceQuota: .some(nil)))
             #expect(renamed.name == "q" && !renamed.autoCreate && renamed.deviceQuota == nil)
             let unchanged = try await administration.updateProduct(id: product.id, .init(dynamicRegistration: false))
             #expect(unchanged.name == "q" && unchanged.deviceQuota == nil && !unchanged.dynamicRegistration)
             let rotated = try await administration.rotateSecret(productId: product.id)
             #expect(rotated.secret != product.secret && ProductSecretRules.isValid(rotated.secret))
             #expect(
-                await Self.refusal { _ = try await administration.updateProduct(id: "NOSUCH", .init()) } == .notFound
-            )
+                await Self.refusal { _ = try await administration.updateProduct(id: "NOSUCH", .init()) } == .notFound)
             try await administration.deleteProduct(id: product.id)
             #expect(await Self.refusal { _ = try await administration.product(id: product.id) } == .notFound)
         }
@@ -191,29 +173,22 @@ struct ProductAdministrationTests {
             let id = product.id
             #expect(
                 await Self.refusal { _ = try await administration.createDevice(productId: id, deviceName: "a b") }
-                    == .deviceNameInvalid
-            )
+                    == .deviceNameInvalid)
             for name in ["d1", "d2", "d3"] {
                 #expect(try await administration.createDevice(productId: id, deviceName: name).status == .created)
             }
             #expect(
                 await Self.refusal { _ = try await administration.createDevice(productId: id, deviceName: "d1") }
-                    == .conflict
-            )
+                    == .conflict)
             #expect(
                 await Self.refusal { _ = try await administration.createDevice(productId: id, deviceName: "d4") }
-                    == .deviceQuota
-            )
+                    == .deviceQuota)
 
             let first = try await administration.devices(productId: id, status: nil, limit: 0, after: nil)
             #expect(first.devices.map(\.name) == ["d1"])
             #expect(first.nextCursor == "d1")
             let rest = try await administration.devices(
-                productId: id,
-                status: nil,
-                limit: 5000,
-                after: first.nextCursor
-            )
+                productId: id, status: nil, limit: 5000, after: first.nextCursor)
             #expect(rest.devices.map(\.name) == ["d2", "d3"])
             #expect(rest.nextCursor == nil)
             #expect(ProductAdministration<SQLiteStore>.pageSize(nil) == 100)
@@ -221,8 +196,7 @@ struct ProductAdministrationTests {
             #expect(
                 await Self.refusal {
                     _ = try await administration.devices(productId: id, status: "bogus", limit: nil, after: nil)
-                } == .invalidStatus
-            )
+                } == .invalidStatus)
 
             let activated = try await administration.activateDevice(productId: id, deviceName: "d2")
             #expect(activated.status == .activated)

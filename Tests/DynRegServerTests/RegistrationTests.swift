@@ -17,12 +17,8 @@ struct RegistrationTests {
             ]
             for (index, (algorithm, hash)) in cases.enumerated() {
                 let answer = try await server.register(
-                    productId: product.id,
-                    deviceName: "dev-\(index)",
-                    secret: product.secret,
-                    algorithm: algorithm,
-                    bodyHash: hash
-                )
+                    productId: product.id, deviceName: "dev-\(index)", secret: product.secret, algorithm: algorithm,
+                    bodyHash: hash)
                 #expect(answer.status == 200)
                 #expect(answer.errorCode == nil, "\(answer.text)")
                 let psk = try #require(try answer.credential(secret: product.secret).psk)
@@ -32,12 +28,8 @@ struct RegistrationTests {
             #expect(psks.count == 3)
             let reordered = Array(#"{"DeviceName": "dev-x", "ProductId": "\#(product.id)"}"#.utf8)
             let answer = try await server.register(
-                productId: product.id,
-                deviceName: "dev-x",
-                secret: product.secret,
-                body: reordered,
-                algorithmHeader: "HmacSha256"
-            )
+                productId: product.id, deviceName: "dev-x", secret: product.secret, body: reordered,
+                algorithmHeader: "HmacSha256")
             #expect(answer.errorCode == nil, "\(answer.text)")
             #expect(!answer.text.contains("\\/"))
         }
@@ -51,20 +43,11 @@ struct RegistrationTests {
             let shape = #/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/#
             for index in 0..<10 {
                 let ok = try await server.register(
-                    productId: product.id,
-                    deviceName: "r\(index)",
-                    secret: product.secret
-                )
+                    productId: product.id, deviceName: "r\(index)", secret: product.secret)
                 let refused = try await server.register(
-                    productId: product.id,
-                    deviceName: "r\(index)",
-                    secret: "wrong-secret-0123456789"
-                )
+                    productId: product.id, deviceName: "r\(index)", secret: "wrong-secret-0123456789")
                 let legacy = try await server.registerLegacy(
-                    productId: product.id,
-                    deviceName: "l\(index)",
-                    secret: product.secret
-                )
+                    productId: product.id, deviceName: "l\(index)", secret: product.secret)
                 for (answer, key) in [(ok, "RequestId"), (refused, "RequestId"), (legacy, "requestId")] {
                     let fields = (answer.json["Response"] as? [String: Any]) ?? answer.json
                     let id = try #require(fields[key] as? String, "\(answer.text)")
@@ -82,19 +65,13 @@ struct RegistrationTests {
             let product = try await server.createProduct()
             for index in 0..<20 {
                 let answer = try await server.register(
-                    productId: product.id,
-                    deviceName: "d\(index)",
-                    secret: product.secret
-                )
+                    productId: product.id, deviceName: "d\(index)", secret: product.secret)
                 guard case .success(let payload, _) = try RegistrationReply(decoding: answer.body) else {
                     Issue.record("expected success")
                     return
                 }
                 let plaintext = try PayloadCipher.decrypt(
-                    payload: payload.payload,
-                    length: payload.length,
-                    productSecret: product.secret
-                )
+                    payload: payload.payload, length: payload.length, productSecret: product.secret)
                 #expect(!String(decoding: plaintext, as: UTF8.self).contains("\\/"))
             }
         }
@@ -105,20 +82,12 @@ struct RegistrationTests {
         try await TestServer.with { server in
             let product = try await server.createProduct()
             let ok = try await server.register(
-                productId: product.id,
-                deviceName: "a",
-                secret: product.secret,
-                signedHost: "iot.example.com",
-                hostHeader: "iot.example.com:8443"
-            )
+                productId: product.id, deviceName: "a", secret: product.secret, signedHost: "iot.example.com",
+                hostHeader: "iot.example.com:8443")
             #expect(ok.errorCode == nil, "\(ok.text)")
             let withPort = try await server.register(
-                productId: product.id,
-                deviceName: "b",
-                secret: product.secret,
-                signedHost: "iot.example.com:8443",
-                hostHeader: "iot.example.com:8443"
-            )
+                productId: product.id, deviceName: "b", secret: product.secret, signedHost: "iot.example.com:8443",
+                hostHeader: "iot.example.com:8443")
             #expect(withPort.errorCode == "AuthFailure.SignatureFailure")
         }
     }
@@ -128,35 +97,21 @@ struct RegistrationTests {
         try await TestServer.with { server in
             let product = try await server.createProduct()
             let gateway = try await server.register(
-                productId: product.id,
-                deviceName: "a",
-                secret: product.secret,
-                signedHost: "ap-guangzhou.gateway.tencentdevices.com"
-            )
+                productId: product.id, deviceName: "a", secret: product.secret,
+                signedHost: "ap-guangzhou.gateway.tencentdevices.com")
             #expect(gateway.errorCode == nil, "\(gateway.text)")
             let other = try await server.register(
-                productId: product.id,
-                deviceName: "b",
-                secret: product.secret,
-                signedHost: "proxy.example.net"
-            )
+                productId: product.id, deviceName: "b", secret: product.secret, signedHost: "proxy.example.net")
             #expect(other.errorCode == "AuthFailure.SignatureFailure")
         }
         try await TestServer.with(configure: { $0.publicHosts = ["proxy.example.net"] }) { server in
             let product = try await server.createProduct()
             let other = try await server.register(
-                productId: product.id,
-                deviceName: "b",
-                secret: product.secret,
-                signedHost: "proxy.example.net"
-            )
+                productId: product.id, deviceName: "b", secret: product.secret, signedHost: "proxy.example.net")
             #expect(other.errorCode == nil, "\(other.text)")
             let gateway = try await server.register(
-                productId: product.id,
-                deviceName: "a",
-                secret: product.secret,
-                signedHost: "ap-guangzhou.gateway.tencentdevices.com"
-            )
+                productId: product.id, deviceName: "a", secret: product.secret,
+                signedHost: "ap-guangzhou.gateway.tencentdevices.com")
             #expect(gateway.errorCode == "AuthFailure.SignatureFailure")
         }
     }
@@ -168,92 +123,48 @@ struct RegistrationTests {
             let now = Int64(Date().timeIntervalSince1970)
             // Malformed body, missing and malformed headers.
             let notJSON = try await server.send(
-                .POST,
-                "/device/register",
-                headers: [(DeviceRequestHeader.algorithm, "hmacsha256")],
-                body: Array("nope".utf8)
-            )
+                .POST, "/device/register", headers: [(DeviceRequestHeader.algorithm, "hmacsha256")],
+                body: Array("nope".utf8))
             #expect(notJSON.status == 200)
             #expect(notJSON.errorCode == "InvalidParameter")
             let noHeaders = try await server.send(
-                .POST,
-                "/device/register",
-                body: RegistrationRequestBody(productId: product.id, deviceName: "d").encodedJSON()
-            )
+                .POST, "/device/register",
+                body: RegistrationRequestBody(productId: product.id, deviceName: "d").encodedJSON())
             #expect(noHeaders.errorCode == "InvalidParameter")
             let badAlgorithm = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: product.secret,
-                algorithmHeader: "hmacmd5"
-            )
+                productId: product.id, deviceName: "d", secret: product.secret, algorithmHeader: "hmacmd5")
             #expect(badAlgorithm.errorCode == "InvalidParameter")
             let oversized = try await server.send(
-                .POST,
-                "/device/register",
-                headers: [(DeviceRequestHeader.algorithm, "hmacsha256")],
-                body: Array(repeating: UInt8(ascii: " "), count: 5000)
-            )
+                .POST, "/device/register", headers: [(DeviceRequestHeader.algorithm, "hmacsha256")],
+                body: Array(repeating: UInt8(ascii: " "), count: 5000))
             #expect(oversized.status == 200)
             #expect(oversized.errorCode == "InvalidParameter")
             let badName = try await server.register(
-                productId: product.id,
-                deviceName: "bad name",
-                secret: product.secret
-            )
+                productId: product.id, deviceName: "bad name", secret: product.secret)
             #expect(badName.errorCode == "InvalidParameterValue.DeviceNameInvalid")
             let noProduct = try await server.register(productId: "NOPRODUCT1", deviceName: "d", secret: product.secret)
             #expect(noProduct.errorCode == "ResourceNotFound.ProductNotExist")
             let badSignature = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: "wrong-secret-0123456789"
-            )
+                productId: product.id, deviceName: "d", secret: "wrong-secret-0123456789")
             #expect(badSignature.errorCode == "AuthFailure.SignatureFailure")
             let past = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: product.secret,
-                timestamp: now - 301
-            )
+                productId: product.id, deviceName: "d", secret: product.secret, timestamp: now - 301)
             #expect(past.errorCode == "AuthFailure.SignatureExpire")
             let future = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: product.secret,
-                timestamp: now + 400
-            )
+                productId: product.id, deviceName: "d", secret: product.secret, timestamp: now + 400)
             #expect(future.errorCode == "AuthFailure.SignatureExpire")
             let clockless = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: product.secret,
-                timestamp: 0
-            )
+                productId: product.id, deviceName: "d", secret: product.secret, timestamp: 0)
             #expect(clockless.errorCode == "AuthFailure.SignatureExpire")
             let withinWindow = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: product.secret,
-                timestamp: now - 250
-            )
+                productId: product.id, deviceName: "d", secret: product.secret, timestamp: now - 250)
             #expect(withinWindow.errorCode == nil)
             // Replay: the same (product, device, timestamp, nonce) inside the window.
             let first = try await server.register(
-                productId: product.id,
-                deviceName: "r",
-                secret: product.secret,
-                timestamp: now,
-                nonce: 42
-            )
+                productId: product.id, deviceName: "r", secret: product.secret, timestamp: now, nonce: 42)
             #expect(first.errorCode == nil)
             let replay = try await server.register(
-                productId: product.id,
-                deviceName: "r",
-                secret: product.secret,
-                timestamp: now,
-                nonce: 42
-            )
+                productId: product.id, deviceName: "r", secret: product.secret, timestamp: now, nonce: 42)
             #expect(replay.errorCode == "AuthFailure.NonceReused")
             // Activated.
             _ = try await server.admin(.POST, "/products/\(product.id)/devices/r/activate")
@@ -275,16 +186,10 @@ struct RegistrationTests {
             #expect(unknown.errorCode == "ResourceNotFound.DeviceNotExist")
             #expect(unknown.text.contains("Pre create mode: device not exists"))
             let legacyUnknown = try await server.registerLegacy(
-                productId: product.id,
-                deviceName: "d1",
-                secret: product.secret
-            )
+                productId: product.id, deviceName: "d1", secret: product.secret)
             #expect(legacyUnknown.legacyCode == 1020)
             let created = try await server.admin(
-                .POST,
-                "/products/\(product.id)/devices",
-                json: #"{"deviceName":"d1"}"#
-            )
+                .POST, "/products/\(product.id)/devices", json: #"{"deviceName":"d1"}"#)
             #expect(created.status == 201)
             #expect(created.json["status"] as? String == "created")
             let known = try await server.register(productId: product.id, deviceName: "d1", secret: product.secret)
@@ -305,10 +210,7 @@ struct RegistrationTests {
             let third = try await server.register(productId: product.id, deviceName: "c", secret: product.secret)
             #expect(third.errorCode == "LimitExceeded.DeviceQuota")
             let legacyThird = try await server.registerLegacy(
-                productId: product.id,
-                deviceName: "c",
-                secret: product.secret
-            )
+                productId: product.id, deviceName: "c", secret: product.secret)
             #expect(legacyThird.legacyCode == 1022)
             let again = try await server.register(productId: product.id, deviceName: "a", secret: product.secret)
             #expect(again.errorCode == nil)
@@ -325,9 +227,7 @@ struct RegistrationTests {
                 for index in 0..<100 {
                     group.addTask {
                         try await server.register(
-                            productId: product.id,
-                            deviceName: "dev\(index)",
-                            secret: product.secret
+                            productId: product.id, deviceName: "dev\(index)", secret: product.secret
                         ).errorCode
                     }
                 }
@@ -346,22 +246,18 @@ struct RegistrationTests {
             let product = try await server.createProduct()
             let first = try #require(
                 try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
-                    .credential(secret: product.secret).psk
-            )
+                    .credential(secret: product.secret).psk)
             let second = try #require(
                 try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
-                    .credential(secret: product.secret).psk
-            )
+                    .credential(secret: product.secret).psk)
             #expect(first != second)
             let expiry = Int64(Date().timeIntervalSince1970) + 3600
             let old = try MQTTCredentials.derive(productId: product.id, deviceName: "d", psk: first, expiry: expiry)
             let oldAuth = try await server.send(
-                .POST,
-                "/device/auth",
+                .POST, "/device/auth",
                 body: Array(
                     #"{"clientid":"\#(old.clientId)","username":"\#(old.username)","password":"\#(old.password)"}"#.utf8
-                )
-            )
+                ))
             #expect(oldAuth.json["result"] as? String == "deny")
             let device = try await server.admin(.GET, "/products/\(product.id)/devices/d")
             #expect(device.json["registrationCount"] as? Int == 2)
@@ -374,28 +270,15 @@ struct RegistrationTests {
         try await TestServer.with { server in
             let product = try await server.createProduct(#"{"name":"rtc-less","allowClocklessDevices":true}"#)
             let first = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: product.secret,
-                timestamp: 0,
-                nonce: 7
-            )
+                productId: product.id, deviceName: "d", secret: product.secret, timestamp: 0, nonce: 7)
             #expect(first.errorCode == nil, "\(first.text)")
             let replay = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: product.secret,
-                timestamp: 0,
-                nonce: 7
-            )
+                productId: product.id, deviceName: "d", secret: product.secret, timestamp: 0, nonce: 7)
             #expect(replay.errorCode == "AuthFailure.NonceReused")
             // The window still applies to devices that do send a time.
             let past = try await server.register(
-                productId: product.id,
-                deviceName: "d",
-                secret: product.secret,
-                timestamp: Int64(Date().timeIntervalSince1970) - 1000
-            )
+                productId: product.id, deviceName: "d", secret: product.secret,
+                timestamp: Int64(Date().timeIntervalSince1970) - 1000)
             #expect(past.errorCode == "AuthFailure.SignatureExpire")
         }
     }
@@ -405,20 +288,17 @@ struct RegistrationTests {
         arguments: [
             "", "{}", "[]", "null", "{\"ProductId\":1}", String(repeating: "{", count: 3000), "\u{0}\u{1}\u{2}",
             "{\"ProductId\":\"P\",\"DeviceName\":\"\(String(repeating: "x", count: 60))\"}",
-        ]
-    )
+        ])
     func hostileBodies(body: String) async throws {
         try await TestServer.with { server in
             for path in ["/device/register", "/register/dev", "/device/auth"] {
                 let answer = try await server.send(
-                    .POST,
-                    path,
+                    .POST, path,
                     headers: [
                         (DeviceRequestHeader.algorithm, "hmacsha256"), (DeviceRequestHeader.timestamp, "1"),
                         (DeviceRequestHeader.nonce, "1"), (DeviceRequestHeader.signature, "AAAA"),
                     ],
-                    body: Array(body.utf8)
-                )
+                    body: Array(body.utf8))
                 #expect(answer.status == 200)
                 #expect(!answer.json.isEmpty)
             }

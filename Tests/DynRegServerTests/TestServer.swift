@@ -36,18 +36,11 @@ struct TestServer {
             var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
             // Tests send up to 100 requests at once: a connection each, rather than queueing for eight.
             configuration.connectionPool = .init(
-                idleTimeout: .seconds(60),
-                concurrentHTTP1ConnectionsPerHostSoftLimit: 128
-            )
+                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
             configuration.timeout = .init(connect: .seconds(30), read: .seconds(30))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             let server = TestServer(
-                baseURL: live.baseURL,
-                port: live.port,
-                store: live.store,
-                directory: live.directory,
-                client: client
-            )
+                baseURL: live.baseURL, port: live.port, store: live.store, directory: live.directory, client: client)
             do {
                 let result = try await body(server)
                 try await client.shutdown()
@@ -72,10 +65,7 @@ struct TestServer {
     }
 
     func send(
-        _ method: HTTPMethod,
-        _ path: String,
-        headers: [(String, String)] = [],
-        body: [UInt8]? = nil
+        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil
     ) async throws -> Answer {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
@@ -87,10 +77,7 @@ struct TestServer {
     }
 
     func admin(
-        _ method: HTTPMethod,
-        _ path: String,
-        json: String? = nil,
-        token: String? = adminToken
+        _ method: HTTPMethod, _ path: String, json: String? = nil, token: String? = adminToken
     ) async throws
         -> Answer
     {
@@ -114,25 +101,15 @@ struct TestServer {
 
     /// Signs and sends `POST /device/register` as an SDK would.
     func register(
-        productId: String,
-        deviceName: String,
-        secret: String,
+        productId: String, deviceName: String, secret: String,
         algorithm: DynRegProtocol.SignatureAlgorithm = .hmacSHA256,
-        bodyHash: BodyHash? = nil,
-        signedHost: String = "127.0.0.1",
-        hostHeader: String? = nil,
-        timestamp: Int64 = Int64(Date().timeIntervalSince1970),
-        nonce: Int64 = Int64.random(in: 0...Int64(Int32.max)),
-        body: [UInt8]? = nil,
-        algorithmHeader: String? = nil
+        bodyHash: BodyHash? = nil, signedHost: String = "127.0.0.1", hostHeader: String? = nil,
+        timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max)),
+        body: [UInt8]? = nil, algorithmHeader: String? = nil
     ) async throws -> Answer {
         var signed = SignedRequest(
             registering: RegistrationRequestBody(productId: productId, deviceName: deviceName),
-            canonicalHost: signedHost,
-            algorithm: algorithm,
-            timestamp: timestamp,
-            nonce: nonce
-        )
+            canonicalHost: signedHost, algorithm: algorithm, timestamp: timestamp, nonce: nonce)
         if let body { signed.body = body }
         var headers = signed.headers(productSecret: secret, bodyHash: bodyHash)
         if let algorithmHeader {
@@ -144,24 +121,14 @@ struct TestServer {
 
     /// Signs and sends the legacy `POST /register/dev` as the C SDK does.
     func registerLegacy(
-        productId: String,
-        deviceName: String,
-        secret: String,
-        timestamp: Int64 = Int64(Date().timeIntervalSince1970),
-        nonce: Int64 = Int64.random(in: 0...Int64(Int32.max))
+        productId: String, deviceName: String, secret: String,
+        timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max))
     ) async throws -> Answer {
         let signed = LegacySignedRequest(
-            productId: productId,
-            deviceName: deviceName,
-            timestamp: timestamp,
-            nonce: nonce
-        )
+            productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce)
         return try await send(
-            .POST,
-            RegistrationPath.legacy,
-            headers: LegacySignedRequest.headers,
-            body: signed.body(productSecret: secret)
-        )
+            .POST, RegistrationPath.legacy, headers: LegacySignedRequest.headers,
+            body: signed.body(productSecret: secret))
     }
 }
 
@@ -182,8 +149,7 @@ extension TestServer.Answer {
             throw TestFailure("expected success, got \(text)")
         }
         return try DeviceCredential(
-            decoding: PayloadCipher.decrypt(payload: payload.payload, length: payload.length, productSecret: secret)
-        )
+            decoding: PayloadCipher.decrypt(payload: payload.payload, length: payload.length, productSecret: secret))
     }
 
     var legacyCode: Int? { json["code"] as? Int }
@@ -193,8 +159,7 @@ extension TestServer.Answer {
             throw TestFailure("expected success, got \(text)")
         }
         return try DeviceCredential(
-            decoding: PayloadCipher.decrypt(payload: payload.payload, length: payload.length, productSecret: secret)
-        )
+            decoding: PayloadCipher.decrypt(payload: payload.payload, length: payload.length, productSecret: secret))
     }
 }
 

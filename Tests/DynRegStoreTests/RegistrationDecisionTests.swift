@@ -28,84 +28,40 @@ import Testing
     static let cases: [Case] = [
         Case(name: "no product", product: nil, device: nil, replay: .fresh, expected: .refuse(.productNotExist)),
         Case(
-            name: "no product, reused pair",
-            product: nil,
-            device: nil,
-            replay: .reused,
-            expected: .refuse(.productNotExist)
-        ),
+            name: "no product, reused pair", product: nil, device: nil, replay: .reused,
+            expected: .refuse(.productNotExist)),
         Case(name: "new device, auto-create", product: open, device: nil, replay: .fresh, expected: .issue),
         Case(
-            name: "new device, pre-create only",
-            product: preCreate,
-            device: nil,
-            replay: .fresh,
-            expected: .refuse(.deviceNotExist)
-        ),
+            name: "new device, pre-create only", product: preCreate, device: nil, replay: .fresh,
+            expected: .refuse(.deviceNotExist)),
         Case(
-            name: "new device, quota reached",
-            product: full,
-            device: nil,
-            replay: .fresh,
-            expected: .refuse(.deviceQuota)
-        ),
+            name: "new device, quota reached", product: full, device: nil, replay: .fresh,
+            expected: .refuse(.deviceQuota)),
         Case(
-            name: "new device, one below quota",
-            product: Limits(autoCreate: true, deviceQuota: 6, deviceCount: 5),
-            device: nil,
-            replay: .fresh,
-            expected: .issue
-        ),
+            name: "new device, one below quota", product: Limits(autoCreate: true, deviceQuota: 6, deviceCount: 5),
+            device: nil, replay: .fresh, expected: .issue),
         Case(
-            name: "new device, reused pair",
-            product: open,
-            device: nil,
-            replay: .reused,
-            expected: .refuse(.nonceReused)
-        ),
+            name: "new device, reused pair", product: open, device: nil, replay: .reused,
+            expected: .refuse(.nonceReused)),
         // An existing device neither needs auto-create nor counts against the quota again.
         Case(
-            name: "created device, quota reached",
-            product: full,
-            device: .created,
-            replay: .fresh,
-            expected: .issue
-        ),
+            name: "created device, quota reached", product: full, device: .created, replay: .fresh,
+            expected: .issue),
         Case(
-            name: "created device, pre-create only",
-            product: preCreate,
-            device: .created,
-            replay: .fresh,
-            expected: .issue
-        ),
+            name: "created device, pre-create only", product: preCreate, device: .created, replay: .fresh,
+            expected: .issue),
         Case(
-            name: "registered device registers again",
-            product: open,
-            device: .registered,
-            replay: .fresh,
-            expected: .issue
-        ),
+            name: "registered device registers again", product: open, device: .registered, replay: .fresh,
+            expected: .issue),
         Case(
-            name: "registered device, reused pair",
-            product: open,
-            device: .registered,
-            replay: .reused,
-            expected: .refuse(.nonceReused)
-        ),
+            name: "registered device, reused pair", product: open, device: .registered, replay: .reused,
+            expected: .refuse(.nonceReused)),
         Case(
-            name: "activated device",
-            product: open,
-            device: .activated,
-            replay: .fresh,
-            expected: .refuse(.deviceAlreadyActivated)
-        ),
+            name: "activated device", product: open, device: .activated, replay: .fresh,
+            expected: .refuse(.deviceAlreadyActivated)),
         Case(
-            name: "activated device, reused pair",
-            product: full,
-            device: .activated,
-            replay: .reused,
-            expected: .refuse(.deviceAlreadyActivated)
-        ),
+            name: "activated device, reused pair", product: full, device: .activated, replay: .reused,
+            expected: .refuse(.deviceAlreadyActivated)),
     ]
 
     @Test(arguments: cases)
@@ -160,20 +116,14 @@ import Testing
 
     static let admitCases: [AdmitCase] = [
         AdmitCase(
-            name: "on time",
-            timestamp: 1_700_000_000,
-            expected: .proceed(replayExpiry: Date(timeIntervalSince1970: 1_700_000_301))
-        ),
+            name: "on time", timestamp: 1_700_000_000,
+            expected: .proceed(replayExpiry: Date(timeIntervalSince1970: 1_700_000_301))),
         AdmitCase(
-            name: "edge of the window, past",
-            timestamp: 1_699_999_700,
-            expected: .proceed(replayExpiry: Date(timeIntervalSince1970: 1_700_000_001))
-        ),
+            name: "edge of the window, past", timestamp: 1_699_999_700,
+            expected: .proceed(replayExpiry: Date(timeIntervalSince1970: 1_700_000_001))),
         AdmitCase(
-            name: "edge of the window, future",
-            timestamp: 1_700_000_300,
-            expected: .proceed(replayExpiry: Date(timeIntervalSince1970: 1_700_000_601))
-        ),
+            name: "edge of the window, future", timestamp: 1_700_000_300,
+            expected: .proceed(replayExpiry: Date(timeIntervalSince1970: 1_700_000_601))),
         AdmitCase(name: "too old", timestamp: 1_699_999_699, expected: .refuse(.signatureExpire)),
         AdmitCase(name: "too new", timestamp: 1_700_000_301, expected: .refuse(.signatureExpire)),
         AdmitCase(name: "no clock, not allowed", timestamp: 0, expected: .refuse(.signatureExpire)),
@@ -182,17 +132,11 @@ import Testing
         AdmitCase(name: "far future", timestamp: .max, expected: .refuse(.signatureExpire)),
         // The window is checked first: a stale request learns nothing about the product's switch.
         AdmitCase(
-            name: "too old, registration off",
-            timestamp: 1,
-            dynamicRegistration: false,
-            expected: .refuse(.signatureExpire)
-        ),
+            name: "too old, registration off", timestamp: 1, dynamicRegistration: false,
+            expected: .refuse(.signatureExpire)),
         AdmitCase(
-            name: "registration off",
-            timestamp: 1_700_000_000,
-            dynamicRegistration: false,
-            expected: .refuse(.dynamicRegistrationDisabled)
-        ),
+            name: "registration off", timestamp: 1_700_000_000, dynamicRegistration: false,
+            expected: .refuse(.dynamicRegistrationDisabled)),
     ]
 
     @Test(arguments: admitCases)

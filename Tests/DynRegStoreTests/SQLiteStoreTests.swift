@@ -9,8 +9,7 @@ import Testing
 @Suite struct SQLiteStoreTests {
     private func withSQLiteStore(_ body: (SQLiteStore, String) async throws -> Void) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "dynreg-sqlite-\(UUID().uuidString)"
-        )
+            "dynreg-sqlite-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("dynreg.sqlite").path
@@ -34,13 +33,11 @@ import Testing
             let plan = try store.queryPlan(SQLiteStore.revokeActiveCertificatesSQL, arguments: [0, "P", "d"])
             #expect(
                 plan.contains { $0.contains("USING INDEX certificates_by_device (product_id=? AND device_name=?)") },
-                "plan: \(plan)"
-            )
+                "plan: \(plan)")
             let listing = try store.queryPlan(SQLiteStore.deviceCertificatesSQL, arguments: ["P", "d"])
             #expect(
                 listing.contains { $0.contains("certificates_by_device (product_id=? AND device_name=?)") },
-                "plan: \(listing)"
-            )
+                "plan: \(listing)")
         }
     }
 
@@ -58,8 +55,7 @@ import Testing
                                         INSERT INTO events (time, product_id, device_name, outcome, remote_address, endpoint)
                                         VALUES (0, 'PG', ?, 'x', 'a', 'e')
                                         """,
-                                    arguments: ["d\(index)"]
-                                )
+                                    arguments: ["d\(index)"])
                                 if index % 3 == 0 { throw Refused() }
                             }
                             return (index, true)
@@ -100,14 +96,11 @@ import Testing
             } else {
                 await #expect(
                     performing: { _ = try await store.device(productId: "PCORRUPT01", deviceName: "d1") },
-                    throws: isCorrupt
-                )
+                    throws: isCorrupt)
                 await #expect(
                     performing: {
                         _ = try await store.register(StoreSamples.attempt("PCORRUPT01", "d1", nonce: 2))
-                    },
-                    throws: isCorrupt
-                )
+                    }, throws: isCorrupt)
             }
         }
     }
@@ -160,8 +153,7 @@ import Testing
     /// A database written by a version before the v3 migration keeps its certificates, and they keep working.
     @Test func certificatesSurviveTheMoveToARowidTable() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "dynreg-sqlite-\(UUID().uuidString)"
-        )
+            "dynreg-sqlite-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("dynreg.sqlite").path
@@ -180,8 +172,7 @@ import Testing
                             issued_at, revoked_at)
                         VALUES ('aa01', 'PMIGRATE01', 'd1', 'fp-old', 'PEM-OLD', 0, 100, 1, 5),
                                ('aa02', 'PMIGRATE01', 'd1', 'fp-new', 'PEM-NEW', 0, 100, 6, NULL);
-                        """
-                )
+                        """)
             }
         }
         let store = try SQLiteStore(path: path)
@@ -198,22 +189,13 @@ import Testing
         #expect(try await store.revokedCertificates(productId: "PMIGRATE01").map(\.serial) == ["aa01"])
         // A new registration revokes the active certificate and adds its own; serials stay unique per product.
         let issued = StoreSamples.certificate(
-            "aa03",
-            "d1",
-            productId: "PMIGRATE01",
-            issuedAt: Date(timeIntervalSince1970: 10)
-        )
+            "aa03", "d1", productId: "PMIGRATE01", issuedAt: Date(timeIntervalSince1970: 10))
         _ = try await store.register(StoreSamples.certificateAttempt("d1", issued, nonce: 9))
         #expect(
             try await store.certificates(productId: "PMIGRATE01", deviceName: "d1").filter { $0.revokedAt == nil }
-                .map(\.serial) == ["aa03"]
-        )
+                .map(\.serial) == ["aa03"])
         let duplicate = StoreSamples.certificate(
-            "aa03",
-            "d2",
-            productId: "PMIGRATE01",
-            issuedAt: Date(timeIntervalSince1970: 11)
-        )
+            "aa03", "d2", productId: "PMIGRATE01", issuedAt: Date(timeIntervalSince1970: 11))
         await #expect(throws: (any Error).self) {
             _ = try await store.register(StoreSamples.certificateAttempt("d2", duplicate, nonce: 10))
         }

@@ -209,16 +209,9 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
     package var caPrivateKeyPem: String?
 
     package init(
-        name: String? = nil,
-        authType: AuthType? = nil,
-        dynamicRegistration: Bool? = nil,
-        autoCreate: Bool? = nil,
-        deviceQuota: Int? = nil,
-        allowClocklessDevices: Bool? = nil,
-        caKeyType: String? = nil,
-        certificateValidityDays: Int? = nil,
-        caCertificatePem: String? = nil,
-        caPrivateKeyPem: String? = nil
+        name: String? = nil, authType: AuthType? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil,
+        deviceQuota: Int? = nil, allowClocklessDevices: Bool? = nil, caKeyType: String? = nil,
+        certificateValidityDays: Int? = nil, caCertificatePem: String? = nil, caPrivateKeyPem: String? = nil
     ) {
         self.name = name
         self.authType = authType
@@ -243,10 +236,7 @@ package struct ProductUpdateInput: Codable, Sendable, Hashable {
     package var allowClocklessDevices: Bool?
 
     package init(
-        name: String? = nil,
-        dynamicRegistration: Bool? = nil,
-        autoCreate: Bool? = nil,
-        deviceQuota: Int?? = nil,
+        name: String? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil, deviceQuota: Int?? = nil,
         allowClocklessDevices: Bool? = nil
     ) {
         self.name = name

@@ -43,18 +43,10 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             throw AdminError(.invalidAuthType, "CA settings apply to certificate products only")
         }
         let product = Product(
-            id: id,
-            name: name,
-            authType: authType,
-            secret: Secrets.productSecret(),
-            dynamicRegistration: input.dynamicRegistration ?? true,
-            autoCreate: input.autoCreate ?? true,
-            deviceQuota: input.deviceQuota,
-            allowClocklessDevices: input.allowClocklessDevices ?? false,
-            deviceCount: 0,
-            createdAt: now,
-            certificateAuthority: authority
-        )
+            id: id, name: name, authType: authType, secret: Secrets.productSecret(),
+            dynamicRegistration: input.dynamicRegistration ?? true, autoCreate: input.autoCreate ?? true,
+            deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices ?? false,
+            deviceCount: 0, createdAt: now, certificateAuthority: authority)
         return try await store.createProduct(product)
     }
 
@@ -72,12 +64,8 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         if let name = input.name { _ = try Self.validName(name) }
         if case .some(.some(let quota)) = input.deviceQuota { try Self.checkQuota(quota) }
         let update = ProductUpdate(
-            name: input.name,
-            dynamicRegistration: input.dynamicRegistration,
-            autoCreate: input.autoCreate,
-            deviceQuota: input.deviceQuota,
-            allowClocklessDevices: input.allowClocklessDevices
-        )
+            name: input.name, dynamicRegistration: input.dynamicRegistration, autoCreate: input.autoCreate,
+            deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices)
         return try await store.updateProduct(id: id, update)
     }
 
@@ -151,10 +139,8 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         do {
             // Seconds since the epoch: increasing across restarts and instances without shared state.
             return try authority.crl(
-                revoked: revoked.map { ($0.serial, $0.revokedAt ?? now) },
-                number: Int(now.timeIntervalSince1970),
-                now: now
-            )
+                revoked: revoked.map { ($0.serial, $0.revokedAt ?? now) }, number: Int(now.timeIntervalSince1970),
+                now: now)
         } catch {
             throw AdminError(.internalError, "the CRL could not be signed")
         }
@@ -206,9 +192,7 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
 
     /// A new CA, or the imported one, sealed under the master key for storage.
     private func makeAuthority(
-        productId: String,
-        input: ProductCreateInput,
-        validityDays: Int
+        productId: String, input: ProductCreateInput, validityDays: Int
     ) throws
         -> StoredCertificateAuthority
     {
