@@ -16,8 +16,7 @@ struct RegistrationTests {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             var configuration = fastConfiguration(baseURL)
             configuration.algorithm = algorithm
-            let registered = try await DeviceRegistrar(configuration: configuration).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            let registered = try await DeviceRegistrar(configuration: configuration).registerFixture()
 
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(registered.productId == Fixture.productId)
@@ -55,8 +54,7 @@ struct RegistrationTests {
         try await withScriptedServer({ _, _ in .legacySuccess() }) { baseURL, log in
             let registered = try await DeviceRegistrar(
                 configuration: fastConfiguration(baseURL, registrationProtocol: .legacy)
-            ).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            ).registerFixture()
 
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(registered.requestId == "legacy-ok")
@@ -78,8 +76,7 @@ struct RegistrationTests {
             clientCert: "-----BEGIN CERTIFICATE-----\nMIIB/zCCAaWgAwIBAgIU+abc/def==\n-----END CERTIFICATE-----\n",
             clientKey: "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49/AgEGCCqGSM49==\n-----END PRIVATE KEY-----\n")
         try await withScriptedServer({ _, _ in .success(certificate) }) { baseURL, _ in
-            let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).registerFixture()
             #expect(registered.credential == certificate)
             #expect(registered.psk == nil)
             #expect(try registered.mqttCredentials(expiry: Date()) == nil)
@@ -90,9 +87,7 @@ struct RegistrationTests {
     func callersHTTPClient() async throws {
         try await withScriptedServer({ _, _ in .success() }) { baseURL, log in
             let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL), httpClient: .shared)
-                .register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                .registerFixture()
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(await log.count == 1)
         }
@@ -111,9 +106,7 @@ struct RegistrationTests {
             for (url, registrationProtocol, _) in cases {
                 _ = try await DeviceRegistrar(
                     configuration: fastConfiguration(url, registrationProtocol: registrationProtocol)
-                ).register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                ).registerFixture()
             }
             #expect(await log.requests.map(\.path) == cases.map(\.2))
         }
@@ -130,8 +123,7 @@ struct RetryTests {
         }) { baseURL, log in
             // Margins for a loaded machine: the late answer comes long after the timeout, the retry well within it.
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, timeout: .seconds(2)))
-            let registered = try await registrar.register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            let registered = try await registrar.registerFixture()
             #expect(registered.requestId == "in-time")
             #expect(await log.count >= 2)
         }
@@ -140,8 +132,7 @@ struct RetryTests {
     @Test("a dropped connection is retried")
     func droppedConnection() async throws {
         try await withScriptedServer({ number, _ in number == 1 ? .drop : .success() }) { baseURL, log in
-            let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).registerFixture()
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(await log.count == 2)
         }
@@ -151,8 +142,7 @@ struct RetryTests {
     func freshNonce() async throws {
         try await withScriptedServer({ number, _ in number < 3 ? .failure(.internalError) : .success() }) {
             baseURL, log in
-            _ = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            _ = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).registerFixture()
             let nonces = await log.requests.compactMap { $0.headers["x-tc-nonce"] }
             #expect(nonces.count == 3)
             #expect(Set(nonces).count == 3)
@@ -164,8 +154,7 @@ struct RetryTests {
         let failures = 2
         try await withScriptedServer({ number, _ in number <= failures ? .failure(.internalError) : .success() }) {
             baseURL, log in
-            let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            let registered = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).registerFixture()
             #expect(registered.requestId == "request-ok")
             #expect(await log.count == failures + 1)
         }
@@ -176,9 +165,7 @@ struct RetryTests {
         try await withScriptedServer({ _, _ in .failure(.requestLimitExceeded) }) { baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 3))
             let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                try await registrar.registerFixture()
             }
             #expect(error.code == .rejected)
             #expect(error.platformCode == "RequestLimitExceeded")
@@ -193,8 +180,7 @@ struct RetryTests {
         try await withScriptedServer({ number, _ in
             number == 1 ? .reply(Array("<html>busy</html>".utf8), status: .serviceUnavailable) : .success()
         }) { baseURL, log in
-            _ = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            _ = try await DeviceRegistrar(configuration: fastConfiguration(baseURL)).registerFixture()
             #expect(await log.count == 2)
         }
     }
@@ -204,9 +190,7 @@ struct RetryTests {
         try await withScriptedServer({ _, _ in .drop }) { baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 2))
             let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                try await registrar.registerFixture()
             }
             #expect(error.code == .transport)
             #expect(error.underlying != nil)
@@ -224,12 +208,7 @@ struct RetryTests {
     func notRetried(code: RegistrationErrorCode) async throws {
         try await withScriptedServer({ _, _ in .failure(code, message: "refused", requestId: "req-42") }) {
             baseURL, log in
-            let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
-            let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
-            }
+            let error = try await fixtureRegistrationError(baseURL)
             #expect(error.code == .rejected)
             #expect(error.platformCode == code.code)
             #expect(error.registrationErrorCode == code)
@@ -246,12 +225,7 @@ struct RetryTests {
         try await withScriptedServer({ _, _ in
             .failure(.signatureFailure, message: "signature mismatch", requestId: "f4da4f1f")
         }) { baseURL, log in
-            let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
-            let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
-            }
+            let error = try await fixtureRegistrationError(baseURL)
             #expect(error.description == "AuthFailure.SignatureFailure: signature mismatch (request id f4da4f1f)")
             #expect(!String(reflecting: error).contains(Fixture.productSecret))
             #expect(await log.count == 1)
@@ -263,9 +237,7 @@ struct RetryTests {
         try await withScriptedServer({ _, _ in .legacyFailure(.signatureFailure) }) { baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, registrationProtocol: .legacy))
             let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                try await registrar.registerFixture()
             }
             #expect(error.code == .rejected)
             #expect(error.platformCode == "AuthFailure.SignatureFailure")
@@ -281,9 +253,7 @@ struct RetryTests {
         try await withScriptedServer({ _, _ in .reply(answer) }) { baseURL, log in
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, registrationProtocol: .legacy))
             let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
+                try await registrar.registerFixture()
             }
             #expect(error.platformCode == "4242")
             #expect(error.legacyCode == 4242)
@@ -307,8 +277,7 @@ struct ClockCorrectionTests {
         }) { baseURL, log in
             // maxAttempts 1: the correction is an extra attempt, not a retry.
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 1))
-            _ = try await registrar.register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            _ = try await registrar.registerFixture()
             let requests = await log.requests
             try #require(requests.count == 2)
             let first = try #require(requests[0].timestamp)
@@ -333,8 +302,7 @@ struct ClockCorrectionTests {
         }) { baseURL, log in
             _ = try await DeviceRegistrar(
                 configuration: fastConfiguration(baseURL, registrationProtocol: .legacy)
-            ).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            ).registerFixture()
             let requests = await log.requests
             try #require(requests.count == 2)
             let body = try LegacyRegistrationRequestBody(decoding: requests[1].body)
@@ -348,12 +316,7 @@ struct ClockCorrectionTests {
         try await withScriptedServer({ _, _ in
             .failure(.signatureExpire, headers: ["Date": httpDate(unixNow() + 86_400)])
         }) { baseURL, log in
-            let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
-            let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
-            }
+            let error = try await fixtureRegistrationError(baseURL)
             #expect(error.platformCode == "AuthFailure.SignatureExpire")
             #expect(error.attempts == 2)
             #expect(await log.count == 2)
@@ -363,12 +326,7 @@ struct ClockCorrectionTests {
     @Test("without a Date header, SignatureExpire is reported at once")
     func noDateHeader() async throws {
         try await withScriptedServer({ _, _ in .failure(.signatureExpire) }) { baseURL, log in
-            let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
-            let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
-            }
+            let error = try await fixtureRegistrationError(baseURL)
             #expect(error.platformCode == "AuthFailure.SignatureExpire")
             #expect(await log.count == 1)
         }
@@ -381,12 +339,7 @@ struct RefusalTests {
     func wrongProductSecret() async throws {
         try await withScriptedServer({ _, _ in .success(encryptedWith: "an-entirely-different-secret") }) {
             baseURL, log in
-            let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
-            let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
-            }
+            let error = try await fixtureRegistrationError(baseURL)
             #expect(error.code == .undecodableAnswer)
             #expect(error.message == "could not decrypt the credential: is the product secret right?")
             #expect(error.requestId == "request-ok")
@@ -400,12 +353,7 @@ struct RefusalTests {
     func notARegistrationAnswer() async throws {
         try await withScriptedServer({ _, _ in .reply(Array("<html>not found</html>".utf8), status: .notFound) }) {
             baseURL, log in
-            let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
-            let error = try await #require(throws: RegistrationError.self) {
-                try await registrar.register(
-                    productId: Fixture.productId, deviceName: Fixture.deviceName,
-                    productSecret: Fixture.productSecret)
-            }
+            let error = try await fixtureRegistrationError(baseURL)
             #expect(error.code == .undecodableAnswer)
             #expect(error.httpStatus == 404)
             #expect(error.message.contains("is the URL right?"))
@@ -459,9 +407,7 @@ struct RefusalTests {
             ]
             for configuration in configurations {
                 let error = try await #require(throws: RegistrationError.self) {
-                    try await DeviceRegistrar(configuration: configuration).register(
-                        productId: Fixture.productId, deviceName: Fixture.deviceName,
-                        productSecret: Fixture.productSecret)
+                    try await DeviceRegistrar(configuration: configuration).registerFixture()
                 }
                 #expect(error.code == .invalidInput)
             }

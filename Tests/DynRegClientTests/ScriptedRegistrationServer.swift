@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Testing
 
 /// Test fixtures: one product, one device.
 enum Fixture {
@@ -191,3 +192,17 @@ func httpDate(_ unixTime: Int64) -> String {
 }
 
 func unixNow() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
+extension DeviceRegistrar {
+    /// Registers the fixture device of the fixture product.
+    func registerFixture() async throws -> RegisteredCredential {
+        try await register(
+            productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+    }
+}
+
+/// What registering the fixture device against `baseURL` fails with.
+func fixtureRegistrationError(_ baseURL: String) async throws -> RegistrationError {
+    let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL))
+    return try await #require(throws: RegistrationError.self) { try await registrar.registerFixture() }
+}

@@ -53,8 +53,7 @@ struct TrustRootTests {
         try await withScriptedServer(tls: ca.serverTLS, { _, _ in .success() }) { baseURL, log in
             var configuration = fastConfiguration(baseURL)
             configuration.trustRootsPEM = ca.caPEM
-            let registered = try await DeviceRegistrar(configuration: configuration).register(
-                productId: Fixture.productId, deviceName: Fixture.deviceName, productSecret: Fixture.productSecret)
+            let registered = try await DeviceRegistrar(configuration: configuration).registerFixture()
             #expect(registered.credential == .key(psk: Fixture.psk))
             #expect(await log.count == 1)
         }
@@ -69,9 +68,7 @@ struct TrustRootTests {
                 var configuration = fastConfiguration(baseURL, maxAttempts: 1)
                 configuration.trustRootsPEM = trustRoots
                 let error = try await #require(throws: RegistrationError.self) {
-                    try await DeviceRegistrar(configuration: configuration).register(
-                        productId: Fixture.productId, deviceName: Fixture.deviceName,
-                        productSecret: Fixture.productSecret)
+                    try await DeviceRegistrar(configuration: configuration).registerFixture()
                 }
                 #expect(error.code == .transport)
                 #expect(error.message.contains("not trusted"))
