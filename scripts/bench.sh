@@ -17,19 +17,10 @@ CERT_N=${CERT_N:-$((N / 10))}
 THREADS=${THREADS:-1}
 SCRATCH=${SCRATCH:-.build-bench}
 
-for tool in curl awk sed; do
-    command -v "$tool" >/dev/null || { echo "bench.sh: $tool is required" >&2; exit 1; }
-done
-
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    echo "bench.sh: swift build -c release --scratch-path $SCRATCH" >&2
-    swift build -c release --scratch-path "$SCRATCH" --product dynreg >&2
-fi
-BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/dynreg"
-[[ -x "$BIN" ]] || { echo "bench.sh: $BIN not found" >&2; exit 1; }
+. scripts/server-lib.sh
+release_binary curl awk sed
 SERVER_BIN=${SERVER_BIN:-$BIN}
 
-. scripts/server-lib.sh
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/dynreg-bench.XXXXXX")
 cleanup() { stop_server; rm -rf "$DATA"; }
 trap cleanup EXIT

@@ -16,16 +16,9 @@ R=${R:-3}
 FILL_CHUNK=${FILL_CHUNK:-100000}
 SCRATCH=${SCRATCH:-.build-bench}
 
-for tool in curl awk sed sqlite3; do
-    command -v "$tool" >/dev/null || { echo "scale.sh: $tool is required (apt-get install $tool)" >&2; exit 1; }
-done
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    echo "scale.sh: swift build -c release --scratch-path $SCRATCH" >&2
-    swift build -c release --scratch-path "$SCRATCH" --product dynreg >&2
-fi
-BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/dynreg"
-
 . scripts/server-lib.sh
+release_binary curl awk sed sqlite3
+
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/dynreg-scale.XXXXXX")
 DB="$DATA/data/dynreg.sqlite"
 cleanup() {

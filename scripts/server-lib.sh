@@ -5,6 +5,22 @@
 
 SERVER_PID=""
 
+# release_binary TOOL...: checks the TOOLs are installed, builds the release dynreg into $SCRATCH unless
+# SKIP_BUILD=1, and sets BIN to it.
+release_binary() {
+    local name tool
+    name=$(basename "$0")
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$name: $tool is required (apt-get install $tool)" >&2; exit 1; }
+    done
+    if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+        echo "$name: swift build -c release --scratch-path $SCRATCH" >&2
+        swift build -c release --scratch-path "$SCRATCH" --product dynreg >&2
+    fi
+    BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/dynreg"
+    [[ -x "$BIN" ]] || { echo "$name: $BIN not found" >&2; exit 1; }
+}
+
 stop_server() {
     if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
