@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -8,9 +9,9 @@ import Musl
 import Darwin
 #endif
 
-/// An exclusive `flock` on a file beside the database, held for the store's lifetime.
+/// An exclusive `flock` on a file beside the database, held until `release()` or the lock's end.
 final class FileLock: Sendable {
-    private let descriptor: Int32
+    private let descriptor: Mutex<Int32?>
 
     init(path: String) throws {
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -25,10 +26,18 @@ final class FileLock: Sendable {
             close(descriptor)
             throw StoreError(.unavailable, "cannot lock \(path): \(reason)")
         }
-        self.descriptor = descriptor
+        self.descriptor = Mutex(descriptor)
+    }
+
+    /// Lets go of the lock; later calls do nothing.
+    func release() {
+        descriptor.withLock { descriptor in
+            if let open = descriptor { close(open) }
+            descriptor = nil
+        }
     }
 
     deinit {
-        close(descriptor)
+        release()
     }
 }

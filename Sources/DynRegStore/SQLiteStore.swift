@@ -60,6 +60,9 @@ package final class SQLiteStore: RegistrationStore, Service {
 
     /// Runs the group committer until graceful shutdown; registrations and audit events wait for it.
     package func run() async throws {
+        // The file is this process's while the store runs: a store that has stopped lets another open it at
+        // once (a restart in the same process), even if something still holds a reference to it.
+        defer { lock.release() }
         await groupCommit.run()
     }
 
