@@ -67,11 +67,19 @@ enum PostgresTestDatabase {
         var configuration = try PostgresStore.Configuration(url: url)
         // Tests run in parallel, each with its own pool: stay well inside max_connections.
         configuration.maximumConnections = 8
+        // A loopback connect took over 10 s while the two-instance test kept this process's event loops busy.
+        configuration.connectTimeout = .seconds(60)
         return configuration
     }
 
     /// Printed once per run; each skipped test also reports itself cancelled.
     private static let printSkipNote: Void = print("note: skipping the PostgreSQL tests: \(missing)")
+
+    struct AdminQueryFailed: Error, CustomStringConvertible {
+        var query: String
+        var reason: String
+        var description: String { "\(query): \(reason)" }
+    }
 
     struct PostgresRequired: Error, CustomStringConvertible {
         var description: String { "PostgreSQL is required when CI is set: \(missing)" }
@@ -101,7 +109,8 @@ enum PostgresTestDatabase {
             try await connection.query(query, logger: logger)
         } catch {
             try? await connection.close()
-            throw error
+            // PSQLError's description is generic on purpose; a failing test needs the server's reason.
+            throw AdminQueryFailed(query: query.sql, reason: String(reflecting: error))
         }
         try await connection.close()
     }
