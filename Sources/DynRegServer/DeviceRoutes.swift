@@ -13,10 +13,10 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     let service: RegistrationService<Store>
     let maxBodySize: Int
 
-    static var signatureHeader: HTTPField.Name { HTTPField.Name(DeviceRequestHeader.signature)! }
-    private static var algorithmHeader: HTTPField.Name { HTTPField.Name(DeviceRequestHeader.algorithm)! }
-    private static var timestampHeader: HTTPField.Name { HTTPField.Name(DeviceRequestHeader.timestamp)! }
-    private static var nonceHeader: HTTPField.Name { HTTPField.Name(DeviceRequestHeader.nonce)! }
+    static var signatureHeader: HTTPField.Name { HeaderNames.signature }
+    private static var algorithmHeader: HTTPField.Name { HeaderNames.algorithm }
+    private static var timestampHeader: HTTPField.Name { HeaderNames.timestamp }
+    private static var nonceHeader: HTTPField.Name { HeaderNames.nonce }
 
     func register(on router: Router<DynRegRequestContext>) {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
@@ -86,4 +86,12 @@ private struct AuthRequest: Decodable {
     var password: String?
     var certificate: String?
     var fingerprint: String?
+}
+
+/// The header names, parsed once rather than on every request (a generic type cannot store static properties).
+private enum HeaderNames {
+    static let signature = HTTPField.Name(DeviceRequestHeader.signature)!
+    static let algorithm = HTTPField.Name(DeviceRequestHeader.algorithm)!
+    static let timestamp = HTTPField.Name(DeviceRequestHeader.timestamp)!
+    static let nonce = HTTPField.Name(DeviceRequestHeader.nonce)!
 }
