@@ -128,6 +128,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The known-answer vectors, for every test target that checks them.
+        .target(
+            name: "DynRegTestVectors",
+            resources: [.copy("Resources")],
+            swiftSettings: swiftSettings
+        ),
         // The load generator behind `dynreg bench`: requests signed by DynRegProtocol, an HTTP/1.1 client on NIO.
         .target(
             name: "DynRegLoad",
@@ -168,9 +174,9 @@ let package = Package(
             name: "DynRegProtocolTests",
             dependencies: [
                 "DynRegProtocol",
+                "DynRegTestVectors",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
-            resources: [.copy("Resources")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -247,6 +253,7 @@ let package = Package(
             dependencies: [
                 "dynreg",
                 "DynRegTestSupport",
+                "DynRegTestVectors",
                 "DynRegProtocol",
                 "DynRegStore",
                 "DynRegPostgres",

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VECTOR_DIR = REPO_ROOT / "Tests" / "DynRegProtocolTests" / "Resources"
+VECTOR_DIR = REPO_ROOT / "Sources" / "DynRegTestVectors" / "Resources"
 
 PUBLIC_GATEWAY = "ap-guangzhou.gateway.tencentdevices.com"
 PAYLOAD_IV = b"0" * 16  # sixteen ASCII '0' characters, not sixteen zero bytes

@@ -13,7 +13,7 @@ package enum CAKeyType: String, Sendable, Codable, Hashable, CaseIterable {
 }
 
 /// A CA private key, kept as the concrete type so CRLs can be signed without X509 internals.
-enum CAKey: @unchecked Sendable {
+enum CAKey: Sendable {
     case p256(P256.Signing.PrivateKey)
     case p384(P384.Signing.PrivateKey)
     case rsa(_RSA.Signing.PrivateKey)

@@ -368,43 +368,35 @@ public struct DeviceRegistrar: Sendable {
     // MARK: - The answer
 
     private func decode(_ answer: [UInt8], status: Int, plan: Plan) -> Result<RegisteredCredential, RegistrationError> {
-        let payload: EncryptedPayload
-        let requestId: String
-        if isLegacy {
-            let reply: LegacyRegistrationReply
-            do {
-                reply = try LegacyRegistrationReply(decoding: answer)
-            } catch {
-                return .failure(notARegistrationAnswer(status: status, reason: error.reason))
-            }
-            switch reply {
-            case .failure(let code, let message, let id):
-                return .failure(
-                    RegistrationError(
-                        .rejected, message,
-                        platformCode: RegistrationErrorCode.forLegacyCode(code)?.code ?? String(code),
-                        legacyCode: code, requestId: id, httpStatus: status))
-            case .success(let encrypted, let id):
-                payload = encrypted
-                requestId = id
-            }
-        } else {
-            let reply: RegistrationReply
-            do {
-                reply = try RegistrationReply(decoding: answer)
-            } catch {
-                return .failure(notARegistrationAnswer(status: status, reason: error.reason))
-            }
-            switch reply {
+        let reply: Result<(payload: EncryptedPayload, requestId: String), RegistrationError>
+        do {
+            reply = try Self.unpack(answer, legacy: isLegacy, status: status)
+        } catch {
+            return .failure(notARegistrationAnswer(status: status, reason: error.reason))
+        }
+        return reply.flatMap { decrypt($0.payload, requestId: $0.requestId, status: status, plan: plan) }
+    }
+
+    /// Either envelope: a refusal becomes the platform's error, a success its payload.
+    private static func unpack(
+        _ answer: [UInt8], legacy: Bool, status: Int
+    ) throws(ProtocolDecodingError) -> Result<(payload: EncryptedPayload, requestId: String), RegistrationError> {
+        guard legacy else {
+            switch try RegistrationReply(decoding: answer) {
+            case .success(let payload, let id): return .success((payload, id))
             case .failure(let code, let message, let id):
                 return .failure(
                     RegistrationError(.rejected, message, platformCode: code, requestId: id, httpStatus: status))
-            case .success(let encrypted, let id):
-                payload = encrypted
-                requestId = id
             }
         }
-        return decrypt(payload, requestId: requestId, status: status, plan: plan)
+        switch try LegacyRegistrationReply(decoding: answer) {
+        case .success(let payload, let id): return .success((payload, id))
+        case .failure(let code, let message, let id):
+            return .failure(
+                RegistrationError(
+                    .rejected, message, platformCode: RegistrationErrorCode.forLegacyCode(code)?.code ?? String(code),
+                    legacyCode: code, requestId: id, httpStatus: status))
+        }
     }
 
     private func notARegistrationAnswer(status: Int, reason: String) -> RegistrationError {

@@ -267,11 +267,7 @@ package struct PostgresStore: RegistrationStore {
             guard let device = try await Self.firstDevice(rows) else {
                 throw StoreError.deviceNotFound(productId, deviceName)
             }
-            try await connection.checkedQuery(
-                """
-                DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
-                    AND expires_at IS NULL
-                """, logger: logger)
+            try await Self.forgetClocklessNonces(connection, productId, deviceName, logger)
             try await Self.revokeActiveCertificates(
                 connection, productId: productId, deviceName: deviceName, now: Date(), logger: logger)
             return device
@@ -295,11 +291,7 @@ package struct PostgresStore: RegistrationStore {
                 throw StoreError.deviceNotFound(productId, deviceName)
             }
             // Clockless devices' nonces were kept until activation: registration is now refused anyway.
-            try await connection.checkedQuery(
-                """
-                DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
-                    AND expires_at IS NULL
-                """, logger: logger)
+            try await Self.forgetClocklessNonces(connection, productId, deviceName, logger)
             return activated
         }
     }
@@ -422,6 +414,17 @@ package struct PostgresStore: RegistrationStore {
                     """, logger: logger)
             ).first
         }
+    }
+
+    /// A clockless device's nonces never expire; a reset or an activation ends what they guard.
+    private static func forgetClocklessNonces(
+        _ connection: PostgresConnection, _ productId: String, _ deviceName: String, _ logger: Logger
+    ) async throws {
+        try await connection.checkedQuery(
+            """
+            DELETE FROM nonces WHERE product_id = \(productId) AND device_name = \(deviceName)
+                AND expires_at IS NULL
+            """, logger: logger)
     }
 
     private static func revokeActiveCertificates(

@@ -62,7 +62,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
 
     @Sendable func updateProduct(_ request: Request, context: Context) async throws -> ProductView {
         let id = try productId(context)
-        let input = try await decode(ProductUpdateInput.self, request, context)
+        let input = try await decode(ProductUpdate.self, request, context)
         return ProductView(try await administration.updateProduct(id: id, input), includeSecret: true)
     }
 

@@ -18,6 +18,14 @@ package enum StoreSamples {
             deviceCount: 0, createdAt: createdAt)
     }
 
+    /// A certificate product whose CA is `authority`.
+    package static func certificateProduct(_ id: String) -> Product {
+        var product = product(id)
+        product.authType = .certificate
+        product.certificateAuthority = authority
+        return product
+    }
+
     package static func attempt(
         _ productId: String, _ deviceName: String, nonce: Int64, timestamp: Int64 = 1_700_000_000,
         expiry: Date? = Date(timeIntervalSince1970: 1_700_000_301), psk: String? = nil, now: Date = t0
@@ -78,11 +86,14 @@ package enum StoreSamples {
     }
 
     /// The count the store keeps must equal the devices it lists.
+    /// The product's device count agrees with its listed devices and, when given, is `expected`.
     package static func expectCountConsistent(
-        _ store: any RegistrationStore, _ productId: String, sourceLocation: SourceLocation = #_sourceLocation
+        _ store: any RegistrationStore, _ productId: String, is expected: Int? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
         let product = try #require(try await store.product(id: productId), sourceLocation: sourceLocation)
         let listed = try await store.devices(productId: productId, status: nil, limit: 100_000, after: nil)
         #expect(product.deviceCount == listed.count, sourceLocation: sourceLocation)
+        if let expected { #expect(product.deviceCount == expected, sourceLocation: sourceLocation) }
     }
 }

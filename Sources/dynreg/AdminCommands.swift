@@ -76,6 +76,14 @@ struct AdminOptions: ParsableArguments {
         return data
     }
 
+    /// Calls the admin API and prints the one record it answers with, as `key  value` lines or JSON.
+    func show<View: Codable & FieldListed>(
+        _ method: HTTPMethod, _ path: String, body: (any Encodable)? = nil, as view: View.Type
+    ) async throws {
+        let record = try await call(method, path, body: body, as: View.self)
+        try output(record) { fields(record.fieldLines) }
+    }
+
     /// Prints `value` as sorted JSON with `--json`, else the table.
     func output(_ value: some Encodable, table: () -> String) throws {
         if json {
@@ -133,7 +141,12 @@ private func onOff(_ value: Bool) -> String { value ? "on" : "off" }
 private func dash(_ value: String?) -> String { value ?? "-" }
 private func stamp(_ date: Date) -> String { date.ISO8601Format() }
 
-extension ProductView {
+/// A record the CLI prints as `key  value` lines.
+protocol FieldListed {
+    var fieldLines: [(key: String, value: String?)] { get }
+}
+
+extension ProductView: FieldListed {
     var fieldLines: [(key: String, value: String?)] {
         [
             ("productId", productId), ("name", name), ("authType", authType.rawValue), ("productSecret", productSecret),
@@ -146,7 +159,7 @@ extension ProductView {
     }
 }
 
-extension DeviceView {
+extension DeviceView: FieldListed {
     var fieldLines: [(key: String, value: String?)] {
         [
             ("productId", productId), ("deviceName", deviceName), ("status", status.rawValue),
@@ -167,26 +180,24 @@ struct ProductCommand: AsyncParsableCommand {
             Create.self, List.self, Show.self, Update.self, RotateSecret.self, Delete.self, CA.self, CRL.self,
         ])
 
-    struct CA: AsyncParsableCommand {
+    /// A PEM document of a certificate product, printed as the server sends it; the path is the command's name.
+    protocol Document: AsyncParsableCommand {
+        var admin: AdminOptions { get }
+        var productId: String { get }
+    }
+
+    struct CA: Document {
         static let configuration = CommandConfiguration(
             commandName: "ca", abstract: "Print a certificate product's CA certificate (PEM), for brokers to trust.")
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
-
-        func run() async throws {
-            FileHandle.standardOutput.write(try await admin.send(.GET, "/products/\(escaped(productId))/ca"))
-        }
     }
 
-    struct CRL: AsyncParsableCommand {
+    struct CRL: Document {
         static let configuration = CommandConfiguration(
             commandName: "crl", abstract: "Print a certificate product's CRL (PEM, signed by its CA), for brokers.")
         @OptionGroup var admin: AdminOptions
         @Argument(help: "The product id.") var productId: String
-
-        func run() async throws {
-            FileHandle.standardOutput.write(try await admin.send(.GET, "/products/\(escaped(productId))/crl"))
-        }
     }
 
     struct Create: AsyncParsableCommand {
@@ -228,8 +239,7 @@ struct ProductCommand: AsyncParsableCommand {
                 autoCreate: !noAutoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless,
                 caKeyType: caKeyType, certificateValidityDays: certificateValidityDays,
                 caCertificatePem: try read(importCaCert), caPrivateKeyPem: try read(importCaKey))
-            let product = try await admin.call(.POST, "/products", body: input, as: ProductView.self)
-            try admin.output(product) { fields(product.fieldLines) }
+            try await admin.show(.POST, "/products", body: input, as: ProductView.self)
         }
     }
 
@@ -259,8 +269,7 @@ struct ProductCommand: AsyncParsableCommand {
         @Argument(help: "The product id.") var productId: String
 
         func run() async throws {
-            let product = try await admin.call(.GET, "/products/\(escaped(productId))", as: ProductView.self)
-            try admin.output(product) { fields(product.fieldLines) }
+            try await admin.show(.GET, "/products/\(escaped(productId))", as: ProductView.self)
         }
     }
 
@@ -285,13 +294,11 @@ struct ProductCommand: AsyncParsableCommand {
             // Absent leaves the quota alone; null removes it.
             var deviceQuota: Int?? = quota.map { .some($0) }
             if noQuota { deviceQuota = .some(nil) }
-            let input = ProductUpdateInput(
+            let input = ProductUpdate(
                 name: name, dynamicRegistration: dynamicRegistration.map { $0 == .on },
                 autoCreate: autoCreate.map { $0 == .on }, deviceQuota: deviceQuota,
                 allowClocklessDevices: allowClockless.map { $0 == .on })
-            let product = try await admin.call(
-                .PATCH, "/products/\(escaped(productId))", body: input, as: ProductView.self)
-            try admin.output(product) { fields(product.fieldLines) }
+            try await admin.show(.PATCH, "/products/\(escaped(productId))", body: input, as: ProductView.self)
         }
     }
 
@@ -386,10 +393,9 @@ struct DeviceCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let device = try await admin.call(
+            try await admin.show(
                 .POST, "/products/\(escaped(target.productId))/devices",
                 body: DeviceCreateInput(deviceName: target.deviceName), as: DeviceView.self)
-            try admin.output(device) { fields(device.fieldLines) }
         }
     }
 
@@ -426,8 +432,7 @@ struct DeviceCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let device = try await admin.call(.GET, target.path, as: DeviceView.self)
-            try admin.output(device) { fields(device.fieldLines) }
+            try await admin.show(.GET, target.path, as: DeviceView.self)
         }
     }
 
@@ -442,28 +447,38 @@ struct DeviceCommand: AsyncParsableCommand {
         }
     }
 
-    struct Reset: AsyncParsableCommand {
+    /// A `POST` to the device's `reset` or `activate`, named after the command, printing the device it answers.
+    protocol DeviceAction: AsyncParsableCommand {
+        var admin: AdminOptions { get }
+        var target: Target { get }
+    }
+
+    struct Reset: DeviceAction {
         static let configuration = CommandConfiguration(
             abstract: "Forget a device's credential and activation so it can register again.")
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
-
-        func run() async throws {
-            let device = try await admin.call(.POST, target.path + "/reset", as: DeviceView.self)
-            try admin.output(device) { fields(device.fieldLines) }
-        }
     }
 
-    struct Activate: AsyncParsableCommand {
+    struct Activate: DeviceAction {
         static let configuration = CommandConfiguration(
             abstract: "Mark a device activated; it can no longer re-register.")
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
+    }
+}
 
-        func run() async throws {
-            let device = try await admin.call(.POST, target.path + "/activate", as: DeviceView.self)
-            try admin.output(device) { fields(device.fieldLines) }
-        }
+extension ProductCommand.Document {
+    func run() async throws {
+        let document = String(describing: Self.self).lowercased()
+        FileHandle.standardOutput.write(try await admin.send(.GET, "/products/\(escaped(productId))/\(document)"))
+    }
+}
+
+extension DeviceCommand.DeviceAction {
+    func run() async throws {
+        let action = String(describing: Self.self).lowercased()
+        try await admin.show(.POST, target.path + "/" + action, as: DeviceView.self)
     }
 }
 

@@ -1,3 +1,4 @@
+// Public imports: a public type conforming to a public protocol needs a public witness, even in an executable.
 public import ArgumentParser
 public import DynRegProtocol
 import Foundation

@@ -1,30 +1,11 @@
 import DynRegTestSupport
+import DynRegTestVectors
 import Foundation
 import Testing
 
 @Suite("dynreg debugging tools")
 struct DebugCommandTests {
-    struct SignatureVector: Decodable, Sendable, CustomStringConvertible {
-        var name: String
-        var productSecret: String
-        var hostHeader: String
-        var algorithmHeader: String
-        var timestamp: Int64
-        var nonce: Int64
-        var body: String
-        var bodyHashAlgorithm: String
-        var stringToSign: String
-        var signature: String
-        var description: String { name }
-    }
-
-    static var signatureVectors: [SignatureVector] {
-        // The one copy of the vectors, beside the protocol tests.
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("DynRegProtocolTests/Resources/signature-v2.json")
-        guard let data = try? Data(contentsOf: url) else { return [] }
-        return (try? JSONDecoder().decode([SignatureVector].self, from: data)) ?? []
-    }
+    static var signatureVectors: [Vectors.Signature] { Vectors.signatures }
 
     @Test("vectors are present")
     func vectorsPresent() {
@@ -32,7 +13,7 @@ struct DebugCommandTests {
     }
 
     @Test("dynreg sign reproduces every v2 signature", arguments: signatureVectors)
-    func sign(vector: SignatureVector) async throws {
+    func sign(vector: Vectors.Signature) async throws {
         let result = try await runDynreg([
             "sign", "--product-secret", vector.productSecret, "--host", vector.hostHeader,
             "--timestamp", String(vector.timestamp), "--nonce", String(vector.nonce), "--body", vector.body,

@@ -63,18 +63,24 @@ struct PostgresStartTests {
         guard var configuration = try PostgresTestDatabase.adminConfiguration() else { return }
         configuration.password = "wrong-password-\(UUID().uuidString)"
         let start = ContinuousClock.now
-        do {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
-            Issue.record("connected with a wrong password")
-        } catch let error as StoreError {
-            #expect(error.code == .unavailable)
-            #expect(error.message.contains("password authentication failed"), "\(error.message)")
-            #expect(error.message.contains("28P01"), "\(error.message)")
-            #expect(!error.message.contains(configuration.password ?? "?"))
-            #expect(!String(reflecting: error).contains(configuration.password ?? "?"))
-        }
+        let error = try await Self.migrationFailure(configuration)
+        #expect(error.message.contains("password authentication failed"), "\(error.message)")
+        #expect(error.message.contains("28P01"), "\(error.message)")
+        #expect(!error.message.contains(configuration.password ?? "?"))
+        #expect(!String(reflecting: error).contains(configuration.password ?? "?"))
         // Liveness, not speed: the hang it guards against is 68 s.
         #expect(ContinuousClock.now - start < .seconds(30))
+    }
+
+    /// Migrates a store that cannot connect and returns the error, which must say the store is unavailable.
+    static func migrationFailure(_ configuration: PostgresStore.Configuration) async throws -> StoreError {
+        do {
+            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
+        } catch let error as StoreError {
+            #expect(error.code == .unavailable)
+            return error
+        }
+        throw TestSupportError("connected to \(configuration.host):\(configuration.port)")
     }
 
     @Test func unknownDatabaseFailsFast() async throws {
@@ -90,14 +96,9 @@ struct PostgresStartTests {
         var configuration = try PostgresStore.Configuration(url: "postgres://dynreg:hunter2secret@127.0.0.1:1/dynreg")
         configuration.connectTimeout = .seconds(3)
         let start = ContinuousClock.now
-        do {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
-            Issue.record("connected to port 1")
-        } catch let error as StoreError {
-            #expect(error.code == .unavailable)
-            #expect(error.message.contains("127.0.0.1:1"), "\(error.message)")
-            #expect(!error.message.contains("hunter2secret"))
-        }
+        let error = try await Self.migrationFailure(configuration)
+        #expect(error.message.contains("127.0.0.1:1"), "\(error.message)")
+        #expect(!error.message.contains("hunter2secret"))
         #expect(ContinuousClock.now - start < .seconds(30))  // liveness, not speed
     }
 
@@ -119,52 +120,42 @@ struct PostgresStartTests {
     /// An answer with a credential must mean committed: a failure at COMMIT (here a deferred trigger) is an
     /// error, and nothing of the registration stays.
     @Test func aFailedCommitIsNeverAcknowledged() async throws {
-        try await PostgresTestDatabase.withFreshDatabase { configuration in
-            var configuration = configuration
-            configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
-            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
-            try await withRunning(store) {
-                _ = try await store.createProduct(StoreSamples.product("PCOMMIT001"))
-                for statement: PostgresQuery in [
-                    """
-                    CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-                    BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation'; END $$
-                    """,
-                    """
-                    CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON events
-                    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()
-                    """,
-                ] {
-                    try await PostgresTestDatabase.adminQuery(configuration, statement)
-                }
-                await #expect(throws: (any Error).self) {
-                    _ = try await store.register(StoreSamples.attempt("PCOMMIT001", "d1", nonce: 1))
-                }
-                #expect(try await store.device(productId: "PCOMMIT001", deviceName: "d1") == nil)
-                #expect(try await store.product(id: "PCOMMIT001")?.deviceCount == 0)
+        try await PostgresTestDatabase.withRunningStore { store, configuration in
+            _ = try await store.createProduct(StoreSamples.product("PCOMMIT001"))
+            for statement: PostgresQuery in [
+                """
+                CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation'; END $$
+                """,
+                """
+                CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON events
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()
+                """,
+            ] {
+                try await PostgresTestDatabase.adminQuery(configuration, statement)
             }
+            await #expect(throws: (any Error).self) {
+                _ = try await store.register(StoreSamples.attempt("PCOMMIT001", "d1", nonce: 1))
+            }
+            #expect(try await store.device(productId: "PCOMMIT001", deviceName: "d1") == nil)
+            #expect(try await store.product(id: "PCOMMIT001")?.deviceCount == 0)
         }
     }
 
     /// As on SQLite (SQLiteStoreTests.aCorruptRowIsAnError): a value the store never writes is an error.
     @Test func aCorruptRowIsAnError() async throws {
-        try await PostgresTestDatabase.withFreshDatabase { configuration in
-            var configuration = configuration
-            configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
-            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
-            try await withRunning(store) {
-                _ = try await store.createProduct(StoreSamples.product("PCORRUPT01"))
-                _ = try await store.register(StoreSamples.attempt("PCORRUPT01", "d1", nonce: 1))
-                try await PostgresTestDatabase.adminQuery(configuration, "UPDATE products SET auth_type = 'bogus'")
-                try await PostgresTestDatabase.adminQuery(configuration, "UPDATE devices SET status = 'bogus'")
-                func isCorrupt(_ error: any Error) -> Bool {
-                    (error as? StoreError)?.code == .unavailable && "\(error)".contains("corrupt row")
-                }
-                await #expect(performing: { _ = try await store.product(id: "PCORRUPT01") }, throws: isCorrupt)
-                await #expect(
-                    performing: { _ = try await store.device(productId: "PCORRUPT01", deviceName: "d1") },
-                    throws: isCorrupt)
+        try await PostgresTestDatabase.withRunningStore { store, configuration in
+            _ = try await store.createProduct(StoreSamples.product("PCORRUPT01"))
+            _ = try await store.register(StoreSamples.attempt("PCORRUPT01", "d1", nonce: 1))
+            try await PostgresTestDatabase.adminQuery(configuration, "UPDATE products SET auth_type = 'bogus'")
+            try await PostgresTestDatabase.adminQuery(configuration, "UPDATE devices SET status = 'bogus'")
+            func isCorrupt(_ error: any Error) -> Bool {
+                (error as? StoreError)?.code == .unavailable && "\(error)".contains("corrupt row")
             }
+            await #expect(performing: { _ = try await store.product(id: "PCORRUPT01") }, throws: isCorrupt)
+            await #expect(
+                performing: { _ = try await store.device(productId: "PCORRUPT01", deviceName: "d1") },
+                throws: isCorrupt)
         }
     }
 
@@ -200,7 +191,7 @@ struct PostgresStartTests {
     @Test func operationsFailFastWhileTheDatabaseRefusesConnections() async throws {
         do {
             try await refusedConnections()
-        } catch {
+        } catch let error as PSQLError {
             // PSQLError's description is generic on purpose; a failing test needs the details.
             Issue.record("\(String(reflecting: error))")
         }

@@ -64,8 +64,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func deletingAProductForgetsItsDevicesAndNonces(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1"))
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)))
             _ = try await store.createDevice(productId: "P1", deviceName: "d2", now: StoreSamples.t0)
             try await store.recordEvent(
@@ -96,8 +95,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func createDevice(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1", quota: 2))
+        try await withStore(kind, product: StoreSamples.product("P1", quota: 2)) { store in
             let device = try await store.createDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             #expect(
                 device
@@ -118,15 +116,13 @@ struct StoreConformanceTests {
             await StoreSamples.expectError(.quotaExceeded) {
                 _ = try await store.createDevice(productId: "P1", deviceName: "d3", now: StoreSamples.t0)
             }
-            #expect(try await store.product(id: "P1")?.deviceCount == 2)
-            try await StoreSamples.expectCountConsistent(store, "P1")
+            try await StoreSamples.expectCountConsistent(store, "P1", is: 2)
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func listingPagesByNameAndFiltersByStatus(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1"))
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
             _ = try await store.createProduct(StoreSamples.product("P2"))
             // Byte order, whatever the database's locale: digits, upper case, '_', lower case.
             let names = ["b:3", "A-1", "a_1", "Z@9", "B.2", "0x", "a-1", "_u", "@"]
@@ -173,8 +169,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func deleteDevice(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1"))
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 7)))
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 7)))
             try await store.deleteDevice(productId: "P1", deviceName: "d1")
@@ -196,8 +191,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func resetDevice(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1", clockless: true))
+        try await withStore(kind, product: StoreSamples.product("P1", clockless: true)) { store in
             _ = StoreSamples.issued(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, timestamp: 0, expiry: nil)))
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 2)))
@@ -227,8 +221,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func activateDevice(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1"))
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
             let registered = try #require(
                 StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1))))
             let later = StoreSamples.t0.addingTimeInterval(60)
@@ -268,8 +261,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func registrationWithoutAutoCreate(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1", autoCreate: false))
+        try await withStore(kind, product: StoreSamples.product("P1", autoCreate: false)) { store in
             #expect(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)) == .rejected(.deviceNotExist))
             #expect(try await store.device(productId: "P1", deviceName: "d1") == nil)
             #expect(try await store.product(id: "P1")?.deviceCount == 0)
@@ -291,8 +283,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func quota(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1", quota: 2))
+        try await withStore(kind, product: StoreSamples.product("P1", quota: 2)) { store in
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1)))
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d2", nonce: 2)))
             #expect(try await store.register(StoreSamples.attempt("P1", "d3", nonce: 3)) == .rejected(.deviceQuota))
@@ -310,58 +301,36 @@ struct StoreConformanceTests {
             // Lowering a quota below the count refuses new devices and keeps the old.
             _ = try await store.updateProduct(id: "P1", ProductUpdate(deviceQuota: .some(1)))
             #expect(try await store.register(StoreSamples.attempt("P1", "d4", nonce: 5)) == .rejected(.deviceQuota))
-            #expect(try await store.product(id: "P1")?.deviceCount == 3)
-            try await StoreSamples.expectCountConsistent(store, "P1")
+            try await StoreSamples.expectCountConsistent(store, "P1", is: 3)
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func concurrentRegistrationsNeverExceedTheQuota(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1", quota: 50))
-            let decisions = try await withThrowingTaskGroup(of: RegistrationDecision.self) { group in
-                for index in 0..<200 {
-                    group.addTask {
-                        try await store.register(StoreSamples.attempt("P1", "dev-\(index)", nonce: Int64(index)))
-                    }
-                }
-                return try await group.reduce(into: []) { $0.append($1) }
-            }
+        try await withStore(kind, product: StoreSamples.product("P1", quota: 50)) { store in
+            let decisions = try await registerConcurrently(
+                store, (0..<200).map { StoreSamples.attempt("P1", "dev-\($0)", nonce: Int64($0)) })
             let issued = decisions.filter { if case .issued = $0 { return true } else { return false } }
             #expect(issued.count == 50)
             #expect(decisions.filter { $0 == .rejected(.deviceQuota) }.count == 150)
-            #expect(try await store.product(id: "P1")?.deviceCount == 50)
-            try await StoreSamples.expectCountConsistent(store, "P1")
+            try await StoreSamples.expectCountConsistent(store, "P1", is: 50)
         }
     }
 
     @Test(arguments: StoreKind.allCases)
     func concurrentRegistrationsOfOneDevice(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1", quota: 1))
+        try await withStore(kind, product: StoreSamples.product("P1", quota: 1)) { store in
             // Different nonces: each one re-registers; the stored psk is one of those issued.
-            let psks = try await withThrowingTaskGroup(of: String?.self) { group in
-                for index in 0..<40 {
-                    group.addTask {
-                        let decision = try await store.register(
-                            StoreSamples.attempt("P1", "d1", nonce: Int64(index), psk: "K\(index)"))
-                        if case .issued(let device) = decision { return device.psk }
-                        return nil
-                    }
-                }
-                return try await group.reduce(into: [String]()) { if let psk = $1 { $0.append(psk) } }
-            }
+            let psks = try await registerConcurrently(
+                store, (0..<40).map { StoreSamples.attempt("P1", "d1", nonce: Int64($0), psk: "K\($0)") }
+            ).compactMap { StoreSamples.issued($0)?.psk }
             #expect(psks.count == 40)
             let device = try #require(try await store.device(productId: "P1", deviceName: "d1"))
             #expect(device.registrationCount == 40)
             #expect(psks.contains(device.psk ?? ""))
             // One nonce: exactly one wins.
-            let decisions = try await withThrowingTaskGroup(of: RegistrationDecision.self) { group in
-                for _ in 0..<20 {
-                    group.addTask { try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1000)) }
-                }
-                return try await group.reduce(into: []) { $0.append($1) }
-            }
+            let decisions = try await registerConcurrently(
+                store, Array(repeating: StoreSamples.attempt("P1", "d1", nonce: 1000), count: 20))
             #expect(decisions.filter { $0 == .rejected(.nonceReused) }.count == 19)
             #expect(try await store.product(id: "P1")?.deviceCount == 1)
         }
@@ -369,8 +338,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func reRegistrationIssuesANewCredential(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1"))
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
             let later = StoreSamples.t0.addingTimeInterval(30)
             let second = try #require(
@@ -387,8 +355,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func activatedDevicesAreRefused(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1"))
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
             _ = try await store.activateDevice(productId: "P1", deviceName: "d1", now: StoreSamples.t0)
             #expect(
@@ -409,8 +376,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func reusedNoncesAreRefused(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1"))
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))
             #expect(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K2"))
@@ -427,8 +393,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func clocklessNoncesAreKeptUntilActivation(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1", clockless: true))
+        try await withStore(kind, product: StoreSamples.product("P1", clockless: true)) { store in
             _ = StoreSamples.issued(
                 try await store.register(StoreSamples.attempt("P1", "d1", nonce: 5, timestamp: 0, expiry: nil)))
             #expect(try await store.purgeExpiredNonces(now: StoreSamples.t0.addingTimeInterval(10 * 365 * 86_400)) == 0)
@@ -449,8 +414,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func purgeExpiredNonces(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1"))
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
             let now = StoreSamples.t0
             let expiries: [Int64: Date] = [
                 1: now.addingTimeInterval(-10), 2: now.addingTimeInterval(-1), 3: now, 4: now.addingTimeInterval(10),
@@ -484,9 +448,7 @@ struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func certificateAuthorityIsStoredWithTheProduct(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            var product = StoreSamples.product("PC")
-            product.authType = .certificate
-            product.certificateAuthority = StoreSamples.authority
+            let product = StoreSamples.certificateProduct("PC")
             #expect(try await store.createProduct(product) == product)
             #expect(try await store.product(id: "PC")?.certificateAuthority == StoreSamples.authority)
             #expect(try await store.products().first?.certificateAuthority == StoreSamples.authority)
@@ -500,11 +462,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func certificatesAreIssuedRevokedAndFound(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            var product = StoreSamples.product("PC")
-            product.authType = .certificate
-            product.certificateAuthority = StoreSamples.authority
-            _ = try await store.createProduct(product)
+        try await withStore(kind, product: StoreSamples.certificateProduct("PC")) { store in
             let first = StoreSamples.certificate("0a01", "d1", issuedAt: StoreSamples.t0)
             let device = try #require(
                 StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d1", first, nonce: 1))))
@@ -575,8 +533,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func registrationWritesItsAuditEventWithTheDecision(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("PE", quota: 1))
+        try await withStore(kind, product: StoreSamples.product("PE", quota: 1)) { store in
             func attempt(_ name: String, nonce: Int64) -> RegistrationAttempt {
                 var attempt = StoreSamples.attempt("PE", name, nonce: nonce)
                 attempt.remoteAddress = "198.51.100.7"
@@ -655,8 +612,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: StoreKind.allCases)
     func deviceCountStaysRightUnderMixedConcurrentWork(_ kind: StoreKind) async throws {
-        try await withStore(kind) { store in
-            _ = try await store.createProduct(StoreSamples.product("P1", quota: 30))
+        try await withStore(kind, product: StoreSamples.product("P1", quota: 30)) { store in
             for index in 0..<20 {
                 _ = try await store.createDevice(productId: "P1", deviceName: "pre-\(index)", now: StoreSamples.t0)
             }
@@ -688,5 +644,15 @@ struct StoreConformanceTests {
         try await withStore(kind) { store in
             try await store.checkHealth()
         }
+    }
+}
+
+/// Sends every attempt at once and returns the decisions in the order they came.
+private func registerConcurrently(
+    _ store: any RegistrationStore, _ attempts: [RegistrationAttempt]
+) async throws -> [RegistrationDecision] {
+    try await withThrowingTaskGroup(of: RegistrationDecision.self) { group in
+        for attempt in attempts { group.addTask { try await store.register(attempt) } }
+        return try await group.reduce(into: []) { $0.append($1) }
     }
 }

@@ -15,7 +15,14 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 }
 
 /// Opens a fresh, empty store of `kind` for one test and closes it afterwards.
-func withStore(_ kind: StoreKind, _ body: (any RegistrationStore) async throws -> Void) async throws {
+func withStore(
+    _ kind: StoreKind, product: Product? = nil, _ body: (any RegistrationStore) async throws -> Void
+) async throws {
+    // With a product, the store holds it before `body` runs.
+    func run(_ store: any RegistrationStore) async throws {
+        if let product { _ = try await store.createProduct(product) }
+        try await body(store)
+    }
     switch kind {
     case .sqlite:
         let directory = FileManager.default.temporaryDirectory
@@ -23,21 +30,28 @@ func withStore(_ kind: StoreKind, _ body: (any RegistrationStore) async throws -
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
-        try await withRunning(store) { try await body(store) }
+        try await withRunning(store) { try await run(store) }
     case .postgres:
-        try await PostgresTestDatabase.withFreshDatabase { configuration in
-            var configuration = configuration
-            // These tests check behaviour, not outages: a machine loaded by a parallel build once took over the
-            // production default of 5 s to hand out a connection.
-            configuration.leaseTimeout = .seconds(30)
-            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
-            try await withRunning(store) { try await body(store) }
-        }
+        try await PostgresTestDatabase.withRunningStore { store, _ in try await run(store) }
     }
 }
 
 /// The PostgreSQL server named by `DYNREG_TEST_POSTGRES_URL`, where each test gets a database of its own.
 enum PostgresTestDatabase {
+    /// A running store on a fresh database, with the configuration it uses for the test's own admin queries.
+    static func withRunningStore(
+        _ body: (PostgresStore, PostgresStore.Configuration) async throws -> Void
+    ) async throws {
+        try await withFreshDatabase { configuration in
+            var configuration = configuration
+            // These tests check behaviour, not outages: a machine loaded by a parallel build once took over the
+            // production default of 5 s to hand out a connection.
+            configuration.leaseTimeout = .seconds(30)
+            let store = PostgresStore(configuration: configuration, logger: logger)
+            try await withRunning(store) { try await body(store, configuration) }
+        }
+    }
+
     static let environment = ProcessInfo.processInfo.environment
     static let url = environment["DYNREG_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
     static let isCI = environment["CI"].map { !$0.isEmpty } ?? false

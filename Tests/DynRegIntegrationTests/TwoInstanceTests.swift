@@ -23,13 +23,7 @@ struct TwoInstanceTests {
         var code: String? { if case .refused(let code) = self { code } else { nil } }
     }
 
-    struct Answer: Sendable {
-        var product: String
-        var device: String
-        var instance: Int
-        var outcome: Outcome
-        var latency: Duration
-    }
+    typealias Answer = (product: String, device: String, instance: Int, outcome: Outcome, latency: Duration)
 
     /// Starts both instances on a fresh database (they migrate it together), one configured by flag and one by
     /// environment, and hands them over with a running store on the same database.
@@ -137,9 +131,7 @@ struct TwoInstanceTests {
         } catch {
             outcome = .transport(String(describing: error))
         }
-        return Answer(
-            product: product.id, device: device, instance: instance, outcome: outcome,
-            latency: ContinuousClock.now - start)
+        return (product.id, device, instance, outcome, ContinuousClock.now - start)
     }
 
     static func summary(_ answers: [Answer], elapsed: Duration) -> String {

@@ -3,17 +3,17 @@ import Foundation
 import PropertyBased
 import Testing
 
+private let secret = "hzvf5LF9S0isvBhDSauWMaIk"
+
 @Suite("Properties")
 struct PropertyTests {
-    static let secret = "hzvf5LF9S0isvBhDSauWMaIk"
-
     @Test("encrypt then decrypt returns the plaintext, 0–4096 bytes")
     func roundTrip() async {
         await propertyCheck(count: 300, input: Gen.uint8().array(of: 0...4096)) { plaintext in
-            let encrypted = try PayloadCipher.encrypt(plaintext, productSecret: Self.secret)
+            let encrypted = try PayloadCipher.encrypt(plaintext, productSecret: secret)
             #expect(encrypted.length == plaintext.count)
             let decrypted = try PayloadCipher.decrypt(
-                payload: encrypted.payload, length: encrypted.length, productSecret: Self.secret)
+                payload: encrypted.payload, length: encrypted.length, productSecret: secret)
             #expect(decrypted == plaintext)
         }
     }
@@ -43,7 +43,7 @@ struct PropertyTests {
         ) { field, position, delta, algorithm in
             var original = base
             original.algorithm = algorithm
-            let signature = original.signature(productSecret: Self.secret)
+            let signature = original.signature(productSecret: secret)
             var tampered = original
             func flip(_ bytes: [UInt8]) -> [UInt8] {
                 var copy = bytes
@@ -57,8 +57,8 @@ struct PropertyTests {
             case 2: tampered.timestamp = String(decoding: flip(Array(tampered.timestamp.utf8)), as: UTF8.self)
             default: tampered.nonce = String(decoding: flip(Array(tampered.nonce.utf8)), as: UTF8.self)
             }
-            #expect(original.verify(signature: signature, productSecret: Self.secret))
-            #expect(!tampered.verify(signature: signature, productSecret: Self.secret))
+            #expect(original.verify(signature: signature, productSecret: secret))
+            #expect(!tampered.verify(signature: signature, productSecret: secret))
         }
     }
 
@@ -68,11 +68,11 @@ struct PropertyTests {
             nonce, delta in
             let signed = LegacySignedRequest(
                 productId: "ASJ1234GX", deviceName: "xyz", timestamp: 1_551_234_565, nonce: nonce)
-            let signature = signed.signature(productSecret: Self.secret)
+            let signature = signed.signature(productSecret: secret)
             var tampered = signed
             tampered.nonce = nonce + delta
-            #expect(signed.verify(signature: signature, productSecret: Self.secret))
-            #expect(!tampered.verify(signature: signature, productSecret: Self.secret))
+            #expect(signed.verify(signature: signature, productSecret: secret))
+            #expect(!tampered.verify(signature: signature, productSecret: secret))
         }
     }
 }
@@ -80,17 +80,15 @@ struct PropertyTests {
 /// Random bytes into every decoder: each must return or throw, never trap.
 @Suite("Fuzz: decoders never trap")
 struct FuzzTests {
-    static let secret = "hzvf5LF9S0isvBhDSauWMaIk"
-
     @Test("random bytes")
     func randomBytes() async {
         await propertyCheck(count: 2000, input: Gen.uint8().array(of: 0...300)) { bytes in
             let text = String(decoding: bytes, as: UTF8.self)
-            _ = try? PayloadCipher.decrypt(payload: text, length: nil, productSecret: Self.secret)
+            _ = try? PayloadCipher.decrypt(payload: text, length: nil, productSecret: secret)
             _ = try? PayloadCipher.decrypt(
-                payload: Data(bytes).base64EncodedString(), length: bytes.count, productSecret: Self.secret)
+                payload: Data(bytes).base64EncodedString(), length: bytes.count, productSecret: secret)
             _ = try? PayloadCipher.decrypt(
-                payload: Data(bytes).base64EncodedString(), length: nil, productSecret: Self.secret)
+                payload: Data(bytes).base64EncodedString(), length: nil, productSecret: secret)
             _ = try? DeviceCredential(decoding: bytes)
             _ = try? RegistrationRequestBody(decoding: bytes)
             _ = try? LegacyRegistrationRequestBody(decoding: bytes)
@@ -104,7 +102,7 @@ struct FuzzTests {
             _ = CanonicalHost.fromHostHeader(text)
             _ = DeviceNameRules.isValid(text)
             _ = LegacySignedRequest(productId: text, deviceName: text, timestamp: 1, nonce: 1)
-                .verify(signature: text, productSecret: Self.secret)
+                .verify(signature: text, productSecret: secret)
             _ = SignedRequest(canonicalHost: text, algorithm: .hmacSHA1, timestamp: text, nonce: text, body: bytes)
                 .verify(signature: text, productSecret: text)
         }

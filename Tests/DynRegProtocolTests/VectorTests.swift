@@ -1,4 +1,5 @@
 import DynRegProtocol
+import DynRegTestVectors
 import Foundation
 import Testing
 

@@ -103,9 +103,7 @@ struct AdminAndLifecycleTests {
             "dynreg-restart-\(UUID().uuidString)")
         let (product, psk) = try await TestServer.with(directory: directory) { server in
             let product = try await server.createProduct()
-            let psk = try #require(
-                try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
-                    .credential(secret: product.secret).psk)
+            let psk = try await server.registeredPSK(product, deviceName: "d")
             return (product, psk)
         }
         try await TestServer.with(directory: directory) { server in

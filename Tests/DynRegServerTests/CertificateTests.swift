@@ -254,11 +254,14 @@ struct CertificateTests {
     func importedCA() async throws {
         try await TestServer.with { server in
             let authority = try ProductCertificateAuthority.create(productId: "OPERATOR", keyType: .p256)
-            let body = try JSONSerialization.data(withJSONObject: [
-                "name": "imported", "authType": "certificate", "caCertificatePem": authority.certificatePEM,
-                "caPrivateKeyPem": authority.privateKeyPEM,
-            ])
-            let created = try await server.admin(.POST, "/products", json: String(decoding: body, as: UTF8.self))
+            func importing(_ name: String, keyPEM: String) async throws -> TestServer.Answer {
+                let body = try JSONSerialization.data(withJSONObject: [
+                    "name": name, "authType": "certificate", "caCertificatePem": authority.certificatePEM,
+                    "caPrivateKeyPem": keyPEM,
+                ])
+                return try await server.admin(.POST, "/products", json: String(decoding: body, as: UTF8.self))
+            }
+            let created = try await importing("imported", keyPEM: authority.privateKeyPEM)
             #expect(created.status == 201)
             let id = try #require(created.json["productId"] as? String)
             let secret = try #require(created.json["productSecret"] as? String)
@@ -269,11 +272,7 @@ struct CertificateTests {
             let leaf = try Certificate(pemEncoded: cert)
             #expect(authority.certificate.publicKey.isValidSignature(leaf.signature, for: leaf))
             let other = try ProductCertificateAuthority.create(productId: "OTHER", keyType: .p256)
-            let mismatch = try JSONSerialization.data(withJSONObject: [
-                "name": "bad", "authType": "certificate", "caCertificatePem": authority.certificatePEM,
-                "caPrivateKeyPem": other.privateKeyPEM,
-            ])
-            let refused = try await server.admin(.POST, "/products", json: String(decoding: mismatch, as: UTF8.self))
+            let refused = try await importing("bad", keyPEM: other.privateKeyPEM)
             #expect(refused.status == 400)
         }
     }

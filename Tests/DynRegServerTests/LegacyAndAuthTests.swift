@@ -49,9 +49,7 @@ struct LegacyAndAuthTests {
     func brokerHook() async throws {
         try await TestServer.with { server in
             let product = try await server.createProduct()
-            let psk = try #require(
-                try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
-                    .credential(secret: product.secret).psk)
+            let psk = try await server.registeredPSK(product, deviceName: "d")
             func auth(_ credentials: MQTTCredentials, password: String? = nil) async throws -> String? {
                 let body =
                     #"{"clientid":"\#(credentials.clientId)","username":"\#(credentials.username)","password":"\#(password ?? credentials.password)"}"#

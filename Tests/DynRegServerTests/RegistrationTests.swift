@@ -94,26 +94,23 @@ struct RegistrationTests {
 
     @Test("public host names: the default gateway name verifies, a configured list replaces it")
     func publicHosts() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
-            let gateway = try await server.register(
-                productId: product.id, deviceName: "a", secret: product.secret,
-                signedHost: "ap-guangzhou.gateway.tencentdevices.com")
-            #expect(gateway.errorCode == nil, "\(gateway.text)")
-            let other = try await server.register(
-                productId: product.id, deviceName: "b", secret: product.secret, signedHost: "proxy.example.net")
-            #expect(other.errorCode == "AuthFailure.SignatureFailure")
+        let gateway = "ap-guangzhou.gateway.tencentdevices.com"
+        let proxy = "proxy.example.net"
+        /// Registers one device per signed host and returns the error code each got.
+        func codes(_ publicHosts: [String]?) async throws -> [String: String?] {
+            try await TestServer.with(configure: { if let publicHosts { $0.publicHosts = publicHosts } }) { server in
+                let product = try await server.createProduct()
+                var codes: [String: String?] = [:]
+                for (index, host) in [gateway, proxy].enumerated() {
+                    codes[host] = try await server.register(
+                        productId: product.id, deviceName: "d\(index)", secret: product.secret, signedHost: host
+                    ).errorCode
+                }
+                return codes
+            }
         }
-        try await TestServer.with(configure: { $0.publicHosts = ["proxy.example.net"] }) { server in
-            let product = try await server.createProduct()
-            let other = try await server.register(
-                productId: product.id, deviceName: "b", secret: product.secret, signedHost: "proxy.example.net")
-            #expect(other.errorCode == nil, "\(other.text)")
-            let gateway = try await server.register(
-                productId: product.id, deviceName: "a", secret: product.secret,
-                signedHost: "ap-guangzhou.gateway.tencentdevices.com")
-            #expect(gateway.errorCode == "AuthFailure.SignatureFailure")
-        }
+        #expect(try await codes(nil) == [gateway: nil, proxy: "AuthFailure.SignatureFailure"])
+        #expect(try await codes([proxy]) == [gateway: "AuthFailure.SignatureFailure", proxy: nil])
     }
 
     @Test("every v2 error code")
@@ -244,12 +241,8 @@ struct RegistrationTests {
     func reRegistration() async throws {
         try await TestServer.with { server in
             let product = try await server.createProduct()
-            let first = try #require(
-                try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
-                    .credential(secret: product.secret).psk)
-            let second = try #require(
-                try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
-                    .credential(secret: product.secret).psk)
+            let first = try await server.registeredPSK(product, deviceName: "d")
+            let second = try await server.registeredPSK(product, deviceName: "d")
             #expect(first != second)
             let expiry = Int64(Date().timeIntervalSince1970) + 3600
             let old = try MQTTCredentials.derive(productId: product.id, deviceName: "d", psk: first, expiry: expiry)

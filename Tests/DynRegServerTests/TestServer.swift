@@ -119,6 +119,15 @@ struct TestServer {
         return try await send(.POST, RegistrationPath.current, headers: headers, body: signed.body)
     }
 
+    /// Registers a device of a key product and returns its psk.
+    func registeredPSK(_ product: (id: String, secret: String), deviceName: String) async throws -> String {
+        let answer = try await register(productId: product.id, deviceName: deviceName, secret: product.secret)
+        guard let psk = try answer.credential(secret: product.secret).psk else {
+            throw TestFailure("no psk in \(answer.text)")
+        }
+        return psk
+    }
+
     /// Signs and sends the legacy `POST /register/dev` as the C SDK does.
     func registerLegacy(
         productId: String, deviceName: String, secret: String,

@@ -226,36 +226,20 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
     }
 }
 
-/// `PATCH /products/{productId}`; absent fields stay as they are.
-package struct ProductUpdateInput: Codable, Sendable, Hashable {
-    package var name: String?
-    package var dynamicRegistration: Bool?
-    package var autoCreate: Bool?
-    /// Absent: unchanged; `null`: no quota.
-    package var deviceQuota: Int??
-    package var allowClocklessDevices: Bool?
-
-    package init(
-        name: String? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil, deviceQuota: Int?? = nil,
-        allowClocklessDevices: Bool? = nil
-    ) {
-        self.name = name
-        self.dynamicRegistration = dynamicRegistration
-        self.autoCreate = autoCreate
-        self.deviceQuota = deviceQuota
-        self.allowClocklessDevices = allowClocklessDevices
-    }
-
+/// `PATCH /products/{productId}` is the store's `ProductUpdate`: absent fields stay as they are, and a `null`
+/// quota removes it, which is why the double optional needs its own coding.
+extension ProductUpdate: Codable {
     enum CodingKeys: String, CodingKey {
         case name, dynamicRegistration, autoCreate, deviceQuota, allowClocklessDevices
     }
 
     package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        name = try container.decodeIfPresent(String.self, forKey: .name)
-        dynamicRegistration = try container.decodeIfPresent(Bool.self, forKey: .dynamicRegistration)
-        autoCreate = try container.decodeIfPresent(Bool.self, forKey: .autoCreate)
-        allowClocklessDevices = try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices)
+        self.init(
+            name: try container.decodeIfPresent(String.self, forKey: .name),
+            dynamicRegistration: try container.decodeIfPresent(Bool.self, forKey: .dynamicRegistration),
+            autoCreate: try container.decodeIfPresent(Bool.self, forKey: .autoCreate),
+            allowClocklessDevices: try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices))
         if container.contains(.deviceQuota) {
             deviceQuota = .some(try container.decodeIfPresent(Int.self, forKey: .deviceQuota))
         }

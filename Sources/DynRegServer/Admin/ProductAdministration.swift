@@ -59,13 +59,10 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         return product
     }
 
-    func updateProduct(id: String, _ input: ProductUpdateInput) async throws -> Product {
+    func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
         // The rules of creation hold for changes too.
-        if let name = input.name { _ = try Self.validName(name) }
-        if case .some(.some(let quota)) = input.deviceQuota { try Self.checkQuota(quota) }
-        let update = ProductUpdate(
-            name: input.name, dynamicRegistration: input.dynamicRegistration, autoCreate: input.autoCreate,
-            deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices)
+        if let name = update.name { _ = try Self.validName(name) }
+        if case .some(.some(let quota)) = update.deviceQuota { try Self.checkQuota(quota) }
         return try await store.updateProduct(id: id, update)
     }
 
