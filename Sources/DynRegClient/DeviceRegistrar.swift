@@ -383,7 +383,7 @@ public struct DeviceRegistrar: Sendable {
     ) throws(ProtocolDecodingError) -> Result<(payload: EncryptedPayload, requestId: String), RegistrationError> {
         guard legacy else {
             switch try RegistrationReply(decoding: answer) {
-            case .success(let payload, let id): return .success((payload, id))
+            case .success(let payload, let id, _): return .success((payload, id))
             case .failure(let code, let message, let id):
                 return .failure(
                     RegistrationError(.rejected, message, platformCode: code, requestId: id, httpStatus: status))

@@ -6,7 +6,7 @@ package import NIOCore
 package struct RequestFactory: Sendable {
     package let mode: LoadMode
     package let path: String
-    /// The request line and `Host`.
+    /// The request line, `Host` and `Connection`.
     private let head: [UInt8]
     private let canonicalHost: String
     private let productId: String
@@ -22,7 +22,10 @@ package struct RequestFactory: Sendable {
     ) {
         self.mode = mode
         path = target.pathPrefix + mode.endpoint
-        head = Array("\(mode == .health ? "GET" : "POST") \(path) HTTP/1.1\r\nHost: \(target.hostHeader)\r\n".utf8)
+        // Asked for in so many words: the device endpoints close a connection after answering otherwise.
+        head = Array(
+            "\(mode == .health ? "GET" : "POST") \(path) HTTP/1.1\r\nHost: \(target.hostHeader)\r\nConnection: keep-alive\r\n"
+                .utf8)
         canonicalHost = target.canonicalHost
         self.productId = productId
         self.productSecret = productSecret

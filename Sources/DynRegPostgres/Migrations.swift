@@ -301,6 +301,79 @@ enum Migrations {
                 $body$
                 """
             ]),
+        Migration(
+            id: 5, name: "v5: answers for retries, trusted device CAs",
+            statements: [
+                """
+                ALTER TABLE nonces
+                    ADD COLUMN request_digest bytea,
+                    ADD COLUMN answer_length bigint,
+                    ADD COLUMN answer_payload text,
+                    ADD COLUMN answer_created boolean,
+                    ADD COLUMN answer_registration bigint
+                """,
+                "ALTER TABLE products ADD COLUMN trusted_ca_certificates text",
+                // v4's function decides; this one records what a byte-identical retry is answered with, or
+                // answers a retry with it. The retry rule mirrors RegistrationRules.isRetry (DynRegStore).
+                """
+                CREATE FUNCTION dynreg_register_repeatable(
+                    p_product_id text, p_device_name text, p_timestamp bigint, p_nonce bigint,
+                    p_expires_at timestamptz, p_psk text, p_now timestamptz,
+                    p_serial text, p_fingerprint text, p_pem text, p_not_before timestamptz,
+                    p_not_after timestamptz,
+                    p_event_product_id text, p_event_device_name text, p_remote_address text, p_endpoint text,
+                    p_request_digest bytea, p_answer_length bigint, p_answer_payload text
+                ) RETURNS TABLE (
+                    r_outcome text, d_status text, d_psk text, d_created_at timestamptz,
+                    d_registered_at timestamptz, d_activated_at timestamptz, d_registration_count bigint,
+                    r_created boolean, r_answer_length bigint, r_answer_payload text
+                ) LANGUAGE plpgsql AS $body$
+                -- Mirrors RegistrationRules.isRetry in dynreg's Swift sources (DynRegStore): change both together.
+                DECLARE
+                    v record;
+                    v_created boolean;
+                    v_nonce nonces%ROWTYPE;
+                    v_status text;
+                    v_count bigint;
+                BEGIN
+                    SELECT * INTO v FROM dynreg_register(p_product_id, p_device_name, p_timestamp, p_nonce,
+                        p_expires_at, p_psk, p_now, p_serial, p_fingerprint, p_pem, p_not_before, p_not_after,
+                        p_event_product_id, p_event_device_name, p_remote_address, p_endpoint);
+                    IF v.r_outcome = 'Success' THEN
+                        -- Only a registration that inserts the device writes created_at = p_now with count 1.
+                        v_created := v.d_registration_count = 1 AND v.d_created_at = p_now;
+                        UPDATE nonces n SET request_digest = p_request_digest, answer_length = p_answer_length,
+                                answer_payload = p_answer_payload, answer_created = v_created,
+                                answer_registration = v.d_registration_count
+                            WHERE n.product_id = p_product_id AND n.device_name = p_device_name
+                                AND n.timestamp = p_timestamp AND n.nonce = p_nonce;
+                        RETURN QUERY SELECT v.r_outcome, v.d_status, v.d_psk, v.d_created_at, v.d_registered_at,
+                            v.d_activated_at, v.d_registration_count, v_created, NULL::bigint, NULL::text;
+                        RETURN;
+                    END IF;
+                    IF v.r_outcome = 'AuthFailure.NonceReused' THEN
+                        SELECT * INTO v_nonce FROM nonces n
+                            WHERE n.product_id = p_product_id AND n.device_name = p_device_name
+                                AND n.timestamp = p_timestamp AND n.nonce = p_nonce;
+                        SELECT d.status, d.registration_count INTO v_status, v_count FROM devices d
+                            WHERE d.product_id = p_product_id AND d.name = p_device_name;
+                        IF v_nonce.request_digest = p_request_digest AND v_status = 'registered'
+                            AND v_nonce.answer_registration = v_count THEN
+                            -- dynreg_register logged a refusal a moment ago, in this transaction.
+                            UPDATE events SET outcome = 'Retry'
+                                WHERE id = currval(pg_get_serial_sequence('events', 'id'));
+                            RETURN QUERY SELECT 'Retry'::text, NULL::text, NULL::text, NULL::timestamptz,
+                                NULL::timestamptz, NULL::timestamptz, NULL::bigint, v_nonce.answer_created,
+                                v_nonce.answer_length, v_nonce.answer_payload;
+                            RETURN;
+                        END IF;
+                    END IF;
+                    RETURN QUERY SELECT v.r_outcome, NULL::text, NULL::text, NULL::timestamptz, NULL::timestamptz,
+                        NULL::timestamptz, NULL::bigint, NULL::boolean, NULL::bigint, NULL::text;
+                END
+                $body$
+                """,
+            ]),
     ]
 
     /// Applies what is missing; returns the names applied.

@@ -306,35 +306,46 @@ package struct PostgresStore: RegistrationStore {
         let event = attempt.event(for: .rejected(.internalError))
         var certificate: DeviceCertificate?
         if case .certificate(let issued) = attempt.credential { certificate = issued }
+        let repeatable = attempt.repeatable
         let query: PostgresQuery = """
-            SELECT r_outcome, d_status, d_psk, d_created_at, d_registered_at, d_activated_at, d_registration_count
-            FROM dynreg_register(
+            SELECT r_outcome, d_status, d_psk, d_created_at, d_registered_at, d_activated_at, d_registration_count,
+                r_created, r_answer_length, r_answer_payload
+            FROM dynreg_register_repeatable(
                 \(attempt.productId), \(attempt.deviceName), \(attempt.timestamp), \(attempt.nonce),
                 \(attempt.replayExpiry), \(attempt.credential.psk), \(attempt.now),
                 \(certificate?.serial), \(certificate?.fingerprint), \(certificate?.pem), \(certificate?.notBefore),
                 \(certificate?.notAfter),
-                \(event.productId), \(event.deviceName), \(event.remoteAddress), \(event.endpoint))
+                \(event.productId), \(event.deviceName), \(event.remoteAddress), \(event.endpoint),
+                \(repeatable.map { ByteBuffer(bytes: $0.digest) }), \(repeatable?.payload.length),
+                \(repeatable?.payload.payload))
             """
         let logger = self.logger
         return try await transaction { connection in
             let rows = try await connection.checkedQuery(query, logger: logger)
             var decision: RegistrationDecision?
             for try await row in rows where decision == nil {
-                let (symbol, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
-                    (String, String?, String?, Date?, Date?, Date?, Int?).self)
+                let (symbol, status, psk, createdAt, registeredAt, activatedAt, count, created, length, payload) =
+                    try row.decode((String, String?, String?, Date?, Date?, Date?, Int?, Bool?, Int?, String?).self)
                 switch RegistrationRules.Outcome(symbol: symbol) {
                 case .refuse(let code):
                     decision = .rejected(code)
                 case .issue:
-                    guard let status, let createdAt, let count else {
+                    guard let status, let createdAt, let count, let created else {
                         throw StoreError.corruptRow(
                             table: "devices", key: "\(attempt.productId)/\(attempt.deviceName)", column: "*")
                     }
-                    decision = .issued(
-                        try StoreRows.device(
-                            productId: attempt.productId, name: attempt.deviceName, status: status, psk: psk,
-                            createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
-                            registrationCount: count))
+                    let device = try StoreRows.device(
+                        productId: attempt.productId, name: attempt.deviceName, status: status, psk: psk,
+                        createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
+                        registrationCount: count)
+                    decision = .issued(device, created: created)
+                case .repeatAnswer:
+                    guard let created, let length, let payload else {
+                        throw StoreError.corruptRow(
+                            table: "nonces", key: "\(attempt.productId)/\(attempt.deviceName)", column: "answer_*")
+                    }
+                    decision = .repeated(
+                        RegistrationAnswer(payload: EncryptedPayload(length: length, payload: payload), created: created))
                 case nil:
                     throw StoreError(.unavailable, "dynreg_register answered an outcome this server does not know")
                 }

@@ -126,19 +126,28 @@ public enum DecimalField {
 
 /// The answer of `POST /device/register`, as both sides see it.
 public enum RegistrationReply: Sendable, Hashable {
-    case success(EncryptedPayload, requestId: String)
+    /// `state` is IoT Hub's `State`: 0 when the platform created the device for this registration, 1 when the
+    /// device already existed; `nil` when the server did not send it.
+    case success(EncryptedPayload, requestId: String, state: Int? = nil)
     case failure(code: String, message: String, requestId: String)
 
-    /// `{"Response":{"Len":…,"Payload":…,"RequestId":…}}` or `{"Response":{"Error":{"Code":…,"Message":…},"RequestId":…}}`.
+    /// `State` for a device this registration created.
+    public static let stateCreated = 0
+    /// `State` for a device that existed before this registration.
+    public static let stateExisting = 1
+
+    /// `{"Response":{"Len":…,"Payload":…,"State":…,"RequestId":…}}` or
+    /// `{"Response":{"Error":{"Code":…,"Message":…},"RequestId":…}}`.
     public func encodedJSON() -> [UInt8] {
         var writer = JSONWriter(capacity: 192)
         writer.beginObject()
         writer.key("Response")
         writer.beginObject()
         switch self {
-        case .success(let payload, let requestId):
+        case .success(let payload, let requestId, let state):
             writer.field("Len", payload.length)
             writer.field("Payload", payload.payload)
+            if let state { writer.field("State", state) }
             writer.field("RequestId", requestId)
         case .failure(let code, let message, let requestId):
             writer.key("Error")
@@ -163,6 +172,7 @@ public enum RegistrationReply: Sendable, Hashable {
                 var Error: Failure?
                 var Len: Int?
                 var Payload: String?
+                var State: Int?
                 var RequestId: String?
             }
             var Response: Response
@@ -172,7 +182,8 @@ public enum RegistrationReply: Sendable, Hashable {
         if let error = response.Error {
             self = .failure(code: error.Code, message: error.Message ?? "", requestId: requestId)
         } else if let length = response.Len, let payload = response.Payload {
-            self = .success(EncryptedPayload(length: length, payload: payload), requestId: requestId)
+            self = .success(
+                EncryptedPayload(length: length, payload: payload), requestId: requestId, state: response.State)
         } else {
             throw ProtocolDecodingError("the answer has neither Error nor Len and Payload")
         }

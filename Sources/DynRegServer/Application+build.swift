@@ -13,10 +13,13 @@ package import ServiceLifecycle
 package struct DynRegRequestContext: RequestContext, RemoteAddressRequestContext {
     package var coreContext: CoreRequestContextStorage
     package let remoteAddress: SocketAddress?
+    /// The connection, for the device routes that close it after answering.
+    let channel: any Channel
 
     package init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+        channel = source.channel
     }
 
     /// Admin request bodies are small JSON objects.
@@ -121,6 +124,20 @@ package func buildApplication<Store: RegistrationStore>(
 extension Response {
     static func json(status: HTTPResponse.Status, _ text: String) -> Response {
         json(status: status, bytes: Array(text.utf8))
+    }
+
+    /// This answer, after which the server closes its side of the connection: a client reading until the end of
+    /// the stream has the whole answer at once.
+    func closingConnection(_ channel: any Channel) -> Response {
+        var response = self
+        response.headers[.connection] = "close"
+        let body = self.body
+        response.body = ResponseBody(contentLength: body.contentLength) { writer in
+            try await body.write(writer)
+            // After the answer's last byte: NIO shuts the socket's output once pending writes are done.
+            channel.close(mode: .output, promise: nil)
+        }
+        return response
     }
 
     static func json(status: HTTPResponse.Status, bytes: [UInt8]) -> Response {

@@ -22,8 +22,10 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
             let requestId = Secrets.requestId()
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
-                return Self.current(
-                    .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
+                return Self.answer(
+                    Self.current(
+                        .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId),
+                    to: request, context)
             }
             let input = CurrentRegistrationInput(
                 hostHeader: request.head.authority,
@@ -33,18 +35,20 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
                 signature: request.headers[Self.signatureHeader],
                 body: Array(buffer: body))
             let result = await service.register(input, remoteAddress: context.remoteAddressText, logger: context.logger)
-            return Self.current(result, requestId)
+            return Self.answer(Self.current(result, requestId), to: request, context)
         }
         router.post(RouterPath(RegistrationPath.legacy)) { request, context -> Response in
             let requestId = Secrets.requestId()
             // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
-                return Self.legacy(
-                    .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId)
+                return Self.answer(
+                    Self.legacy(
+                        .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId),
+                    to: request, context)
             }
             let result = await service.registerLegacy(
                 body: Array(buffer: body), remoteAddress: context.remoteAddressText, logger: context.logger)
-            return Self.legacy(result, requestId)
+            return Self.answer(Self.legacy(result, requestId), to: request, context)
         }
         router.post("/device/auth") { request, context -> Response in
             guard let body = try? await request.body.collect(upTo: maxBodySize),
@@ -59,10 +63,27 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         }
     }
 
+    /// The embedded C SDK reads an answer until the connection closes or 2 s pass (PROTOCOL.md §5), so a
+    /// registration answer closes the connection unless the request asked, in so many words, to keep it.
+    private static func answer(_ response: Response, to request: Request, _ context: DynRegRequestContext) -> Response {
+        keepsAlive(request.headers) ? response : response.closingConnection(context.channel)
+    }
+
+    /// Whether a `Connection` header lists `keep-alive`.
+    static func keepsAlive(_ headers: HTTPFields) -> Bool {
+        headers[values: .connection].contains { value in
+            value.split(separator: ",").contains { token in
+                token.trimmingCharacters(in: .whitespaces).caseInsensitiveCompare("keep-alive") == .orderedSame
+            }
+        }
+    }
+
     private static func current(_ result: RegistrationResult, _ requestId: String) -> Response {
         let reply: RegistrationReply
         switch result {
-        case .issued(let payload): reply = .success(payload, requestId: requestId)
+        case .issued(let payload, let created):
+            let state = created ? RegistrationReply.stateCreated : RegistrationReply.stateExisting
+            reply = .success(payload, requestId: requestId, state: state)
         case .refused(let code, let message): reply = .failure(code: code.code, message: message, requestId: requestId)
         }
         return .json(status: .ok, bytes: reply.encodedJSON())
@@ -71,7 +92,7 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     private static func legacy(_ result: RegistrationResult, _ requestId: String) -> Response {
         let reply: LegacyRegistrationReply
         switch result {
-        case .issued(let payload): reply = .success(payload, requestId: requestId)
+        case .issued(let payload, _): reply = .success(payload, requestId: requestId)
         case .refused(let code, let message):
             reply = .failure(code: code.legacyCode, message: message, requestId: requestId)
         }

@@ -28,7 +28,8 @@ package struct CurrentRegistrationInput: Sendable {
 
 /// The outcome of a registration, before it is put into either protocol's envelope.
 package enum RegistrationResult: Sendable, Hashable {
-    case issued(EncryptedPayload)
+    /// `created`: the registration created the device (IoT Hub's `State` 0, else 1).
+    case issued(EncryptedPayload, created: Bool)
     case refused(RegistrationErrorCode, message: String)
 
     static func refused(_ code: RegistrationErrorCode) -> Self { .refused(code, message: code.defaultMessage) }
@@ -81,9 +82,12 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         hosts.append(contentsOf: publicHosts.filter { !hosts.contains($0) })
         let signed = SignedRequest(
             canonicalHost: "", algorithm: algorithm, timestamp: timestampText, nonce: nonceText, body: input.body)
+        // A retry is the same request to the byte: every header the signature covers and the body.
+        let digest = Self.requestDigest(
+            RegistrationPath.current, [algorithmHeader, timestampText, nonceText, signature], input.body)
         let (result, audited) = await admit(
             productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce, csr: body.csr,
-            remoteAddress: remoteAddress, endpoint: RegistrationPath.current, logger: logger
+            remoteAddress: remoteAddress, endpoint: RegistrationPath.current, digest: digest, logger: logger
         ) { secret in
             var candidate = signed
             return hosts.contains { host in
@@ -108,7 +112,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         let (result, audited) = await admit(
             productId: signed.productId, deviceName: signed.deviceName, timestamp: signed.timestamp,
             nonce: signed.nonce, csr: nil, remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy,
-            logger: logger
+            digest: Self.requestDigest(RegistrationPath.legacy, [], bytes), logger: logger
         ) { secret in
             signed.verify(signature: body.signature, productSecret: secret)
         }
@@ -123,7 +127,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     /// The rules after the signature are `RegistrationRules.admit`'s, then the store's `RegistrationRules.decide`.
     private func admit(
         productId: String, deviceName: String, timestamp: Int64, nonce: Int64, csr: String?, remoteAddress: String,
-        endpoint: String, logger: Logger, verify: (String) -> Bool
+        endpoint: String, digest: [UInt8], logger: Logger, verify: (String) -> Bool
     ) async -> (result: RegistrationResult, audited: Bool) {
         guard DeviceNameRules.isValid(deviceName) else { return (.refused(.deviceNameInvalid), false) }
         guard ProductIdRules.isValid(productId) else { return (.refused(.productNotExist), false) }
@@ -159,13 +163,16 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
                 RegistrationAttempt(
                     productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce,
                     replayExpiry: replayExpiry, credential: issued, now: now, remoteAddress: remoteAddress,
-                    endpoint: endpoint))
+                    endpoint: endpoint, repeatable: RepeatableRequest(digest: digest, payload: payload)))
             // Nothing below throws: a store that answered has written the event.
             switch decision {
             case .rejected(let code):
                 return (.refused(code), true)
-            case .issued:
-                return (.issued(payload), true)
+            case .issued(_, let created):
+                return (.issued(payload, created: created), true)
+            case .repeated(let first):
+                logger.info("a byte-identical retry got its first answer", metadata: ["dynreg.product.id": "\(productId)"])
+                return (.issued(first.payload, created: first.created), true)
             }
         } catch {
             logger.error(
@@ -173,6 +180,16 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             )
             return (.refused(.internalError), false)
         }
+    }
+
+    /// SHA-256 over the endpoint, then each part with its length, so that no two requests share a digest.
+    static func requestDigest(_ endpoint: String, _ headers: [String], _ body: [UInt8]) -> [UInt8] {
+        var hash = SHA256()
+        for part in [Array(endpoint.utf8)] + headers.map { Array($0.utf8) } + [body] {
+            withUnsafeBytes(of: UInt64(part.count).bigEndian) { hash.update(bufferPointer: $0) }
+            hash.update(data: part)
+        }
+        return Array(hash.finalize())
     }
 
     private enum Certification {

@@ -29,7 +29,11 @@ package struct ServerConfiguration: Sendable {
         }
     }
 
-    package static let defaultPublicHosts = ["ap-guangzhou.gateway.tencentdevices.com"]
+    /// Every gateway name Tencent's SDKs sign (PROTOCOL.md §5): the four regions, and the legacy path's name.
+    package static let defaultPublicHosts = [
+        "ap-guangzhou.gateway.tencentdevices.com", "us-east.gateway.tencentdevices.com",
+        "europe.gateway.tencentdevices.com", "ap-bangkok.gateway.tencentdevices.com", "gateway.tencentdevices.com",
+    ]
 
     package init(adminToken: String, masterKey: MasterKey) {
         self.adminToken = adminToken

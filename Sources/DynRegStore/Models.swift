@@ -174,10 +174,13 @@ package struct RegistrationAttempt: Sendable, Hashable {
     /// The peer and the endpoint, for the audit event the store writes in the same transaction as its decision.
     package var remoteAddress: String
     package var endpoint: String
+    /// What a byte-identical repeat of this request gets: kept with the replay entry, and purged with it.
+    package var repeatable: RepeatableRequest?
 
     package init(
         productId: String, deviceName: String, timestamp: Int64, nonce: Int64, replayExpiry: Date?,
-        credential: IssuedCredential, now: Date, remoteAddress: String = "", endpoint: String = ""
+        credential: IssuedCredential, now: Date, remoteAddress: String = "", endpoint: String = "",
+        repeatable: RepeatableRequest? = nil
     ) {
         self.productId = productId
         self.deviceName = deviceName
@@ -188,6 +191,7 @@ package struct RegistrationAttempt: Sendable, Hashable {
         self.now = now
         self.remoteAddress = remoteAddress
         self.endpoint = endpoint
+        self.repeatable = repeatable
     }
 
     /// The audit event for `decision`. Product id and device name are bounded: the log must not become a way to
@@ -196,6 +200,7 @@ package struct RegistrationAttempt: Sendable, Hashable {
         let outcome: String
         switch decision {
         case .issued: outcome = RegistrationEvent.success
+        case .repeated: outcome = RegistrationEvent.retry
         case .rejected(let code): outcome = code.code
         }
         return RegistrationEvent(
@@ -206,9 +211,36 @@ package struct RegistrationAttempt: Sendable, Hashable {
 
 /// The store's decision on a registration: expected outcomes are values, not errors.
 package enum RegistrationDecision: Sendable, Hashable {
-    /// Committed durably: the device holds the new credential.
-    case issued(Device)
+    /// Committed durably: the device holds the new credential. `created`: this registration created the device.
+    case issued(Device, created: Bool)
+    /// A byte-identical repeat of an admitted request whose credential is still the device's: its first answer.
+    case repeated(RegistrationAnswer)
     case rejected(RegistrationErrorCode)
+}
+
+/// A request's identity for retries, and the answer it got.
+package struct RepeatableRequest: Sendable, Hashable {
+    /// SHA-256 over the endpoint, the signing headers and the body, as received.
+    package var digest: [UInt8]
+    /// The encrypted credential the request is answered with.
+    package var payload: EncryptedPayload
+
+    package init(digest: [UInt8], payload: EncryptedPayload) {
+        self.digest = digest
+        self.payload = payload
+    }
+}
+
+/// The first answer to a request, as a retry gets it again.
+package struct RegistrationAnswer: Sendable, Hashable {
+    package var payload: EncryptedPayload
+    /// Whether that registration created the device (IoT Hub's `State` 0).
+    package var created: Bool
+
+    package init(payload: EncryptedPayload, created: Bool) {
+        self.payload = payload
+        self.created = created
+    }
 }
 
 /// One line of the audit log.
@@ -237,6 +269,8 @@ package struct RegistrationEvent: Sendable, Hashable {
 
     /// The outcome of an admitted registration.
     package static let success = "Success"
+    /// The outcome of a byte-identical repeat answered with the first answer: nothing new was issued.
+    package static let retry = "Retry"
 }
 
 /// Why a store operation other than registration failed.

@@ -5,8 +5,9 @@ package import Foundation
 ///
 /// `RegistrationService` applies ``admit(product:timestamp:now:window:)`` to a request whose signature verified;
 /// a store applies ``decide(product:device:replay:)`` inside the transaction that issues the credential.
-/// PostgreSQL's `dynreg_register` (DynRegPostgres/Migrations.swift, v4) mirrors `decide` in PL/pgSQL: a change to
-/// one is a change to both, and to the table tests of both (RegistrationDecisionTests, StoreConformanceTests).
+/// PostgreSQL's `dynreg_register` (DynRegPostgres/Migrations.swift, v4) mirrors `decide` in PL/pgSQL, and
+/// `dynreg_register_repeatable` (v5) wraps it with ``isRetry(recorded:registration:of:current:count:)``: a change
+/// to one is a change to both, and to the table tests of both (RegistrationDecisionTests, StoreConformanceTests).
 package enum RegistrationRules {
     /// What the service may go on with.
     package enum Admission: Sendable, Hashable {
@@ -50,18 +51,33 @@ package enum RegistrationRules {
     package enum Replay: Sendable, Hashable {
         case fresh
         case reused
+        /// Reused by a byte-identical repeat that ``isRetry(recorded:registration:of:current:count:)`` admits.
+        case repeated
+    }
+
+    /// A reused pair is a retry when the request is byte-identical to the one that recorded it (`recorded` is
+    /// that request's digest, `registration` the device's registration count it left) and its credential is
+    /// still the device's: registered, and neither re-registered nor reset since. Anything else is a replay.
+    package static func isRetry(
+        recorded: [UInt8]?, registration: Int?, of digest: [UInt8]?, current status: DeviceStatus?, count: Int?
+    ) -> Bool {
+        guard let recorded, let digest, recorded == digest else { return false }
+        return status == .registered && registration != nil && registration == count
     }
 
     /// A store's decision, named by the symbol PostgreSQL's `dynreg_register` returns for it.
     package enum Outcome: Sendable, Hashable {
         /// Issue the credential: update the device, or insert it when there was none.
         case issue
+        /// Answer the recorded answer again; nothing changes but the audit log.
+        case repeatAnswer
         case refuse(RegistrationErrorCode)
 
-        /// The audit log's outcome and `dynreg_register`'s answer: `Success` or the protocol's error code.
+        /// The audit log's outcome and `dynreg_register`'s answer: `Success`, `Retry` or the protocol's error code.
         package var symbol: String {
             switch self {
             case .issue: return RegistrationEvent.success
+            case .repeatAnswer: return RegistrationEvent.retry
             case .refuse(let code): return code.code
             }
         }
@@ -70,6 +86,8 @@ package enum RegistrationRules {
         package init?(symbol: String) {
             if symbol == RegistrationEvent.success {
                 self = .issue
+            } else if symbol == RegistrationEvent.retry {
+                self = .repeatAnswer
             } else if let code = RegistrationRules.storeRefusals.first(where: { $0.code == symbol }) {
                 self = .refuse(code)
             } else {
@@ -104,6 +122,7 @@ package enum RegistrationRules {
         }
         switch try replay() {
         case .fresh: return .issue
+        case .repeated: return .repeatAnswer
         case .reused: return .refuse(.nonceReused)
         }
     }

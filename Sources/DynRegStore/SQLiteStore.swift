@@ -175,6 +175,19 @@ package final class SQLiteStore: RegistrationStore, Service {
                     CREATE INDEX certificates_by_device ON certificates(product_id, device_name);
                     """)
         }
+        // What a byte-identical retry is answered with lives in its replay entry, and goes with it. Operator CAs
+        // that vouch for certificates devices bring (`ClientCert`) are PEM certificates, one after another.
+        migrator.registerMigration("v4: answers for retries, trusted device CAs") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE nonces ADD COLUMN request_digest BLOB;
+                    ALTER TABLE nonces ADD COLUMN answer_length INTEGER;
+                    ALTER TABLE nonces ADD COLUMN answer_payload TEXT;
+                    ALTER TABLE nonces ADD COLUMN answer_created INTEGER;
+                    ALTER TABLE nonces ADD COLUMN answer_registration INTEGER;
+                    ALTER TABLE products ADD COLUMN trusted_ca_certificates TEXT;
+                    """)
+        }
         return migrator
     }
 
@@ -370,20 +383,34 @@ package final class SQLiteStore: RegistrationStore, Service {
             RegistrationRules.ProductLimits(autoCreate: row[0], deviceQuota: row[1], deviceCount: row[2])
         }
         let existing = try fetchDevice(db, productId: attempt.productId, name: attempt.deviceName)
+        var firstAnswer: RegistrationAnswer?
         let outcome = try RegistrationRules.decide(product: limits, device: existing?.status) {
             // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
+            let repeatable = attempt.repeatable
             try db.cachedStatement(
                 sql: """
-                    INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at) VALUES (?, ?, ?, ?, ?)
+                    INSERT INTO nonces (product_id, device_name, timestamp, nonce, expires_at, request_digest,
+                        answer_length, answer_payload, answer_created, answer_registration)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT DO NOTHING
                     """
             ).execute(arguments: [
                 attempt.productId, attempt.deviceName, attempt.timestamp, attempt.nonce,
-                attempt.replayExpiry?.timeIntervalSince1970,
+                attempt.replayExpiry?.timeIntervalSince1970, repeatable.map { Data($0.digest) },
+                repeatable?.payload.length, repeatable?.payload.payload, existing == nil,
+                (existing?.registrationCount ?? 0) + 1,
             ])
-            return db.changesCount == 0 ? .reused : .fresh
+            if db.changesCount == 1 { return .fresh }
+            firstAnswer = try recordedAnswer(db, attempt, device: existing)
+            return firstAnswer == nil ? .reused : .repeated
         }
-        if case .refuse(let code) = outcome { return .rejected(code) }
+        switch outcome {
+        case .refuse(let code): return .rejected(code)
+        case .repeatAnswer:
+            guard let firstAnswer else { throw StoreError(.unavailable, "a retry without its recorded answer") }
+            return .repeated(firstAnswer)
+        case .issue: break
+        }
         let now = attempt.now.timeIntervalSince1970
         var psk: String?
         if case .key(let key) = attempt.credential { psk = key }
@@ -424,7 +451,30 @@ package final class SQLiteStore: RegistrationStore, Service {
                 certificate.notAfter.timeIntervalSince1970, now,
             ])
         }
-        return .issued(device)
+        return .issued(device, created: existing == nil)
+    }
+
+    /// The answer recorded with the attempt's replay entry, when the attempt is a retry of that request.
+    private static func recordedAnswer(
+        _ db: Database, _ attempt: RegistrationAttempt, device: Device?
+    ) throws -> RegistrationAnswer? {
+        guard
+            let row = try Row.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        SELECT request_digest, answer_registration, answer_length, answer_payload, answer_created
+                        FROM nonces WHERE product_id = ? AND device_name = ? AND timestamp = ? AND nonce = ?
+                        """),
+                arguments: [attempt.productId, attempt.deviceName, attempt.timestamp, attempt.nonce])
+        else { return nil }
+        let recorded: Data? = row[0]
+        guard
+            RegistrationRules.isRetry(
+                recorded: recorded.map { Array($0) }, registration: row[1], of: attempt.repeatable?.digest,
+                current: device?.status, count: device?.registrationCount),
+            let length: Int = row[2], let payload: String = row[3], let created: Bool = row[4]
+        else { return nil }
+        return RegistrationAnswer(payload: EncryptedPayload(length: length, payload: payload), created: created)
     }
 
     package func purgeExpiredNonces(now: Date) async throws -> Int {

@@ -64,7 +64,7 @@ package enum StoreSamples {
     package static func issued(
         _ decision: RegistrationDecision, sourceLocation: SourceLocation = #_sourceLocation
     ) -> Device? {
-        guard case .issued(let device) = decision else {
+        guard case .issued(let device, _) = decision else {
             Issue.record("expected a credential, got \(decision)", sourceLocation: sourceLocation)
             return nil
         }

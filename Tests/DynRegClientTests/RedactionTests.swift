@@ -81,7 +81,7 @@ struct RedactionTests {
             productId: "PRODUCT01", deviceName: "cam-01", timestamp: 1, nonce: 2, replayExpiry: nil,
             credential: .key(psk: Self.psk), now: Self.now)
         Self.expectHidden(attempt, secrets: [Self.psk])
-        Self.expectHidden(RegistrationDecision.issued(Self.device), secrets: [Self.psk])
+        Self.expectHidden(RegistrationDecision.issued(Self.device, created: true), secrets: [Self.psk])
         // A device without a psk says so rather than hiding nothing.
         var fresh = Self.device
         fresh.psk = nil

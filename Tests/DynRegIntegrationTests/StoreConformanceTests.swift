@@ -337,6 +337,53 @@ struct StoreConformanceTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func aByteIdenticalRetryGetsItsFirstAnswer(_ kind: StoreKind) async throws {
+        try await withStore(kind, product: StoreSamples.product("P1")) { store in
+            let payload = EncryptedPayload(length: 5, payload: "first")
+            var attempt = StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")
+            attempt.repeatable = RepeatableRequest(digest: [1, 2, 3], payload: payload)
+            guard case .issued(_, created: true) = try await store.register(attempt) else {
+                Issue.record("the first registration did not create the device")
+                return
+            }
+            // The repeat's own credential and payload are dropped: nothing new is issued.
+            var again = attempt
+            again.credential = .key(psk: "K2")
+            again.repeatable?.payload = EncryptedPayload(length: 6, payload: "second")
+            #expect(try await store.register(again) == .repeated(RegistrationAnswer(payload: payload, created: true)))
+            let device = try await store.device(productId: "P1", deviceName: "d1")
+            #expect(device?.psk == "K1")
+            #expect(device?.registrationCount == 1)
+            var other = attempt
+            other.repeatable?.digest = [9]
+            #expect(try await store.register(other) == .rejected(.nonceReused))
+            var unmarked = attempt
+            unmarked.repeatable = nil
+            #expect(try await store.register(unmarked) == .rejected(.nonceReused))
+            // A newer registration of the device: the first answer's credential is gone.
+            var newer = StoreSamples.attempt("P1", "d1", nonce: 2, psk: "K3")
+            newer.repeatable = RepeatableRequest(digest: [4], payload: payload)
+            guard case .issued(_, let created) = try await store.register(newer) else {
+                Issue.record("the newer registration was refused")
+                return
+            }
+            #expect(!created)
+            #expect(try await store.register(again) == .rejected(.nonceReused))
+            #expect(
+                try await store.register(newer) == .repeated(RegistrationAnswer(payload: payload, created: false)))
+            let outcomes = try await store.events(productId: "P1", limit: 10).map(\.outcome)
+            #expect(
+                outcomes.reversed() == [
+                    "Success", "Retry", "AuthFailure.NonceReused", "AuthFailure.NonceReused", "Success",
+                    "AuthFailure.NonceReused", "Retry",
+                ])
+            // Purged with its replay entry.
+            #expect(try await store.purgeExpiredNonces(now: StoreSamples.t0.addingTimeInterval(3600)) == 2)
+            #expect(StoreSamples.issued(try await store.register(newer))?.registrationCount == 3)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func reRegistrationIssuesANewCredential(_ kind: StoreKind) async throws {
         try await withStore(kind, product: StoreSamples.product("P1")) { store in
             _ = StoreSamples.issued(try await store.register(StoreSamples.attempt("P1", "d1", nonce: 1, psk: "K1")))

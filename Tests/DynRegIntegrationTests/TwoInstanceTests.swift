@@ -118,7 +118,7 @@ struct TwoInstanceTests {
                 switch try RegistrationReply(decoding: Array(buffer: bytes)) {
                 case .failure(let code, _, _):
                     outcome = .refused(code: code)
-                case .success(let payload, _):
+                case .success(let payload, _, _):
                     let plaintext = try PayloadCipher.decrypt(
                         payload: payload.payload, length: payload.length, productSecret: product.secret)
                     guard case .key(let psk) = try DeviceCredential(decoding: plaintext) else {

@@ -156,6 +156,7 @@ struct ProtocolTrapTests {
         let payload = EncryptedPayload(length: 53, payload: "ab/c+==")
         let replies: [RegistrationReply] = [
             .success(payload, requestId: "r1"),
+            .success(payload, requestId: "r3", state: RegistrationReply.stateExisting),
             .failure(code: "AuthFailure.SignatureFailure", message: "Check signature failed", requestId: "r2"),
         ]
         for reply in replies {
@@ -164,6 +165,10 @@ struct ProtocolTrapTests {
         #expect(
             String(decoding: replies[0].encodedJSON(), as: UTF8.self)
                 == #"{"Response":{"Len":53,"Payload":"ab/c+==","RequestId":"r1"}}"#)
+        // IoT Hub's State sits beside Len and Payload.
+        #expect(
+            String(decoding: replies[1].encodedJSON(), as: UTF8.self)
+                == #"{"Response":{"Len":53,"Payload":"ab/c+==","State":1,"RequestId":"r3"}}"#)
         let legacy: [LegacyRegistrationReply] = [
             .success(payload, requestId: "r1"),
             .failure(code: 1010, message: "Check signature failed", requestId: "r2"),

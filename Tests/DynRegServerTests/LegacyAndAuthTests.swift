@@ -33,7 +33,7 @@ struct LegacyAndAuthTests {
             _ = try await server.registerLegacy(
                 productId: product.id, deviceName: "r", secret: product.secret, timestamp: now, nonce: 9)
             let replay = try await server.registerLegacy(
-                productId: product.id, deviceName: "r", secret: product.secret, timestamp: now, nonce: 9)
+                productId: product.id, deviceName: "r", secret: product.secret, timestamp: now, nonce: 9, spaced: true)
             #expect(replay.legacyCode == 1012)
             _ = try await server.admin(.POST, "/products/\(product.id)/devices/r/activate")
             let activated = try await server.registerLegacy(

@@ -66,7 +66,7 @@ struct RegistrationTests {
             for index in 0..<20 {
                 let answer = try await server.register(
                     productId: product.id, deviceName: "d\(index)", secret: product.secret)
-                guard case .success(let payload, _) = try RegistrationReply(decoding: answer.body) else {
+                guard case .success(let payload, _, _) = try RegistrationReply(decoding: answer.body) else {
                     Issue.record("expected success")
                     return
                 }
@@ -156,12 +156,14 @@ struct RegistrationTests {
             let withinWindow = try await server.register(
                 productId: product.id, deviceName: "d", secret: product.secret, timestamp: now - 250)
             #expect(withinWindow.errorCode == nil)
-            // Replay: the same (product, device, timestamp, nonce) inside the window.
+            // Replay: the same (product, device, timestamp, nonce) inside the window, in another request (a
+            // byte-identical one is a retry: RetryTests).
             let first = try await server.register(
                 productId: product.id, deviceName: "r", secret: product.secret, timestamp: now, nonce: 42)
             #expect(first.errorCode == nil)
             let replay = try await server.register(
-                productId: product.id, deviceName: "r", secret: product.secret, timestamp: now, nonce: 42)
+                productId: product.id, deviceName: "r", secret: product.secret, algorithm: .hmacSHA1, timestamp: now,
+                nonce: 42)
             #expect(replay.errorCode == "AuthFailure.NonceReused")
             // Activated.
             _ = try await server.admin(.POST, "/products/\(product.id)/devices/r/activate")
@@ -265,8 +267,13 @@ struct RegistrationTests {
             let first = try await server.register(
                 productId: product.id, deviceName: "d", secret: product.secret, timestamp: 0, nonce: 7)
             #expect(first.errorCode == nil, "\(first.text)")
-            let replay = try await server.register(
+            // After a reboot the same request again: its first answer. Anything else with the pair: a replay.
+            let reboot = try await server.register(
                 productId: product.id, deviceName: "d", secret: product.secret, timestamp: 0, nonce: 7)
+            #expect(reboot.payload != nil && reboot.payload == first.payload, "\(reboot.text)")
+            let replay = try await server.register(
+                productId: product.id, deviceName: "d", secret: product.secret, algorithm: .hmacSHA1, timestamp: 0,
+                nonce: 7)
             #expect(replay.errorCode == "AuthFailure.NonceReused")
             // The window still applies to devices that do send a time.
             let past = try await server.register(

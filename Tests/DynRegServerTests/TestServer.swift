@@ -129,15 +129,17 @@ struct TestServer {
     }
 
     /// Signs and sends the legacy `POST /register/dev` as the C SDK does.
+    /// `spaced` puts a space after the body's `{`: the same signed fields in another request.
     func registerLegacy(
         productId: String, deviceName: String, secret: String,
-        timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max))
+        timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max)),
+        spaced: Bool = false
     ) async throws -> Answer {
         let signed = LegacySignedRequest(
             productId: productId, deviceName: deviceName, timestamp: timestamp, nonce: nonce)
-        return try await send(
-            .POST, RegistrationPath.legacy, headers: LegacySignedRequest.headers,
-            body: signed.body(productSecret: secret))
+        var body = signed.body(productSecret: secret)
+        if spaced { body.insert(UInt8(ascii: " "), at: 1) }
+        return try await send(.POST, RegistrationPath.legacy, headers: LegacySignedRequest.headers, body: body)
     }
 }
 
@@ -154,12 +156,16 @@ extension TestServer.Answer {
 
     /// Decrypts a v2 success into the credential.
     func credential(secret: String) throws -> DeviceCredential {
-        guard case .success(let payload, _) = try RegistrationReply(decoding: body) else {
+        guard case .success(let payload, _, _) = try RegistrationReply(decoding: body) else {
             throw TestFailure("expected success, got \(text)")
         }
         return try DeviceCredential(
             decoding: PayloadCipher.decrypt(payload: payload.payload, length: payload.length, productSecret: secret))
     }
+
+    /// A v2 success's `Payload` and `State`.
+    var payload: String? { (json["Response"] as? [String: Any])?["Payload"] as? String }
+    var state: Int? { (json["Response"] as? [String: Any])?["State"] as? Int }
 
     var legacyCode: Int? { json["code"] as? Int }
 

@@ -127,7 +127,7 @@ import Testing
             try await group.waitForAll()
             return first
         }
-        guard case .issued(let device)?? = early else {
+        guard case .issued(let device, _)?? = early else {
             Issue.record("not issued: \(String(describing: early))")
             return
         }
@@ -176,7 +176,10 @@ import Testing
             }
         }
         let store = try SQLiteStore(path: path)
-        #expect(try await store.migrate() == ["v3: certificates in a rowid table"])
+        #expect(
+            try await store.migrate() == [
+                "v3: certificates in a rowid table", "v4: answers for retries, trusted device CAs",
+            ])
         try await withRunning(store, migrate: false) { try await checkMigratedCertificates(store) }
     }
 
