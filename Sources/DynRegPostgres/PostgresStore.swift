@@ -345,7 +345,8 @@ package struct PostgresStore: RegistrationStore {
                             table: "nonces", key: "\(attempt.productId)/\(attempt.deviceName)", column: "answer_*")
                     }
                     decision = .repeated(
-                        RegistrationAnswer(payload: EncryptedPayload(length: length, payload: payload), created: created))
+                        RegistrationAnswer(
+                            payload: EncryptedPayload(length: length, payload: payload), created: created))
                 case nil:
                     throw StoreError(.unavailable, "dynreg_register answered an outcome this server does not know")
                 }

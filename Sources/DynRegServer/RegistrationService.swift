@@ -171,7 +171,8 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             case .issued(_, let created):
                 return (.issued(payload, created: created), true)
             case .repeated(let first):
-                logger.info("a byte-identical retry got its first answer", metadata: ["dynreg.product.id": "\(productId)"])
+                logger.info(
+                    "a byte-identical retry got its first answer", metadata: ["dynreg.product.id": "\(productId)"])
                 return (.issued(first.payload, created: first.created), true)
             }
         } catch {

@@ -49,7 +49,8 @@ struct RequestFactoryTests {
             #expect(request.requestLine == "POST /base/device/register HTTP/1.1")
             #expect(
                 request.headers.map(\.0) == [
-                    "Host", "Connection", "Content-Type", "X-TC-Algorithm", "X-TC-Timestamp", "X-TC-Nonce", "X-TC-Signature",
+                    "Host", "Connection", "Content-Type", "X-TC-Algorithm", "X-TC-Timestamp", "X-TC-Nonce",
+                    "X-TC-Signature",
                     "Content-Length",
                 ])
             #expect(request.header("Host") == "localhost:8080")
@@ -87,7 +88,9 @@ struct RequestFactoryTests {
             mode: .health, target: target, productId: "", productSecret: "", devicePrefix: "bx")
         var buffer = ByteBufferAllocator().buffer(capacity: 64)
         factory.write(index: 0, timestamp: 0, into: &buffer)
-        #expect(String(buffer: buffer) == "GET /base/health HTTP/1.1\r\nHost: localhost:8080\r\nConnection: keep-alive\r\n\r\n")
+        #expect(
+            String(buffer: buffer)
+                == "GET /base/health HTTP/1.1\r\nHost: localhost:8080\r\nConnection: keep-alive\r\n\r\n")
     }
 
     @Test(

@@ -85,8 +85,10 @@ struct RetryTests {
     func state() async throws {
         try await TestServer.with { server in
             let product = try await server.createProduct()
-            #expect(try await server.register(productId: product.id, deviceName: "new", secret: product.secret).state == 0)
-            #expect(try await server.register(productId: product.id, deviceName: "new", secret: product.secret).state == 1)
+            #expect(
+                try await server.register(productId: product.id, deviceName: "new", secret: product.secret).state == 0)
+            #expect(
+                try await server.register(productId: product.id, deviceName: "new", secret: product.secret).state == 1)
             let created = try await server.admin(
                 .POST, "/products/\(product.id)/devices", json: #"{"deviceName":"made"}"#)
             #expect(created.status == 201)

@@ -1,0 +1,52 @@
+import NIOCore
+import NIOPosix
+
+/// A TCP client that sends bytes exactly as given and reads what comes back, for what an HTTP client library
+/// would hide: how an embedded SDK's request is answered, and whether the server closes the connection.
+package enum RawConnection {
+    package struct Exchange: Sendable {
+        /// Every byte the server sent.
+        package var bytes: [UInt8]
+        /// Whether the server ended the stream before `timeout`.
+        package var closedByServer: Bool
+        package var text: String { String(decoding: bytes, as: UTF8.self) }
+    }
+
+    /// Sends `request` (one or more requests back to back) to 127.0.0.1:`port` and reads until the server closes
+    /// the connection or `timeout` passes.
+    package static func exchange(
+        port: Int, _ request: [UInt8], timeout: Duration = .seconds(10)
+    ) async throws
+        -> Exchange
+    {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let received = Received()
+        let closed = try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(bytes: request))
+            return try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    for try await buffer in inbound { await received.append(buffer) }
+                    return true
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return false
+                }
+                let first = try await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+        }
+        return Exchange(bytes: await received.bytes, closedByServer: closed)
+    }
+
+    private actor Received {
+        var bytes: [UInt8] = []
+        func append(_ buffer: ByteBuffer) { bytes += buffer.readableBytesView }
+    }
+}
