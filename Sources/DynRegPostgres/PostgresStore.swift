@@ -120,11 +120,12 @@ package struct PostgresStore: RegistrationStore {
                 """
                 INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create, device_quota,
                     allow_clockless, device_count, created_at, ca_certificate, ca_sealed_key, ca_key_type,
-                    certificate_validity_days)
+                    certificate_validity_days, trusted_ca_certificates)
                 VALUES (\(product.id), \(product.name), \(product.authType.rawValue), \(product.secret),
                     \(product.dynamicRegistration), \(product.autoCreate), \(product.deviceQuota),
                     \(product.allowClocklessDevices), 0, \(product.createdAt), \(authority?.certificatePEM),
-                    \(authority?.sealedPrivateKey), \(authority?.keyType), \(authority?.certificateValidityDays))
+                    \(authority?.sealedPrivateKey), \(authority?.keyType), \(authority?.certificateValidityDays),
+                    \(StoreRows.trustedCertificatesColumn(product.trustedDeviceCAs)))
                 ON CONFLICT (id) DO NOTHING
                 RETURNING \(unescaped: Self.productColumns)
                 """, logger: logger)
@@ -153,6 +154,8 @@ package struct PostgresStore: RegistrationStore {
         // Fields not named keep their current value; `.some(nil)` clears the quota.
         let setsQuota = update.deviceQuota != nil
         let quota = update.deviceQuota ?? nil
+        let setsTrusted = update.trustedDeviceCAs != nil
+        let trusted = update.trustedDeviceCAs.flatMap(StoreRows.trustedCertificatesColumn)
         return try await transaction { connection in
             let rows = try await connection.checkedQuery(
                 """
@@ -161,7 +164,9 @@ package struct PostgresStore: RegistrationStore {
                     dynamic_registration = COALESCE(\(update.dynamicRegistration), dynamic_registration),
                     auto_create = COALESCE(\(update.autoCreate), auto_create),
                     device_quota = CASE WHEN \(setsQuota) THEN \(quota)::bigint ELSE device_quota END,
-                    allow_clockless = COALESCE(\(update.allowClocklessDevices), allow_clockless)
+                    allow_clockless = COALESCE(\(update.allowClocklessDevices), allow_clockless),
+                    trusted_ca_certificates =
+                        CASE WHEN \(setsTrusted) THEN \(trusted)::text ELSE trusted_ca_certificates END
                 WHERE id = \(id)
                 RETURNING \(unescaped: Self.productColumns)
                 """, logger: logger)
@@ -586,7 +591,7 @@ package struct PostgresStore: RegistrationStore {
 
     private static let productColumns = """
         id, name, auth_type, secret, dynamic_registration, auto_create, device_quota, allow_clockless, device_count,
-        created_at, ca_certificate, ca_sealed_key, ca_key_type, certificate_validity_days
+        created_at, ca_certificate, ca_sealed_key, ca_key_type, certificate_validity_days, trusted_ca_certificates
         """
     private static let certificateColumns =
         "serial, product_id, device_name, fingerprint, pem, not_before, not_after, issued_at, revoked_at"
@@ -673,14 +678,18 @@ package struct PostgresStore: RegistrationStore {
     private static func product(from row: PostgresRow) throws -> Product {
         let (
             id, name, authType, secret, dynamicRegistration, autoCreate, quota, allowClockless, count, createdAt,
-            caCertificate, caSealedKey, caKeyType, validityDays
+            caCertificate, caSealedKey, caKeyType, validityDays, trusted
         ) = try row.decode(
-            (String, String, String, String, Bool, Bool, Int?, Bool, Int, Date, String?, String?, String?, Int?).self)
+            (
+                String, String, String, String, Bool, Bool, Int?, Bool, Int, Date, String?, String?, String?, Int?,
+                String?
+            )
+            .self)
         return try StoreRows.product(
             id: id, name: name, authType: authType, secret: secret, dynamicRegistration: dynamicRegistration,
             autoCreate: autoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless, deviceCount: count,
             createdAt: createdAt, caCertificate: caCertificate, caSealedKey: caSealedKey, caKeyType: caKeyType,
-            certificateValidityDays: validityDays)
+            certificateValidityDays: validityDays, trustedCACertificates: trusted)
     }
 
     private static func certificates(_ rows: PostgresRowSequence) async throws -> [DeviceCertificate] {

@@ -6,11 +6,20 @@ public struct RegistrationRequestBody: Sendable, Hashable {
     public var deviceName: String
     /// Optional PEM PKCS#10 request (a dynreg extension): the device keeps its private key.
     public var csr: String?
+    /// IoT Hub's `EncryptionType`: 1 with ``clientCert`` registers a certificate the device already holds.
+    public var encryptionType: Int?
+    /// IoT Hub's `ClientCert` (the C SDK writes `clientCert`): the device's own certificate, in PEM.
+    public var clientCert: String?
 
-    public init(productId: String, deviceName: String, csr: String? = nil) {
+    public init(
+        productId: String, deviceName: String, csr: String? = nil, encryptionType: Int? = nil,
+        clientCert: String? = nil
+    ) {
         self.productId = productId
         self.deviceName = deviceName
         self.csr = csr
+        self.encryptionType = encryptionType
+        self.clientCert = clientCert
     }
 
     /// `{"ProductId":…,"DeviceName":…}` as the official SDKs send it.
@@ -20,19 +29,62 @@ public struct RegistrationRequestBody: Sendable, Hashable {
         writer.field("ProductId", productId)
         writer.field("DeviceName", deviceName)
         if let csr { writer.field("Csr", csr) }
+        if let encryptionType { writer.field("EncryptionType", encryptionType) }
+        if let clientCert { writer.field("ClientCert", clientCert) }
         writer.endObject()
         return writer.bytes
     }
 
-    /// Parses a body in any key order and white space.
+    /// Parses a body in any key order and white space. A newline written raw inside a string (PEM pasted as is)
+    /// is read as the `\n` it stands for.
     public init(decoding body: [UInt8]) throws(ProtocolDecodingError) {
         struct Wire: Decodable {
             var ProductId: String
             var DeviceName: String
             var Csr: String?
+            var EncryptionType: Int?
+            var encryptionType: Int?
+            var ClientCert: String?
+            var clientCert: String?
         }
-        let wire = try decodeJSON(Wire.self, body, what: "a JSON object with string ProductId and DeviceName")
-        self.init(productId: wire.ProductId, deviceName: wire.DeviceName, csr: wire.Csr)
+        let what = "a JSON object with string ProductId and DeviceName"
+        let wire = try decodeJSON(Wire.self, JSONText.escapingRawNewlines(body), what: what)
+        self.init(
+            productId: wire.ProductId, deviceName: wire.DeviceName, csr: wire.Csr,
+            encryptionType: wire.EncryptionType ?? wire.encryptionType, clientCert: wire.ClientCert ?? wire.clientCert)
+    }
+}
+
+enum JSONText {
+    /// `body` with each CR and LF inside a string literal written as its escape; everything else as it was.
+    /// The signature is over the raw bytes: this copy is only for reading.
+    static func escapingRawNewlines(_ body: [UInt8]) -> [UInt8] {
+        guard body.contains(where: { $0 == 0x0A || $0 == 0x0D }) else { return body }
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count + 64)
+        var inString = false
+        var escaped = false
+        for byte in body {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                } else if byte == 0x0A {
+                    out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+                    continue
+                } else if byte == 0x0D {
+                    out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+                    continue
+                }
+            } else if byte == UInt8(ascii: "\"") {
+                inString = true
+            }
+            out.append(byte)
+        }
+        return out
     }
 }
 

@@ -55,6 +55,9 @@ public struct RegistrationErrorCode: Sendable, Hashable, CustomStringConvertible
     public static let csrSubjectMismatch = Self(
         "InvalidParameterValue.CsrSubjectMismatch", legacy: 1031,
         message: "the CSR subject common name must be the product id followed by the device name")
+    public static let clientCertInvalid = Self(
+        "InvalidParameterValue.ClientCertInvalid", legacy: 1032,
+        message: "ClientCert must be a valid client certificate for this device from a CA the product trusts")
     public static let requestLimitExceeded = Self(
         "RequestLimitExceeded", legacy: 1090, message: "too many requests; retry later", retryable: true)
     public static let internalError = Self(
@@ -64,7 +67,7 @@ public struct RegistrationErrorCode: Sendable, Hashable, CustomStringConvertible
     public static let all: [Self] = [
         .invalidParameter, .deviceNameInvalid, .productNotExist, .dynamicRegistrationDisabled,
         .signatureFailure, .signatureExpire, .nonceReused, .deviceNotExist, .deviceAlreadyActivated,
-        .deviceQuota, .csrInvalid, .csrSubjectMismatch, .requestLimitExceeded, .internalError,
+        .deviceQuota, .csrInvalid, .csrSubjectMismatch, .clientCertInvalid, .requestLimitExceeded, .internalError,
     ]
 
     /// The code for a legacy numeric code, if it is one of ours.

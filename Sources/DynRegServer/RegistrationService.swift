@@ -86,7 +86,8 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         let digest = Self.requestDigest(
             RegistrationPath.current, [algorithmHeader, timestampText, nonceText, signature], input.body)
         let (result, audited) = await admit(
-            productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce, csr: body.csr,
+            productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce,
+            request: .init(csr: body.csr, clientCert: body.clientCert.flatMap { $0.isEmpty ? nil : $0 }),
             remoteAddress: remoteAddress, endpoint: RegistrationPath.current, digest: digest, logger: logger
         ) { secret in
             var candidate = signed
@@ -111,7 +112,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         let signed = body.signed
         let (result, audited) = await admit(
             productId: signed.productId, deviceName: signed.deviceName, timestamp: signed.timestamp,
-            nonce: signed.nonce, csr: nil, remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy,
+            nonce: signed.nonce, request: .init(), remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy,
             digest: Self.requestDigest(RegistrationPath.legacy, [], bytes), logger: logger
         ) { secret in
             signed.verify(signature: body.signature, productSecret: secret)
@@ -126,8 +127,8 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     /// beyond whether the product exists. `audited` is true when the store wrote the audit event with its decision.
     /// The rules after the signature are `RegistrationRules.admit`'s, then the store's `RegistrationRules.decide`.
     private func admit(
-        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, csr: String?, remoteAddress: String,
-        endpoint: String, digest: [UInt8], logger: Logger, verify: (String) -> Bool
+        productId: String, deviceName: String, timestamp: Int64, nonce: Int64, request: CertificateRequest,
+        remoteAddress: String, endpoint: String, digest: [UInt8], logger: Logger, verify: (String) -> Bool
     ) async -> (result: RegistrationResult, audited: Bool) {
         guard DeviceNameRules.isValid(deviceName) else { return (.refused(.deviceNameInvalid), false) }
         guard ProductIdRules.isValid(productId) else { return (.refused(.productNotExist), false) }
@@ -146,15 +147,20 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             let issued: IssuedCredential
             switch product.authType {
             case .key:
+                if request.clientCert != nil {
+                    return (
+                        .refused(.clientCertInvalid, message: "this product's devices authenticate with keys"), false
+                    )
+                }
                 let psk = Secrets.psk()
                 credential = .key(psk: psk)
                 issued = .key(psk: psk)
             case .certificate:
-                switch try certify(product: product, deviceName: deviceName, csr: csr, now: now) {
+                switch try await certify(product: product, deviceName: deviceName, request: request, now: now) {
                 case .success(let pair):
                     (credential, issued) = pair
-                case .failure(let code):
-                    return (.refused(code), false)
+                case .failure(let code, let message):
+                    return (.refused(code, message: message ?? code.defaultMessage), false)
                 }
             }
             // Encrypted before the store commits: once it has, the audit log says Success, so nothing may fail after.
@@ -193,13 +199,52 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         return Array(hash.finalize())
     }
 
+    /// What a certificate device sent besides its name: a CSR (dynreg's extension) or a certificate of its own.
+    struct CertificateRequest {
+        var csr: String?
+        var clientCert: String?
+    }
+
     private enum Certification {
         case success((DeviceCredential, IssuedCredential))
-        case failure(RegistrationErrorCode)
+        case failure(RegistrationErrorCode, message: String? = nil)
+    }
+
+    /// A certificate the device brings (`ClientCert`), checked and recorded as if issued; the answer then carries
+    /// neither certificate nor key. Trusted: the product's operator CAs, and its own CA.
+    private func acceptDeviceCertificate(
+        _ pem: String, product: Product, deviceName: String, now: Date
+    ) async throws -> Certification {
+        let trusted = product.trustedDeviceCAs + [product.certificateAuthority?.certificatePEM].compactMap { $0 }
+        let certificate: IssuedCertificate
+        do {
+            certificate = try await DeviceCertificates.verify(
+                pem: pem, trusted: trusted, productId: product.id, deviceName: deviceName, now: now)
+        } catch {
+            return .failure(.clientCertInvalid, message: error.description)
+        }
+        let answer = DeviceCredential.certificate(clientCert: "", clientKey: "")
+        if let known = try await store.certificate(fingerprint: certificate.fingerprint) {
+            // Registered before: the same device may register again with it; a revoked one stays revoked.
+            guard known.productId == product.id, known.deviceName == deviceName, known.revokedAt == nil else {
+                return .failure(.clientCertInvalid, message: "ClientCert is revoked or belongs to another device")
+            }
+            return .success((answer, .certificateKept))
+        }
+        let record = DeviceCertificate(
+            serial: certificate.serialHex, productId: product.id, deviceName: deviceName,
+            fingerprint: certificate.fingerprint, pem: certificate.pem, notBefore: certificate.notBefore,
+            notAfter: certificate.notAfter, issuedAt: now)
+        return .success((answer, .certificate(record)))
     }
 
     /// Issues a certificate: for the CSR's key when the device sent one (its key never leaves it), else for a new key.
-    private func certify(product: Product, deviceName: String, csr: String?, now: Date) throws -> Certification {
+    private func certify(
+        product: Product, deviceName: String, request: CertificateRequest, now: Date
+    ) async throws -> Certification {
+        if let clientCert = request.clientCert {
+            return try await acceptDeviceCertificate(clientCert, product: product, deviceName: deviceName, now: now)
+        }
         guard let authority = try authorities.authority(for: product), let stored = product.certificateAuthority else {
             throw CertificateAuthorityError(.notACertificateAuthority)
         }
@@ -207,7 +252,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         let validity = stored.certificateValidityDays
         let certificate: IssuedCertificate
         let clientKey: String
-        if let csr {
+        if let csr = request.csr {
             do {
                 let publicKey = try ProductCertificateAuthority.verifyCSR(pem: csr, expectedCommonName: commonName)
                 certificate = try authority.issue(

@@ -25,11 +25,13 @@ package struct Product: Sendable, Hashable {
     package var createdAt: Date
     /// The CA of a certificate-auth product; `nil` for key-auth products.
     package var certificateAuthority: StoredCertificateAuthority?
+    /// Operator CA certificates (PEM) that vouch for certificates devices bring themselves (`ClientCert`).
+    package var trustedDeviceCAs: [String]
 
     package init(
         id: String, name: String, authType: AuthType, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
         deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date,
-        certificateAuthority: StoredCertificateAuthority? = nil
+        certificateAuthority: StoredCertificateAuthority? = nil, trustedDeviceCAs: [String] = []
     ) {
         self.id = id
         self.name = name
@@ -42,6 +44,7 @@ package struct Product: Sendable, Hashable {
         self.deviceCount = deviceCount
         self.createdAt = createdAt
         self.certificateAuthority = certificateAuthority
+        self.trustedDeviceCAs = trustedDeviceCAs
     }
 }
 
@@ -97,6 +100,8 @@ package enum IssuedCredential: Sendable, Hashable {
     case key(psk: String)
     /// A new certificate; previous unrevoked certificates of the device are revoked in the same transaction.
     case certificate(DeviceCertificate)
+    /// The device registers again with the certificate of its own that it already registered: nothing changes.
+    case certificateKept
 
     /// The psk a key-auth device gets; `nil` for a certificate.
     package var psk: String? {
@@ -113,16 +118,19 @@ package struct ProductUpdate: Sendable, Hashable {
     /// `.some(nil)` removes the quota.
     package var deviceQuota: Int??
     package var allowClocklessDevices: Bool?
+    /// Replaces the list; a certificate product's only.
+    package var trustedDeviceCAs: [String]?
 
     package init(
         name: String? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil, deviceQuota: Int?? = nil,
-        allowClocklessDevices: Bool? = nil
+        allowClocklessDevices: Bool? = nil, trustedDeviceCAs: [String]? = nil
     ) {
         self.name = name
         self.dynamicRegistration = dynamicRegistration
         self.autoCreate = autoCreate
         self.deviceQuota = deviceQuota
         self.allowClocklessDevices = allowClocklessDevices
+        self.trustedDeviceCAs = trustedDeviceCAs
     }
 }
 

@@ -39,6 +39,7 @@ extension IssuedCredential: CustomStringConvertible, CustomDebugStringConvertibl
         switch self {
         case .key: return "IssuedCredential.key(psk: <redacted>)"
         case .certificate(let certificate): return "IssuedCredential.certificate(\(String(reflecting: certificate)))"
+        case .certificateKept: return "IssuedCredential.certificateKept"
         }
     }
 
@@ -49,6 +50,7 @@ extension IssuedCredential: CustomStringConvertible, CustomDebugStringConvertibl
         case .key: return Mirror(self, children: ["psk": Redacted()], displayStyle: .enum)
         case .certificate(let certificate):
             return Mirror(self, children: ["certificate": certificate], displayStyle: .enum)
+        case .certificateKept: return Mirror(self, children: [:], displayStyle: .enum)
         }
     }
 }

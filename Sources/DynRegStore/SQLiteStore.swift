@@ -203,8 +203,8 @@ package final class SQLiteStore: RegistrationStore, Service {
                 sql: """
                     INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create,
                         device_quota, allow_clockless, device_count, created_at, ca_certificate, ca_sealed_key,
-                        ca_key_type, certificate_validity_days)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
+                        ca_key_type, certificate_validity_days, trusted_ca_certificates)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     product.id, product.name, product.authType.rawValue, product.secret, product.dynamicRegistration,
@@ -212,6 +212,7 @@ package final class SQLiteStore: RegistrationStore, Service {
                     product.createdAt.timeIntervalSince1970, product.certificateAuthority?.certificatePEM,
                     product.certificateAuthority?.sealedPrivateKey, product.certificateAuthority?.keyType,
                     product.certificateAuthority?.certificateValidityDays,
+                    StoreRows.trustedCertificatesColumn(product.trustedDeviceCAs),
                 ])
             return try Self.requireProduct(db, id: product.id)
         }
@@ -244,14 +245,15 @@ package final class SQLiteStore: RegistrationStore, Service {
             if let value = update.autoCreate { product.autoCreate = value }
             if let value = update.deviceQuota { product.deviceQuota = value }
             if let value = update.allowClocklessDevices { product.allowClocklessDevices = value }
+            if let value = update.trustedDeviceCAs { product.trustedDeviceCAs = value }
             try db.execute(
                 sql: """
                     UPDATE products SET name = ?, dynamic_registration = ?, auto_create = ?, device_quota = ?,
-                        allow_clockless = ? WHERE id = ?
+                        allow_clockless = ?, trusted_ca_certificates = ? WHERE id = ?
                     """,
                 arguments: [
                     product.name, product.dynamicRegistration, product.autoCreate, product.deviceQuota,
-                    product.allowClocklessDevices, id,
+                    product.allowClocklessDevices, StoreRows.trustedCertificatesColumn(product.trustedDeviceCAs), id,
                 ])
             return product
         }
@@ -657,7 +659,8 @@ package final class SQLiteStore: RegistrationStore, Service {
             deviceQuota: row["device_quota"], allowClocklessDevices: row["allow_clockless"],
             deviceCount: row["device_count"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
             caCertificate: row["ca_certificate"], caSealedKey: row["ca_sealed_key"], caKeyType: row["ca_key_type"],
-            certificateValidityDays: row["certificate_validity_days"])
+            certificateValidityDays: row["certificate_validity_days"],
+            trustedCACertificates: row["trusted_ca_certificates"])
     }
 
     private static func device(from row: Row) throws -> Device {

@@ -9,7 +9,7 @@ package enum StoreRows {
     package static func product(
         id: String, name: String, authType: String, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
         deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date, caCertificate: String?,
-        caSealedKey: String?, caKeyType: String?, certificateValidityDays: Int?
+        caSealedKey: String?, caKeyType: String?, certificateValidityDays: Int?, trustedCACertificates: String?
     ) throws(StoreError) -> Product {
         guard let type = AuthType(rawValue: authType) else {
             throw StoreError.corruptRow(table: "products", key: id, column: "auth_type")
@@ -27,7 +27,21 @@ package enum StoreRows {
         return Product(
             id: id, name: name, authType: type, secret: secret, dynamicRegistration: dynamicRegistration,
             autoCreate: autoCreate, deviceQuota: deviceQuota, allowClocklessDevices: allowClocklessDevices,
-            deviceCount: deviceCount, createdAt: createdAt, certificateAuthority: authority)
+            deviceCount: deviceCount, createdAt: createdAt, certificateAuthority: authority,
+            trustedDeviceCAs: trustedCertificates(trustedCACertificates))
+    }
+
+    /// Trusted CA certificates are kept in one column as PEM documents one after another.
+    package static func trustedCertificatesColumn(_ certificates: [String]) -> String? {
+        certificates.isEmpty ? nil : certificates.joined(separator: "\n")
+    }
+
+    static func trustedCertificates(_ column: String?) -> [String] {
+        guard let column else { return [] }
+        let end = "-----END CERTIFICATE-----"
+        return column.components(separatedBy: end).dropLast().map {
+            $0.trimmingCharacters(in: .whitespacesAndNewlines) + "\n" + end
+        }.map { String($0.drop(while: { $0 != "-" })) }
     }
 
     package static func device(

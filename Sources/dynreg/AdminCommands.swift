@@ -103,6 +103,15 @@ struct AdminOptions: ParsableArguments {
     }()
 }
 
+/// A file the operator named, as text.
+func readFile(_ path: String) throws -> String {
+    do {
+        return try String(contentsOfFile: path, encoding: .utf8)
+    } catch {
+        throw CLIError("cannot read \(path)")
+    }
+}
+
 /// Percent-encodes all but letters, digits, `-`, `_` and `~`, so any device name (`AA:BB:…`, `a@b`, `..`) is
 /// one path segment or query value; the server decodes it.
 func escaped(_ component: String) -> String {
@@ -154,6 +163,7 @@ extension ProductView: FieldListed {
             ("deviceQuota", dash(deviceQuota.map(String.init))),
             ("allowClocklessDevices", onOff(allowClocklessDevices)),
             ("caKeyType", caKeyType), ("certificateValidityDays", certificateValidityDays.map(String.init)),
+            ("trustedCAs", trustedCaCertificatePems.map { String($0.count) }),
             ("deviceCount", String(deviceCount)), ("createdAt", stamp(createdAt)),
         ]
     }
@@ -215,30 +225,30 @@ struct ProductCommand: AsyncParsableCommand {
         @Option(help: "Certificate products: import this PEM CA certificate instead of creating one.")
         var importCaCert: String?
         @Option(help: "Certificate products: the PEM private key of --import-ca-cert.") var importCaKey: String?
+        @Option(
+            help:
+                "Certificate products: trust this PEM CA certificate (no key) for certificates devices bring; repeatable."
+        )
+        var trustCaCert: [String] = []
 
         func validate() throws {
             if (importCaCert == nil) != (importCaKey == nil) {
                 throw ValidationError("--import-ca-cert and --import-ca-key go together")
             }
-            if auth == .key && (caKeyType != nil || certificateValidityDays != nil || importCaCert != nil) {
+            if auth == .key
+                && (caKeyType != nil || certificateValidityDays != nil || importCaCert != nil || !trustCaCert.isEmpty)
+            {
                 throw ValidationError("CA options need --auth certificate")
             }
         }
 
         func run() async throws {
-            func read(_ path: String?) throws -> String? {
-                guard let path else { return nil }
-                do {
-                    return try String(contentsOfFile: path, encoding: .utf8)
-                } catch {
-                    throw CLIError("cannot read \(path)")
-                }
-            }
             let input = ProductCreateInput(
                 name: name, authType: auth == .key ? .key : .certificate, dynamicRegistration: !noDynamicRegistration,
                 autoCreate: !noAutoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless,
                 caKeyType: caKeyType, certificateValidityDays: certificateValidityDays,
-                caCertificatePem: try read(importCaCert), caPrivateKeyPem: try read(importCaKey))
+                caCertificatePem: try importCaCert.map(readFile), caPrivateKeyPem: try importCaKey.map(readFile),
+                trustedCaCertificatePems: trustCaCert.isEmpty ? nil : try trustCaCert.map(readFile))
             try await admin.show(.POST, "/products", body: input, as: ProductView.self)
         }
     }
@@ -283,6 +293,10 @@ struct ProductCommand: AsyncParsableCommand {
         @Option(help: "on or off.") var allowClockless: Switch?
         @Option(help: "The most devices the product may hold.") var quota: Int?
         @Flag(help: "Remove the quota.") var noQuota = false
+        @Option(help: "Certificate products: also trust this PEM CA certificate for device certificates; repeatable.")
+        var trustCaCert: [String] = []
+        @Flag(help: "Certificate products: trust no operator CA (before any --trust-ca-cert).") var clearTrustedCas =
+            false
 
         enum Switch: String, ExpressibleByArgument { case on, off }
 
@@ -294,10 +308,21 @@ struct ProductCommand: AsyncParsableCommand {
             // Absent leaves the quota alone; null removes it.
             var deviceQuota: Int?? = quota.map { .some($0) }
             if noQuota { deviceQuota = .some(nil) }
+            var trusted: [String]?
+            if clearTrustedCas || !trustCaCert.isEmpty {
+                // The API replaces the list: add to what the product trusts now.
+                var current: [String] = []
+                if !clearTrustedCas {
+                    current =
+                        try await admin.call(.GET, "/products/\(escaped(productId))", as: ProductView.self)
+                        .trustedCaCertificatePems ?? []
+                }
+                trusted = current + (try trustCaCert.map(readFile))
+            }
             let input = ProductUpdate(
                 name: name, dynamicRegistration: dynamicRegistration.map { $0 == .on },
                 autoCreate: autoCreate.map { $0 == .on }, deviceQuota: deviceQuota,
-                allowClocklessDevices: allowClockless.map { $0 == .on })
+                allowClocklessDevices: allowClockless.map { $0 == .on }, trustedDeviceCAs: trusted)
             try await admin.show(.PATCH, "/products/\(escaped(productId))", body: input, as: ProductView.self)
         }
     }

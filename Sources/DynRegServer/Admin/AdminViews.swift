@@ -21,6 +21,8 @@ package struct ProductView: Codable, Sendable, Hashable {
     package var caKeyType: String?
     /// Certificate products only.
     package var certificateValidityDays: Int?
+    /// Certificate products only: operator CAs (PEM) that vouch for certificates devices bring.
+    package var trustedCaCertificatePems: [String]?
 
     package init(_ product: Product, includeSecret: Bool) {
         productId = product.id
@@ -35,6 +37,7 @@ package struct ProductView: Codable, Sendable, Hashable {
         createdAt = product.createdAt
         caKeyType = product.certificateAuthority?.keyType
         certificateValidityDays = product.certificateAuthority?.certificateValidityDays
+        trustedCaCertificatePems = product.authType == .certificate ? product.trustedDeviceCAs : nil
     }
 
     package init(from decoder: any Decoder) throws {
@@ -52,6 +55,7 @@ package struct ProductView: Codable, Sendable, Hashable {
         createdAt = try container.decode(Date.self, forKey: .createdAt)
         caKeyType = try container.decodeIfPresent(String.self, forKey: .caKeyType)
         certificateValidityDays = try container.decodeIfPresent(Int.self, forKey: .certificateValidityDays)
+        trustedCaCertificatePems = try container.decodeIfPresent([String].self, forKey: .trustedCaCertificatePems)
     }
 
     package func encode(to encoder: any Encoder) throws {
@@ -68,11 +72,13 @@ package struct ProductView: Codable, Sendable, Hashable {
         try container.encode(createdAt, forKey: .createdAt)
         try container.encodeIfPresent(caKeyType, forKey: .caKeyType)
         try container.encodeIfPresent(certificateValidityDays, forKey: .certificateValidityDays)
+        try container.encodeIfPresent(trustedCaCertificatePems, forKey: .trustedCaCertificatePems)
     }
 
     enum CodingKeys: String, CodingKey {
         case productId, name, authType, productSecret, dynamicRegistration, autoCreate, deviceQuota
         case allowClocklessDevices, deviceCount, createdAt, caKeyType, certificateValidityDays
+        case trustedCaCertificatePems
     }
 }
 
@@ -207,11 +213,14 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
     package var certificateValidityDays: Int?
     package var caCertificatePem: String?
     package var caPrivateKeyPem: String?
+    /// Operator CA certificates, without their keys, that vouch for certificates devices bring (`ClientCert`).
+    package var trustedCaCertificatePems: [String]?
 
     package init(
         name: String? = nil, authType: AuthType? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil,
         deviceQuota: Int? = nil, allowClocklessDevices: Bool? = nil, caKeyType: String? = nil,
-        certificateValidityDays: Int? = nil, caCertificatePem: String? = nil, caPrivateKeyPem: String? = nil
+        certificateValidityDays: Int? = nil, caCertificatePem: String? = nil, caPrivateKeyPem: String? = nil,
+        trustedCaCertificatePems: [String]? = nil
     ) {
         self.name = name
         self.authType = authType
@@ -223,6 +232,7 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
         self.certificateValidityDays = certificateValidityDays
         self.caCertificatePem = caCertificatePem
         self.caPrivateKeyPem = caPrivateKeyPem
+        self.trustedCaCertificatePems = trustedCaCertificatePems
     }
 }
 
@@ -231,6 +241,7 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
 extension ProductUpdate: Codable {
     enum CodingKeys: String, CodingKey {
         case name, dynamicRegistration, autoCreate, deviceQuota, allowClocklessDevices
+        case trustedDeviceCAs = "trustedCaCertificatePems"
     }
 
     package init(from decoder: any Decoder) throws {
@@ -239,7 +250,8 @@ extension ProductUpdate: Codable {
             name: try container.decodeIfPresent(String.self, forKey: .name),
             dynamicRegistration: try container.decodeIfPresent(Bool.self, forKey: .dynamicRegistration),
             autoCreate: try container.decodeIfPresent(Bool.self, forKey: .autoCreate),
-            allowClocklessDevices: try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices))
+            allowClocklessDevices: try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices),
+            trustedDeviceCAs: try container.decodeIfPresent([String].self, forKey: .trustedDeviceCAs))
         if container.contains(.deviceQuota) {
             deviceQuota = .some(try container.decodeIfPresent(Int.self, forKey: .deviceQuota))
         }
@@ -252,6 +264,7 @@ extension ProductUpdate: Codable {
         try container.encodeIfPresent(autoCreate, forKey: .autoCreate)
         if case .some(let quota) = deviceQuota { try container.encode(quota, forKey: .deviceQuota) }
         try container.encodeIfPresent(allowClocklessDevices, forKey: .allowClocklessDevices)
+        try container.encodeIfPresent(trustedDeviceCAs, forKey: .trustedDeviceCAs)
     }
 }
 

@@ -39,14 +39,17 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
                 throw AdminError(.invalidValidity, "certificateValidityDays must be 1-36500")
             }
             authority = try makeAuthority(productId: id, input: input, validityDays: validity)
-        } else if input.caCertificatePem != nil || input.caPrivateKeyPem != nil || input.caKeyType != nil {
+        } else if input.caCertificatePem != nil || input.caPrivateKeyPem != nil || input.caKeyType != nil
+            || input.trustedCaCertificatePems != nil
+        {
             throw AdminError(.invalidAuthType, "CA settings apply to certificate products only")
         }
         let product = Product(
             id: id, name: name, authType: authType, secret: Secrets.productSecret(),
             dynamicRegistration: input.dynamicRegistration ?? true, autoCreate: input.autoCreate ?? true,
             deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices ?? false,
-            deviceCount: 0, createdAt: now, certificateAuthority: authority)
+            deviceCount: 0, createdAt: now, certificateAuthority: authority,
+            trustedDeviceCAs: try Self.trustedAuthorities(input.trustedCaCertificatePems ?? [], now: now))
         return try await store.createProduct(product)
     }
 
@@ -59,11 +62,40 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         return product
     }
 
-    func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
+    func updateProduct(id: String, _ update: ProductUpdate, now: Date = Date()) async throws -> Product {
         // The rules of creation hold for changes too.
+        var update = update
         if let name = update.name { _ = try Self.validName(name) }
         if case .some(.some(let quota)) = update.deviceQuota { try Self.checkQuota(quota) }
+        if let trusted = update.trustedDeviceCAs {
+            guard try await product(id: id).authType == .certificate else {
+                throw AdminError(.invalidAuthType, "CA settings apply to certificate products only")
+            }
+            update.trustedDeviceCAs = try Self.trustedAuthorities(trusted, now: now)
+        }
         return try await store.updateProduct(id: id, update)
+    }
+
+    /// At most this many operator CAs per product: each one is tried for every `ClientCert`.
+    static var maximumTrustedAuthorities: Int { 16 }
+
+    /// Operator CA certificates as this server keeps them, each checked to be a CA that may sign, valid now.
+    static func trustedAuthorities(_ pems: [String], now: Date) throws -> [String] {
+        guard pems.count <= maximumTrustedAuthorities else {
+            throw AdminError(.invalidCertificateAuthority, "at most \(maximumTrustedAuthorities) trusted CAs")
+        }
+        var trusted: [String] = []
+        for (index, pem) in pems.enumerated() {
+            do {
+                let normalized = try DeviceCertificates.trustedAuthority(pem: pem, now: now)
+                if !trusted.contains(normalized) { trusted.append(normalized) }
+            } catch {
+                throw AdminError(
+                    .invalidCertificateAuthority,
+                    "trustedCaCertificatePems[\(index)]: \(error.description), or not valid now")
+            }
+        }
+        return trusted
     }
 
     func rotateSecret(productId: String) async throws -> Product {
