@@ -508,6 +508,40 @@ struct StoreConformanceTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func trustedDeviceCAsAreKeptAndReplaced(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var product = StoreSamples.certificateProduct("PT")
+            let first = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
+            let second = "-----BEGIN CERTIFICATE-----\nBBBB\nCCCC\n-----END CERTIFICATE-----"
+            product.trustedDeviceCAs = [first, second]
+            #expect(try await store.createProduct(product).trustedDeviceCAs == [first, second])
+            #expect(try await store.product(id: "PT")?.trustedDeviceCAs == [first, second])
+            // An update that does not name them keeps them; one that does replaces them.
+            #expect(
+                try await store.updateProduct(id: "PT", ProductUpdate(name: "n")).trustedDeviceCAs == [first, second])
+            let replaced = try await store.updateProduct(id: "PT", ProductUpdate(trustedDeviceCAs: [second]))
+            #expect(replaced.trustedDeviceCAs == [second])
+            #expect(try await store.updateProduct(id: "PT", ProductUpdate(trustedDeviceCAs: [])).trustedDeviceCAs == [])
+            #expect(try await store.product(id: "PT")?.trustedDeviceCAs == [])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aKeptCertificateStaysTheDevicesOnly(_ kind: StoreKind) async throws {
+        try await withStore(kind, product: StoreSamples.certificateProduct("PC")) { store in
+            let own = StoreSamples.certificate("0b01", "d1", issuedAt: StoreSamples.t0)
+            _ = StoreSamples.issued(try await store.register(StoreSamples.certificateAttempt("d1", own, nonce: 1)))
+            var again = StoreSamples.certificateAttempt("d1", own, nonce: 2)
+            again.credential = .certificateKept
+            let device = try #require(StoreSamples.issued(try await store.register(again)))
+            #expect(device.registrationCount == 2)
+            #expect(device.psk == nil)
+            #expect(try await store.certificates(productId: "PC", deviceName: "d1") == [own])
+            #expect(try await store.certificate(fingerprint: own.fingerprint)?.revokedAt == nil)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func certificatesAreIssuedRevokedAndFound(_ kind: StoreKind) async throws {
         try await withStore(kind, product: StoreSamples.certificateProduct("PC")) { store in
             let first = StoreSamples.certificate("0a01", "d1", issuedAt: StoreSamples.t0)

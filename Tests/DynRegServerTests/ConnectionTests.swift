@@ -120,6 +120,37 @@ struct ConnectionTests {
         }
     }
 
+    @Test(
+        "certificate answers fit the C SDK's 5 KiB buffer, with a P-256 or an RSA-2048 CA",
+        arguments: ["p256", "rsa2048"])
+    func certificateAnswerBudgets(caKeyType: String) async throws {
+        try await TestServer.with { server in
+            let product = try await server.createProduct(
+                #"{"name":"budget","authType":"certificate","caKeyType":"\#(caKeyType)"}"#)
+            let request = Self.currentRequest(
+                port: server.port, productId: product.id, secret: product.secret,
+                device: String(repeating: "c", count: 48), keepAlive: false)
+            let answer = try RawAnswer(try await RawConnection.exchange(port: server.port, request).bytes)
+            guard case .success = try RegistrationReply(decoding: answer.body) else {
+                Issue.record("\(String(decoding: answer.body, as: UTF8.self))")
+                return
+            }
+            #expect(answer.body.count <= 5120, "\(answer.body.count) bytes")
+            Self.expectPlainLength(answer)
+        }
+    }
+
+    @Test("generated product ids and secrets are within what the C SDK keeps (10 and 32 characters)")
+    func generatedIdentifiersFitTheCSDK() async throws {
+        try await TestServer.with { server in
+            for _ in 0..<5 {
+                let product = try await server.createProduct()
+                #expect(product.id.utf8.count == 10)
+                #expect((16...32).contains(product.secret.utf8.count))
+            }
+        }
+    }
+
     /// `Content-Length` with that spelling, equal to the body, and no `Transfer-Encoding`.
     static func expectPlainLength(_ answer: RawAnswer, sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(
