@@ -24,9 +24,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import datetime
+import socket
+
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -249,15 +253,24 @@ class Server:
         }
         return http_request(self.port, "POST", "/device/register", body, headers)
 
-    def register_legacy(self, product: dict, device_name: str, *, secret: str | None = None,
-                        product_id: str | None = None) -> Reply:
+    def legacy_body(self, product: dict, device_name: str, *, secret: str | None = None,
+                    product_id: str | None = None, timestamp: int | None = None,
+                    nonce: int | None = None) -> bytes:
         product_id = product_id or product["productId"]
-        timestamp, nonce = int(time.time()), new_nonce()
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        nonce = new_nonce() if nonce is None else nonce
         signature = legacy_signature(secret or product["productSecret"], device_name, nonce,
                                      product_id, timestamp)
-        # Built the way the C SDK's sprintf does, and sent with its form content type.
-        body = (f'{{"deviceName":"{device_name}","nonce":{nonce},"productId":"{product_id}",'
+        # Built the way the C SDK's sprintf does.
+        return (f'{{"deviceName":"{device_name}","nonce":{nonce},"productId":"{product_id}",'
                 f'"timestamp":{timestamp},"signature":"{signature}"}}').encode()
+
+    def register_legacy(self, product: dict, device_name: str, *, secret: str | None = None,
+                        product_id: str | None = None, timestamp: int | None = None,
+                        nonce: int | None = None) -> Reply:
+        body = self.legacy_body(product, device_name, secret=secret, product_id=product_id,
+                                timestamp=timestamp, nonce=nonce)
+        # Sent with the C SDK's form content type.
         headers = {"Host": self.host_header, "Content-Type": "application/x-www-form-urlencoded"}
         return http_request(self.port, "POST", "/register/dev", body, headers)
 
@@ -476,9 +489,11 @@ def test_v2_malformed_body(server, product, body):
 
 
 def test_v2_replayed_nonce(server, product):
+    # The same (timestamp, nonce) in another request: here another algorithm. A byte-identical
+    # repeat is a retry (test_v2_byte_identical_retry_gets_the_first_answer).
     device, timestamp, nonce = new_device_name(), int(time.time()), new_nonce()
     v2_success(server.register_v2(product, device, timestamp=timestamp, nonce=nonce))
-    replay = server.register_v2(product, device, timestamp=timestamp, nonce=nonce)
+    replay = server.register_v2(product, device, algorithm="hmacsha1", timestamp=timestamp, nonce=nonce)
     assert v2_error_code(replay) == "AuthFailure.NonceReused"
 
 
@@ -625,6 +640,141 @@ def test_certificate_product_legacy_endpoint(server):
     assert payload["encryptionType"] == 1
     assert payload["clientCert"].startswith("-----BEGIN CERTIFICATE-----\n")
     assert payload["clientKey"].startswith("-----BEGIN PRIVATE KEY-----\n")
+
+
+# What deployed devices do (PROTOCOL.md section 5) ---------------------------------------
+
+
+def raw_exchange(port: int, request: bytes, timeout: float) -> tuple[bytes, bool]:
+    """Send bytes as an embedded SDK does; read until the server closes or `timeout` passes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        received = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(4096)
+            except socket.timeout:
+                return received, False
+            if not chunk:
+                return received, True
+            received += chunk
+
+
+def c_sdk_legacy_request(server, body: bytes) -> bytes:
+    # The C SDK's request: no Connection header, nothing after the body.
+    return (f"POST /register/dev HTTP/1.1\r\nHost: {server.host_header}\r\n"
+            "Accept: text/xml,application/json;*/*\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def test_c_sdk_request_sees_the_end_of_the_answer(server, product):
+    # The C SDK reads until the connection closes or 2,000 ms pass: the answer must end first.
+    body = server.legacy_body(product, new_device_name())
+    started = time.monotonic()
+    received, closed = raw_exchange(server.port, c_sdk_legacy_request(server, body), timeout=1.5)
+    assert closed, f"connection still open after 1.5 s; got {received!r}"
+    head, _, answer = received.partition(b"\r\n\r\n")
+    assert b"\r\nContent-Length: " in head and b"chunked" not in head.lower(), head
+    assert len(head) + 4 <= 255 and len(answer) <= 255, (len(head), len(answer))
+    assert json.loads(answer)["code"] == 0, answer
+    print(f"C-SDK-shaped legacy request: answer and close in {(time.monotonic() - started) * 1000:.1f} ms")
+
+
+def test_keep_alive_when_asked(server, product):
+    body = server.legacy_body(product, new_device_name())
+    request = c_sdk_legacy_request(server, body).replace(
+        b"Accept:", b"Connection: keep-alive\r\nAccept:", 1)
+    received, closed = raw_exchange(server.port, request, timeout=1.0)
+    assert not closed and b'"code":0' in received, received
+
+
+def test_v2_byte_identical_retry_gets_the_first_answer(server, product):
+    device, timestamp, nonce = new_device_name(), int(time.time()), new_nonce()
+    first = v2_success(server.register_v2(product, device, timestamp=timestamp, nonce=nonce))
+    again = v2_success(server.register_v2(product, device, timestamp=timestamp, nonce=nonce))
+    assert again["Payload"] == first["Payload"] and again["Len"] == first["Len"]
+    assert first["State"] == 0 and again["State"] == 0, (first, again)
+    events = server.admin("GET", f"/products/{product['productId']}/events?limit=20").json["events"]
+    outcomes = [event["outcome"] for event in events if event["deviceName"] == device]
+    assert sorted(outcomes) == ["Retry", "Success"], outcomes
+
+
+def test_legacy_byte_identical_retry_gets_the_first_answer(server, product):
+    device, timestamp, nonce = new_device_name(), int(time.time()), new_nonce()
+    first = server.register_legacy(product, device, timestamp=timestamp, nonce=nonce).json
+    again = server.register_legacy(product, device, timestamp=timestamp, nonce=nonce).json
+    assert first["code"] == 0 and again["code"] == 0, (first, again)
+    assert again["payload"] == first["payload"]
+
+
+def test_v2_state(server, product):
+    device = new_device_name()
+    assert v2_success(server.register_v2(product, device))["State"] == 0
+    assert v2_success(server.register_v2(product, device))["State"] == 1
+
+
+def make_ca(name: str):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def make_device_cert(ca_key, ca_cert, common_name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_client_cert_from_a_trusted_ca(server):
+    ca_key, ca_cert = make_ca("interop operator CA")
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+    product = server.create_product(authType="certificate", trustedCaCertificatePems=[ca_pem])
+    device = new_device_name()
+    pem = make_device_cert(ca_key, ca_cert, product["productId"] + device)
+    body = json.dumps({"ProductId": product["productId"], "DeviceName": device,
+                       "EncryptionType": 1, "ClientCert": pem}, separators=(",", ":")).encode()
+    payload = credential(product, v2_success(server.register_v2(product, device, body=body)))
+    assert payload == {"encryptionType": 1, "clientCert": "", "clientKey": ""}, payload
+    certificates = server.admin("GET", f"/products/{product['productId']}/devices/{device}/certificates")
+    assert certificates.status == 200 and len(certificates.json["certificates"]) == 1, certificates.raw
+
+    # The IoT Hub C SDK's spelling: clientCert, and here the newlines written raw.
+    other = new_device_name()
+    raw = make_device_cert(ca_key, ca_cert, product["productId"] + other)
+    body = (f'{{"ProductId":"{product["productId"]}","DeviceName":"{other}",'
+            f'"EncryptionType":1,"clientCert":"{raw}"}}').encode()
+    v2_success(server.register_v2(product, other, body=body))
+
+    # A certificate from a CA the product does not trust.
+    stranger_key, stranger_cert = make_ca("stranger")
+    untrusted = make_device_cert(stranger_key, stranger_cert, product["productId"] + "x")
+    body = json.dumps({"ProductId": product["productId"], "DeviceName": "x", "EncryptionType": 1,
+                       "ClientCert": untrusted}).encode()
+    assert v2_error_code(server.register_v2(product, "x", body=body)) \
+        == "InvalidParameterValue.ClientCertInvalid"
 
 
 # Admin API shape ------------------------------------------------------------------------
