@@ -254,6 +254,7 @@ let package = Package(
             name: "DynRegIntegrationTests",
             dependencies: [
                 "dynreg",
+                "DynRegCA",
                 "DynRegTestSupport",
                 "DynRegTestVectors",
                 "DynRegProtocol",

@@ -28,8 +28,9 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .customLong("public-host"),
         help: """
-            A host name signatures may name besides the Host header's (repeatable). Replaces the default, \
-            ap-guangzhou.gateway.tencentdevices.com, which SDKs that always sign the public gateway need.
+            A host name signatures may name besides the Host header's (repeatable). Replaces the default list: \
+            ap-guangzhou, us-east, europe and ap-bangkok .gateway.tencentdevices.com, and \
+            gateway.tencentdevices.com, the names Tencent's SDKs sign.
             """)
     var publicHosts: [String] = []
     @Option(help: "PEM certificate (chain) to serve HTTPS.") var tlsCert: String?

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import DynRegCA
 import DynRegPostgres
 import DynRegProtocol
 import DynRegStore
@@ -147,6 +148,65 @@ struct TwoInstanceTests {
             format: "%d requests in %.2f s (%.0f/s); latency p50 %.1f ms, p99 %.1f ms, max %.1f ms",
             answers.count, seconds, Double(answers.count) / seconds, percentile(0.5), percentile(0.99),
             latencies.last ?? 0)
+    }
+
+    /// Sends `body` with `headers` to one instance and decodes the registration answer.
+    static func send(
+        _ client: HTTPClient, port: Int, headers: [(String, String)], body: [UInt8]
+    ) async throws -> RegistrationReply {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(RegistrationPath.current)")
+        request.method = .POST
+        request.headers.add(contentsOf: headers)
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let response = try await client.execute(request, timeout: .seconds(60))
+        return try RegistrationReply(decoding: Array(buffer: try await response.body.collect(upTo: 1 << 16)))
+    }
+
+    @Test("a byte-identical retry on the other instance gets the first answer; a device's own certificate is one")
+    func retriesAndDeviceCertificatesAcrossInstances() async throws {
+        try await Self.withTwoInstances { store, servers, client in
+            let product = try await store.createProduct(Self.product("RETRYKEY01", quota: nil))
+            let signed = SignedRequest(
+                registering: RegistrationRequestBody(productId: product.id, deviceName: "d1"),
+                canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: Int64(Date().timeIntervalSince1970),
+                nonce: 77)
+            let headers = signed.headers(productSecret: product.secret)
+            let first = try await Self.send(client, port: servers[0].port, headers: headers, body: signed.body)
+            let again = try await Self.send(client, port: servers[1].port, headers: headers, body: signed.body)
+            guard case .success(let payload, _, let state) = first, case .success(let repeated, _, _) = again else {
+                Issue.record("\(first) then \(again)")
+                return
+            }
+            #expect(repeated == payload)
+            #expect(state == RegistrationReply.stateCreated)
+            #expect(try await store.device(productId: product.id, deviceName: "d1")?.registrationCount == 1)
+
+            // A certificate the device brings, registered on one instance and again on the other.
+            let operatorCA = try ProductCertificateAuthority.create(productId: "OPERATOR", keyType: .p256)
+            var owned = Self.product("OWNCERT001", quota: nil)
+            owned.authType = .certificate
+            owned.certificateAuthority = StoreSamples.authority
+            owned.trustedDeviceCAs = [operatorCA.certificatePEM]
+            _ = try await store.createProduct(owned)
+            let certificate = try operatorCA.issueWithNewKey(commonName: owned.id + "d1", validityDays: 30).certificate
+            for (index, server) in servers.enumerated() {
+                let request = SignedRequest(
+                    registering: RegistrationRequestBody(
+                        productId: owned.id, deviceName: "d1", encryptionType: 1, clientCert: certificate.pem),
+                    canonicalHost: "127.0.0.1", algorithm: .hmacSHA256,
+                    timestamp: Int64(Date().timeIntervalSince1970), nonce: Int64(index + 1))
+                let answer = try await Self.send(
+                    client, port: server.port, headers: request.headers(productSecret: owned.secret), body: request.body
+                )
+                guard case .success = answer else {
+                    Issue.record("instance \(index): \(answer)")
+                    return
+                }
+            }
+            let stored = try await store.certificates(productId: owned.id, deviceName: "d1")
+            #expect(stored.map(\.fingerprint) == [certificate.fingerprint])
+            #expect(stored.first?.revokedAt == nil)
+        }
     }
 
     @Test("2 × 500 concurrent registrations, shared names, a quota below demand")

@@ -92,9 +92,21 @@ struct RegistrationTests {
         }
     }
 
-    @Test("public host names: the default gateway name verifies, a configured list replaces it")
+    @Test("public host names: every Tencent gateway name verifies by default, a configured list replaces them")
     func publicHosts() async throws {
-        let gateway = "ap-guangzhou.gateway.tencentdevices.com"
+        let gateways = [
+            "ap-guangzhou.gateway.tencentdevices.com", "us-east.gateway.tencentdevices.com",
+            "europe.gateway.tencentdevices.com", "ap-bangkok.gateway.tencentdevices.com", "gateway.tencentdevices.com",
+        ]
+        try await TestServer.with { server in
+            let product = try await server.createProduct()
+            for (index, gateway) in gateways.enumerated() {
+                let answer = try await server.register(
+                    productId: product.id, deviceName: "g\(index)", secret: product.secret, signedHost: gateway)
+                #expect(answer.errorCode == nil, "\(gateway): \(answer.text)")
+            }
+        }
+        let gateway = gateways[0]
         let proxy = "proxy.example.net"
         /// Registers one device per signed host and returns the error code each got.
         func codes(_ publicHosts: [String]?) async throws -> [String: String?] {
