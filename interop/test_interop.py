@@ -197,9 +197,10 @@ def new_device_name() -> str:
 
 
 class Server:
-    def __init__(self, port: int, admin_token: str):
+    def __init__(self, port: int, admin_token: str, broker_token: str):
         self.port = port
         self.admin_token = admin_token
+        self.broker_token = broker_token
         self.host_header = f"127.0.0.1:{port}"  # what an SDK pointed at this server sends
 
     # Admin API ---------------------------------------------------------------------
@@ -277,7 +278,8 @@ class Server:
     def device_auth(self, client_id: str, username: str, password: str) -> str:
         body = json.dumps({"clientid": client_id, "username": username, "password": password}).encode()
         reply = http_request(self.port, "POST", "/device/auth", body,
-                             {"Content-Type": "application/json"})
+                             {"Content-Type": "application/json",
+                              "Authorization": f"Bearer {self.broker_token}"})
         assert reply.status == 200, reply.raw
         return reply.json["result"]
 
@@ -303,12 +305,13 @@ def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("dynreg-data")
     stderr_path = tmp_path_factory.mktemp("dynreg-log") / "stderr.log"
     token = secrets.token_urlsafe(24)
+    broker_token = secrets.token_urlsafe(32)
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
             [str(binary), "serve", "--host", "127.0.0.1", "--port", "0",
              "--data-dir", str(data_dir), "--no-demo"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-            env={**os.environ, "DYNREG_ADMIN_TOKEN": token})
+            env={**os.environ, "DYNREG_ADMIN_TOKEN": token, "DYNREG_BROKER_TOKEN": broker_token})
 
     stdout_lines: list[str] = []
     found: dict[str, int] = {}
@@ -344,7 +347,7 @@ def server(tmp_path_factory):
             + "\nstderr:\n" + stderr_path.read_text(errors="replace")[-4000:], pytrace=False)
 
     try:
-        yield Server(found["port"], token)
+        yield Server(found["port"], token, broker_token)
     finally:
         _stop(proc)
 

@@ -302,7 +302,7 @@ enum Migrations {
                 """
             ]),
         Migration(
-            id: 5, name: "v5: answers for retries, trusted device CAs",
+            id: 5, name: "v5: answers for retries, trusted device CAs, topic rules, device key types",
             statements: [
                 """
                 ALTER TABLE nonces
@@ -312,7 +312,12 @@ enum Migrations {
                     ADD COLUMN answer_created boolean,
                     ADD COLUMN answer_registration bigint
                 """,
-                "ALTER TABLE products ADD COLUMN trusted_ca_certificates text",
+                """
+                ALTER TABLE products
+                    ADD COLUMN trusted_ca_certificates text,
+                    ADD COLUMN topic_rules text,
+                    ADD COLUMN device_key_type text
+                """,
                 // v4's function decides; this one records what a byte-identical retry is answered with, or
                 // answers a retry with it. The retry rule mirrors RegistrationRules.isRetry (DynRegStore).
                 """

@@ -120,12 +120,13 @@ package struct PostgresStore: RegistrationStore {
                 """
                 INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create, device_quota,
                     allow_clockless, device_count, created_at, ca_certificate, ca_sealed_key, ca_key_type,
-                    certificate_validity_days, trusted_ca_certificates)
+                    certificate_validity_days, trusted_ca_certificates, topic_rules, device_key_type)
                 VALUES (\(product.id), \(product.name), \(product.authType.rawValue), \(product.secret),
                     \(product.dynamicRegistration), \(product.autoCreate), \(product.deviceQuota),
                     \(product.allowClocklessDevices), 0, \(product.createdAt), \(authority?.certificatePEM),
                     \(authority?.sealedPrivateKey), \(authority?.keyType), \(authority?.certificateValidityDays),
-                    \(StoreRows.trustedCertificatesColumn(product.trustedDeviceCAs)))
+                    \(StoreRows.trustedCertificatesColumn(product.trustedDeviceCAs)),
+                    \(StoreRows.topicRulesColumn(product.topicPolicy)), \(StoreRows.deviceKeyTypeColumn(product.deviceKeyType)))
                 ON CONFLICT (id) DO NOTHING
                 RETURNING \(unescaped: Self.productColumns)
                 """, logger: logger)
@@ -156,6 +157,10 @@ package struct PostgresStore: RegistrationStore {
         let quota = update.deviceQuota ?? nil
         let setsTrusted = update.trustedDeviceCAs != nil
         let trusted = update.trustedDeviceCAs.flatMap(StoreRows.trustedCertificatesColumn)
+        let setsTopics = update.topicPolicy != nil
+        let topics = update.topicPolicy.flatMap(StoreRows.topicRulesColumn)
+        let setsKeyType = update.deviceKeyType != nil
+        let keyType = update.deviceKeyType.flatMap(StoreRows.deviceKeyTypeColumn)
         return try await transaction { connection in
             let rows = try await connection.checkedQuery(
                 """
@@ -166,7 +171,9 @@ package struct PostgresStore: RegistrationStore {
                     device_quota = CASE WHEN \(setsQuota) THEN \(quota)::bigint ELSE device_quota END,
                     allow_clockless = COALESCE(\(update.allowClocklessDevices), allow_clockless),
                     trusted_ca_certificates =
-                        CASE WHEN \(setsTrusted) THEN \(trusted)::text ELSE trusted_ca_certificates END
+                        CASE WHEN \(setsTrusted) THEN \(trusted)::text ELSE trusted_ca_certificates END,
+                    topic_rules = CASE WHEN \(setsTopics) THEN \(topics)::text ELSE topic_rules END,
+                    device_key_type = CASE WHEN \(setsKeyType) THEN \(keyType)::text ELSE device_key_type END
                 WHERE id = \(id)
                 RETURNING \(unescaped: Self.productColumns)
                 """, logger: logger)
@@ -591,7 +598,8 @@ package struct PostgresStore: RegistrationStore {
 
     private static let productColumns = """
         id, name, auth_type, secret, dynamic_registration, auto_create, device_quota, allow_clockless, device_count,
-        created_at, ca_certificate, ca_sealed_key, ca_key_type, certificate_validity_days, trusted_ca_certificates
+        created_at, ca_certificate, ca_sealed_key, ca_key_type, certificate_validity_days, trusted_ca_certificates,
+        topic_rules, device_key_type
         """
     private static let certificateColumns =
         "serial, product_id, device_name, fingerprint, pem, not_before, not_after, issued_at, revoked_at"
@@ -678,18 +686,19 @@ package struct PostgresStore: RegistrationStore {
     private static func product(from row: PostgresRow) throws -> Product {
         let (
             id, name, authType, secret, dynamicRegistration, autoCreate, quota, allowClockless, count, createdAt,
-            caCertificate, caSealedKey, caKeyType, validityDays, trusted
+            caCertificate, caSealedKey, caKeyType, validityDays, trusted, topicRules, deviceKeyType
         ) = try row.decode(
             (
                 String, String, String, String, Bool, Bool, Int?, Bool, Int, Date, String?, String?, String?, Int?,
-                String?
+                String?, String?, String?
             )
             .self)
         return try StoreRows.product(
             id: id, name: name, authType: authType, secret: secret, dynamicRegistration: dynamicRegistration,
             autoCreate: autoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless, deviceCount: count,
             createdAt: createdAt, caCertificate: caCertificate, caSealedKey: caSealedKey, caKeyType: caKeyType,
-            certificateValidityDays: validityDays, trustedCACertificates: trusted)
+            certificateValidityDays: validityDays, trustedCACertificates: trusted, topicRules: topicRules,
+            deviceKeyType: deviceKeyType)
     }
 
     private static func certificates(_ rows: PostgresRowSequence) async throws -> [DeviceCertificate] {

@@ -72,6 +72,10 @@ package func buildApplication<Store: RegistrationStore>(
     router.add(
         middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization]))
     DeviceRoutes<Store>(service: service, maxBodySize: configuration.maxDeviceBodySize).register(on: router)
+    BrokerRoutes<Store>(
+        service: BrokerService(store: store), token: configuration.brokerToken, refusals: BrokerTokenRefusals(),
+        maxBodySize: configuration.maxDeviceBodySize
+    ).register(on: router)
     router.get("/health") { _, _ -> Response in
         do {
             try await store.checkHealth()

@@ -5,7 +5,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 
-/// `POST /device/register`, `POST /register/dev` and the MQTT broker hook `POST /device/auth`.
+/// `POST /device/register` and `POST /register/dev`.
 ///
 /// Business errors answer HTTP 200 with the protocol's envelope: the official Python SDK reads the error only
 /// from a 200 response. No device input yields a 500.
@@ -50,17 +50,6 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
                 body: Array(buffer: body), remoteAddress: context.remoteAddressText, logger: context.logger)
             return Self.answer(Self.legacy(result, requestId), to: request, context)
         }
-        router.post("/device/auth") { request, context -> Response in
-            guard let body = try? await request.body.collect(upTo: maxBodySize),
-                let auth = try? JSONDecoder().decode(AuthRequest.self, from: Data(body.readableBytesView))
-            else {
-                return .json(status: .ok, #"{"result":"deny"}"#)
-            }
-            let allowed = await service.authenticate(
-                clientId: auth.clientid, username: auth.username ?? "", password: auth.password ?? "",
-                certificate: auth.certificate, fingerprint: auth.fingerprint, logger: context.logger)
-            return .json(status: .ok, allowed ? #"{"result":"allow"}"# : #"{"result":"deny"}"#)
-        }
     }
 
     /// The embedded C SDK reads an answer until the connection closes or 2 s pass (PROTOCOL.md §5), so a
@@ -98,15 +87,6 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         }
         return .json(status: .ok, bytes: reply.encodedJSON())
     }
-}
-
-/// EMQX HTTP authentication body; `certificate` (peer PEM) or `fingerprint` replace the password for certificate devices.
-private struct AuthRequest: Decodable {
-    var clientid: String
-    var username: String?
-    var password: String?
-    var certificate: String?
-    var fingerprint: String?
 }
 
 /// The header names, parsed once rather than on every request (a generic type cannot store static properties).

@@ -15,6 +15,8 @@ package struct ServerConfiguration: Sendable {
     package var tls: TLSFiles?
     /// The bearer token of the admin API. Secret: never logged.
     package var adminToken: String
+    /// What brokers present to the broker endpoints (Bearer, or Basic as the password). Secret: never logged.
+    package var brokerToken: String
     /// Seals product CA keys at rest. Every instance on one database needs the same key.
     package var masterKey: MasterKey
     /// Largest device request body accepted.
@@ -35,8 +37,9 @@ package struct ServerConfiguration: Sendable {
         "europe.gateway.tencentdevices.com", "ap-bangkok.gateway.tencentdevices.com", "gateway.tencentdevices.com",
     ]
 
-    package init(adminToken: String, masterKey: MasterKey) {
+    package init(adminToken: String, brokerToken: String, masterKey: MasterKey) {
         self.adminToken = adminToken
+        self.brokerToken = brokerToken
         self.masterKey = masterKey
     }
 }

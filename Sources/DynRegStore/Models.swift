@@ -27,11 +27,16 @@ package struct Product: Sendable, Hashable {
     package var certificateAuthority: StoredCertificateAuthority?
     /// Operator CA certificates (PEM) that vouch for certificates devices bring themselves (`ClientCert`).
     package var trustedDeviceCAs: [String]
+    /// The MQTT topics its devices may use.
+    package var topicPolicy: TopicPolicy
+    /// The key a certificate product makes for a device that sends no CSR.
+    package var deviceKeyType: DeviceKeyType
 
     package init(
         id: String, name: String, authType: AuthType, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
         deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date,
-        certificateAuthority: StoredCertificateAuthority? = nil, trustedDeviceCAs: [String] = []
+        certificateAuthority: StoredCertificateAuthority? = nil, trustedDeviceCAs: [String] = [],
+        topicPolicy: TopicPolicy = .default, deviceKeyType: DeviceKeyType = .p256
     ) {
         self.id = id
         self.name = name
@@ -45,7 +50,16 @@ package struct Product: Sendable, Hashable {
         self.createdAt = createdAt
         self.certificateAuthority = certificateAuthority
         self.trustedDeviceCAs = trustedDeviceCAs
+        self.topicPolicy = topicPolicy
+        self.deviceKeyType = deviceKeyType
     }
+}
+
+/// The key type of server-made device keys: P-256 by default, RSA-2048 for Tencent's Java SDK (it loads
+/// `clientKey` with `KeyFactory.getInstance("RSA")`).
+package enum DeviceKeyType: String, Sendable, Hashable, Codable, CaseIterable {
+    case p256
+    case rsa2048
 }
 
 /// A product CA as stored: the private key only ever sealed under the server's master key.
@@ -120,10 +134,14 @@ package struct ProductUpdate: Sendable, Hashable {
     package var allowClocklessDevices: Bool?
     /// Replaces the list; a certificate product's only.
     package var trustedDeviceCAs: [String]?
+    package var topicPolicy: TopicPolicy?
+    /// A certificate product's only.
+    package var deviceKeyType: DeviceKeyType?
 
     package init(
         name: String? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil, deviceQuota: Int?? = nil,
-        allowClocklessDevices: Bool? = nil, trustedDeviceCAs: [String]? = nil
+        allowClocklessDevices: Bool? = nil, trustedDeviceCAs: [String]? = nil, topicPolicy: TopicPolicy? = nil,
+        deviceKeyType: DeviceKeyType? = nil
     ) {
         self.name = name
         self.dynamicRegistration = dynamicRegistration
@@ -131,6 +149,8 @@ package struct ProductUpdate: Sendable, Hashable {
         self.deviceQuota = deviceQuota
         self.allowClocklessDevices = allowClocklessDevices
         self.trustedDeviceCAs = trustedDeviceCAs
+        self.topicPolicy = topicPolicy
+        self.deviceKeyType = deviceKeyType
     }
 }
 

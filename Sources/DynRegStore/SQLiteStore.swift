@@ -177,7 +177,7 @@ package final class SQLiteStore: RegistrationStore, Service {
         }
         // What a byte-identical retry is answered with lives in its replay entry, and goes with it. Operator CAs
         // that vouch for certificates devices bring (`ClientCert`) are PEM certificates, one after another.
-        migrator.registerMigration("v4: answers for retries, trusted device CAs") { db in
+        migrator.registerMigration("v4: answers for retries, trusted device CAs, topic rules, device key types") { db in
             try db.execute(
                 sql: """
                     ALTER TABLE nonces ADD COLUMN request_digest BLOB;
@@ -186,6 +186,8 @@ package final class SQLiteStore: RegistrationStore, Service {
                     ALTER TABLE nonces ADD COLUMN answer_created INTEGER;
                     ALTER TABLE nonces ADD COLUMN answer_registration INTEGER;
                     ALTER TABLE products ADD COLUMN trusted_ca_certificates TEXT;
+                    ALTER TABLE products ADD COLUMN topic_rules TEXT;
+                    ALTER TABLE products ADD COLUMN device_key_type TEXT;
                     """)
         }
         return migrator
@@ -203,8 +205,8 @@ package final class SQLiteStore: RegistrationStore, Service {
                 sql: """
                     INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create,
                         device_quota, allow_clockless, device_count, created_at, ca_certificate, ca_sealed_key,
-                        ca_key_type, certificate_validity_days, trusted_ca_certificates)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
+                        ca_key_type, certificate_validity_days, trusted_ca_certificates, topic_rules, device_key_type)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     product.id, product.name, product.authType.rawValue, product.secret, product.dynamicRegistration,
@@ -213,6 +215,8 @@ package final class SQLiteStore: RegistrationStore, Service {
                     product.certificateAuthority?.sealedPrivateKey, product.certificateAuthority?.keyType,
                     product.certificateAuthority?.certificateValidityDays,
                     StoreRows.trustedCertificatesColumn(product.trustedDeviceCAs),
+                    StoreRows.topicRulesColumn(product.topicPolicy),
+                    StoreRows.deviceKeyTypeColumn(product.deviceKeyType),
                 ])
             return try Self.requireProduct(db, id: product.id)
         }
@@ -246,14 +250,20 @@ package final class SQLiteStore: RegistrationStore, Service {
             if let value = update.deviceQuota { product.deviceQuota = value }
             if let value = update.allowClocklessDevices { product.allowClocklessDevices = value }
             if let value = update.trustedDeviceCAs { product.trustedDeviceCAs = value }
+            if let value = update.topicPolicy { product.topicPolicy = value }
+            if let value = update.deviceKeyType { product.deviceKeyType = value }
             try db.execute(
                 sql: """
                     UPDATE products SET name = ?, dynamic_registration = ?, auto_create = ?, device_quota = ?,
-                        allow_clockless = ?, trusted_ca_certificates = ? WHERE id = ?
+                        allow_clockless = ?, trusted_ca_certificates = ?, topic_rules = ?, device_key_type = ?
+                    WHERE id = ?
                     """,
                 arguments: [
                     product.name, product.dynamicRegistration, product.autoCreate, product.deviceQuota,
-                    product.allowClocklessDevices, StoreRows.trustedCertificatesColumn(product.trustedDeviceCAs), id,
+                    product.allowClocklessDevices, StoreRows.trustedCertificatesColumn(product.trustedDeviceCAs),
+                    StoreRows.topicRulesColumn(product.topicPolicy),
+                    StoreRows.deviceKeyTypeColumn(product.deviceKeyType),
+                    id,
                 ])
             return product
         }
@@ -660,7 +670,8 @@ package final class SQLiteStore: RegistrationStore, Service {
             deviceCount: row["device_count"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
             caCertificate: row["ca_certificate"], caSealedKey: row["ca_sealed_key"], caKeyType: row["ca_key_type"],
             certificateValidityDays: row["certificate_validity_days"],
-            trustedCACertificates: row["trusted_ca_certificates"])
+            trustedCACertificates: row["trusted_ca_certificates"], topicRules: row["topic_rules"],
+            deviceKeyType: row["device_key_type"])
     }
 
     private static func device(from row: Row) throws -> Device {

@@ -9,7 +9,8 @@ package enum StoreRows {
     package static func product(
         id: String, name: String, authType: String, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
         deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date, caCertificate: String?,
-        caSealedKey: String?, caKeyType: String?, certificateValidityDays: Int?, trustedCACertificates: String?
+        caSealedKey: String?, caKeyType: String?, certificateValidityDays: Int?, trustedCACertificates: String?,
+        topicRules: String?, deviceKeyType: String?
     ) throws(StoreError) -> Product {
         guard let type = AuthType(rawValue: authType) else {
             throw StoreError.corruptRow(table: "products", key: id, column: "auth_type")
@@ -24,11 +25,32 @@ package enum StoreRows {
         default:
             throw StoreError.corruptRow(table: "products", key: id, column: "ca_*")
         }
+        var policy = TopicPolicy.default
+        if let topicRules {
+            guard let decoded = try? JSONDecoder().decode(TopicPolicy.self, from: Data(topicRules.utf8)) else {
+                throw StoreError.corruptRow(table: "products", key: id, column: "topic_rules")
+            }
+            policy = decoded
+        }
+        guard let keyType = DeviceKeyType(rawValue: deviceKeyType ?? DeviceKeyType.p256.rawValue) else {
+            throw StoreError.corruptRow(table: "products", key: id, column: "device_key_type")
+        }
         return Product(
             id: id, name: name, authType: type, secret: secret, dynamicRegistration: dynamicRegistration,
             autoCreate: autoCreate, deviceQuota: deviceQuota, allowClocklessDevices: allowClocklessDevices,
             deviceCount: deviceCount, createdAt: createdAt, certificateAuthority: authority,
-            trustedDeviceCAs: trustedCertificates(trustedCACertificates))
+            trustedDeviceCAs: trustedCertificates(trustedCACertificates), topicPolicy: policy, deviceKeyType: keyType)
+    }
+
+    /// The topic policy column: `NULL` for Tencent's defaults alone, else the policy as JSON.
+    package static func topicRulesColumn(_ policy: TopicPolicy) -> String? {
+        guard policy != .default, let data = try? JSONEncoder().encode(policy) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// `NULL` for the default, P-256.
+    package static func deviceKeyTypeColumn(_ type: DeviceKeyType) -> String? {
+        type == .p256 ? nil : type.rawValue
     }
 
     /// Trusted CA certificates are kept in one column as PEM documents one after another.

@@ -8,6 +8,7 @@ import ServiceLifecycle
 /// A real `dynreg` server for tests: in process, on a free loopback port, with a real SQLite file.
 package struct LiveServer: Sendable {
     package static let adminToken = "test-admin-token-0123456789"
+    package static let brokerToken = "test-broker-token-0123456789"
     package static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
 
     package let port: Int
@@ -27,7 +28,7 @@ package struct LiveServer: Sendable {
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
-        var configuration = ServerConfiguration(adminToken: adminToken, masterKey: masterKey)
+        var configuration = ServerConfiguration(adminToken: adminToken, brokerToken: brokerToken, masterKey: masterKey)
         configuration.port = 0
         configure(&configuration)
         var logger = Logger(label: "dynreg-test")

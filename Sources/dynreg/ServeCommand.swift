@@ -24,6 +24,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port to bind; 0 picks a free one.") var port = 8080
     @Option(help: "Directory for the database and the admin token; created if missing.") var dataDir = "./dynreg-data"
+    @Option(
+        help: """
+            The token brokers present to the broker endpoints (or DYNREG_BROKER_TOKEN); default: a random one in \
+            <data-dir>/broker-token.
+            """)
+    var brokerToken: String?
     @Option(help: "Seconds a request timestamp may differ from the server clock.") var timestampWindow: Int64 = 300
     @Option(
         name: .customLong("public-host"),
@@ -62,6 +68,8 @@ struct Serve: AsyncParsableCommand {
             throw CLIError("cannot create the data directory \(dataDir): \(error.localizedDescription)")
         }
         let token = try adminToken(dataDirectory: dataDirectory)
+        let broker = try secretToken(
+            flag: brokerToken, environment: "DYNREG_BROKER_TOKEN", file: "broker-token", dataDirectory: dataDirectory)
         let databaseURL =
             database ?? ProcessInfo.processInfo.environment["DYNREG_DATABASE"].flatMap { $0.isEmpty ? nil : $0 }
         guard let databaseURL else {
@@ -73,7 +81,7 @@ struct Serve: AsyncParsableCommand {
             }
             return try await serve(
                 store: store, storeFailure: "cannot open the database in \(dataDir)", token: token,
-                dataDirectory: dataDirectory, logger: logger)
+                brokerToken: broker, dataDirectory: dataDirectory, logger: logger)
         }
         let configuration: PostgresStore.Configuration
         do {
@@ -86,17 +94,19 @@ struct Serve: AsyncParsableCommand {
         }
         try await serve(
             store: PostgresStore(configuration: configuration, logger: logger),
-            storeFailure: "cannot use the PostgreSQL database", token: token, dataDirectory: dataDirectory,
-            logger: logger)
+            storeFailure: "cannot use the PostgreSQL database", token: token, brokerToken: broker,
+            dataDirectory: dataDirectory, logger: logger)
     }
 
     /// Runs the server and the store in one ServiceGroup; the application migrates the store and checks the master
     /// key before it listens (`storeFailure` prefixes a failure of the former).
     private func serve<Store: RegistrationStore>(
-        store: Store, storeFailure: String, token: (value: String, path: String?), dataDirectory: URL, logger: Logger
+        store: Store, storeFailure: String, token: (value: String, path: String?),
+        brokerToken: (value: String, path: String?), dataDirectory: URL, logger: Logger
     ) async throws {
         let masterKey = try loadMasterKey(dataDirectory: dataDirectory)
-        var configuration = ServerConfiguration(adminToken: token.value, masterKey: masterKey)
+        var configuration = ServerConfiguration(
+            adminToken: token.value, brokerToken: brokerToken.value, masterKey: masterKey)
         configuration.host = host
         configuration.port = port
         configuration.timestampWindow = timestampWindow
@@ -109,7 +119,11 @@ struct Serve: AsyncParsableCommand {
         let createDemo = !noDemo
         let scheme = configuration.tls == nil ? "http" : "https"
         let host = self.host
-        let tokenNote = token.path.map { "admin token: \($0)" } ?? "admin token: from DYNREG_ADMIN_TOKEN"
+        let tokenNote = [
+            token.path.map { "admin token: \($0)" } ?? "admin token: from DYNREG_ADMIN_TOKEN",
+            brokerToken.path.map { "broker token: \($0)" }
+                ?? "broker token: from --broker-token or DYNREG_BROKER_TOKEN",
+        ].joined(separator: "\n")
         let app: any Service
         do {
             app = try buildApplication(
@@ -157,10 +171,18 @@ struct Serve: AsyncParsableCommand {
     }
 
     private func adminToken(dataDirectory: URL) throws -> (value: String, path: String?) {
-        if let value = ProcessInfo.processInfo.environment["DYNREG_ADMIN_TOKEN"], !value.isEmpty {
+        try secretToken(flag: nil, environment: "DYNREG_ADMIN_TOKEN", file: "admin-token", dataDirectory: dataDirectory)
+    }
+
+    /// A token from the flag, else the environment, else `<data-dir>/<file>` (created at random, mode 0600).
+    private func secretToken(
+        flag: String?, environment: String, file name: String, dataDirectory: URL
+    ) throws -> (value: String, path: String?) {
+        if let flag, !flag.isEmpty { return (flag, nil) }
+        if let value = ProcessInfo.processInfo.environment[environment], !value.isEmpty {
             return (value, nil)
         }
-        let file = dataDirectory.appendingPathComponent("admin-token")
+        let file = dataDirectory.appendingPathComponent(name)
         if let existing = try? String(contentsOf: file, encoding: .utf8) {
             let value = existing.trimmingCharacters(in: .whitespacesAndNewlines)
             if !value.isEmpty { return (value, file.path) }
@@ -170,7 +192,7 @@ struct Serve: AsyncParsableCommand {
             FileManager.default.createFile(
                 atPath: file.path, contents: Data((value + "\n").utf8), attributes: [.posixPermissions: 0o600])
         else {
-            throw CLIError("cannot write the admin token to \(file.path)")
+            throw CLIError("cannot write \(name) to \(file.path)")
         }
         return (value, file.path)
     }

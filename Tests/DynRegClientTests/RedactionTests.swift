@@ -88,12 +88,13 @@ struct RedactionTests {
         #expect(String(describing: fresh).contains("psk: nil"))
     }
 
-    @Test("server values: the admin token, the master key and a CA private key")
+    @Test("server values: the admin and broker tokens, the master key and a CA private key")
     func serverValues() throws {
         let (masterKey, encoded) = MasterKey.generate()
         Self.expectHidden(masterKey, secrets: [encoded])
-        let configuration = ServerConfiguration(adminToken: Self.token, masterKey: masterKey)
-        Self.expectHidden(configuration, secrets: [Self.token, encoded], shows: ["127.0.0.1", "8080"])
+        let brokerToken = "broker-token-that-must-not-show-0123456789"
+        let configuration = ServerConfiguration(adminToken: Self.token, brokerToken: brokerToken, masterKey: masterKey)
+        Self.expectHidden(configuration, secrets: [Self.token, brokerToken, encoded], shows: ["127.0.0.1", "8080"])
         let authority = try ProductCertificateAuthority.create(productId: "PRODUCT01")
         let keyBody = authority.privateKeyPEM.split(separator: "\n").dropFirst().first.map(String.init) ?? "?"
         Self.expectHidden(authority, secrets: [authority.privateKeyPEM, keyBody], shows: ["PRODUCT01"])

@@ -34,6 +34,10 @@ struct ServeAndRegisterTests {
             // The server agrees: the broker hook allows the login.
             var request = HTTPClientRequest(url: url + "/device/auth")
             request.method = .POST
+            let brokerToken = try String(
+                contentsOf: server.dataDirectory.appendingPathComponent("broker-token"), encoding: .utf8)
+            request.headers.add(
+                name: "Authorization", value: "Bearer \(brokerToken.trimmingCharacters(in: .whitespacesAndNewlines))")
             request.body = .bytes(
                 ByteBuffer(
                     bytes: try JSONEncoder().encode([
@@ -41,8 +45,9 @@ struct ServeAndRegisterTests {
                         "password": credentials.password,
                     ])))
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
-            let body = try await response.body.collect(upTo: 1024)
-            #expect(String(buffer: body) == #"{"result":"allow"}"#)
+            let body = try await response.body.collect(upTo: 1 << 16)
+            let answer = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
+            #expect(answer?["result"] as? String == "allow", "\(String(buffer: body))")
         }
     }
 }

@@ -114,7 +114,7 @@ struct AdminAndLifecycleTests {
             let credentials = try MQTTCredentials.derive(
                 productId: product.id, deviceName: "d", psk: psk, expiry: Int64(Date().timeIntervalSince1970) + 60)
             let auth = try await server.send(
-                .POST, "/device/auth",
+                .POST, "/device/auth", headers: TestServer.brokerAuthorization,
                 body: Array(
                     #"{"clientid":"\#(credentials.clientId)","username":"\#(credentials.username)","password":"\#(credentials.password)"}"#
                         .utf8))

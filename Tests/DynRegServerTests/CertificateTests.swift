@@ -177,7 +177,9 @@ struct CertificateTests {
             func auth(_ fields: [String: String]) async throws -> String? {
                 let body = try JSONSerialization.data(
                     withJSONObject: fields.merging(["clientid": product.id + "cam"]) { a, _ in a })
-                return try await server.send(.POST, "/device/auth", body: Array(body)).json["result"] as? String
+                return try await server.send(
+                    .POST, "/device/auth", headers: TestServer.brokerAuthorization, body: Array(body)
+                ).json["result"] as? String
             }
             #expect(try await auth(["certificate": cert]) == "allow")
             let device = try await server.admin(.GET, "/products/\(product.id)/devices/cam")

@@ -47,7 +47,7 @@ struct ClientCertTests {
             #expect(listed.text.contains(issued.fingerprint), "\(listed.text)")
             // The broker hook knows it as the device's certificate.
             let auth = try await server.send(
-                .POST, "/device/auth", headers: [("Content-Type", "application/json")],
+                .POST, "/device/auth", headers: [("Content-Type", "application/json")] + TestServer.brokerAuthorization,
                 body: Array(try Self.json(["clientid": product.id + "dev1", "certificate": issued.pem]).utf8))
             #expect(auth.text.contains("allow"), "\(auth.text)")
         }

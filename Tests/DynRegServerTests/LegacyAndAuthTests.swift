@@ -53,7 +53,9 @@ struct LegacyAndAuthTests {
             func auth(_ credentials: MQTTCredentials, password: String? = nil) async throws -> String? {
                 let body =
                     #"{"clientid":"\#(credentials.clientId)","username":"\#(credentials.username)","password":"\#(password ?? credentials.password)"}"#
-                return try await server.send(.POST, "/device/auth", body: Array(body.utf8)).json["result"] as? String
+                return try await server.send(
+                    .POST, "/device/auth", headers: TestServer.brokerAuthorization, body: Array(body.utf8)
+                ).json["result"] as? String
             }
             let future = Int64(Date().timeIntervalSince1970) + 3600
             let good = try MQTTCredentials.derive(productId: product.id, deviceName: "d", psk: psk, expiry: future)

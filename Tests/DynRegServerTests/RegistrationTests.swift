@@ -261,7 +261,7 @@ struct RegistrationTests {
             let expiry = Int64(Date().timeIntervalSince1970) + 3600
             let old = try MQTTCredentials.derive(productId: product.id, deviceName: "d", psk: first, expiry: expiry)
             let oldAuth = try await server.send(
-                .POST, "/device/auth",
+                .POST, "/device/auth", headers: TestServer.brokerAuthorization,
                 body: Array(
                     #"{"clientid":"\#(old.clientId)","username":"\#(old.username)","password":"\#(old.password)"}"#.utf8
                 ))
@@ -309,7 +309,7 @@ struct RegistrationTests {
                     headers: [
                         (DeviceRequestHeader.algorithm, "hmacsha256"), (DeviceRequestHeader.timestamp, "1"),
                         (DeviceRequestHeader.nonce, "1"), (DeviceRequestHeader.signature, "AAAA"),
-                    ],
+                    ] + TestServer.brokerAuthorization,
                     body: Array(body.utf8))
                 #expect(answer.status == 200)
                 #expect(!answer.json.isEmpty)

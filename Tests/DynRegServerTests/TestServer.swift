@@ -15,6 +15,8 @@ import Testing
 /// A real `dynreg` server on a loopback port with a real SQLite file in a fresh directory.
 struct TestServer {
     static let adminToken = LiveServer.adminToken
+    /// What a broker sends to the broker endpoints.
+    static let brokerAuthorization = [("Authorization", "Bearer \(LiveServer.brokerToken)")]
     static let masterKey = LiveServer.masterKey
 
     let baseURL: String

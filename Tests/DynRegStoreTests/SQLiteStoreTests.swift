@@ -178,7 +178,8 @@ import Testing
         let store = try SQLiteStore(path: path)
         #expect(
             try await store.migrate() == [
-                "v3: certificates in a rowid table", "v4: answers for retries, trusted device CAs",
+                "v3: certificates in a rowid table",
+                "v4: answers for retries, trusted device CAs, topic rules, device key types",
             ])
         try await withRunning(store, migrate: false) { try await checkMigratedCertificates(store) }
     }

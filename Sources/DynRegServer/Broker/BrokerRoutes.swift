@@ -1,0 +1,250 @@
+import Crypto
+import DynRegProtocol
+import DynRegStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// What brokers call: EMQX's HTTP authentication (`POST /device/auth`) and authorization (`POST /device/acl`),
+/// and RabbitMQ's HTTP auth backend (`POST /rabbitmq/user`, `vhost`, `resource`, `topic`). Every one of them
+/// requires the broker token (docs/brokers.md).
+struct BrokerRoutes<Store: RegistrationStore>: Sendable {
+    typealias Context = DynRegRequestContext
+
+    let service: BrokerService<Store>
+    let token: String
+    let refusals: BrokerTokenRefusals
+    let maxBodySize: Int
+
+    func register(on router: Router<Context>) {
+        let group = router.group()
+        group.add(middleware: BrokerTokenMiddleware(token: token, refusals: refusals))
+        group.post("/device/auth", use: emqxAuthentication)
+        group.post("/device/acl", use: emqxAuthorization)
+        group.post("/rabbitmq/user", use: rabbitUser)
+        group.post("/rabbitmq/vhost", use: rabbitVhost)
+        group.post("/rabbitmq/resource", use: rabbitResource)
+        group.post("/rabbitmq/topic", use: rabbitTopic)
+    }
+
+    // MARK: EMQX
+
+    /// EMQX 5 HTTP authentication: `result`, and for a device it lets in, `is_superuser`, `expire_at` and the
+    /// device's topic rules as `acl`, ending in a deny of everything else.
+    @Sendable func emqxAuthentication(_ request: Request, context: Context) async throws -> Response {
+        guard let body = try? await request.body.collect(upTo: maxBodySize),
+            let auth = try? JSONDecoder().decode(EMQXAuthentication.self, from: Data(body.readableBytesView))
+        else { return Self.json(EMQXAnswer(result: "deny")) }
+        let login: BrokerService<Store>.Login?
+        if auth.certificate != nil || auth.fingerprint != nil {
+            login = await service.certificateLogin(
+                clientId: auth.clientid, certificatePEM: auth.certificate, fingerprint: auth.fingerprint,
+                logger: context.logger)
+        } else {
+            login = await service.passwordLogin(
+                clientId: auth.clientid, username: auth.username ?? "", password: auth.password ?? "",
+                logger: context.logger)
+        }
+        guard let login else { return Self.json(EMQXAnswer(result: "deny")) }
+        let rules = TopicRules.rules(
+            login.product.topicPolicy, productId: login.product.id, deviceName: login.deviceName)
+        let acl =
+            rules.map { EMQXRule(permission: "allow", action: $0.access.rawValue, topic: $0.topic) }
+            + [EMQXRule(permission: "deny", action: "all", topic: "#")]
+        return Self.json(EMQXAnswer(result: "allow", isSuperuser: false, expireAt: login.expiresAt, acl: acl))
+    }
+
+    /// EMQX 5 HTTP authorization: one topic, one action.
+    @Sendable func emqxAuthorization(_ request: Request, context: Context) async throws -> Response {
+        guard let body = try? await request.body.collect(upTo: maxBodySize),
+            let check = try? JSONDecoder().decode(EMQXAuthorization.self, from: Data(body.readableBytesView)),
+            let action = TopicAction(rawValue: check.action)
+        else { return Self.json(EMQXAnswer(result: "deny")) }
+        // The username, when sent, must name the same client: a device's credentials are its own.
+        if let username = check.username, let parsed = MQTTUsername(username), parsed.clientId != check.clientid {
+            return Self.json(EMQXAnswer(result: "deny"))
+        }
+        let allowed = await service.allows(action, check.topic, clientId: check.clientid)
+        return Self.json(EMQXAnswer(result: allowed ? "allow" : "deny"))
+    }
+
+    // MARK: RabbitMQ
+
+    /// `username` and `password`. A key device logs in with its MQTT credentials; a certificate device that the
+    /// broker verified (`ssl_cert_login`) arrives as its common name with no password.
+    @Sendable func rabbitUser(_ request: Request, context: Context) async throws -> Response {
+        guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"] else {
+            return Self.deny
+        }
+        let password = form["password"] ?? ""
+        let login =
+            password.isEmpty
+            ? await service.certificateHolderLogin(clientId: username, logger: context.logger)
+            : await service.passwordLogin(
+                clientId: form["client_id"], username: username, password: password, logger: context.logger)
+        return login == nil ? Self.deny : Self.allow
+    }
+
+    /// `username`, `vhost`, `ip` (and `client_id` where the broker sends it, which must be the username's).
+    @Sendable func rabbitVhost(_ request: Request, context: Context) async throws -> Response {
+        guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"] else {
+            return Self.deny
+        }
+        let clientId = Self.clientId(username)
+        if let sent = form["client_id"] ?? form["variable_map.client_id"], sent != clientId { return Self.deny }
+        guard (try? await service.device(clientId: clientId)) != nil else { return Self.deny }
+        return Self.allow
+    }
+
+    /// Only the device's own subscription queues and the `amq.topic` exchange.
+    @Sendable func rabbitResource(_ request: Request, context: Context) async throws -> Response {
+        guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"],
+            let resource = form["resource"], let name = form["name"]
+        else { return Self.deny }
+        let clientId = Self.clientId(username)
+        switch resource {
+        case "exchange":
+            return name == "amq.topic" && form["permission"] != "configure" ? Self.allow : Self.deny
+        case "queue":
+            let own = ["mqtt-subscription-\(clientId)qos0", "mqtt-subscription-\(clientId)qos1"]
+            return own.contains(name) ? Self.allow : Self.deny
+        default:
+            return Self.deny
+        }
+    }
+
+    /// A routing key (`/` as `.`, `+` as `*`): `write` publishes, `read` subscribes.
+    @Sendable func rabbitTopic(_ request: Request, context: Context) async throws -> Response {
+        guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"],
+            form["resource"] == "topic", form["name"] == "amq.topic", let key = form["routing_key"]
+        else { return Self.deny }
+        let action: TopicAction
+        switch form["permission"] {
+        case "write": action = .publish
+        case "read": action = .subscribe
+        default: return Self.deny
+        }
+        let allowed = await service.allows(action, key, clientId: Self.clientId(username), separator: ".")
+        return allowed ? Self.allow : Self.deny
+    }
+
+    /// A Tencent MQTT username starts with the client id; a certificate login's username is the client id.
+    static func clientId(_ username: String) -> String {
+        String(username.prefix { $0 != ";" })
+    }
+
+    /// RabbitMQ reads exactly `allow` or `deny`: anything more (a newline) breaks the connection.
+    static var allow: Response { .text("allow") }
+    static var deny: Response { .text("deny") }
+
+    /// A form-encoded body; `nil` when it is too large or not a form.
+    static func form(_ request: Request, limit: Int) async -> [String: String]? {
+        var request = request
+        guard let body = try? await request.collectBody(upTo: limit) else { return nil }
+        let text = String(decoding: body.readableBytesView, as: UTF8.self).replacingOccurrences(of: "+", with: "%20")
+        guard let items = URLComponents(string: "?" + text)?.queryItems else { return nil }
+        var fields: [String: String] = [:]
+        for item in items where fields[item.name] == nil { fields[item.name] = item.value ?? "" }
+        return fields
+    }
+
+    static func json(_ answer: some Encodable) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return .json(status: .ok, bytes: Array((try? encoder.encode(answer)) ?? Data(#"{"result":"deny"}"#.utf8)))
+    }
+}
+
+/// EMQX's authentication request, as the configuration in docs/brokers.md sends it.
+private struct EMQXAuthentication: Decodable {
+    var clientid: String
+    var username: String?
+    var password: String?
+    /// The peer certificate EMQX verified (`${cert_pem}`), or its SHA-256 fingerprint.
+    var certificate: String?
+    var fingerprint: String?
+}
+
+private struct EMQXAuthorization: Decodable {
+    var clientid: String
+    var username: String?
+    var topic: String
+    var action: String
+}
+
+private struct EMQXRule: Encodable {
+    var permission: String
+    var action: String
+    var topic: String
+}
+
+private struct EMQXAnswer: Encodable {
+    var result: String
+    var isSuperuser: Bool?
+    var expireAt: Int64?
+    var acl: [EMQXRule]?
+
+    enum CodingKeys: String, CodingKey {
+        case result
+        case isSuperuser = "is_superuser"
+        case expireAt = "expire_at"
+        case acl
+    }
+}
+
+/// Counts requests refused for a missing or wrong broker token: they change nothing, and log nothing per request.
+final class BrokerTokenRefusals: Sendable {
+    private let count = Atomic<Int>(0)
+    func record() { count.add(1, ordering: .relaxed) }
+    var total: Int { count.load(ordering: .relaxed) }
+}
+
+/// `Authorization: Bearer <token>`, or HTTP Basic with the token as the password (RabbitMQ sends the credentials
+/// written in its URLs that way). Compared in constant time; a refusal is 401 and nothing else happens.
+struct BrokerTokenMiddleware: RouterMiddleware {
+    typealias Context = DynRegRequestContext
+    /// Digests, compared in constant time: equal lengths, so the length of the token does not show.
+    let token: SHA256.Digest
+    let refusals: BrokerTokenRefusals
+
+    init(token: String, refusals: BrokerTokenRefusals) {
+        self.token = SHA256.hash(data: Array(token.utf8))
+        self.refusals = refusals
+    }
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        guard let presented = Self.presentedToken(request.headers[.authorization]),
+            constantTimeEquals(Array(SHA256.hash(data: presented)), Array(token))
+        else {
+            refusals.record()
+            return Response(
+                status: .unauthorized,
+                headers: [
+                    .contentType: "text/plain; charset=utf-8", .wwwAuthenticate: #"Basic realm="dynreg broker""#,
+                ],
+                body: .init(byteBuffer: ByteBuffer(string: "the broker token is missing or wrong\n")))
+        }
+        return try await next(request, context)
+    }
+
+    static func presentedToken(_ header: String?) -> [UInt8]? {
+        guard let header else { return nil }
+        if header.hasPrefix("Bearer ") { return Array(header.dropFirst(7).utf8) }
+        guard header.hasPrefix("Basic "), let decoded = Data(base64Encoded: String(header.dropFirst(6))),
+            let colon = decoded.firstIndex(of: UInt8(ascii: ":"))
+        else { return nil }
+        return Array(decoded[decoded.index(after: colon)...])
+    }
+}
+
+extension Response {
+    static func text(_ text: String) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "text/plain"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
