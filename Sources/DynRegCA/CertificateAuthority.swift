@@ -12,6 +12,12 @@ package enum CAKeyType: String, Sendable, Codable, Hashable, CaseIterable {
     case rsa2048
 }
 
+/// The key a device gets when the server makes it.
+package enum DeviceKeyAlgorithm: String, Sendable, Hashable, CaseIterable {
+    case p256
+    case rsa2048
+}
+
 /// A CA private key, kept as the concrete type so CRLs can be signed without X509 internals.
 enum CAKey: Sendable {
     case p256(P256.Signing.PrivateKey)
@@ -233,19 +239,31 @@ package struct ProductCertificateAuthority: Sendable {
         }
     }
 
-    /// Generates a P-256 key for the device and certifies it: the server-generated path of the protocol.
+    /// Generates a key for the device and certifies it: the server-generated path of the protocol. P-256 by
+    /// default; RSA-2048 for Tencent's Java SDK, which loads `clientKey` with `KeyFactory.getInstance("RSA")`.
     package func issueWithNewKey(
-        commonName: String, validityDays: Int, now: Date = Date()
+        commonName: String, validityDays: Int, keyType: DeviceKeyAlgorithm = .p256, now: Date = Date()
     )
         throws(CertificateAuthorityError) -> (certificate: IssuedCertificate, privateKeyPEM: String)
     {
-        // Compact representability (the default) costs a second key generation half the time; nothing here uses it.
-        let deviceKey = P256.Signing.PrivateKey(compactRepresentable: false)
-        let issued = try issue(
-            commonName: commonName, publicKey: Certificate.PublicKey(deviceKey.publicKey), validityDays: validityDays,
-            now: now)
-        // swift-crypto's PEM for P-256 is PKCS#8 ("BEGIN PRIVATE KEY"), as the protocol's clientKey expects.
-        return (issued, PEM.encode(type: "PRIVATE KEY", der: deviceKey.derRepresentation))
+        let publicKey: Certificate.PublicKey
+        let pkcs8: Data
+        switch keyType {
+        case .p256:
+            // Compact representability (the default) costs a second key generation half the time; unused here.
+            let deviceKey = P256.Signing.PrivateKey(compactRepresentable: false)
+            publicKey = Certificate.PublicKey(deviceKey.publicKey)
+            pkcs8 = deviceKey.derRepresentation
+        case .rsa2048:
+            guard let deviceKey = try? _RSA.Signing.PrivateKey(keySize: .bits2048) else {
+                throw CertificateAuthorityError(.signingFailed)
+            }
+            publicKey = Certificate.PublicKey(deviceKey.publicKey)
+            pkcs8 = deviceKey.pkcs8DERRepresentation
+        }
+        let issued = try issue(commonName: commonName, publicKey: publicKey, validityDays: validityDays, now: now)
+        // PKCS#8 ("BEGIN PRIVATE KEY") for both, as the protocol's clientKey and Java's PKCS8EncodedKeySpec expect.
+        return (issued, PEM.encode(type: "PRIVATE KEY", der: pkcs8))
     }
 
     /// Checks a device's PKCS#10 request: a good signature and the expected common name.

@@ -15,8 +15,8 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     let administration: ProductAdministration<Store>
     let token: String
 
-    init(store: Store, token: String, authorities: CertificateAuthorities) {
-        administration = ProductAdministration(store: store, authorities: authorities)
+    init(store: Store, token: String, authorities: CertificateAuthorities, revocations: RevocationNotifier? = nil) {
+        administration = ProductAdministration(store: store, authorities: authorities, revocations: revocations)
         self.token = token
     }
 

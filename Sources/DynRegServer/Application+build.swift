@@ -65,9 +65,17 @@ package func buildApplication<Store: RegistrationStore>(
     beforeServerStarts: @escaping @Sendable () async throws -> Void = {}
 ) throws -> some ApplicationProtocol {
     let authorities = CertificateAuthorities(masterKey: configuration.masterKey)
+    let notifier = RevocationNotifier()
     let service = RegistrationService<Store>(
         store: store, timestampWindow: configuration.timestampWindow, publicHosts: configuration.publicHosts,
-        authorities: authorities)
+        authorities: authorities, revocations: notifier)
+    var services = services
+    if let directory = configuration.crlDirectory {
+        services.append(
+            CRLPublisher(
+                store: store, authorities: authorities, directory: directory, command: configuration.crlUpdatedCommand,
+                refresh: configuration.crlRefresh, notifier: notifier, logger: logger))
+    }
     let router = Router(context: DynRegRequestContext.self)
     router.add(
         middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization]))
@@ -84,7 +92,9 @@ package func buildApplication<Store: RegistrationStore>(
             return .json(status: .serviceUnavailable, #"{"status":"unavailable"}"#)
         }
     }
-    AdminRoutes<Store>(store: store, token: configuration.adminToken, authorities: authorities).register(
+    AdminRoutes<Store>(
+        store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier
+    ).register(
         on: router.group("/admin/v1"))
 
     let server: HTTPServerBuilder
@@ -105,7 +115,10 @@ package func buildApplication<Store: RegistrationStore>(
         server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
         services: [store as any Service] + services,
-        onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
+        onServerRunning: { channel in
+            notifier.changed()  // migrated: the CRL directory may be written
+            await onListening(channel.localAddress?.port ?? configuration.port)
+        },
         logger: logger
     )
     let masterKey = configuration.masterKey

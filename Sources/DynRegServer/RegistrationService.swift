@@ -42,11 +42,14 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     package let publicHosts: [String]
     let authorities: CertificateAuthorities
     let clock: @Sendable () -> Date
+    /// Told when a re-registration revoked a certificate, for the CRL directory.
+    let revocations: RevocationNotifier?
 
     init(
         store: Store, timestampWindow: Int64, publicHosts: [String], authorities: CertificateAuthorities,
-        clock: @escaping @Sendable () -> Date = Date.init
+        revocations: RevocationNotifier? = nil, clock: @escaping @Sendable () -> Date = Date.init
     ) {
+        self.revocations = revocations
         self.store = store
         self.timestampWindow = timestampWindow
         self.publicHosts = publicHosts
@@ -175,6 +178,8 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             case .rejected(let code):
                 return (.refused(code), true)
             case .issued(_, let created):
+                // Re-registering a certificate device revoked its previous certificate.
+                if case .certificate = issued, !created { revocations?.changed() }
                 return (.issued(payload, created: created), true)
             case .repeated(let first):
                 logger.info(
@@ -266,8 +271,9 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             }
             clientKey = ""
         } else {
+            let keyType: DeviceKeyAlgorithm = product.deviceKeyType == .rsa2048 ? .rsa2048 : .p256
             (certificate, clientKey) = try authority.issueWithNewKey(
-                commonName: commonName, validityDays: validity, now: now)
+                commonName: commonName, validityDays: validity, keyType: keyType, now: now)
         }
         let record = DeviceCertificate(
             serial: certificate.serialHex, productId: product.id, deviceName: deviceName,

@@ -1,5 +1,5 @@
 package import DynRegCA
-import Foundation
+package import Foundation
 
 /// How `dynreg serve` runs. Only the command line reads flags and the environment; this is what it produces.
 package struct ServerConfiguration: Sendable {
@@ -19,6 +19,11 @@ package struct ServerConfiguration: Sendable {
     package var brokerToken: String
     /// Seals product CA keys at rest. Every instance on one database needs the same key.
     package var masterKey: MasterKey
+    /// Where to keep every certificate product's CA and CRL for brokers (`--crl-dir`), the command to run after
+    /// each rewrite, and how often to rewrite when nothing changes.
+    package var crlDirectory: URL?
+    package var crlUpdatedCommand: String?
+    package var crlRefresh: Duration = .seconds(3600)
     /// Largest device request body accepted.
     package var maxDeviceBodySize: Int = 4096
 

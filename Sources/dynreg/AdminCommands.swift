@@ -164,6 +164,10 @@ extension ProductView: FieldListed {
             ("allowClocklessDevices", onOff(allowClocklessDevices)),
             ("caKeyType", caKeyType), ("certificateValidityDays", certificateValidityDays.map(String.init)),
             ("trustedCAs", trustedCaCertificatePems.map { String($0.count) }),
+            ("deviceKeyType", deviceKeyType?.rawValue),
+            ("defaultTopics", onOff(topicRules.includeDefaults)),
+            ("topicRules", topicRules.rules.isEmpty ? "-" : topicRules.rules.map { "\($0.access.rawValue):\($0.topic)" }
+                .joined(separator: " ")),
             ("deviceCount", String(deviceCount)), ("createdAt", stamp(createdAt)),
         ]
     }
@@ -176,6 +180,20 @@ extension DeviceView: FieldListed {
             ("createdAt", stamp(createdAt)), ("registeredAt", registeredAt.map(stamp)),
             ("activatedAt", activatedAt.map(stamp)), ("registrationCount", String(registrationCount)),
         ]
+    }
+}
+
+extension DeviceKeyType: ExpressibleByArgument {}
+
+/// `ACCESS:PATTERN`, e.g. `publish:${productId}/${deviceName}/telemetry`.
+struct TopicRuleArgument: ExpressibleByArgument {
+    let rule: TopicRule
+
+    init?(argument: String) {
+        guard let colon = argument.firstIndex(of: ":"),
+            let access = TopicRule.Access(rawValue: String(argument[..<colon]))
+        else { return nil }
+        rule = TopicRule(String(argument[argument.index(after: colon)...]), access)
     }
 }
 
@@ -230,13 +248,19 @@ struct ProductCommand: AsyncParsableCommand {
                 "Certificate products: trust this PEM CA certificate (no key) for certificates devices bring; repeatable."
         )
         var trustCaCert: [String] = []
+        @Option(help: "Certificate products: p256 (default) or rsa2048 keys for devices that send no CSR.")
+        var deviceKeyType: DeviceKeyType?
+        @Option(help: "Also allow ACCESS:PATTERN (publish, subscribe or all; ${productId}, ${deviceName}); repeatable.")
+        var allowTopic: [TopicRuleArgument] = []
+        @Flag(help: "Devices get only the --allow-topic rules, not Tencent's default topics.") var noDefaultTopics = false
 
         func validate() throws {
             if (importCaCert == nil) != (importCaKey == nil) {
                 throw ValidationError("--import-ca-cert and --import-ca-key go together")
             }
             if auth == .key
-                && (caKeyType != nil || certificateValidityDays != nil || importCaCert != nil || !trustCaCert.isEmpty)
+                && (caKeyType != nil || certificateValidityDays != nil || importCaCert != nil || !trustCaCert.isEmpty
+                    || deviceKeyType != nil)
             {
                 throw ValidationError("CA options need --auth certificate")
             }
@@ -248,7 +272,9 @@ struct ProductCommand: AsyncParsableCommand {
                 autoCreate: !noAutoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless,
                 caKeyType: caKeyType, certificateValidityDays: certificateValidityDays,
                 caCertificatePem: try importCaCert.map(readFile), caPrivateKeyPem: try importCaKey.map(readFile),
-                trustedCaCertificatePems: trustCaCert.isEmpty ? nil : try trustCaCert.map(readFile))
+                trustedCaCertificatePems: trustCaCert.isEmpty ? nil : try trustCaCert.map(readFile),
+                topicRules: TopicPolicy(includeDefaults: !noDefaultTopics, rules: allowTopic.map(\.rule)),
+                deviceKeyType: deviceKeyType)
             try await admin.show(.POST, "/products", body: input, as: ProductView.self)
         }
     }
@@ -297,11 +323,20 @@ struct ProductCommand: AsyncParsableCommand {
         var trustCaCert: [String] = []
         @Flag(help: "Certificate products: trust no operator CA (before any --trust-ca-cert).") var clearTrustedCas =
             false
+        @Option(help: "Certificate products: p256 or rsa2048 keys for devices that send no CSR.")
+        var deviceKeyType: DeviceKeyType?
+        @Option(help: "Replace the product's topic rules with these ACCESS:PATTERN rules; repeatable.")
+        var allowTopic: [TopicRuleArgument] = []
+        @Flag(help: "Remove the product's own topic rules.") var clearTopics = false
+        @Option(help: "on or off: whether devices also get Tencent's default topics.") var defaultTopics: Switch?
 
         enum Switch: String, ExpressibleByArgument { case on, off }
 
         func validate() throws {
             if quota != nil && noQuota { throw ValidationError("--quota and --no-quota contradict each other") }
+            if clearTopics && !allowTopic.isEmpty {
+                throw ValidationError("--clear-topics and --allow-topic contradict each other")
+            }
         }
 
         func run() async throws {
@@ -319,10 +354,20 @@ struct ProductCommand: AsyncParsableCommand {
                 }
                 trusted = current + (try trustCaCert.map(readFile))
             }
+            var topics: TopicPolicy?
+            if clearTopics || !allowTopic.isEmpty || defaultTopics != nil {
+                // The API replaces the policy: start from the product's.
+                var policy =
+                    try await admin.call(.GET, "/products/\(escaped(productId))", as: ProductView.self).topicRules
+                if clearTopics || !allowTopic.isEmpty { policy.rules = allowTopic.map(\.rule) }
+                if let defaultTopics { policy.includeDefaults = defaultTopics == .on }
+                topics = policy
+            }
             let input = ProductUpdate(
                 name: name, dynamicRegistration: dynamicRegistration.map { $0 == .on },
                 autoCreate: autoCreate.map { $0 == .on }, deviceQuota: deviceQuota,
-                allowClocklessDevices: allowClockless.map { $0 == .on }, trustedDeviceCAs: trusted)
+                allowClocklessDevices: allowClockless.map { $0 == .on }, trustedDeviceCAs: trusted,
+                topicPolicy: topics, deviceKeyType: deviceKeyType)
             try await admin.show(.PATCH, "/products/\(escaped(productId))", body: input, as: ProductView.self)
         }
     }

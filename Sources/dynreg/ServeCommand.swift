@@ -30,6 +30,16 @@ struct Serve: AsyncParsableCommand {
             <data-dir>/broker-token.
             """)
     var brokerToken: String?
+    @Option(
+        help: """
+            Keep every certificate product's CA and CRL in DIR for brokers that check client certificates (Mosquitto): \
+            <productId>.ca.pem, <productId>.crl.pem, ca-bundle.pem, crl-bundle.pem; rewritten on every revocation.
+            """)
+    var crlDir: String?
+    @Option(help: "Run this (sh -c) after each rewrite of --crl-dir, e.g. \"kill -HUP $(cat /run/mosquitto.pid)\".")
+    var crlUpdatedCommand: String?
+    @Option(help: "Seconds between rewrites of --crl-dir when nothing changes (CRLs are valid 7 days).")
+    var crlRefresh = 3600
     @Option(help: "Seconds a request timestamp may differ from the server clock.") var timestampWindow: Int64 = 300
     @Option(
         name: .customLong("public-host"),
@@ -54,6 +64,10 @@ struct Serve: AsyncParsableCommand {
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
         guard timestampWindow > 0 else { throw ValidationError("--timestamp-window must be positive") }
+        guard (60...86_400).contains(crlRefresh) else { throw ValidationError("--crl-refresh must be 60-86400") }
+        if crlUpdatedCommand != nil && crlDir == nil {
+            throw ValidationError("--crl-updated-command needs --crl-dir")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }
 
@@ -111,6 +125,9 @@ struct Serve: AsyncParsableCommand {
         configuration.port = port
         configuration.timestampWindow = timestampWindow
         if !publicHosts.isEmpty { configuration.publicHosts = publicHosts }
+        configuration.crlDirectory = crlDir.map { URL(fileURLWithPath: $0) }
+        configuration.crlUpdatedCommand = crlUpdatedCommand
+        configuration.crlRefresh = .seconds(crlRefresh)
         if let tlsCert, let tlsKey {
             configuration.tls = .init(certificatePath: tlsCert, keyPath: tlsKey)
         }

@@ -23,6 +23,7 @@ struct AdminErrorCode: Sendable, Hashable, CustomStringConvertible {
     static let invalidKeyType = Self("InvalidKeyType", .badRequest)
     static let invalidCertificateAuthority = Self("InvalidCertificateAuthority", .badRequest)
     static let invalidStatus = Self("InvalidStatus", .badRequest)
+    static let invalidTopicRule = Self("InvalidTopicRule", .badRequest)
     static let invalidInput = Self("InvalidInput", .badRequest)
     /// The device protocol's code, so one name means one thing everywhere.
     static let deviceNameInvalid = Self(RegistrationErrorCode.deviceNameInvalid.code, .badRequest)
@@ -35,7 +36,7 @@ struct AdminErrorCode: Sendable, Hashable, CustomStringConvertible {
 
     static let all: [Self] = [
         .invalidBody, .invalidName, .invalidQuota, .invalidValidity, .invalidAuthType, .invalidKeyType,
-        .invalidCertificateAuthority, .invalidStatus, .invalidInput, .deviceNameInvalid, .unauthorized, .notFound,
+        .invalidCertificateAuthority, .invalidStatus, .invalidTopicRule, .invalidInput, .deviceNameInvalid, .unauthorized, .notFound,
         .conflict, .deviceQuota, .internalError, .unavailable,
     ]
 }

@@ -23,6 +23,10 @@ package struct ProductView: Codable, Sendable, Hashable {
     package var certificateValidityDays: Int?
     /// Certificate products only: operator CAs (PEM) that vouch for certificates devices bring.
     package var trustedCaCertificatePems: [String]?
+    /// The MQTT topics the product's devices may use.
+    package var topicRules: TopicPolicy
+    /// Certificate products only: the key made for a device that sends no CSR.
+    package var deviceKeyType: DeviceKeyType?
 
     package init(_ product: Product, includeSecret: Bool) {
         productId = product.id
@@ -38,6 +42,8 @@ package struct ProductView: Codable, Sendable, Hashable {
         caKeyType = product.certificateAuthority?.keyType
         certificateValidityDays = product.certificateAuthority?.certificateValidityDays
         trustedCaCertificatePems = product.authType == .certificate ? product.trustedDeviceCAs : nil
+        topicRules = product.topicPolicy
+        deviceKeyType = product.authType == .certificate ? product.deviceKeyType : nil
     }
 
     package init(from decoder: any Decoder) throws {
@@ -56,6 +62,8 @@ package struct ProductView: Codable, Sendable, Hashable {
         caKeyType = try container.decodeIfPresent(String.self, forKey: .caKeyType)
         certificateValidityDays = try container.decodeIfPresent(Int.self, forKey: .certificateValidityDays)
         trustedCaCertificatePems = try container.decodeIfPresent([String].self, forKey: .trustedCaCertificatePems)
+        topicRules = try container.decode(TopicPolicy.self, forKey: .topicRules)
+        deviceKeyType = try container.decodeIfPresent(DeviceKeyType.self, forKey: .deviceKeyType)
     }
 
     package func encode(to encoder: any Encoder) throws {
@@ -73,12 +81,14 @@ package struct ProductView: Codable, Sendable, Hashable {
         try container.encodeIfPresent(caKeyType, forKey: .caKeyType)
         try container.encodeIfPresent(certificateValidityDays, forKey: .certificateValidityDays)
         try container.encodeIfPresent(trustedCaCertificatePems, forKey: .trustedCaCertificatePems)
+        try container.encode(topicRules, forKey: .topicRules)
+        try container.encodeIfPresent(deviceKeyType, forKey: .deviceKeyType)
     }
 
     enum CodingKeys: String, CodingKey {
         case productId, name, authType, productSecret, dynamicRegistration, autoCreate, deviceQuota
         case allowClocklessDevices, deviceCount, createdAt, caKeyType, certificateValidityDays
-        case trustedCaCertificatePems
+        case trustedCaCertificatePems, topicRules, deviceKeyType
     }
 }
 
@@ -215,12 +225,14 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
     package var caPrivateKeyPem: String?
     /// Operator CA certificates, without their keys, that vouch for certificates devices bring (`ClientCert`).
     package var trustedCaCertificatePems: [String]?
+    package var topicRules: TopicPolicy?
+    package var deviceKeyType: DeviceKeyType?
 
     package init(
         name: String? = nil, authType: AuthType? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil,
         deviceQuota: Int? = nil, allowClocklessDevices: Bool? = nil, caKeyType: String? = nil,
         certificateValidityDays: Int? = nil, caCertificatePem: String? = nil, caPrivateKeyPem: String? = nil,
-        trustedCaCertificatePems: [String]? = nil
+        trustedCaCertificatePems: [String]? = nil, topicRules: TopicPolicy? = nil, deviceKeyType: DeviceKeyType? = nil
     ) {
         self.name = name
         self.authType = authType
@@ -233,6 +245,8 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
         self.caCertificatePem = caCertificatePem
         self.caPrivateKeyPem = caPrivateKeyPem
         self.trustedCaCertificatePems = trustedCaCertificatePems
+        self.topicRules = topicRules
+        self.deviceKeyType = deviceKeyType
     }
 }
 
@@ -242,6 +256,8 @@ extension ProductUpdate: Codable {
     enum CodingKeys: String, CodingKey {
         case name, dynamicRegistration, autoCreate, deviceQuota, allowClocklessDevices
         case trustedDeviceCAs = "trustedCaCertificatePems"
+        case topicPolicy = "topicRules"
+        case deviceKeyType
     }
 
     package init(from decoder: any Decoder) throws {
@@ -251,7 +267,9 @@ extension ProductUpdate: Codable {
             dynamicRegistration: try container.decodeIfPresent(Bool.self, forKey: .dynamicRegistration),
             autoCreate: try container.decodeIfPresent(Bool.self, forKey: .autoCreate),
             allowClocklessDevices: try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices),
-            trustedDeviceCAs: try container.decodeIfPresent([String].self, forKey: .trustedDeviceCAs))
+            trustedDeviceCAs: try container.decodeIfPresent([String].self, forKey: .trustedDeviceCAs),
+            topicPolicy: try container.decodeIfPresent(TopicPolicy.self, forKey: .topicPolicy),
+            deviceKeyType: try container.decodeIfPresent(DeviceKeyType.self, forKey: .deviceKeyType))
         if container.contains(.deviceQuota) {
             deviceQuota = .some(try container.decodeIfPresent(Int.self, forKey: .deviceQuota))
         }
@@ -265,6 +283,8 @@ extension ProductUpdate: Codable {
         if case .some(let quota) = deviceQuota { try container.encode(quota, forKey: .deviceQuota) }
         try container.encodeIfPresent(allowClocklessDevices, forKey: .allowClocklessDevices)
         try container.encodeIfPresent(trustedDeviceCAs, forKey: .trustedDeviceCAs)
+        try container.encodeIfPresent(topicPolicy, forKey: .topicPolicy)
+        try container.encodeIfPresent(deviceKeyType, forKey: .deviceKeyType)
     }
 }
 

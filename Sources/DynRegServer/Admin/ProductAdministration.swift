@@ -17,6 +17,8 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
 
     let store: Store
     let authorities: CertificateAuthorities
+    /// Told about every change to a CA or to revocations, for the CRL directory.
+    var revocations: RevocationNotifier? = nil
 
     /// A page of devices; `nextCursor` is the name to continue after, `nil` on the last page.
     struct DevicePage: Sendable, Hashable {
@@ -40,7 +42,7 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             }
             authority = try makeAuthority(productId: id, input: input, validityDays: validity)
         } else if input.caCertificatePem != nil || input.caPrivateKeyPem != nil || input.caKeyType != nil
-            || input.trustedCaCertificatePems != nil
+            || input.trustedCaCertificatePems != nil || input.deviceKeyType != nil
         {
             throw AdminError(.invalidAuthType, "CA settings apply to certificate products only")
         }
@@ -49,7 +51,10 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             dynamicRegistration: input.dynamicRegistration ?? true, autoCreate: input.autoCreate ?? true,
             deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices ?? false,
             deviceCount: 0, createdAt: now, certificateAuthority: authority,
-            trustedDeviceCAs: try Self.trustedAuthorities(input.trustedCaCertificatePems ?? [], now: now))
+            trustedDeviceCAs: try Self.trustedAuthorities(input.trustedCaCertificatePems ?? [], now: now),
+            topicPolicy: try Self.checkedTopics(input.topicRules ?? .default),
+            deviceKeyType: input.deviceKeyType ?? .p256)
+        defer { if authType == .certificate { revocations?.changed() } }
         return try await store.createProduct(product)
     }
 
@@ -67,13 +72,29 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         var update = update
         if let name = update.name { _ = try Self.validName(name) }
         if case .some(.some(let quota)) = update.deviceQuota { try Self.checkQuota(quota) }
-        if let trusted = update.trustedDeviceCAs {
+        if update.trustedDeviceCAs != nil || update.deviceKeyType != nil {
             guard try await product(id: id).authType == .certificate else {
                 throw AdminError(.invalidAuthType, "CA settings apply to certificate products only")
             }
-            update.trustedDeviceCAs = try Self.trustedAuthorities(trusted, now: now)
         }
+        if let trusted = update.trustedDeviceCAs { update.trustedDeviceCAs = try Self.trustedAuthorities(trusted, now: now) }
+        if let topics = update.topicPolicy { update.topicPolicy = try Self.checkedTopics(topics) }
         return try await store.updateProduct(id: id, update)
+    }
+
+    /// At most this many topic rules per product: every broker check reads them all.
+    static var maximumTopicRules: Int { 64 }
+
+    static func checkedTopics(_ policy: TopicPolicy) throws -> TopicPolicy {
+        guard policy.rules.count <= maximumTopicRules else {
+            throw AdminError(.invalidTopicRule, "at most \(maximumTopicRules) topic rules")
+        }
+        for (index, rule) in policy.rules.enumerated() where !TopicRules.isValidPattern(rule.topic) {
+            throw AdminError(
+                .invalidTopicRule,
+                "topicRules.rules[\(index)].topic must be 1-256 bytes, with + and # only as whole levels and # last")
+        }
+        return policy
     }
 
     /// At most this many operator CAs per product: each one is tried for every `ClientCert`.
@@ -104,6 +125,7 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
 
     func deleteProduct(id: String) async throws {
         try await store.deleteProduct(id: id)
+        revocations?.changed()
     }
 
     // MARK: Devices
@@ -141,10 +163,12 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
 
     func deleteDevice(productId: String, deviceName: String) async throws {
         try await store.deleteDevice(productId: productId, deviceName: deviceName)
+        revocations?.changed()
     }
 
     func resetDevice(productId: String, deviceName: String) async throws -> Device {
-        try await store.resetDevice(productId: productId, deviceName: deviceName)
+        defer { revocations?.changed() }
+        return try await store.resetDevice(productId: productId, deviceName: deviceName)
     }
 
     func activateDevice(productId: String, deviceName: String, now: Date = Date()) async throws -> Device {
@@ -181,7 +205,8 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
 
     /// Idempotent: revoking a revoked certificate answers it unchanged.
     func revokeCertificate(productId: String, serial: String, now: Date = Date()) async throws -> DeviceCertificate {
-        try await store.revokeCertificate(productId: productId, serial: serial, now: now)
+        defer { revocations?.changed() }
+        return try await store.revokeCertificate(productId: productId, serial: serial, now: now)
     }
 
     /// Newest first; `limit` as for `devices`.
