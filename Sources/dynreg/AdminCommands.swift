@@ -166,8 +166,13 @@ extension ProductView: FieldListed {
             ("trustedCAs", trustedCaCertificatePems.map { String($0.count) }),
             ("deviceKeyType", deviceKeyType?.rawValue),
             ("defaultTopics", onOff(topicRules.includeDefaults)),
-            ("topicRules", topicRules.rules.isEmpty ? "-" : topicRules.rules.map { "\($0.access.rawValue):\($0.topic)" }
-                .joined(separator: " ")),
+            (
+                "topicRules",
+                topicRules.rules.isEmpty
+                    ? "-"
+                    : topicRules.rules.map { "\($0.access.rawValue):\($0.topic)" }
+                        .joined(separator: " ")
+            ),
             ("deviceCount", String(deviceCount)), ("createdAt", stamp(createdAt)),
         ]
     }
@@ -252,7 +257,8 @@ struct ProductCommand: AsyncParsableCommand {
         var deviceKeyType: DeviceKeyType?
         @Option(help: "Also allow ACCESS:PATTERN (publish, subscribe or all; ${productId}, ${deviceName}); repeatable.")
         var allowTopic: [TopicRuleArgument] = []
-        @Flag(help: "Devices get only the --allow-topic rules, not Tencent's default topics.") var noDefaultTopics = false
+        @Flag(help: "Devices get only the --allow-topic rules, not Tencent's default topics.") var noDefaultTopics =
+            false
 
         func validate() throws {
             if (importCaCert == nil) != (importCaKey == nil) {

@@ -36,7 +36,8 @@ struct AdminErrorCode: Sendable, Hashable, CustomStringConvertible {
 
     static let all: [Self] = [
         .invalidBody, .invalidName, .invalidQuota, .invalidValidity, .invalidAuthType, .invalidKeyType,
-        .invalidCertificateAuthority, .invalidStatus, .invalidTopicRule, .invalidInput, .deviceNameInvalid, .unauthorized, .notFound,
+        .invalidCertificateAuthority, .invalidStatus, .invalidTopicRule, .invalidInput, .deviceNameInvalid,
+        .unauthorized, .notFound,
         .conflict, .deviceQuota, .internalError, .unavailable,
     ]
 }

@@ -77,7 +77,9 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
                 throw AdminError(.invalidAuthType, "CA settings apply to certificate products only")
             }
         }
-        if let trusted = update.trustedDeviceCAs { update.trustedDeviceCAs = try Self.trustedAuthorities(trusted, now: now) }
+        if let trusted = update.trustedDeviceCAs {
+            update.trustedDeviceCAs = try Self.trustedAuthorities(trusted, now: now)
+        }
         if let topics = update.topicPolicy { update.topicPolicy = try Self.checkedTopics(topics) }
         return try await store.updateProduct(id: id, update)
     }

@@ -70,7 +70,8 @@ package struct CRLPublisher<Store: RegistrationStore>: Service {
             let crl = try authority.crl(
                 revoked: revoked.map { ($0.serial, $0.revokedAt ?? now) }, number: Int(now.timeIntervalSince1970),
                 now: now)
-            try Self.write(authority.certificatePEM + "\n", to: directory.appendingPathComponent("\(product.id).ca.pem"))
+            try Self.write(
+                authority.certificatePEM + "\n", to: directory.appendingPathComponent("\(product.id).ca.pem"))
             try Self.write(crl + "\n", to: directory.appendingPathComponent("\(product.id).crl.pem"))
             cas.append(authority.certificatePEM)
             crls.append(crl)
