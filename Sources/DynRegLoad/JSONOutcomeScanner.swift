@@ -18,6 +18,15 @@ package enum JSONOutcomeScanner {
         return RegistrationErrorCode.forLegacyCode(code)?.code ?? "code \(code)"
     }
 
+    /// A broker hook's answer (`POST /device/auth`): `nil` for `allow`, `deny` for a refusal.
+    package static func authOutcome(_ body: UnsafeRawBufferPointer) -> String? {
+        switch stringValue(of: #""result""#, in: body) {
+        case "allow": return nil
+        case "deny": return "deny"
+        default: return invalidResponse
+        }
+    }
+
     package static let invalidResponse = "InvalidResponse"
 
     package static func find(_ needle: StaticString, in haystack: UnsafeRawBufferPointer) -> Int? {

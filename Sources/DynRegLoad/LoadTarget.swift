@@ -23,7 +23,7 @@ package struct LoadTarget: Sendable, Hashable {
         canonicalHost = CanonicalHost.fromHostHeader(hostHeader)
         var path = components.percentEncodedPath
         while path.hasSuffix("/") { path.removeLast() }
-        for known in [RegistrationPath.current, RegistrationPath.legacy, LoadMode.healthPath]
+        for known in [RegistrationPath.current, RegistrationPath.legacy, LoadMode.healthPath, LoadMode.authPath]
         where path.hasSuffix(known) {
             path.removeLast(known.count)
         }
@@ -37,8 +37,11 @@ package enum LoadMode: Sendable, Hashable {
     case current(SignatureAlgorithm)
     case legacy
     case health
+    /// Broker logins: `POST /device/auth` with each device's MQTT credentials.
+    case auth
 
     package static let healthPath = "/health"
+    package static let authPath = "/device/auth"
 
     /// The endpoint's path, without the target's prefix.
     package var endpoint: String {
@@ -46,6 +49,7 @@ package enum LoadMode: Sendable, Hashable {
         case .health: return Self.healthPath
         case .current: return RegistrationPath.current
         case .legacy: return RegistrationPath.legacy
+        case .auth: return Self.authPath
         }
     }
 
@@ -56,6 +60,7 @@ package enum LoadMode: Sendable, Hashable {
         case .health: return nil
         case .current: return JSONOutcomeScanner.currentOutcome(body)
         case .legacy: return JSONOutcomeScanner.legacyOutcome(body)
+        case .auth: return JSONOutcomeScanner.authOutcome(body)
         }
     }
 }

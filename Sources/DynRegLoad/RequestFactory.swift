@@ -14,12 +14,17 @@ package struct RequestFactory: Sendable {
     private let devicePrefix: String
     /// PEM CSRs by device index, or empty.
     private let csrs: [String]
+    /// Broker logins: the token's header, and each device's JSON credentials by index.
+    private let authorization: String
+    private let authBodies: [[UInt8]]
     private var random = WyRand()
 
     package init(
         mode: LoadMode, target: LoadTarget, productId: String, productSecret: String, devicePrefix: String,
-        csrs: [String] = []
+        csrs: [String] = [], brokerToken: String = "", authBodies: [[UInt8]] = []
     ) {
+        authorization = "Bearer " + brokerToken
+        self.authBodies = authBodies
         self.mode = mode
         path = target.pathPrefix + mode.endpoint
         // Asked for in so many words: the device endpoints close a connection after answering otherwise.
@@ -40,6 +45,11 @@ package struct RequestFactory: Sendable {
         switch mode {
         case .health:
             return ([], [])
+        case .auth:
+            return (
+                [("Content-Type", "application/json"), ("Authorization", authorization)],
+                index < authBodies.count ? authBodies[index] : []
+            )
         case .current(let algorithm):
             let signed = SignedRequest(
                 registering: RegistrationRequestBody(

@@ -60,6 +60,12 @@ package enum TopicRules {
             ]
         }
 
+    /// The `$` roots of Tencent's topics; brokers whose `#` skips `$` topics (EMQX) deny them one by one.
+    package static let dollarRoots = [
+        "$thing", "$shadow", "$ota", "$sys", "$rrpc", "$broadcast", "$gateway", "$log", "$config", "$resource",
+        "$template",
+    ]
+
     /// The rules of `policy` for one device, with the placeholders filled in.
     package static func rules(_ policy: TopicPolicy, productId: String, deviceName: String) -> [TopicRule] {
         ((policy.includeDefaults ? tencentDefaults : []) + policy.rules).map {

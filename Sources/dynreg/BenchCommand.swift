@@ -14,6 +14,9 @@ struct Bench: AsyncParsableCommand {
             machine. Latency runs from writing a request to reading its whole answer; only answered requests \
             count towards it. Outcomes are counted per code: Success, the error code the server sent (legacy \
             numeric codes are shown by name), HTTP <status> for a status other than 200, or TransportError. \
+            --auth measures broker logins (POST /device/auth, as EMQX calls it): it registers the devices first, \
+            logs each in once (its first login activates it), then measures one login per device; allow counts as \
+            Success. It needs the broker token (--broker-token or DYNREG_BROKER_TOKEN). \
             The exit status is 0 whenever the run completed, whatever the outcomes; it is non-zero for bad \
             options or when the server cannot be reached at all. Plain http:// only. The product secret may come \
             from DYNREG_PRODUCT_SECRET.
@@ -27,6 +30,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Requests in flight at once, one connection each.") var concurrency = 16
     @Flag(help: "Use the legacy /register/dev protocol (always hmacsha1).") var legacy = false
     @Flag(help: "Send GET /health instead of registrations.") var health = false
+    @Flag(help: "Measure broker logins over --devices freshly registered devices.") var auth = false
+    @Option(help: "The broker token, for --auth (or DYNREG_BROKER_TOKEN).") var brokerToken: String?
     @Flag(
         help: """
             Send a certificate signing request with each registration (a P-256 key made per device, before the \
@@ -48,7 +53,10 @@ struct Bench: AsyncParsableCommand {
         guard LoadTarget(url: url) != nil else {
             throw ValidationError("--url must be an http:// URL with a host (the benchmark does not speak TLS)")
         }
-        if legacy && health { throw ValidationError("--legacy and --health exclude each other") }
+        if [legacy, health, auth].filter({ $0 }).count > 1 {
+            throw ValidationError("--legacy, --health and --auth exclude each other")
+        }
+        if auth && csr { throw ValidationError("--csr does not go with --auth") }
         if csr && (legacy || health) {
             throw ValidationError("--csr needs the current protocol (not --legacy or --health)")
         }
@@ -81,9 +89,17 @@ struct Bench: AsyncParsableCommand {
             guard ProductSecretRules.isValid(productSecretValue) else {
                 throw CLIError("the product secret must be at least \(ProductSecretRules.minimumLength) characters")
             }
-            mode = legacy ? .legacy : .current(algorithm ?? .hmacSHA256)
+            mode = auth ? .auth : legacy ? .legacy : .current(algorithm ?? .hmacSHA256)
         }
         let prefix = devicePrefix ?? Self.randomPrefix()
+        var token = ""
+        var authBodies: [[UInt8]] = []
+        if auth {
+            token = try secret(brokerToken, environment: "DYNREG_BROKER_TOKEN", option: "--broker-token")
+            authBodies = try await AuthBench.loginBodies(
+                url: url, productId: productId ?? "", productSecret: productSecretValue, devicePrefix: prefix,
+                count: devices, concurrency: concurrency, note: Self.note)
+        }
         var csrs: [String] = []
         if csr {
             csrs = try RequestFactory.signingRequests(
@@ -91,12 +107,19 @@ struct Bench: AsyncParsableCommand {
         }
         let factory = RequestFactory(
             mode: mode, target: target, productId: productId ?? "", productSecret: productSecretValue,
-            devicePrefix: prefix, csrs: csrs)
+            devicePrefix: prefix, csrs: csrs, brokerToken: token, authBodies: authBodies)
         let generator = LoadGenerator(
             target: target, factory: factory, requests: devices, connections: concurrency, timeout: timeout,
             threads: threads)
         let result: LoadResult
         do {
+            if auth {
+                // After a broker restart every device logs in again: activated devices, no store writes.
+                let first = try await generator.run(progressPrefix: "dynreg bench: first logins: ")
+                Self.note(
+                    "first logins (each activates its device): \(format(first.requestsPerSecond, 0)) requests/s, "
+                        + "\(first.tally.outcomes[LoadTally.success] ?? 0) allowed")
+            }
             result = try await generator.run(progressPrefix: "dynreg bench: ")
         } catch let error as LoadError {
             throw CLIError(error.description)
@@ -124,6 +147,7 @@ struct Bench: AsyncParsableCommand {
         case .health: return "GET \(LoadMode.healthPath)"
         case .current(let algorithm): return "POST \(RegistrationPath.current) (\(algorithm.name)\(csr ? ", CSR" : ""))"
         case .legacy: return "POST \(RegistrationPath.legacy) (legacy, hmacsha1)"
+        case .auth: return "POST \(LoadMode.authPath) (broker logins)"
         }
     }
 

@@ -120,6 +120,27 @@ struct BenchCommandTests {
         }
     }
 
+    @Test("--auth registers the devices, then logs each in through /device/auth: allow is Success")
+    func auth() async throws {
+        try await withServer { server in
+            let product = try await server.createProduct()
+            let report = try await BenchReport(
+                runDynreg(
+                    [
+                        "bench", "--auth", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
+                        product.secret, "--devices", "40", "--concurrency", "8", "--json",
+                    ], environment: ["DYNREG_BROKER_TOKEN": RunningServer.brokerToken]))
+            #expect(report.outcomes == ["Success": 40])
+            let wrong = try await BenchReport(
+                runDynreg(
+                    [
+                        "bench", "--auth", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
+                        product.secret, "--devices", "10", "--concurrency", "4", "--broker-token", "wrong", "--json",
+                    ]))
+            #expect(wrong.outcomes == ["HTTP 401": 10])
+        }
+    }
+
     @Test("--health sends N requests to GET /health; the human report names the outcomes")
     func health() async throws {
         try await withServer { server in

@@ -9,6 +9,7 @@ import FoundationNetworking
 /// `dynreg serve` with a known admin token, and the CLI pointed at it: the command-line tests' real server.
 struct RunningServer: Sendable {
     static let adminToken = "cli-test-admin-token-0123456789"
+    static let brokerToken = "cli-test-broker-token-0123456789"
     let process: ServerProcess
     var baseURL: String { process.baseURL }
     var dataDirectory: URL { process.dataDirectory }
@@ -22,7 +23,8 @@ struct RunningServer: Sendable {
     ) async throws -> T {
         let expectDemo = !arguments.contains("--no-demo") && dataDirectory == nil
         return try await ServerProcess.with(
-            arguments: arguments, environment: ["DYNREG_ADMIN_TOKEN": adminToken], dataDirectory: dataDirectory,
+            arguments: arguments, environment: ["DYNREG_ADMIN_TOKEN": adminToken, "DYNREG_BROKER_TOKEN": brokerToken],
+            dataDirectory: dataDirectory,
             ready: { !expectDemo || $0.contains("--product-secret") }
         ) { process in
             try await body(RunningServer(process: process))

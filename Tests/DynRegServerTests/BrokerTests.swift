@@ -79,6 +79,7 @@ struct BrokerTests {
             #expect((answer.json["expire_at"] as? NSNumber)?.int64Value == expiry)
             let acl = try #require(answer.json["acl"] as? [[String: String]])
             #expect(acl.last == ["permission": "deny", "action": "all", "topic": "#"])
+            #expect(acl.contains(["permission": "deny", "action": "all", "topic": "$thing/#"]))
             #expect(
                 acl.contains([
                     "permission": "allow", "action": "publish", "topic": "$thing/up/property/\(product.id)/dev.1",
@@ -145,10 +146,16 @@ struct BrokerTests {
         }
     }
 
-    @Test("RabbitMQ: allow or deny and nothing else; login, vhost, own queues and amq.topic, routing keys")
+    @Test(
+        "RabbitMQ: allow or deny and nothing else; login, vhost, own queues and amq.topic, routing keys, no dotted names"
+    )
     func rabbitMQ() async throws {
         try await TestServer.with { server in
-            let (product, credentials, _) = try await Self.keyDevice(server)
+            let (_, dotted, _) = try await Self.keyDevice(server)
+            let product = try await server.createProduct()
+            let psk = try await server.registeredPSK(product, deviceName: "dev-1")
+            let credentials = try MQTTCredentials.derive(
+                productId: product.id, deviceName: "dev-1", psk: psk, expiry: Int64(Date().timeIntervalSince1970) + 60)
             func ask(_ path: String, _ fields: [String: String]) async throws -> String {
                 let answer = try await server.send(
                     .POST, "/rabbitmq/" + path,
@@ -160,9 +167,12 @@ struct BrokerTests {
             let user = credentials.username
             #expect(try await ask("user", ["username": user, "password": credentials.password]) == "allow")
             #expect(try await ask("user", ["username": user, "password": "0" + credentials.password]) == "deny")
-            #expect(try await ask("user", ["username": product.id + "dev.1", "password": ""]) == "deny")
+            #expect(try await ask("user", ["username": user, "password": ""]) == "deny")
+            #expect(try await ask("user", ["username": product.id + "dev-1"]) == "deny")  // holds no certificate
+            // RabbitMQ cannot carry a device name with a dot (it turns `/` into `.` and back): refused at login.
+            #expect(try await ask("user", ["username": dotted.username, "password": dotted.password]) == "deny")
             #expect(try await ask("vhost", ["username": user, "vhost": "/", "ip": "127.0.0.1"]) == "allow")
-            let queue = "mqtt-subscription-\(product.id)dev.1qos1"
+            let queue = "mqtt-subscription-\(product.id)dev-1qos1"
             for permission in ["configure", "write", "read"] {
                 #expect(
                     try await ask(
@@ -175,7 +185,7 @@ struct BrokerTests {
                     "resource",
                     [
                         "username": user, "vhost": "/", "resource": "queue",
-                        "name": "mqtt-subscription-\(product.id)dev.2qos1",
+                        "name": "mqtt-subscription-\(product.id)dev-2qos1",
                         "permission": "read",
                     ]) == "deny")
             #expect(
@@ -194,12 +204,11 @@ struct BrokerTests {
                         "permission": permission, "routing_key": key,
                     ])
             }
-            // A device name with a dot keeps its own topics: the rules are compared as routing keys.
-            #expect(try await topic("$thing.up.property.\(product.id).dev.1", "write") == "allow")
-            #expect(try await topic("$thing.down.property.\(product.id).dev.1", "read") == "allow")
-            #expect(try await topic("$thing.up.property.\(product.id).dev.2", "write") == "deny")
+            #expect(try await topic("$thing.up.property.\(product.id).dev-1", "write") == "allow")
+            #expect(try await topic("$thing.down.property.\(product.id).dev-1", "read") == "allow")
+            #expect(try await topic("$thing.up.property.\(product.id).dev-2", "write") == "deny")
             #expect(try await topic("\(product.id).*.data", "read") == "deny")
-            let device = try await server.admin(.GET, "/products/\(product.id)/devices/dev.1")
+            let device = try await server.admin(.GET, "/products/\(product.id)/devices/dev-1")
             #expect(device.json["status"] as? String == "activated")
         }
     }

@@ -50,8 +50,10 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
         guard let login else { return Self.json(EMQXAnswer(result: "deny")) }
         let rules = TopicRules.rules(
             login.product.topicPolicy, productId: login.product.id, deviceName: login.deviceName)
+        // EMQX's `#` does not match `$` topics: each `$` root is denied on its own.
         let acl =
             rules.map { EMQXRule(permission: "allow", action: $0.access.rawValue, topic: $0.topic) }
+            + TopicRules.dollarRoots.map { EMQXRule(permission: "deny", action: "all", topic: $0 + "/#") }
             + [EMQXRule(permission: "deny", action: "all", topic: "#")]
         return Self.json(EMQXAnswer(result: "allow", isSuperuser: false, expireAt: login.expiresAt, acl: acl))
     }
@@ -73,18 +75,25 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     // MARK: RabbitMQ
 
     /// `username` and `password`. A key device logs in with its MQTT credentials; a certificate device that the
-    /// broker verified (`ssl_cert_login`) arrives as its common name with no password.
+    /// broker verified (`ssl_cert_login`) arrives as its common name with no `password` field at all (an empty
+    /// password is a password login, and refused).
     @Sendable func rabbitUser(_ request: Request, context: Context) async throws -> Response {
         guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"] else {
             return Self.deny
         }
-        let password = form["password"] ?? ""
-        let login =
-            password.isEmpty
-            ? await service.certificateHolderLogin(clientId: username, logger: context.logger)
-            : await service.passwordLogin(
-                clientId: form["client_id"], username: username, password: password, logger: context.logger)
-        return login == nil ? Self.deny : Self.allow
+        let login: BrokerService<Store>.Login?
+        if let password = form["password"] {
+            login =
+                password.isEmpty
+                ? nil
+                : await service.passwordLogin(
+                    clientId: form["client_id"], username: username, password: password, logger: context.logger)
+        } else {
+            login = await service.certificateHolderLogin(clientId: username, logger: context.logger)
+        }
+        // RabbitMQ turns `/` into `.` and back: a device name with a `.` would get its messages on other topics.
+        guard let login, !login.deviceName.contains(".") else { return Self.deny }
+        return Self.allow
     }
 
     /// `username`, `vhost`, `ip` (and `client_id` where the broker sends it, which must be the username's).
