@@ -197,10 +197,13 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     /// SHA-256 over the endpoint, then each part with its length, so that no two requests share a digest.
     static func requestDigest(_ endpoint: String, _ headers: [String], _ body: [UInt8]) -> [UInt8] {
         var hash = SHA256()
-        for part in [Array(endpoint.utf8)] + headers.map { Array($0.utf8) } + [body] {
+        func add(_ part: some Collection<UInt8>) {
             withUnsafeBytes(of: UInt64(part.count).bigEndian) { hash.update(bufferPointer: $0) }
-            hash.update(data: part)
+            hash.update(data: Array(part))
         }
+        add(endpoint.utf8)
+        for header in headers { add(header.utf8) }
+        add(body)
         return Array(hash.finalize())
     }
 

@@ -171,6 +171,9 @@ struct BrokerTests {
             #expect(try await ask("user", ["username": product.id + "dev-1"]) == "deny")  // holds no certificate
             // RabbitMQ cannot carry a device name with a dot (it turns `/` into `.` and back): refused at login.
             #expect(try await ask("user", ["username": dotted.username, "password": dotted.password]) == "deny")
+            let dottedDevice = try await server.store.device(
+                productId: dotted.clientId.prefix(10).description, deviceName: "dev.1")
+            #expect(dottedDevice?.status == .registered)  // refused before a login could activate it
             #expect(try await ask("vhost", ["username": user, "vhost": "/", "ip": "127.0.0.1"]) == "allow")
             let queue = "mqtt-subscription-\(product.id)dev-1qos1"
             for permission in ["configure", "write", "read"] {
