@@ -45,6 +45,10 @@ MOSQUITTO_START_TIMEOUT = 10.0
 STOP_TIMEOUT = 20.0
 
 
+# Broker name -> seconds until it accepted MQTT connections, for the run's summary (conftest.py).
+START_TIMES: dict[str, float] = {}
+
+
 class BrokerStartError(RuntimeError):
     pass
 

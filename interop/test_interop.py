@@ -294,14 +294,18 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def dynreg_binary() -> Path:
     default = REPO_ROOT / ".build" / "debug" / "dynreg"
     binary = Path(os.environ.get("DYNREG_BIN", default))
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(f"dynreg binary not found at {binary}: run `swift build` in {REPO_ROOT} "
                     f"(or set DYNREG_BIN to the binary)", pytrace=False)
+    return binary
 
+
+def start_server(tmp_path_factory, *extra_args: str) -> tuple[Server, subprocess.Popen]:
+    """`dynreg serve` on a free loopback port with fresh tokens and data; stop it with `_stop`."""
+    binary = dynreg_binary()
     data_dir = tmp_path_factory.mktemp("dynreg-data")
     stderr_path = tmp_path_factory.mktemp("dynreg-log") / "stderr.log"
     token = secrets.token_urlsafe(24)
@@ -309,7 +313,7 @@ def server(tmp_path_factory):
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
             [str(binary), "serve", "--host", "127.0.0.1", "--port", "0",
-             "--data-dir", str(data_dir), "--no-demo"],
+             "--data-dir", str(data_dir), "--no-demo", *extra_args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
             env={**os.environ, "DYNREG_ADMIN_TOKEN": token, "DYNREG_BROKER_TOKEN": broker_token})
 
@@ -345,9 +349,14 @@ def server(tmp_path_factory):
             f"{why} `dynreg listening on http://127.0.0.1:PORT`.\nstdout:\n"
             + "\n".join(stdout_lines)
             + "\nstderr:\n" + stderr_path.read_text(errors="replace")[-4000:], pytrace=False)
+    return Server(found["port"], token, broker_token), proc
 
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    running, proc = start_server(tmp_path_factory)
     try:
-        yield Server(found["port"], token, broker_token)
+        yield running
     finally:
         _stop(proc)
 
