@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Measures dynreg on this machine: the GET /health ceiling, then key-product registrations on the current and the
-# legacy endpoint, then certificate-product registrations when the server can issue certificates. Every scenario
+# legacy endpoint, broker logins (POST /device/auth over N freshly registered devices), then certificate-product
+# registrations (P-256 and RSA-2048 device keys, and CSRs) when the server can issue certificates. Every scenario
 # runs R times, interleaved, and the table shows medians. See docs/performance.md.
 #
 # Environment: N (requests per run, default 20000), C (concurrency, default 64), R (runs, default 3),
-# CERT_N (requests per certificate run, default N/10: certificates cost far more), THREADS (generator
+# CERT_N (requests per certificate run, default N/10: certificates cost far more; RSA-2048 runs make CERT_N/10), THREADS (generator
 # event-loop threads, default 1), SCRATCH (build directory, default .build-bench), SKIP_BUILD=1, SERVER_BIN (a
 # different dynreg binary to serve, e.g. an older build to compare against; the load generator stays this one).
 set -euo pipefail
@@ -37,17 +38,20 @@ bench() {
         health) args+=(--health) ;;
         key) args+=(--product-id "$KEY_ID") ;;
         legacy) args+=(--product-id "$KEY_ID" --legacy) ;;
+        auth) args+=(--product-id "$KEY_ID" --auth) ;;
         cert) args+=(--product-id "$CERT_ID") ;;
+        rsa) args+=(--product-id "$RSA_ID") ;;
         csr) args+=(--product-id "$CERT_ID" --csr) ;;
     esac
     local secret=$KEY_SECRET
     [[ "$1" == cert || "$1" == csr ]] && secret=$CERT_SECRET
+    [[ "$1" == rsa ]] && secret=$RSA_SECRET
     DYNREG_PRODUCT_SECRET=$secret "$BIN" "${args[@]}"
 }
 
-SCENARIOS=(health key legacy)
+SCENARIOS=(health key legacy auth)
 NOTES=()
-CERT_ID="" CERT_SECRET=""
+CERT_ID="" CERT_SECRET="" RSA_ID="" RSA_SECRET=""
 read -r CERT_ID CERT_SECRET <<<"$(create_product bench-cert certificate)" || true
 if [[ -z "${CERT_ID:-}" || -z "${CERT_SECRET:-}" ]]; then
     NOTES+=("certificate products: skipped, the server refused to create one")
@@ -55,18 +59,28 @@ else
     probe=$(bench cert 1 2>/dev/null || true)
     if [[ "$(successes "$probe")" == 1 ]]; then
         SCENARIOS+=(cert csr)
+        read -r RSA_ID RSA_SECRET <<<"$(create_product bench-rsa certificate '"deviceKeyType":"rsa2048"')" || true
+        [[ -n "${RSA_ID:-}" ]] && SCENARIOS+=(rsa)
     else
         NOTES+=("certificate products: skipped, a registration answered $(outcomes "$probe")")
     fi
 fi
 
-devices_for() { if [[ "$1" == cert || "$1" == csr ]]; then echo "$CERT_N"; else echo "$N"; fi; }
+devices_for() {
+    case "$1" in
+        cert | csr) echo "$CERT_N" ;;
+        rsa) echo $((CERT_N / 10 > 0 ? CERT_N / 10 : 1)) ;;
+        *) echo "$N" ;;
+    esac
+}
 label() {
     case "$1" in
         health) echo "GET /health (ceiling)" ;;
         key) echo "POST /device/register, key" ;;
         legacy) echo "POST /register/dev (legacy), key" ;;
+        auth) echo "POST /device/auth (broker logins)" ;;
         cert) echo "POST /device/register, certificate" ;;
+        rsa) echo "POST /device/register, certificate, RSA" ;;
         csr) echo "POST /device/register, certificate, CSR" ;;
     esac
 }

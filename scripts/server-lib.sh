@@ -1,7 +1,7 @@
 # Sourced by bench.sh and scale.sh: a throwaway dynreg server on a free port of 127.0.0.1.
 #
 # start_server BIN: serves a fresh data directory under $DATA (which the caller made) with a random admin token
-# (exported as DYNREG_ADMIN_TOKEN); sets URL and SERVER_PID. stop_server: stops it, also after Ctrl-C.
+# and broker token (exported as DYNREG_ADMIN_TOKEN and DYNREG_BROKER_TOKEN); sets URL and SERVER_PID. stop_server: stops it, also after Ctrl-C.
 
 SERVER_PID=""
 
@@ -35,6 +35,7 @@ start_server() {
     local name
     name=$(basename "$0")
     export DYNREG_ADMIN_TOKEN="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    export DYNREG_BROKER_TOKEN="broker-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
     "$1" serve --port 0 --no-demo --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
     SERVER_PID=$!
     URL=""
@@ -48,12 +49,12 @@ start_server() {
     case "$URL" in http://127.0.0.1:*) ;; *) echo "$name: unexpected server URL $URL" >&2; exit 1 ;; esac
 }
 
-# create_product NAME AUTH_TYPE: prints "productId productSecret", or nothing when the server refuses.
+# create_product NAME AUTH_TYPE [JSON_FIELDS]: prints "productId productSecret", or nothing when the server refuses.
 create_product() {
     local body
     body=$(curl -sf -X POST "$URL/admin/v1/products" \
         -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" -H 'Content-Type: application/json' \
-        -d "{\"name\":\"$1\",\"authType\":\"$2\",\"deviceQuota\":1000000000}") || return 0
+        -d "{\"name\":\"$1\",\"authType\":\"$2\",\"deviceQuota\":1000000000${3:+,$3}}") || return 0
     printf '%s %s\n' \
         "$(printf '%s' "$body" | sed -n 's/.*"productId":"\([^"]*\)".*/\1/p')" \
         "$(printf '%s' "$body" | sed -n 's/.*"productSecret":"\([^"]*\)".*/\1/p')"
