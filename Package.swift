@@ -40,8 +40,8 @@ let package = Package(
         .target(
             name: "DynRegProtocol",
             dependencies: [
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .crypto,
+                .cryptoExtras,
             ],
             swiftSettings: swiftSettings
         ),
@@ -50,8 +50,8 @@ let package = Package(
             name: "DynRegStore",
             dependencies: [
                 "DynRegProtocol",
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .grdb,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -61,9 +61,9 @@ let package = Package(
             dependencies: [
                 "DynRegProtocol",
                 "DynRegStore",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
+                .postgresNIO,
+                .serviceLifecycle,
+                .logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -72,10 +72,10 @@ let package = Package(
             name: "DynRegCA",
             dependencies: [
                 "DynRegProtocol",
-                .product(name: "X509", package: "swift-certificates"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .x509,
+                .swiftASN1,
+                .crypto,
+                .cryptoExtras,
             ],
             swiftSettings: swiftSettings
         ),
@@ -86,15 +86,15 @@ let package = Package(
                 "DynRegProtocol",
                 "DynRegStore",
                 "DynRegCA",
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTLS", package: "hummingbird"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .crypto,
+                .hummingbird,
+                .hummingbirdTLS,
+                .serviceLifecycle,
+                .logging,
+                .httpTypes,
+                .hummingbirdCore,
+                .nioCore,
+                .nioSSL,
             ],
             swiftSettings: swiftSettings
         ),
@@ -103,13 +103,13 @@ let package = Package(
             name: "DynRegClient",
             dependencies: [
                 "DynRegProtocol",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "X509", package: "swift-certificates"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .asyncHTTPClient,
+                .x509,
+                .crypto,
+                .nioCore,
+                .nioHTTP1,
+                .nioSSL,
+                .swiftASN1,
             ],
             swiftSettings: swiftSettings
         ),
@@ -120,12 +120,12 @@ let package = Package(
                 "DynRegCA",
                 "DynRegServer",
                 "DynRegStore",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Subprocess", package: "swift-subprocess"),
-                .product(name: "SystemPackage", package: "swift-system"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .logging,
+                .serviceLifecycle,
+                .subprocess,
+                .systemPackage,
+                .nioCore,
+                .nioPosix,
                 "DynRegProtocol",
             ],
             swiftSettings: swiftSettings
@@ -141,13 +141,13 @@ let package = Package(
             name: "DynRegLoad",
             dependencies: [
                 "DynRegProtocol",
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "X509", package: "swift-certificates"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Atomics", package: "swift-atomics"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .crypto,
+                .x509,
+                .nioCore,
+                .nioPosix,
+                .atomics,
+                .histogram,
+                .swiftASN1,
             ],
             swiftSettings: swiftSettings
         ),
@@ -160,15 +160,15 @@ let package = Package(
                 "DynRegClient",
                 "DynRegPostgres",
                 "DynRegLoad",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Logging", package: "swift-log"),
+                .argumentParser,
+                .asyncHTTPClient,
+                .logging,
                 "DynRegCA",
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .histogram,
+                .nioCore,
+                .nioHTTP1,
+                .serviceLifecycle,
+                .unixSignals,
             ],
             swiftSettings: swiftSettings
         ),
@@ -177,7 +177,7 @@ let package = Package(
             dependencies: [
                 "DynRegProtocol",
                 "DynRegTestVectors",
-                .product(name: "PropertyBased", package: "swift-property-based"),
+                .propertyBased,
             ],
             swiftSettings: swiftSettings
         ),
@@ -188,8 +188,8 @@ let package = Package(
                 "DynRegStore",
                 "DynRegPostgres",
                 "DynRegTestSupport",
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .grdb,
+                .postgresNIO,
             ],
             swiftSettings: swiftSettings
         ),
@@ -199,19 +199,19 @@ let package = Package(
                 "DynRegTestSupport",
                 "DynRegProtocol",
                 "DynRegCA",
-                .product(name: "X509", package: "swift-certificates"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .x509,
+                .swiftASN1,
                 "DynRegStore",
                 "DynRegServer",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .asyncHTTPClient,
+                .hummingbird,
+                .crypto,
+                .httpTypes,
+                .logging,
+                .nioCore,
+                .nioHTTP1,
+                .nioSSL,
+                .serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -225,18 +225,18 @@ let package = Package(
                 "DynRegServer",
                 "DynRegCA",
                 "DynRegPostgres",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "HummingbirdTLS", package: "hummingbird"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "X509", package: "swift-certificates"),
+                .asyncHTTPClient,
+                .hummingbird,
+                .crypto,
+                .httpTypes,
+                .hummingbirdCore,
+                .hummingbirdTLS,
+                .logging,
+                .nioCore,
+                .nioPosix,
+                .nioSSL,
+                .swiftASN1,
+                .x509,
             ],
             swiftSettings: swiftSettings
         ),
@@ -245,7 +245,7 @@ let package = Package(
             dependencies: [
                 "DynRegLoad",
                 "DynRegProtocol",
-                .product(name: "NIOCore", package: "swift-nio"),
+                .nioCore,
             ],
             swiftSettings: swiftSettings
         ),
@@ -260,13 +260,41 @@ let package = Package(
                 "DynRegProtocol",
                 "DynRegStore",
                 "DynRegPostgres",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .postgresNIO,
+                .asyncHTTPClient,
+                .logging,
+                .nioCore,
+                .nioHTTP1,
             ],
             swiftSettings: swiftSettings
         ),
     ]
 )
+
+// The products of the dependencies, by name.
+extension Target.Dependency {
+    static let argumentParser: Self = .product(name: "ArgumentParser", package: "swift-argument-parser")
+    static let asyncHTTPClient: Self = .product(name: "AsyncHTTPClient", package: "async-http-client")
+    static let atomics: Self = .product(name: "Atomics", package: "swift-atomics")
+    static let crypto: Self = .product(name: "Crypto", package: "swift-crypto")
+    static let cryptoExtras: Self = .product(name: "_CryptoExtras", package: "swift-crypto")
+    static let grdb: Self = .product(name: "GRDB", package: "GRDB.swift")
+    static let histogram: Self = .product(name: "Histogram", package: "hdrhistogram-swift")
+    static let httpTypes: Self = .product(name: "HTTPTypes", package: "swift-http-types")
+    static let hummingbird: Self = .product(name: "Hummingbird", package: "hummingbird")
+    static let hummingbirdCore: Self = .product(name: "HummingbirdCore", package: "hummingbird")
+    static let hummingbirdTLS: Self = .product(name: "HummingbirdTLS", package: "hummingbird")
+    static let logging: Self = .product(name: "Logging", package: "swift-log")
+    static let nioCore: Self = .product(name: "NIOCore", package: "swift-nio")
+    static let nioHTTP1: Self = .product(name: "NIOHTTP1", package: "swift-nio")
+    static let nioPosix: Self = .product(name: "NIOPosix", package: "swift-nio")
+    static let nioSSL: Self = .product(name: "NIOSSL", package: "swift-nio-ssl")
+    static let postgresNIO: Self = .product(name: "PostgresNIO", package: "postgres-nio")
+    static let propertyBased: Self = .product(name: "PropertyBased", package: "swift-property-based")
+    static let serviceLifecycle: Self = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+    static let subprocess: Self = .product(name: "Subprocess", package: "swift-subprocess")
+    static let swiftASN1: Self = .product(name: "SwiftASN1", package: "swift-asn1")
+    static let systemPackage: Self = .product(name: "SystemPackage", package: "swift-system")
+    static let unixSignals: Self = .product(name: "UnixSignals", package: "swift-service-lifecycle")
+    static let x509: Self = .product(name: "X509", package: "swift-certificates")
+}

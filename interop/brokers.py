@@ -22,6 +22,7 @@ of its log, after its processes have been stopped.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -119,8 +120,34 @@ def _stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM,
 # --------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _starting(broker, console_path: Path):
+    """The broker's console log while it starts; a start that fails stops what it started."""
+    console = open(console_path, "ab")
+    try:
+        yield console
+    except BaseException:
+        broker.stop()
+        raise
+    finally:
+        console.close()  # the children hold their own descriptors
+
+
+class _Stoppable:
+    """`with start_…(…) as broker:` stops the broker at the end."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 @dataclass
-class RabbitMQ:
+class RabbitMQ(_Stoppable):
     base: Path
     nodename: str
     mqtt_port: int
@@ -148,11 +175,6 @@ class RabbitMQ:
         _stop_process(self._epmd, timeout=5)
         self._epmd = None
 
-    def __enter__(self) -> "RabbitMQ":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _rabbitmq_config(auth_base_url: str, amqp_port: int, mqtt_port: int, log_level: str,
@@ -264,8 +286,7 @@ def start_rabbitmq(tmpdir, auth_base_url: str, *, timeout: float = RABBITMQ_STAR
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
     }
     started = time.monotonic()
-    console = open(base / "console.log", "ab")
-    try:
+    with _starting(broker, base / "console.log") as console:
         # Our own epmd first, so that the node does not spawn a detached one of its own.
         broker._epmd = subprocess.Popen(
             [EPMD, "-port", str(epmd_port), "-address", "127.0.0.1"],
@@ -293,13 +314,8 @@ def start_rabbitmq(tmpdir, auth_base_url: str, *, timeout: float = RABBITMQ_STAR
                     f"RabbitMQ's MQTT port {mqtt_port} did not accept connections within "
                     f"{timeout:.0f} s.\n{broker.log_tail()}")
             time.sleep(0.2)
-        broker.start_seconds = time.monotonic() - started
-        return broker
-    except BaseException:
-        broker.stop()
-        raise
-    finally:
-        console.close()  # the children hold their own descriptors
+    broker.start_seconds = time.monotonic() - started
+    return broker
 
 
 # --------------------------------------------------------------------------------------
@@ -308,7 +324,7 @@ def start_rabbitmq(tmpdir, auth_base_url: str, *, timeout: float = RABBITMQ_STAR
 
 
 @dataclass
-class Mosquitto:
+class Mosquitto(_Stoppable):
     base: Path
     port: int
     server_ca_pem_path: Path
@@ -368,11 +384,6 @@ class Mosquitto:
         _stop_process(self._proc, timeout=10)
         self._proc = None
 
-    def __enter__(self) -> "Mosquitto":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _mosquitto_config(port: int, cafile: Path, crlfile: Path, certfile: Path, keyfile: Path,
@@ -425,8 +436,7 @@ def start_mosquitto(tmpdir, cafile, crlfile, *,
     broker = Mosquitto(base, port, server_ca, config)
 
     started = time.monotonic()
-    console = open(base / "console.log", "ab")
-    try:
+    with _starting(broker, base / "console.log") as console:
         broker._proc = subprocess.Popen(
             [MOSQUITTO, "-c", str(config)], cwd=base, stdin=subprocess.DEVNULL,
             stdout=console, stderr=console, start_new_session=True)
@@ -438,13 +448,8 @@ def start_mosquitto(tmpdir, cafile, crlfile, *,
                 raise BrokerStartError(f"mosquitto {why}:\n{broker.log_tail()}\n"
                                        + tail(base / "console.log"))
             time.sleep(0.02)
-        broker.start_seconds = time.monotonic() - started
-        return broker
-    except BaseException:
-        broker.stop()
-        raise
-    finally:
-        console.close()
+    broker.start_seconds = time.monotonic() - started
+    return broker
 
 
 # --------------------------------------------------------------------------------------

@@ -40,9 +40,7 @@ public enum DeviceCredential: Sendable, Hashable {
             var clientCert: String?
             var clientKey: String?
         }
-        guard let wire = try? JSONDecoder().decode(Wire.self, from: Data(json)) else {
-            throw ProtocolDecodingError("the credential is not a JSON object with an encryptionType")
-        }
+        let wire = try decodeJSON(Wire.self, json, what: "a credential: a JSON object with an encryptionType")
         switch wire.encryptionType {
         case 2:
             guard let psk = wire.psk else { throw ProtocolDecodingError("the key credential has no psk") }

@@ -133,7 +133,8 @@ public struct LegacyRegistrationRequestBody: Sendable, Hashable {
 
 private let sharedDecoder = JSONDecoder()
 
-private func decodeJSON<T: Decodable>(
+/// Every decoder of the protocol's JSON: one error that says what was expected, never the decoder's own.
+func decodeJSON<T: Decodable>(
     _ type: T.Type, _ body: some Collection<UInt8>, what: String
 )
     throws(ProtocolDecodingError) -> T

@@ -10,8 +10,7 @@ public struct EncryptedPayload: Sendable, Hashable {
     public var payload: String
 
     public init(length: Int, payload: String) {
-        self.length = length
-        self.payload = payload
+        (self.length, self.payload) = (length, payload)
     }
 }
 

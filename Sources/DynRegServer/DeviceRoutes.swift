@@ -18,14 +18,15 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     private static var timestampHeader: HTTPField.Name { HeaderNames.timestamp }
     private static var nonceHeader: HTTPField.Name { HeaderNames.nonce }
 
+    private var bodyTooLarge: RegistrationResult {
+        .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes")
+    }
+
     func register(on router: Router<DynRegRequestContext>) {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
             let requestId = Secrets.requestId()
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
-                return Self.answer(
-                    Self.current(
-                        .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId),
-                    to: request, context)
+                return Self.answer(Self.current(bodyTooLarge, requestId), to: request, context)
             }
             let input = CurrentRegistrationInput(
                 hostHeader: request.head.authority,
@@ -41,10 +42,7 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
             let requestId = Secrets.requestId()
             // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
             guard let body = try? await request.body.collect(upTo: maxBodySize) else {
-                return Self.answer(
-                    Self.legacy(
-                        .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"), requestId),
-                    to: request, context)
+                return Self.answer(Self.legacy(bodyTooLarge, requestId), to: request, context)
             }
             let result = await service.registerLegacy(
                 body: Array(buffer: body), remoteAddress: context.remoteAddressText, logger: context.logger)

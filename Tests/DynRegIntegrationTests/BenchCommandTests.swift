@@ -25,6 +25,19 @@ struct BenchCommandTests {
         try await RunningServer.with(body)
     }
 
+    /// `dynreg bench --url … --product-id … --product-secret … --devices N --concurrency C EXTRA --json`.
+    private func bench(
+        _ server: RunningServer, _ product: (id: String, secret: String), secret: String? = nil, devices: Int,
+        concurrency: Int, _ extra: [String] = [], environment: [String: String?] = [:]
+    ) async throws -> BenchReport {
+        try BenchReport(
+            await runDynreg(
+                [
+                    "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
+                    secret ?? product.secret, "--devices", "\(devices)", "--concurrency", "\(concurrency)",
+                ] + extra + ["--json"], environment: environment))
+    }
+
     @Test("registers N distinct devices, current and legacy protocol, and reports every outcome")
     func registers() async throws {
         try await withServer { server in
@@ -43,23 +56,11 @@ struct BenchCommandTests {
                 #expect(current.object[key] is Double || current.object[key] is Int, "\(key)")
             }
 
-            let legacy = try await BenchReport(
-                runDynreg(
-                    [
-                        "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
-                        product.secret,
-                        "--devices", "50", "--concurrency", "8", "--legacy", "--json",
-                    ]))
+            let legacy = try await bench(server, product, devices: 50, concurrency: 8, ["--legacy"])
             #expect(legacy.outcomes == ["Success": 50])
 
-            let sha1 = try await BenchReport(
-                runDynreg(
-                    [
-                        "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
-                        product.secret,
-                        "--devices", "50", "--concurrency", "8", "--algorithm", "hmacsha1", "--device-prefix", "sha1",
-                        "--json",
-                    ]))
+            let sha1 = try await bench(
+                server, product, devices: 50, concurrency: 8, ["--algorithm", "hmacsha1", "--device-prefix", "sha1"])
             #expect(sha1.outcomes == ["Success": 50])
 
             // Three runs of 50 distinct names each.
@@ -103,19 +104,9 @@ struct BenchCommandTests {
         try await withServer { server in
             let product = try await server.createProduct()
             let wrong = "wrong-secret-0123456789abcdef"
-            let current = try await BenchReport(
-                runDynreg(
-                    [
-                        "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
-                        "--devices", "50", "--concurrency", "8", "--json",
-                    ]))
+            let current = try await bench(server, product, secret: wrong, devices: 50, concurrency: 8)
             #expect(current.outcomes == ["AuthFailure.SignatureFailure": 50])
-            let legacy = try await BenchReport(
-                runDynreg(
-                    [
-                        "bench", "--url", server.baseURL, "--product-id", product.id, "--product-secret", wrong,
-                        "--devices", "50", "--concurrency", "8", "--legacy", "--json",
-                    ]))
+            let legacy = try await bench(server, product, secret: wrong, devices: 50, concurrency: 8, ["--legacy"])
             #expect(legacy.outcomes == ["AuthFailure.SignatureFailure": 50])
         }
     }
@@ -124,19 +115,12 @@ struct BenchCommandTests {
     func auth() async throws {
         try await withServer { server in
             let product = try await server.createProduct()
-            let report = try await BenchReport(
-                runDynreg(
-                    [
-                        "bench", "--auth", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
-                        product.secret, "--devices", "40", "--concurrency", "8", "--json",
-                    ], environment: ["DYNREG_BROKER_TOKEN": RunningServer.brokerToken]))
+            let report = try await bench(
+                server, product, devices: 40, concurrency: 8, ["--auth"],
+                environment: ["DYNREG_BROKER_TOKEN": RunningServer.brokerToken])
             #expect(report.outcomes == ["Success": 40])
-            let wrong = try await BenchReport(
-                runDynreg(
-                    [
-                        "bench", "--auth", "--url", server.baseURL, "--product-id", product.id, "--product-secret",
-                        product.secret, "--devices", "10", "--concurrency", "4", "--broker-token", "wrong", "--json",
-                    ]))
+            let wrong = try await bench(
+                server, product, devices: 10, concurrency: 4, ["--auth", "--broker-token", "wrong"])
             #expect(wrong.outcomes == ["HTTP 401": 10])
         }
     }

@@ -81,8 +81,7 @@ struct AdminViewTests {
 
     @Test("device names in paths are percent-decoded; the raw form keeps working")
     func encodedDeviceNames() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let base = "/products/\(product.id)/devices"
             for name in ["AA:BB:CC:00:11:22", "ops@site.example", "a%b"] {
                 let body = #"{"deviceName":"\#(name)"}"#
@@ -119,8 +118,7 @@ struct AdminViewTests {
 
     @Test("PATCH refuses a blank name as POST does; 401 answers carry WWW-Authenticate")
     func patchNameAndUnauthorized() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let blank = try await server.admin(.PATCH, "/products/\(product.id)", json: #"{"name":" "}"#)
             #expect(blank.status == 400)
             #expect((blank.json["error"] as? [String: Any])?["code"] as? String == "InvalidName")

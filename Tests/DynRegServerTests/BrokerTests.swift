@@ -39,7 +39,7 @@ struct BrokerTests {
     @Test("without the broker token every broker endpoint answers 401 and changes nothing")
     func tokenRequired() async throws {
         try await TestServer.with { server in
-            let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
+            let product = try await server.createCertificateProduct()
             _ = try await server.register(productId: product.id, deviceName: "cam", secret: product.secret)
             let list = try await server.admin(.GET, "/products/\(product.id)/devices/cam/certificates")
             let fingerprint = try #require(
@@ -227,7 +227,7 @@ struct BrokerTests {
             $0.crlDirectory = directory
             $0.crlUpdatedCommand = "echo x >> '\(marker.path)'"
         }) { server in
-            let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
+            let product = try await server.createCertificateProduct()
             _ = try await server.register(productId: product.id, deviceName: "cam", secret: product.secret)
             let crl = directory.appendingPathComponent("\(product.id).crl.pem")
             let ca = directory.appendingPathComponent("\(product.id).ca.pem")

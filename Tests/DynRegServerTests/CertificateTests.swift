@@ -36,8 +36,8 @@ struct CertificateTests {
         arguments: ["p256", "rsa2048"])
     func serverGeneratedKey(keyType: String) async throws {
         try await TestServer.with { server in
-            let product = try await server.createProduct(
-                #"{"name":"cams","authType":"certificate","caKeyType":"\#(keyType)","certificateValidityDays":30}"#)
+            let product = try await server.createCertificateProduct(
+                #""caKeyType":"\#(keyType)","certificateValidityDays":30"#)
             let answer = try await server.register(productId: product.id, deviceName: "cam-01", secret: product.secret)
             #expect(answer.errorCode == nil, "\(answer.text)")
             let (cert, key) = try certificate(answer, secret: product.secret)
@@ -102,7 +102,7 @@ struct CertificateTests {
     @Test("legacy endpoint issues certificates too")
     func legacyCertificate() async throws {
         try await TestServer.with { server in
-            let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
+            let product = try await server.createCertificateProduct()
             let answer = try await server.registerLegacy(
                 productId: product.id, deviceName: "c1", secret: product.secret)
             #expect(answer.legacyCode == 0, "\(answer.text)")
@@ -136,7 +136,7 @@ struct CertificateTests {
     @Test("CSR: the key never leaves the device; other names and bad signatures are refused")
     func csr() async throws {
         try await TestServer.with { server in
-            let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
+            let product = try await server.createCertificateProduct()
             let deviceKey = P256.Signing.PrivateKey()
             let answer = try await registerWithCSR(
                 server, product: product, deviceName: "cam-2",
@@ -170,7 +170,7 @@ struct CertificateTests {
     @Test("broker hook accepts the device certificate (PEM or fingerprint) and refuses revoked ones")
     func certificateAuth() async throws {
         try await TestServer.with { server in
-            let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
+            let product = try await server.createCertificateProduct()
             let (cert, _) = try certificate(
                 try await server.register(productId: product.id, deviceName: "cam", secret: product.secret),
                 secret: product.secret)
@@ -283,7 +283,7 @@ struct CertificateTests {
     func keyAtRest() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-ca-\(UUID().uuidString)")
         try await TestServer.with(directory: directory) { server in
-            let product = try await server.createProduct(#"{"name":"cams","authType":"certificate"}"#)
+            let product = try await server.createCertificateProduct()
             _ = try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
             let stored = try #require(try await server.store.product(id: product.id)?.certificateAuthority)
             let keyPEM = try TestServer.masterKey.open(stored.sealedPrivateKey, context: product.id)

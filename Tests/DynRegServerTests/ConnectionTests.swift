@@ -55,8 +55,7 @@ struct ConnectionTests {
 
     @Test("a C SDK's legacy request is answered and the connection closed: the SDK reads its psk at once")
     func cSDKLegacyRequestSeesTheEndOfTheAnswer() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let signed = LegacySignedRequest(
                 productId: product.id, deviceName: "esp32-c3", timestamp: Int64(Date().timeIntervalSince1970),
                 nonce: 4242)
@@ -76,8 +75,7 @@ struct ConnectionTests {
 
     @Test("the current endpoint closes too, unless the request asks for keep-alive")
     func keepAliveOnlyWhenAsked() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let closing = try await RawConnection.exchange(
                 port: server.port,
                 Self.currentRequest(
@@ -99,8 +97,7 @@ struct ConnectionTests {
 
     @Test("psk answers on both endpoints fit the C SDK's 256-byte buffers; Content-Length, never chunked")
     func pskAnswerBudgets() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             // The longest device name an SDK sends (48), so the budget holds for every name.
             let name = String(repeating: "n", count: 48)
             let legacy = LegacySignedRequest(
@@ -125,8 +122,7 @@ struct ConnectionTests {
         arguments: ["p256", "rsa2048"])
     func certificateAnswerBudgets(caKeyType: String) async throws {
         try await TestServer.with { server in
-            let product = try await server.createProduct(
-                #"{"name":"budget","authType":"certificate","caKeyType":"\#(caKeyType)"}"#)
+            let product = try await server.createCertificateProduct(#""caKeyType":"\#(caKeyType)""#)
             let request = Self.currentRequest(
                 port: server.port, productId: product.id, secret: product.secret,
                 device: String(repeating: "c", count: 48), keepAlive: false)

@@ -8,8 +8,7 @@ import Testing
 struct LegacyAndAuthTests {
     @Test("legacy: success and every error code")
     func legacy() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let ok = try await server.registerLegacy(
                 productId: product.id, deviceName: "esp8266", secret: product.secret)
             #expect(ok.legacyCode == 0)
@@ -47,8 +46,7 @@ struct LegacyAndAuthTests {
 
     @Test("broker hook: right credentials allow and activate, wrong ones deny, expiry is checked")
     func brokerHook() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let psk = try await server.registeredPSK(product, deviceName: "d")
             func auth(_ credentials: MQTTCredentials, password: String? = nil) async throws -> String? {
                 let body =

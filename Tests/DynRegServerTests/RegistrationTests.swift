@@ -9,8 +9,7 @@ import Testing
 struct RegistrationTests {
     @Test("v2: both algorithms, both body hashes for hmacsha1, key order and spaces, upper-case algorithm header")
     func successVariants() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             var psks: Set<String> = []
             let cases: [(DynRegProtocol.SignatureAlgorithm, BodyHash?)] = [
                 (.hmacSHA256, nil), (.hmacSHA1, nil), (.hmacSHA1, .sha256),
@@ -37,8 +36,7 @@ struct RegistrationTests {
 
     @Test("every answer carries its own lower-case version-4 UUID as RequestId, on both endpoints")
     func requestIds() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             var ids: Set<String> = []
             let shape = #/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/#
             for index in 0..<10 {
@@ -61,8 +59,7 @@ struct RegistrationTests {
 
     @Test("the success plaintext never escapes '/'")
     func noEscapedSlash() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             for index in 0..<20 {
                 let answer = try await server.register(
                     productId: product.id, deviceName: "d\(index)", secret: product.secret)
@@ -79,8 +76,7 @@ struct RegistrationTests {
 
     @Test("Host with a port: the signature covers the host alone")
     func hostWithPort() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let ok = try await server.register(
                 productId: product.id, deviceName: "a", secret: product.secret, signedHost: "iot.example.com",
                 hostHeader: "iot.example.com:8443")
@@ -98,8 +94,7 @@ struct RegistrationTests {
             "ap-guangzhou.gateway.tencentdevices.com", "us-east.gateway.tencentdevices.com",
             "europe.gateway.tencentdevices.com", "ap-bangkok.gateway.tencentdevices.com", "gateway.tencentdevices.com",
         ]
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             for (index, gateway) in gateways.enumerated() {
                 let answer = try await server.register(
                     productId: product.id, deviceName: "g\(index)", secret: product.secret, signedHost: gateway)
@@ -127,8 +122,7 @@ struct RegistrationTests {
 
     @Test("every v2 error code")
     func errorCodes() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let now = Int64(Date().timeIntervalSince1970)
             // Malformed body, missing and malformed headers.
             let notJSON = try await server.send(
@@ -253,8 +247,7 @@ struct RegistrationTests {
 
     @Test("re-registration before activation issues a new psk; the old one stops working")
     func reRegistration() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let first = try await server.registeredPSK(product, deviceName: "d")
             let second = try await server.registeredPSK(product, deviceName: "d")
             #expect(first != second)

@@ -11,15 +11,17 @@ import Testing
 struct RetryTests {
     @Test("a byte-identical repeat gets the same Payload and State, issues nothing and is logged as a retry")
     func repeatGetsTheFirstAnswer() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let now = Int64(Date().timeIntervalSince1970)
-            let first = try await server.register(
-                productId: product.id, deviceName: "d", secret: product.secret, timestamp: now, nonce: 5)
+            // The same timestamp and nonce: the same bytes each time.
+            let send = {
+                try await server.register(
+                    productId: product.id, deviceName: "d", secret: product.secret, timestamp: now, nonce: 5)
+            }
+            let first = try await send()
             #expect(first.state == RegistrationReply.stateCreated, "\(first.text)")
             for _ in 0..<3 {
-                let again = try await server.register(
-                    productId: product.id, deviceName: "d", secret: product.secret, timestamp: now, nonce: 5)
+                let again = try await send()
                 #expect(again.payload == first.payload, "\(again.text)")
                 #expect(again.state == RegistrationReply.stateCreated)
             }
@@ -35,8 +37,7 @@ struct RetryTests {
 
     @Test("the pair reused with any difference, after a newer registration, or after a reset: NonceReused")
     func otherReusesAreReplays() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             let now = Int64(Date().timeIntervalSince1970)
             func send(
                 _ device: String, nonce: Int64, algorithm: SignatureAlgorithm = .hmacSHA256, body: String? = nil
@@ -68,13 +69,12 @@ struct RetryTests {
 
     @Test("legacy: a byte-identical repeat gets the same payload; the answer has no State")
     func legacyRepeat() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
-            let now = Int64(Date().timeIntervalSince1970)
-            let first = try await server.registerLegacy(
-                productId: product.id, deviceName: "l", secret: product.secret, timestamp: now, nonce: 3)
-            let again = try await server.registerLegacy(
-                productId: product.id, deviceName: "l", secret: product.secret, timestamp: now, nonce: 3)
+        try await TestServer.withKeyProduct { server, product in
+            let send = { [now = Int64(Date().timeIntervalSince1970)] in
+                try await server.registerLegacy(
+                    productId: product.id, deviceName: "l", secret: product.secret, timestamp: now, nonce: 3)
+            }
+            let (first, again) = (try await send(), try await send())
             #expect(first.legacyCode == 0 && again.legacyCode == 0, "\(again.text)")
             #expect(again.json["payload"] as? String == first.json["payload"] as? String)
             #expect(first.json["State"] == nil && first.json["state"] == nil)
@@ -83,8 +83,7 @@ struct RetryTests {
 
     @Test("State: 0 for a device the registration creates, 1 for a pre-created or registered one")
     func state() async throws {
-        try await TestServer.with { server in
-            let product = try await server.createProduct()
+        try await TestServer.withKeyProduct { server, product in
             #expect(
                 try await server.register(productId: product.id, deviceName: "new", secret: product.secret).state == 0)
             #expect(

@@ -89,6 +89,18 @@ struct TestServer {
     }
 
     /// Creates a product through the admin API and returns (productId, productSecret).
+    /// A server with one key product (auto-create on), where most tests start.
+    static func withKeyProduct<T: Sendable>(
+        _ body: (TestServer, (id: String, secret: String)) async throws -> T
+    ) async throws -> T {
+        try await with { server in try await body(server, try await server.createProduct()) }
+    }
+
+    /// A certificate product; `fields` are more JSON members of the creation body, e.g. `"caKeyType":"rsa2048"`.
+    func createCertificateProduct(_ fields: String = "") async throws -> (id: String, secret: String) {
+        try await createProduct(#"{"name":"cams","authType":"certificate"\#(fields.isEmpty ? "" : "," + fields)}"#)
+    }
+
     func createProduct(_ json: String = #"{"name":"test"}"#) async throws -> (id: String, secret: String) {
         let answer = try await admin(.POST, "/products", json: json)
         #expect(answer.status == 201)
