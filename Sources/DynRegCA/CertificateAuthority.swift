@@ -319,9 +319,9 @@ package struct ProductCertificateAuthority: Sendable {
                     if let keyIdentifier = try certificate.extensions.subjectKeyIdentifier?.keyIdentifier {
                         try coder.appendConstructedNode(identifier: .sequence) { coder in
                             try coder.serialize(ASN1ObjectIdentifier("2.5.29.35"))
-                            try coder.appendPrimitiveNode(identifier: .octetString) { bytes in
+                            coder.appendPrimitiveNode(identifier: .octetString) { bytes in
                                 var inner = DER.Serializer()
-                                try inner.appendConstructedNode(identifier: .sequence) { coder in
+                                inner.appendConstructedNode(identifier: .sequence) { coder in
                                     coder.appendPrimitiveNode(
                                         identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)
                                     ) { $0.append(contentsOf: keyIdentifier) }

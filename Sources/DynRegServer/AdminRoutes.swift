@@ -1,3 +1,4 @@
+import Crypto
 import DynRegProtocol
 import DynRegStore
 import Foundation
@@ -14,15 +15,20 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
 
     let administration: ProductAdministration<Store>
     let token: String
+    let throttle: AdminLoginThrottle
 
-    init(store: Store, token: String, authorities: CertificateAuthorities, revocations: RevocationNotifier? = nil) {
+    init(
+        store: Store, token: String, authorities: CertificateAuthorities, revocations: RevocationNotifier? = nil,
+        throttle: AdminLoginThrottle = AdminLoginThrottle()
+    ) {
         administration = ProductAdministration(store: store, authorities: authorities, revocations: revocations)
         self.token = token
+        self.throttle = throttle
     }
 
     func register(on group: RouterGroup<Context>) {
         group.add(middleware: AdminErrorMiddleware())
-        group.add(middleware: BearerTokenMiddleware(token: token))
+        group.add(middleware: BearerTokenMiddleware(token: token, throttle: throttle))
 
         group.post("/products", use: createProduct)
         group.get("/products", use: listProducts)
@@ -198,28 +204,47 @@ struct AdminErrorMiddleware: RouterMiddleware {
         let data = try JSONEncoder().encode(AdminErrorBody(code: error.code.code, message: error.message))
         var response = Response.json(status: error.code.status, bytes: Array(data))
         if error.code.status == .unauthorized { response.headers[HTTPField.Name.wwwAuthenticate] = "Bearer" }
+        if let seconds = error.retryAfter { response.headers[HTTPField.Name.retryAfter] = "\(seconds)" }
         return response
     }
 }
 
-/// Compares the bearer token in constant time.
+/// Checks the bearer token: SHA-256 digests compared in constant time, so neither the content nor the length of
+/// the token shows in the timing. Failures are counted per client address (``AdminLoginThrottle``): the first of
+/// a window and the one that locks the address are logged with the address, never with what was presented.
 struct BearerTokenMiddleware: RouterMiddleware {
     typealias Context = DynRegRequestContext
-    let token: [UInt8]
+    let digest: [UInt8]
+    let throttle: AdminLoginThrottle
 
-    init(token: String) { self.token = Array(token.utf8) }
+    init(token: String, throttle: AdminLoginThrottle) {
+        digest = Array(SHA256.hash(data: Array(token.utf8)))
+        self.throttle = throttle
+    }
 
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws
         -> Response
     {
-        guard let header = request.headers[.authorization] else {
-            throw AdminError(.unauthorized, "missing Authorization: Bearer <admin token>")
+        let address = context.remoteAddressText
+        if let remaining = throttle.lockRemaining(address) {
+            throw AdminError.locked(retryAfter: remaining)
         }
         let prefix = "Bearer "
-        guard header.hasPrefix(prefix), constantTimeEquals(Array(header.dropFirst(prefix.count).utf8), token) else {
-            throw AdminError(.unauthorized, "wrong admin token")
+        let header = request.headers[.authorization]
+        let presented = header.flatMap { $0.hasPrefix(prefix) ? Array($0.utf8.dropFirst(prefix.utf8.count)) : nil }
+        guard let presented, constantTimeEquals(Array(SHA256.hash(data: presented)), digest) else {
+            let verdict = throttle.recordFailure(address)
+            if verdict.log {
+                context.logger.warning(
+                    verdict.lockedUntil == nil
+                        ? "admin request with a missing or wrong token" : "admin requests refused for a while",
+                    metadata: ["dynreg.remote": "\(address)", "dynreg.path": "\(request.uri.path)"])
+            }
+            if let until = verdict.lockedUntil { throw AdminError.locked(retryAfter: until.timeIntervalSinceNow) }
+            throw AdminError(
+                .unauthorized, header == nil ? "missing Authorization: Bearer <admin token>" : "wrong admin token")
         }
         return try await next(request, context)
     }

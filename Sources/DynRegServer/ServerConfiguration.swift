@@ -14,6 +14,9 @@ package struct ServerConfiguration: Sendable {
     /// PEM certificate chain and key to serve HTTPS; both or neither.
     package var tls: TLSFiles?
     /// The bearer token of the admin API. Secret: never logged.
+    /// The shortest admin or broker token `dynreg serve` accepts, in bytes: guessing is the only attack on it.
+    package static let minimumTokenLength = 32
+
     package var adminToken: String
     /// What brokers present to the broker endpoints (Bearer, or Basic as the password). Secret: never logged.
     package var brokerToken: String

@@ -7,8 +7,8 @@ import ServiceLifecycle
 
 /// A real `dynreg` server for tests: in process, on a free loopback port, with a real SQLite file.
 package struct LiveServer: Sendable {
-    package static let adminToken = "test-admin-token-0123456789"
-    package static let brokerToken = "test-broker-token-0123456789"
+    package static let adminToken = "test-admin-token-0123456789abcdef"
+    package static let brokerToken = "test-broker-token-0123456789abcdef"
     package static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
 
     package let port: Int

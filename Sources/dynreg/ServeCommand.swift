@@ -192,17 +192,27 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// A token from the flag, else the environment, else `<data-dir>/<file>` (created at random, mode 0600).
+    /// A token an operator chose must be at least ``ServerConfiguration/minimumTokenLength`` bytes.
     private func secretToken(
         flag: String?, environment: String, file name: String, dataDirectory: URL
     ) throws -> (value: String, path: String?) {
-        if let flag, !flag.isEmpty { return (flag, nil) }
+        func checked(_ value: String, from source: String) throws -> String {
+            let length = value.utf8.count
+            guard length >= ServerConfiguration.minimumTokenLength else {
+                throw CLIError(
+                    "\(source) is \(length) bytes long; a token must have at least "
+                        + "\(ServerConfiguration.minimumTokenLength) (for example: openssl rand -hex 32)")
+            }
+            return value
+        }
+        if let flag, !flag.isEmpty { return (try checked(flag, from: "--\(name)"), nil) }
         if let value = ProcessInfo.processInfo.environment[environment], !value.isEmpty {
-            return (value, nil)
+            return (try checked(value, from: environment), nil)
         }
         let file = dataDirectory.appendingPathComponent(name)
         if let existing = try? String(contentsOf: file, encoding: .utf8) {
             let value = existing.trimmingCharacters(in: .whitespacesAndNewlines)
-            if !value.isEmpty { return (value, file.path) }
+            if !value.isEmpty { return (try checked(value, from: file.path), file.path) }
         }
         let value = AdminTokenGenerator.make()
         guard

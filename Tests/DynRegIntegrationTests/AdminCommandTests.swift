@@ -130,6 +130,29 @@ struct AdminCommandTests {
         }
     }
 
+    @Test("serve refuses an admin or broker token shorter than 32 bytes, and says where it came from")
+    func shortTokens() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-short-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let long = String(repeating: "k", count: 32)
+        let cases: [([String], [String: String?], String)] = [
+            ([], ["DYNREG_ADMIN_TOKEN": "short", "DYNREG_BROKER_TOKEN": long], "DYNREG_ADMIN_TOKEN is 5 bytes"),
+            (
+                [], ["DYNREG_ADMIN_TOKEN": long, "DYNREG_BROKER_TOKEN": String(long.dropLast())],
+                "DYNREG_BROKER_TOKEN is 31"
+            ),
+            (["--broker-token", "abc"], ["DYNREG_ADMIN_TOKEN": long], "--broker-token is 3 bytes"),
+        ]
+        for (arguments, environment, message) in cases {
+            let refused = try await runDynreg(
+                ["serve", "--port", "0", "--no-demo", "--data-dir", directory.path] + arguments,
+                environment: environment)
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains(message), "\(refused.stderr)")
+            #expect(!refused.stdout.contains("listening"))
+        }
+    }
+
     @Test("a second server on the same data directory stops at once with a clear message")
     func oneServerPerDataDirectory() async throws {
         try await RunningServer.with { server in

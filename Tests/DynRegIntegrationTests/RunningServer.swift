@@ -8,8 +8,8 @@ import FoundationNetworking
 
 /// `dynreg serve` with a known admin token, and the CLI pointed at it: the command-line tests' real server.
 struct RunningServer: Sendable {
-    static let adminToken = "cli-test-admin-token-0123456789"
-    static let brokerToken = "cli-test-broker-token-0123456789"
+    static let adminToken = "cli-test-admin-token-0123456789abcdef"
+    static let brokerToken = "cli-test-broker-token-0123456789abcdef"
     let process: ServerProcess
     var baseURL: String { process.baseURL }
     var dataDirectory: URL { process.dataDirectory }

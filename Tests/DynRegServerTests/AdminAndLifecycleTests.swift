@@ -22,6 +22,28 @@ struct AdminAndLifecycleTests {
         }
     }
 
+    @Test("admin API: ten wrong tokens from one address lock it out for a while, the right token included")
+    func wrongTokensLockTheAddress() async throws {
+        try await TestServer.with { server in
+            for attempt in 1...9 {
+                // Shorter, longer, empty: each is one more failure, and none is told apart by its answer.
+                let token = String(repeating: "x", count: attempt * 7)
+                #expect(try await server.admin(.GET, "/products", token: token).status == 401)
+            }
+            #expect(try await server.admin(.GET, "/products").status == 200, "nine failures do not lock")
+            let tenth = try await server.admin(.GET, "/products", token: "wrong")
+            #expect(tenth.status == 429)
+            #expect((tenth.json["error"] as? [String: Any])?["code"] as? String == "TooManyFailures")
+            let locked = try await server.admin(.GET, "/products")
+            #expect(locked.status == 429, "the right token waits too: \(locked.text)")
+            let retryAfter = try #require(locked.headers.first(name: "Retry-After").flatMap { Int($0) })
+            #expect((1...60).contains(retryAfter))
+            // Device endpoints are not admin requests.
+            let product = try await server.register(productId: "NOPRODUCT1", deviceName: "d", secret: "s")
+            #expect(product.errorCode == "ResourceNotFound.ProductNotExist")
+        }
+    }
+
     @Test("admin API: products and devices lifecycle")
     func lifecycle() async throws {
         try await TestServer.with { server in

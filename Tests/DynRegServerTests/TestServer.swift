@@ -88,7 +88,6 @@ struct TestServer {
         return try await send(method, "/admin/v1" + path, headers: headers, body: json.map { Array($0.utf8) })
     }
 
-    /// Creates a product through the admin API and returns (productId, productSecret).
     /// A server with one key product (auto-create on), where most tests start.
     static func withKeyProduct<T: Sendable>(
         _ body: (TestServer, (id: String, secret: String)) async throws -> T
@@ -101,6 +100,7 @@ struct TestServer {
         try await createProduct(#"{"name":"cams","authType":"certificate"\#(fields.isEmpty ? "" : "," + fields)}"#)
     }
 
+    /// Creates a product through the admin API and returns (productId, productSecret).
     func createProduct(_ json: String = #"{"name":"test"}"#) async throws -> (id: String, secret: String) {
         let answer = try await admin(.POST, "/products", json: json)
         #expect(answer.status == 201)

@@ -1,5 +1,6 @@
 import DynRegProtocol
 import DynRegStore
+import Foundation
 import HTTPTypes
 
 /// The admin API's error codes, each with its one HTTP status. Every code has a row in docs/errors.md
@@ -28,6 +29,7 @@ struct AdminErrorCode: Sendable, Hashable, CustomStringConvertible {
     /// The device protocol's code, so one name means one thing everywhere.
     static let deviceNameInvalid = Self(RegistrationErrorCode.deviceNameInvalid.code, .badRequest)
     static let unauthorized = Self("Unauthorized", .unauthorized)
+    static let tooManyFailures = Self("TooManyFailures", .tooManyRequests)
     static let notFound = Self("NotFound", .notFound)
     static let conflict = Self("Conflict", .conflict)
     static let deviceQuota = Self(RegistrationErrorCode.deviceQuota.code, .conflict)
@@ -37,7 +39,7 @@ struct AdminErrorCode: Sendable, Hashable, CustomStringConvertible {
     static let all: [Self] = [
         .invalidBody, .invalidName, .invalidQuota, .invalidValidity, .invalidAuthType, .invalidKeyType,
         .invalidCertificateAuthority, .invalidStatus, .invalidTopicRule, .invalidInput, .deviceNameInvalid,
-        .unauthorized, .notFound,
+        .unauthorized, .tooManyFailures, .notFound,
         .conflict, .deviceQuota, .internalError, .unavailable,
     ]
 }
@@ -47,10 +49,19 @@ struct AdminErrorCode: Sendable, Hashable, CustomStringConvertible {
 struct AdminError: Error, Sendable, Hashable, CustomStringConvertible {
     let code: AdminErrorCode
     let message: String
+    /// Whole seconds, for a `Retry-After` header.
+    var retryAfter: Int? = nil
 
     init(_ code: AdminErrorCode, _ message: String) {
         self.code = code
         self.message = message
+    }
+
+    /// Too many wrong tokens from this address: every admin request from it is refused for a while.
+    static func locked(retryAfter seconds: TimeInterval) -> Self {
+        var error = Self(.tooManyFailures, "too many failed admin logins from this address; retry later")
+        error.retryAfter = max(1, Int(seconds.rounded(.up)))
+        return error
     }
 
     var description: String { "\(code.code): \(message)" }

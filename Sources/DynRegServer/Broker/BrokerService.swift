@@ -1,7 +1,7 @@
 import Crypto
-package import DynRegProtocol
+import DynRegProtocol
 package import DynRegStore
-package import Foundation
+import Foundation
 package import Logging
 
 /// What brokers ask on a device's behalf: may it log in, and may it use this topic. Independent of HTTP and of

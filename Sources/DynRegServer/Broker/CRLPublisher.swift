@@ -1,8 +1,8 @@
 import DynRegCA
 package import DynRegStore
-package import Foundation
-package import Logging
-package import ServiceLifecycle
+import Foundation
+import Logging
+import ServiceLifecycle
 
 /// Tells the CRL publisher that some product's revocations changed (a revocation, a re-registration that revoked
 /// the previous certificate, a reset, a deletion). Bursts coalesce into one rewrite.
@@ -35,7 +35,7 @@ package struct CRLPublisher<Store: RegistrationStore>: Service {
 
     package func run() async throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [notifier, refresh] in
                 while true {
                     try await Task.sleep(for: refresh)
