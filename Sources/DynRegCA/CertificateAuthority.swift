@@ -10,6 +10,8 @@ package enum CAKeyType: String, Sendable, Codable, Hashable, CaseIterable {
     case p256
     case p384
     case rsa2048
+    case rsa3072
+    case rsa4096
 }
 
 /// The key a device gets when the server makes it.
@@ -29,7 +31,11 @@ enum CAKey: Sendable {
             self = .p256(key)
         } else if let key = try? P384.Signing.PrivateKey(pemRepresentation: pem) {
             self = .p384(key)
-        } else if let key = try? _RSA.Signing.PrivateKey(pemRepresentation: pem), key.keySizeInBits >= 2048 {
+        } else if let key = try? _RSA.Signing.PrivateKey(pemRepresentation: pem) {
+            // Bigger keys cost every registration their signing time (RSA-8192: about 50 ms of CPU each).
+            guard [2048, 3072, 4096].contains(key.keySizeInBits) else {
+                throw CertificateAuthorityError(.unsupportedKey)
+            }
             self = .rsa(key)
         } else {
             throw CertificateAuthorityError(.unsupportedKey)
@@ -40,7 +46,12 @@ enum CAKey: Sendable {
         switch self {
         case .p256: return .p256
         case .p384: return .p384
-        case .rsa: return .rsa2048
+        case .rsa(let key):
+            switch key.keySizeInBits {
+            case 3072: return .rsa3072
+            case 4096: return .rsa4096
+            default: return .rsa2048
+            }
         }
     }
 
@@ -114,6 +125,9 @@ package struct CertificateAuthorityError: Error, Sendable, Hashable, CustomStrin
         case csrSignatureInvalid
         case csrSubjectMismatch
         case signingFailed
+        case expired
+        case notYetValid
+        case cannotSignCertificates
     }
 
     package var code: Code
@@ -121,7 +135,11 @@ package struct CertificateAuthorityError: Error, Sendable, Hashable, CustomStrin
 
     package var description: String {
         switch code {
-        case .unsupportedKey: return "the CA key must be a PEM P-256, P-384 or RSA (2048 bits or more) private key"
+        case .unsupportedKey: return "the CA key must be a PEM P-256, P-384 or RSA 2048, 3072 or 4096-bit private key"
+        case .expired: return "the CA certificate has expired"
+        case .notYetValid: return "the CA certificate is not valid yet (its notBefore is in the future)"
+        case .cannotSignCertificates:
+            return "the CA certificate does not allow signing certificates (keyUsage keyCertSign)"
         case .invalidCertificate: return "the CA certificate is not a valid PEM X.509 certificate"
         case .keyDoesNotMatchCertificate: return "the CA private key does not match the CA certificate"
         case .notACertificateAuthority: return "the certificate is not a CA certificate (basicConstraints CA:TRUE)"
@@ -154,6 +172,8 @@ package struct ProductCertificateAuthority: Sendable {
         case .p256: key = .p256(P256.Signing.PrivateKey())
         case .p384: key = .p384(P384.Signing.PrivateKey())
         case .rsa2048: key = .rsa(try _RSA.Signing.PrivateKey(keySize: .bits2048))
+        case .rsa3072: key = .rsa(try _RSA.Signing.PrivateKey(keySize: .bits3072))
+        case .rsa4096: key = .rsa(try _RSA.Signing.PrivateKey(keySize: .bits4096))
         }
         let name = try DistinguishedName {
             OrganizationName("dynreg")
@@ -171,6 +191,21 @@ package struct ProductCertificateAuthority: Sendable {
             },
             issuerPrivateKey: key.certificateKey)
         return try ProductCertificateAuthority(certificate: certificate, key: key)
+    }
+
+    /// An operator's CA, checked before it is stored: valid now, allowed to sign certificates (`keyCertSign`), with
+    /// a supported key. ``init(certificatePEM:privateKeyPEM:)`` alone loads a stored CA, which is not re-judged.
+    package static func importing(
+        certificatePEM: String, privateKeyPEM: String, now: Date = Date()
+    ) throws(CertificateAuthorityError) -> ProductCertificateAuthority {
+        let authority = try ProductCertificateAuthority(certificatePEM: certificatePEM, privateKeyPEM: privateKeyPEM)
+        let certificate = authority.certificate
+        guard certificate.notValidBefore <= now else { throw CertificateAuthorityError(.notYetValid) }
+        guard now < certificate.notValidAfter else { throw CertificateAuthorityError(.expired) }
+        guard let usage = try? certificate.extensions.keyUsage, usage.keyCertSign else {
+            throw CertificateAuthorityError(.cannotSignCertificates)
+        }
+        return authority
     }
 
     /// Loads a CA from PEM, checking the key matches and the certificate may issue certificates.
@@ -210,7 +245,8 @@ package struct ProductCertificateAuthority: Sendable {
         do {
             let serial = randomSerial()
             let notBefore = now.addingTimeInterval(-300)
-            let notAfter = now.addingTimeInterval(TimeInterval(validityDays) * 86_400)
+            // Never past the CA's own end: a chain is only as valid as its shortest link.
+            let notAfter = min(now.addingTimeInterval(TimeInterval(validityDays) * 86_400), certificate.notValidAfter)
             let subject = try DistinguishedName { CommonName(commonName) }
             let issuerKeyIdentifier = try certificate.extensions.subjectKeyIdentifier?.keyIdentifier
             let leaf = try Certificate(

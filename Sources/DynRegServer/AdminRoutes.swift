@@ -53,7 +53,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     // MARK: Products
 
     @Sendable func createProduct(_ request: Request, context: Context) async throws -> EditedResponse<ProductView> {
-        let input = try await decode(ProductCreateInput.self, request, context)
+        let input = try await decode(ProductCreateInput.self, shape: .productCreate, request, context)
         let product = try await administration.createProduct(input)
         return EditedResponse(status: .created, response: ProductView(product, includeSecret: true))
     }
@@ -68,7 +68,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
 
     @Sendable func updateProduct(_ request: Request, context: Context) async throws -> ProductView {
         let id = try productId(context)
-        let input = try await decode(ProductUpdate.self, request, context)
+        let input = try await decode(ProductUpdate.self, shape: .productUpdate, request, context)
         return ProductView(try await administration.updateProduct(id: id, input), includeSecret: true)
     }
 
@@ -98,7 +98,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
 
     @Sendable func createDevice(_ request: Request, context: Context) async throws -> EditedResponse<DeviceView> {
         let id = try productId(context)
-        let input = try await decode(DeviceCreateInput.self, request, context)
+        let input = try await decode(DeviceCreateInput.self, shape: .deviceCreate, request, context)
         let device = try await administration.createDevice(productId: id, deviceName: input.deviceName)
         return EditedResponse(status: .created, response: DeviceView(device))
     }
@@ -165,13 +165,30 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
         request.uri.queryParameters["limit"].flatMap { Int(String($0)) }
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: Context) async throws -> T {
+    /// The body as `T`, after ``StrictJSON`` has checked its keys against `shape`.
+    private func decode<T: Decodable>(
+        _ type: T.Type, shape: JSONShape, _ request: Request, _ context: Context
+    ) async throws -> T {
+        guard let body = try? await request.body.collect(upTo: context.maxUploadSize) else {
+            throw AdminError(.invalidBody, "the body is larger than \(context.maxUploadSize / 1024) KiB")
+        }
+        let bytes = Array(buffer: body)
         do {
-            return try await request.decode(as: T.self, context: context)
+            try StrictJSON.check(bytes, shape: shape)
+        } catch .unknownField(let name) {
+            throw AdminError(.invalidBody, "unknown field \(name)")
+        } catch .duplicateKey(let name) {
+            throw AdminError(.invalidBody, "the key \(name) appears twice")
+        } catch .malformed {
+            throw AdminError(.invalidBody, "the body is not a JSON object")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
         } catch {
             throw AdminError(.invalidBody, "the body is not the expected JSON object")
         }
     }
+
 }
 
 /// The one place an admin failure becomes an HTTP answer: `{"error":{"code":…,"message":…}}` with the code's

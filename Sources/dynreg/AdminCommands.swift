@@ -121,8 +121,31 @@ func escaped(_ component: String) -> String {
 private let unreservedCharacters = CharacterSet(
     charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 
-/// Aligned columns for people.
+/// Text from the server as a terminal may show it: C0 and C1 control characters and DEL become `\xNN`, and `\`
+/// becomes `\\`, so a refused device name in the audit log cannot clear the screen, set the window title or
+/// forge a line. JSON output needs none of this: the encoder escapes control characters.
+func terminalSafe(_ text: String) -> String {
+    func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+    }
+    guard text.unicodeScalars.contains(where: { isControl($0) || $0 == "\\" }) else { return text }
+    var safe = String.UnicodeScalarView()
+    for scalar in text.unicodeScalars {
+        if scalar == "\\" {
+            safe.append(contentsOf: #"\\"#.unicodeScalars)
+        } else if isControl(scalar) {
+            let hex = String(scalar.value, radix: 16)
+            safe.append(contentsOf: ("\\x" + (hex.count < 2 ? "0" + hex : hex)).unicodeScalars)
+        } else {
+            safe.append(scalar)
+        }
+    }
+    return String(safe)
+}
+
+/// Aligned columns for people; every cell is made terminal-safe.
 func table(_ headers: [String], _ rows: [[String]]) -> String {
+    let rows = rows.map { $0.map(terminalSafe) }
     var widths = headers.map(\.count)
     for row in rows {
         for (index, cell) in row.enumerated() where index < widths.count {
@@ -142,7 +165,7 @@ func table(_ headers: [String], _ rows: [[String]]) -> String {
 func fields(_ lines: [(key: String, value: String?)]) -> String {
     let width = lines.map(\.key.count).max() ?? 0
     return lines.compactMap { line in
-        line.value.map { line.key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0 }
+        line.value.map { line.key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + terminalSafe($0) }
     }.joined(separator: "\n")
 }
 
@@ -242,7 +265,8 @@ struct ProductCommand: AsyncParsableCommand {
         @Flag(help: "Refuse every registration.") var noDynamicRegistration = false
         @Option(help: "The most devices the product may hold.") var quota: Int?
         @Flag(help: "Admit devices without a clock (X-TC-Timestamp: 0).") var allowClockless = false
-        @Option(help: "Certificate products: the CA key, p256 (default), p384 or rsa2048.") var caKeyType: String?
+        @Option(help: "Certificate products: the CA key, p256 (default), p384, rsa2048, rsa3072 or rsa4096.")
+        var caKeyType: String?
         @Option(help: "Certificate products: device certificate validity in days (default 3650).")
         var certificateValidityDays: Int?
         @Option(help: "Certificate products: import this PEM CA certificate instead of creating one.")

@@ -27,7 +27,7 @@ struct Dynreg: AsyncParsableCommand {
                 print(fullMessage(for: error))
             } else if !(error is ExitCode) {
                 let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-                FileHandle.standardError.write(Data("dynreg: \(message)\n".utf8))
+                FileHandle.standardError.write(Data("dynreg: \(terminalSafe(message))\n".utf8))
             }
             exit(withError: code == .success ? nil : ExitCode(code.rawValue))
         }

@@ -1,6 +1,11 @@
+import DynRegProtocol
 import DynRegTestSupport
 import Foundation
 import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 func json(_ result: CommandOutput) throws -> [String: Any] {
     try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
@@ -127,6 +132,38 @@ struct AdminCommandTests {
             let list = try await again.dynreg(["product", "list", "--json"])
             let products = try json(list)["products"] as? [[String: Any]]
             #expect(products?.map { $0["productId"] as? String } == [productId])
+        }
+    }
+
+    @Test("text output escapes control characters from the server; product names may not hold any")
+    func terminalSafeOutput() async throws {
+        try await RunningServer.with { server in
+            let refused = try await server.dynreg(["product", "create", "--name", "evil\u{1b}]0;title\u{7}"])
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("control characters"), "\(refused.stderr)")
+            let product = try await server.createProduct()
+            // A refused device name carrying a screen clear, a window title and a forged event line.
+            let hostile = "x\u{1b}[2J\u{1b}]0;owned\u{7}\r\n2026-01-01T00:00:00Z  Success  \u{9b}\\x41"
+            let signed = SignedRequest(
+                registering: RegistrationRequestBody(productId: product.id, deviceName: hostile),
+                canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: Int64(Date().timeIntervalSince1970),
+                nonce: 42)
+            var request = URLRequest(url: URL(string: server.baseURL + RegistrationPath.current)!)
+            request.httpMethod = "POST"
+            for (name, value) in signed.headers(productSecret: product.secret) {
+                request.setValue(value, forHTTPHeaderField: name)
+            }
+            request.httpBody = Data(signed.body)
+            _ = try await URLSession.shared.data(for: request)
+
+            let events = try await server.dynreg(["events", product.id])
+            #expect(events.status == 0, "\(events.stderr)")
+            let unsafe = events.stdout.unicodeScalars.filter {
+                ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value)
+            }
+            #expect(unsafe.isEmpty, "\(unsafe.map(\.value))")
+            #expect(events.stdout.contains(#"x\x1b[2J\x1b]0;owned\x07\x0d\x0a2026"#), "\(events.stdout)")
+            #expect(events.stdout.contains(#"\x9b\\x41"#), "a backslash is doubled: \(events.stdout)")
         }
     }
 

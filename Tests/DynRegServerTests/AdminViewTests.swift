@@ -130,4 +130,67 @@ struct AdminViewTests {
             #expect(denied.headers["Content-Type"].first?.hasPrefix("application/json") == true)
         }
     }
+
+    @Test(
+        "unknown fields and repeated keys in admin bodies are 400 naming them, at any depth; nothing is created",
+        arguments: [
+            (".POST", "/products", #"{"name":"p","autocreate":false}"#, "unknown field autocreate"),
+            (".POST", "/products", #"{"name":"p","name":"q"}"#, "the key name appears twice"),
+            (
+                ".POST", "/products",
+                #"{"name":"p","topicRules":{"rules":[{"topic":"a","acess":"all"}]}}"#,
+                "unknown field topicRules.rules.acess"
+            ),
+            (
+                ".POST", "/products", #"{"name":"p","topicRules":{"rules":[],"rules":[]}}"#,
+                "the key topicRules.rules appears twice"
+            ),
+            (".POST", "/products", #"{"name":"p","authType":"key","authType":"certificate"}"#, "appears twice"),
+            (".PATCH", "/products/{id}", #"{"autoCreate":false,"deviceQouta":5}"#, "unknown field deviceQouta"),
+            (".POST", "/products/{id}/devices", #"{"deviceName":"a","status":"activated"}"#, "unknown field status"),
+            (".POST", "/products", #"{"name":"p"} trailing"#, "not a JSON object"),
+            (".POST", "/products", String(repeating: "[", count: 40), "not a JSON object"),
+        ])
+    func strictBodies(method: String, path: String, body: String, message: String) async throws {
+        try await TestServer.withKeyProduct { server, product in
+            let answer = try await server.admin(
+                method == ".PATCH" ? .PATCH : .POST, path.replacingOccurrences(of: "{id}", with: product.id),
+                json: body)
+            #expect(answer.status == 400, "\(answer.text)")
+            let error = answer.json["error"] as? [String: Any]
+            #expect(error?["code"] as? String == "InvalidBody")
+            #expect((error?["message"] as? String)?.contains(message) == true, "\(answer.text)")
+            let products = try await server.admin(.GET, "/products").json["products"] as? [[String: Any]]
+            #expect(products?.count == 1)
+            let shown = try await server.admin(.GET, "/products/\(product.id)")
+            #expect(shown.json["autoCreate"] as? Bool == true && shown.json["deviceCount"] as? Int == 0)
+        }
+    }
+
+    @Test("an escaped key is read as the key it spells; known fields pass in any order and spacing")
+    func escapedKeys() async throws {
+        try await TestServer.with { server in
+            let created = try await server.admin(
+                .POST, "/products", json: #"{ "autoCreate" : false , "na\u006de" : "escaped" }"#)
+            #expect(created.status == 201, "\(created.text)")
+            #expect(created.json["name"] as? String == "escaped")
+            #expect(created.json["autoCreate"] as? Bool == false)
+        }
+    }
+
+    @Test("product names may not hold control characters, on create and on PATCH")
+    func controlCharactersInNames() async throws {
+        try await TestServer.withKeyProduct { server, product in
+            for name in [#"a\u001b[2Jb"#, #"line\nbreak"#, #"del\u007f"#, #"c1\u009b"#] {
+                let created = try await server.admin(.POST, "/products", json: #"{"name":"\#(name)"}"#)
+                #expect(created.status == 400, "\(name): \(created.text)")
+                #expect((created.json["error"] as? [String: Any])?["code"] as? String == "InvalidName")
+                let patched = try await server.admin(
+                    .PATCH, "/products/\(product.id)", json: #"{"name":"\#(name)"}"#)
+                #expect(patched.status == 400, "\(name): \(patched.text)")
+            }
+            let accented = try await server.admin(.POST, "/products", json: #"{"name":"Café \u00e9 東京"}"#)
+            #expect(accented.status == 201)
+        }
+    }
 }

@@ -60,8 +60,9 @@ struct ConnectionTests {
                 productId: product.id, deviceName: "esp32-c3", timestamp: Int64(Date().timeIntervalSince1970),
                 nonce: 4242)
             let request = Self.cSDKRequest(port: server.port, body: signed.body(productSecret: product.secret))
-            // The SDK's receive timeout is 2,000 ms; the server must end the stream well before it.
-            let exchange = try await RawConnection.exchange(port: server.port, request, timeout: .milliseconds(1500))
+            // The SDK reads until the server closes (or its 2,000 ms pass). The bound here is generous, for a loaded
+            // machine: what matters is that the server closes, which without `Connection: close` it does not do.
+            let exchange = try await RawConnection.exchange(port: server.port, request, timeout: .seconds(10))
             #expect(exchange.closedByServer, "\(exchange.text)")
             let answer = try RawAnswer(exchange.bytes)
             #expect(answer.headerLines.contains("Connection: close"))
@@ -80,7 +81,7 @@ struct ConnectionTests {
                 port: server.port,
                 Self.currentRequest(
                     port: server.port, productId: product.id, secret: product.secret, device: "a", keepAlive: false),
-                timeout: .milliseconds(1500))
+                timeout: .seconds(10))
             #expect(closing.closedByServer)
             // Two requests back to back on a kept-alive connection: both answered, and the connection stays.
             let twice =

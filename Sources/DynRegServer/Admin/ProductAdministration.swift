@@ -227,6 +227,10 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         guard let name, !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= maximumNameLength else {
             throw AdminError(.invalidName, "name must be 1-200 characters")
         }
+        // Names reach operators' terminals and the console: no escape sequences, no line breaks.
+        guard !name.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else {
+            throw AdminError(.invalidName, "name must not contain control characters (C0, DEL or C1)")
+        }
         return name
     }
 
@@ -256,13 +260,13 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         switch (input.caCertificatePem, input.caPrivateKeyPem) {
         case (let certificate?, let key?):
             do {
-                authority = try ProductCertificateAuthority(certificatePEM: certificate, privateKeyPEM: key)
+                authority = try ProductCertificateAuthority.importing(certificatePEM: certificate, privateKeyPEM: key)
             } catch {
                 throw AdminError(.invalidCertificateAuthority, error.description)
             }
         case (nil, nil):
             guard let keyType = CAKeyType(rawValue: input.caKeyType ?? Self.defaultCAKeyType.rawValue) else {
-                throw AdminError(.invalidKeyType, "caKeyType must be p256, p384 or rsa2048")
+                throw AdminError(.invalidKeyType, "caKeyType must be p256, p384, rsa2048, rsa3072 or rsa4096")
             }
             do {
                 authority = try ProductCertificateAuthority.create(productId: productId, keyType: keyType)
