@@ -97,6 +97,7 @@ package func buildApplication<Store: RegistrationStore>(
     ).register(
         on: router.group("/admin/v1"))
 
+    let gauge = ConnectionGauge(limit: configuration.connections.maxConnections)
     let server: HTTPServerBuilder
     if let tls = configuration.tls {
         let chain = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map {
@@ -105,9 +106,10 @@ package func buildApplication<Store: RegistrationStore>(
         let key = try NIOSSLPrivateKey(file: tls.keyPath, format: .pem)
         let tlsConfiguration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain, privateKey: .privateKey(key))
-        server = try .tls(.http1(), tlsConfiguration: tlsConfiguration)
+        server = try .tls(
+            .guardedHTTP1(limits: configuration.connections, gauge: gauge), tlsConfiguration: tlsConfiguration)
     } else {
-        server = .http1()
+        server = .guardedHTTP1(limits: configuration.connections, gauge: gauge)
     }
     // The store first: a ServiceGroup stops its services in reverse order, so the store outlives the others.
     var app = Application(

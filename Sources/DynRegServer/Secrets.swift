@@ -12,7 +12,10 @@ package enum Secrets {
     }
 
     /// Ten upper-case letters and digits, the shape of a Tencent product id.
-    package static func productId() -> String { string(length: 10, alphabet: upperAlphanumerics) }
+    /// Every product id is this long; the broker hooks split client ids (product id + device name) on it.
+    package static let productIdLength = 10
+
+    package static func productId() -> String { string(length: productIdLength, alphabet: upperAlphanumerics) }
 
     /// 24 letters and digits (~143 bits); its first 16 bytes key the payload cipher.
     package static func productSecret() -> String { string(length: 24, alphabet: alphanumerics) }

@@ -29,6 +29,10 @@ package struct ServerConfiguration: Sendable {
     package var crlRefresh: Duration = .seconds(3600)
     /// Largest device request body accepted.
     package var maxDeviceBodySize: Int = 4096
+    /// Timeouts and the connection cap of the listener.
+    package var connections = ConnectionLimits()
+    /// After SIGTERM, how long requests in progress may take before every connection is closed.
+    package var shutdownGrace: Duration = .seconds(10)
 
     package struct TLSFiles: Sendable {
         package var certificatePath: String

@@ -202,6 +202,9 @@ package final class ServerProcess: Sendable {
     /// Sends a signal, for example SIGHUP.
     package func signal(_ number: Int32) { sendSignal(number) }
 
+    /// Whether the process ended (both its output streams closed) within `duration`.
+    package func waitForExit(within duration: Duration) async -> Bool { await output.waitForClose(within: duration) }
+
     fileprivate final class Output: Sendable {
         struct State {
             var stdout: [UInt8] = []

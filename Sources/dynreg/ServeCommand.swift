@@ -49,6 +49,17 @@ struct Serve: AsyncParsableCommand {
             gateway.tencentdevices.com, the names Tencent's SDKs sign.
             """)
     var publicHosts: [String] = []
+    @Option(help: "Seconds a kept-alive connection may wait for its next request.") var idleTimeout = 60
+    @Option(
+        help: "Seconds a request (with its TLS handshake, head and body) has to arrive, from its first byte.")
+    var requestTimeout = 10
+    @Option(
+        help: """
+            Connections at once; one more is closed as soon as it is accepted. Default: the file-descriptor limit             (raised to its hard limit at start) less 128, at most 16384.
+            """)
+    var maxConnections: Int?
+    @Option(help: "Seconds requests in progress get after SIGTERM before every connection is closed.")
+    var shutdownGrace = 10
     @Option(help: "PEM certificate (chain) to serve HTTPS.") var tlsCert: String?
     @Option(help: "PEM private key to serve HTTPS.") var tlsKey: String?
     @Flag(help: "Do not create the demo product on first start.") var noDemo = false
@@ -69,6 +80,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--crl-updated-command needs --crl-dir")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard (1...3600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1-3600") }
+        guard (1...600).contains(requestTimeout) else { throw ValidationError("--request-timeout must be 1-600") }
+        guard (0...3600).contains(shutdownGrace) else { throw ValidationError("--shutdown-grace must be 0-3600") }
+        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be positive") }
     }
 
     func run() async throws {
@@ -128,6 +143,16 @@ struct Serve: AsyncParsableCommand {
         configuration.crlDirectory = crlDir.map { URL(fileURLWithPath: $0) }
         configuration.crlUpdatedCommand = crlUpdatedCommand
         configuration.crlRefresh = .seconds(crlRefresh)
+        configuration.connections.idleTimeout = .seconds(idleTimeout)
+        configuration.connections.requestTimeout = .seconds(requestTimeout)
+        let descriptors = FileDescriptorLimit.raiseToHardLimit()
+        configuration.connections.maxConnections = maxConnections ?? max(16, min(descriptors - 128, 16_384))
+        if let maxConnections, maxConnections > descriptors - 64 {
+            logger.warning(
+                "--max-connections is close to or above the file-descriptor limit: at the limit accepts fail",
+                metadata: ["dynreg.descriptors": "\(descriptors)"])
+        }
+        configuration.shutdownGrace = .seconds(shutdownGrace)
         if let tlsCert, let tlsKey {
             configuration.tls = .init(certificatePath: tlsCert, keyPath: tlsKey)
         }
@@ -171,8 +196,13 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw CLIError("cannot start the server: \(error)")
         }
-        let group = ServiceGroup(
-            configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A request that never finishes must not hold a deploy: after the grace, the server task is cancelled,
+        // which closes every connection.
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
+        groupConfiguration.maximumCancellationDuration = .seconds(5)
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             try await group.run()
         } catch let error as StartupError {

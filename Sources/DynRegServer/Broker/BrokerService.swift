@@ -102,23 +102,21 @@ package struct BrokerService<Store: RegistrationStore>: Sendable {
     }
 
     /// The product and device a client id (product id + device name) names, if both exist.
+    ///
+    /// Every product id dynreg makes is ten characters (as Tencent's are), so the split is known: one product
+    /// lookup (cached) and one device lookup, whatever the client id, never a scan of the products. An
+    /// unauthenticated broker call costs the same with one product or ten thousand.
     package func device(clientId: String) async throws -> (Product, Device)? {
-        // Product ids are ten characters (ours and Tencent's), so try that split first; imported ids of other
-        // lengths fall back to a scan of the products.
-        var candidates: [Product] = []
-        if clientId.utf8.count > 10, let product = try await store.productForAdmission(id: String(clientId.prefix(10)))
-        {
-            candidates = [product]
-        } else {
-            candidates = try await store.products()
-                .filter { clientId.hasPrefix($0.id) && clientId.count > $0.id.count }
-                .sorted { $0.id.count > $1.id.count }
+        let idLength = Secrets.productIdLength
+        guard clientId.utf8.count > idLength, clientId.utf8.count <= idLength + DeviceNameRules.maximumLength else {
+            return nil
         }
-        for product in candidates {
-            let name = String(clientId.dropFirst(product.id.count))
-            if let device = try await store.device(productId: product.id, deviceName: name) { return (product, device) }
-        }
-        return nil
+        let productId = String(clientId.prefix(idLength))
+        guard productId.utf8.count == idLength, let product = try await store.productForAdmission(id: productId)
+        else { return nil }
+        let name = String(clientId.dropFirst(idLength))
+        guard let device = try await store.device(productId: product.id, deviceName: name) else { return nil }
+        return (product, device)
     }
 
     private func activate(_ product: Product, _ device: Device, logger: Logger) async throws {

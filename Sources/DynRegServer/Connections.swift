@@ -1,0 +1,183 @@
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// How long and how many connections the public listener holds (`dynreg serve --idle-timeout`, `--request-timeout`,
+/// `--max-connections`). Every limit is on by default: these are what an unauthenticated client can make the server
+/// spend.
+package struct ConnectionLimits: Sendable, Hashable {
+    /// A kept-alive connection with no request in progress is closed after this.
+    package var idleTimeout: Duration = .seconds(60)
+    /// From the connection's start, or from the first byte of a request after an answer, until the request's last
+    /// byte: the TLS handshake, the head and the body must all arrive within it.
+    package var requestTimeout: Duration = .seconds(10)
+    /// Connections at once; one more is closed as soon as it is accepted.
+    package var maxConnections: Int = 1_000
+    /// A request head (request line and headers) larger than this is refused with 431 before it is all read.
+    package var maxHeadSize: Int = 16 * 1024
+
+    package init() {}
+}
+
+/// The open connections of one listener, against ``ConnectionLimits/maxConnections``.
+package final class ConnectionGauge: Sendable {
+    private let open = Atomic<Int>(0)
+    private let refused = Atomic<Int>(0)
+    let limit: Int
+
+    package init(limit: Int) { self.limit = limit }
+
+    package var current: Int { open.load(ordering: .relaxed) }
+    /// Connections closed at once because the listener was full.
+    package var refusedCount: Int { refused.load(ordering: .relaxed) }
+
+    func admit() -> Bool {
+        if open.wrappingAdd(1, ordering: .relaxed).newValue <= limit { return true }
+        open.wrappingSubtract(1, ordering: .relaxed)
+        refused.wrappingAdd(1, ordering: .relaxed)
+        return false
+    }
+
+    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
+}
+
+/// HTTP/1.1 as Hummingbird serves it, with ``ConnectionGuard`` first in every connection's pipeline and
+/// ``RequestProgressHandler`` after the HTTP decoder to tell it where requests end.
+struct GuardedHTTP1Channel: ServerChildChannel {
+    typealias Value = HTTP1Channel.Value
+    let inner: HTTP1Channel
+    let limits: ConnectionLimits
+    let gauge: ConnectionGauge
+
+    init(responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, gauge: ConnectionGauge) {
+        let configuration = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [RequestProgressHandler()],
+            idleTimeout: TimeAmount(limits.idleTimeout),
+            httpDecoderConfiguration: .init(
+                maxHeaderFieldSize: limits.maxHeadSize, maxHeaderListSize: limits.maxHeadSize,
+                maxHeaderFieldCount: 100))
+        inner = HTTP1Channel(responder: responder, configuration: configuration)
+        self.limits = limits
+        self.gauge = gauge
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+                ConnectionGuard(gauge: gauge, requestTimeout: TimeAmount(limits.requestTimeout)), position: .first)
+        }.flatMap {
+            inner.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await inner.handle(value: value, logger: logger)
+    }
+}
+
+extension HTTPServerBuilder {
+    /// ``GuardedHTTP1Channel``; wrap it in `.tls(…)` for HTTPS (the guard then also times the handshake).
+    static func guardedHTTP1(limits: ConnectionLimits, gauge: ConnectionGauge) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in GuardedHTTP1Channel(responder: responder, limits: limits, gauge: gauge) }
+    }
+}
+
+/// First in the pipeline: counts the connection against the gauge (closing it at once when the listener is full)
+/// and closes it when a request takes longer than the request timeout to arrive. Confined to its event loop.
+final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let gauge: ConnectionGauge
+    private let requestTimeout: TimeAmount
+    private var admitted = false
+    /// Between the first byte of a request (or the connection's start) and its last byte.
+    private var receiving = false
+    private var deadline: Scheduled<Void>?
+
+    init(gauge: ConnectionGauge, requestTimeout: TimeAmount) {
+        self.gauge = gauge
+        self.requestTimeout = requestTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        if admitted { context.fireChannelActive() }
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard !admitted, deadline == nil else { return }
+        guard gauge.admit() else {
+            context.close(promise: nil)
+            return
+        }
+        admitted = true
+        arm(context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        if admitted {
+            admitted = false
+            gauge.release()
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard admitted else { return }
+        if !receiving { arm(context) }
+        context.fireChannelRead(data)
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        receiving = true
+        deadline?.cancel()
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: requestTimeout) { [weak self] in
+            guard let self, self.receiving else { return }
+            self.deadline = nil
+            context.close(promise: nil)
+        }
+    }
+
+    /// The request's last byte has been read: the time limit is over until the next request begins.
+    func requestReceived() {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    /// The answer has been written: the next byte starts a new request.
+    func answerSent() { receiving = false }
+}
+
+/// After the HTTP decoder: tells the connection's ``ConnectionGuard`` where each request ends and each answer ends.
+final class RequestProgressHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private var guardHandler: ConnectionGuard?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        guardHandler = try? context.pipeline.syncOperations.handler(type: ConnectionGuard.self)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = unwrapInboundIn(data) { guardHandler?.requestReceived() }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { guardHandler?.answerSent() }
+        context.write(data, promise: promise)
+    }
+}

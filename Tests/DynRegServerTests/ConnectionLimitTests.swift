@@ -1,0 +1,93 @@
+import DynRegProtocol
+import DynRegServer
+import DynRegTestSupport
+import Foundation
+import Testing
+
+/// What a hostile client can hold: idle and slow connections are closed, and the listener takes only so many.
+/// Timeouts are configured short and the bounds waited for are generous: the tests check that the server closes,
+/// never how fast.
+@Suite("Connection limits and timeouts")
+struct ConnectionLimitTests {
+    /// Whether the server ends the connection within `wait` after `bytes` were sent (a reset counts as an end).
+    static func serverCloses(_ port: Int, _ bytes: String, within wait: Duration) async -> Bool {
+        do {
+            return try await RawConnection.exchange(port: port, Array(bytes.utf8), timeout: wait).closedByServer
+        } catch {
+            return true
+        }
+    }
+
+    static func configure(
+        _ change: @escaping @Sendable (inout ConnectionLimits) -> Void
+    ) -> (inout ServerConfiguration)
+        -> Void
+    {
+        { change(&$0.connections) }
+    }
+
+    @Test("a request whose head, or whose body, never finishes is closed after the request timeout")
+    func slowRequests() async throws {
+        try await TestServer.with(configure: Self.configure { $0.requestTimeout = .seconds(1) }) { server in
+            let port = server.port
+            #expect(
+                await Self.serverCloses(port, "POST /device/register HTTP/1.1\r\nHost: a\r\n", within: .seconds(10)))
+            let partialBody = "POST /device/register HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{\"Pro"
+            #expect(await Self.serverCloses(port, partialBody, within: .seconds(10)))
+            // A connection that sends nothing at all.
+            #expect(await Self.serverCloses(port, "", within: .seconds(10)))
+            // A whole request is answered, and the kept-alive connection then waits for the idle timeout (60 s).
+            let whole = try await RawConnection.exchange(
+                port: port, Array("GET /health HTTP/1.1\r\nHost: a\r\n\r\n".utf8), timeout: .seconds(3))
+            #expect(whole.text.hasPrefix("HTTP/1.1 200"))
+            #expect(!whole.closedByServer, "the request timeout ends with the request")
+        }
+    }
+
+    @Test("a kept-alive connection is closed after the idle timeout")
+    func idleKeepAlive() async throws {
+        try await TestServer.with(configure: Self.configure { $0.idleTimeout = .seconds(1) }) { server in
+            let answer = try await RawConnection.exchange(
+                port: server.port, Array("GET /health HTTP/1.1\r\nHost: a\r\n\r\n".utf8), timeout: .seconds(15))
+            #expect(answer.text.hasPrefix("HTTP/1.1 200"), "\(answer.text)")
+            #expect(answer.closedByServer)
+        }
+    }
+
+    @Test("past the connection limit a new connection is closed at once; a freed slot serves again")
+    func maxConnections() async throws {
+        try await TestServer.with(
+            configure: Self.configure {
+                $0.maxConnections = 3
+                $0.requestTimeout = .seconds(60)
+            }
+        ) { server in
+            let port = server.port
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for _ in 0..<3 {
+                    group.addTask { await Self.serverCloses(port, "GET /hea", within: .seconds(4)) }
+                }
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(await Self.serverCloses(port, "GET /health HTTP/1.1\r\nHost: a\r\n\r\n", within: .seconds(3)))
+                for try await closed in group { #expect(!closed, "the three admitted connections stay open") }
+            }
+            let health = try await RawConnection.exchange(
+                port: port, Array("GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".utf8))
+            #expect(health.text.hasPrefix("HTTP/1.1 200"), "\(health.text)")
+        }
+    }
+
+    @Test("a request head over 16 KiB is refused, not buffered")
+    func largeHead() async throws {
+        try await TestServer.with { server in
+            let head =
+                "GET /health HTTP/1.1\r\nHost: a\r\nX-Filler: \(String(repeating: "a", count: 17 * 1024))\r\n\r\n"
+            let answer = try await RawConnection.exchange(port: server.port, Array(head.utf8), timeout: .seconds(10))
+            #expect(!answer.text.hasPrefix("HTTP/1.1 200"), "\(answer.text.prefix(200))")
+            #expect(answer.closedByServer)
+            let small = try await RawConnection.exchange(
+                port: server.port, Array("GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".utf8))
+            #expect(small.text.hasPrefix("HTTP/1.1 200"))
+        }
+    }
+}
