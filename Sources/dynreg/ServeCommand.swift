@@ -54,9 +54,10 @@ struct Serve: AsyncParsableCommand {
         help: "Seconds a request (with its TLS handshake, head and body) has to arrive, from its first byte.")
     var requestTimeout = 10
     @Option(
-        help: """
-            Connections at once; one more is closed as soon as it is accepted. Default: the file-descriptor limit             (raised to its hard limit at start) less 128, at most 16384.
-            """)
+        help: ArgumentHelp(
+            "Connections at once; one more is closed as soon as it is accepted.",
+            discussion:
+                "Default: the file-descriptor limit (raised to its hard limit at start) less 128, at most 16384."))
     var maxConnections: Int?
     @Option(help: "Seconds requests in progress get after SIGTERM before every connection is closed.")
     var shutdownGrace = 10
