@@ -2,41 +2,72 @@
 ///
 /// Hand-written rather than `JSONEncoder` because the wire format needs a fixed key order and `/` left unescaped
 /// (the C SDK's JSON reader does not unescape `\/`), and because it is on every registration's hot path.
-struct JSONWriter {
-    private(set) var bytes: [UInt8] = []
-    /// One entry per open object: whether it already holds a member.
-    private var hasMember: [Bool] = []
+package struct JSONWriter {
+    package private(set) var bytes: [UInt8] = []
+    /// One entry per open object or array: whether it is an array, and whether it already holds a member.
+    private var containers: [(isArray: Bool, hasMember: Bool)] = []
 
-    init(capacity: Int = 256) {
+    package init(capacity: Int = 256) {
         bytes.reserveCapacity(capacity)
     }
 
-    mutating func beginObject() {
+    /// An object: the whole document, a member's value after ``key(_:)``, or an element of an open array.
+    package mutating func beginObject() {
+        separateElement()
         bytes.append(UInt8(ascii: "{"))
-        hasMember.append(false)
+        containers.append((false, false))
     }
 
-    mutating func endObject() {
+    package mutating func endObject() {
         bytes.append(UInt8(ascii: "}"))
-        hasMember.removeLast()
+        containers.removeLast()
+    }
+
+    /// `"name":[`; elements follow (``beginObject()`` or ``element(_:)``), then ``endArray()``.
+    package mutating func beginArray(_ name: String) {
+        key(name)
+        bytes.append(UInt8(ascii: "["))
+        containers.append((true, false))
+    }
+
+    package mutating func endArray() {
+        bytes.append(UInt8(ascii: "]"))
+        containers.removeLast()
+    }
+
+    /// A string element of the open array.
+    package mutating func element(_ value: String) {
+        separateElement()
+        writeString(value)
+    }
+
+    private mutating func separateElement() {
+        guard let top = containers.last, top.isArray else { return }
+        if top.hasMember { bytes.append(UInt8(ascii: ",")) }
+        containers[containers.count - 1].hasMember = true
     }
 
     /// Writes `"name":`, preceded by a comma after the first member; a value must follow.
-    mutating func key(_ name: String) {
-        if hasMember[hasMember.count - 1] {
+    package mutating func key(_ name: String) {
+        if containers[containers.count - 1].hasMember {
             bytes.append(UInt8(ascii: ","))
         }
-        hasMember[hasMember.count - 1] = true
+        containers[containers.count - 1].hasMember = true
         writeString(name)
         bytes.append(UInt8(ascii: ":"))
     }
 
-    mutating func field(_ name: String, _ value: String) {
+    package mutating func field(_ name: String, _ value: Bool) {
+        key(name)
+        bytes.append(contentsOf: (value ? "true" : "false").utf8)
+    }
+
+    package mutating func field(_ name: String, _ value: String) {
         key(name)
         writeString(value)
     }
 
-    mutating func field(_ name: String, _ value: some BinaryInteger) {
+    package mutating func field(_ name: String, _ value: some BinaryInteger) {
         key(name)
         bytes.append(contentsOf: String(value).utf8)
     }

@@ -14,21 +14,20 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     typealias Context = DynRegRequestContext
 
     let administration: ProductAdministration<Store>
-    let token: String
-    let throttle: AdminLoginThrottle
+    /// The admin token's check, with the failures it has counted per address.
+    let authentication: BearerTokenMiddleware
 
     init(
         store: Store, token: String, authorities: CertificateAuthorities, revocations: RevocationNotifier? = nil,
         throttle: AdminLoginThrottle = AdminLoginThrottle()
     ) {
         administration = ProductAdministration(store: store, authorities: authorities, revocations: revocations)
-        self.token = token
-        self.throttle = throttle
+        authentication = BearerTokenMiddleware(token: token, throttle: throttle)
     }
 
     func register(on group: RouterGroup<Context>) {
         group.add(middleware: AdminErrorMiddleware())
-        group.add(middleware: BearerTokenMiddleware(token: token, throttle: throttle))
+        group.add(middleware: authentication)
 
         group.post("/products", use: createProduct)
         group.get("/products", use: listProducts)

@@ -73,10 +73,33 @@ package enum TopicRules {
         }
     }
 
+    /// One pass over the bytes (Foundation's `replacingOccurrences` twice per rule showed in the login profile).
     private static func fill(_ pattern: String, _ productId: String, _ deviceName: String) -> String {
-        pattern.replacingOccurrences(of: "${productId}", with: productId)
-            .replacingOccurrences(of: "${deviceName}", with: deviceName)
+        let bytes = Array(pattern.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + productId.utf8.count + deviceName.utf8.count)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "$"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "{") {
+                if bytes[index...].starts(with: productIdPlaceholder) {
+                    out += productId.utf8
+                    index += productIdPlaceholder.count
+                    continue
+                }
+                if bytes[index...].starts(with: deviceNamePlaceholder) {
+                    out += deviceName.utf8
+                    index += deviceNamePlaceholder.count
+                    continue
+                }
+            }
+            out.append(bytes[index])
+            index += 1
+        }
+        return String(decoding: out, as: UTF8.self)
     }
+
+    private static let productIdPlaceholder = Array("${productId}".utf8)
+    private static let deviceNamePlaceholder = Array("${deviceName}".utf8)
 
     /// Whether the device may `action` on `topic`: a topic to publish (no wildcards), or a filter to subscribe to,
     /// allowed only when every topic it can match is allowed. `separator` is `/` for MQTT topics and `.` for

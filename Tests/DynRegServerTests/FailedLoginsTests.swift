@@ -5,7 +5,11 @@ import Testing
 @Suite("Failed admin logins per address")
 struct FailedLoginsTests {
     let start = Date(timeIntervalSince1970: 1_800_000_000)
-    let policy = FailedLogins.Policy(limit: 3, window: 60, lockout: 120, capacity: 100)
+    let policy = {
+        var policy = FailedLogins.Policy()
+        (policy.limit, policy.lockout, policy.capacity) = (3, 120, 100)
+        return policy
+    }()
 
     @Test("the limit-th failure within the window locks the address for the lockout, and only that address")
     func locks() {

@@ -5,19 +5,15 @@ import Synchronization
 /// for `lockout` (HTTP 429) whatever it sends, so guessing runs at `limit` tries per window instead of thousands a
 /// second. A pure value: ``AdminLoginThrottle`` holds it behind a lock.
 package struct FailedLogins: Sendable {
+    /// Ten failures a minute lock an address for a minute; change a copy to try others.
     package struct Policy: Sendable, Hashable {
-        package var limit: Int
-        package var window: TimeInterval
-        package var lockout: TimeInterval
+        package var limit = 10
+        package var window: TimeInterval = 60
+        package var lockout: TimeInterval = 60
         /// Addresses remembered at once; the table never grows past it, whatever the addresses.
-        package var capacity: Int
+        package var capacity = 10_000
 
-        package init(limit: Int = 10, window: TimeInterval = 60, lockout: TimeInterval = 60, capacity: Int = 10_000) {
-            self.limit = limit
-            self.window = window
-            self.lockout = lockout
-            self.capacity = capacity
-        }
+        package init() {}
     }
 
     /// What the caller should do about one failure.

@@ -83,12 +83,7 @@ struct StrictJSON {
     }
 
     private mutating func object(shape: JSONShape?, path: String, depth: Int) throws(Problem) {
-        index += 1
-        skipWhitespace()
-        if peek == UInt8(ascii: "}") {
-            index += 1
-            return
-        }
+        if opensEmpty(closing: UInt8(ascii: "}")) { return }
         var seen = Set<String>()
         while true {
             skipWhitespace()
@@ -104,36 +99,34 @@ struct StrictJSON {
             guard peek == UInt8(ascii: ":") else { throw .malformed }
             index += 1
             try value(shape: member, path: path + key + ".", depth: depth + 1)
-            skipWhitespace()
-            switch peek {
-            case UInt8(ascii: ","): index += 1
-            case UInt8(ascii: "}"):
-                index += 1
-                return
-            default: throw .malformed
-            }
+            if try closes(with: UInt8(ascii: "}")) { return }
         }
     }
 
     /// Every element is read with the array's shape: an array of objects names the objects' members.
     private mutating func array(shape: JSONShape?, path: String, depth: Int) throws(Problem) {
-        index += 1
-        skipWhitespace()
-        if peek == UInt8(ascii: "]") {
-            index += 1
-            return
-        }
+        if opensEmpty(closing: UInt8(ascii: "]")) { return }
         while true {
             try value(shape: shape, path: path, depth: depth + 1)
-            skipWhitespace()
-            switch peek {
-            case UInt8(ascii: ","): index += 1
-            case UInt8(ascii: "]"):
-                index += 1
-                return
-            default: throw .malformed
-            }
+            if try closes(with: UInt8(ascii: "]")) { return }
         }
+    }
+
+    /// Past the opening bracket; `true`, and past the closing one too, when nothing is between them.
+    private mutating func opensEmpty(closing bracket: UInt8) -> Bool {
+        index += 1
+        skipWhitespace()
+        guard peek == bracket else { return false }
+        index += 1
+        return true
+    }
+
+    /// After a member or an element: `true` past the closing bracket, `false` past a comma.
+    private mutating func closes(with bracket: UInt8) throws(Problem) -> Bool {
+        skipWhitespace()
+        guard let byte = peek, byte == bracket || byte == UInt8(ascii: ",") else { throw .malformed }
+        index += 1
+        return byte == bracket
     }
 
     /// A string, unescaped (so `"na\u006de"` is the key `name`).
