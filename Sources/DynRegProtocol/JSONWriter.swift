@@ -14,24 +14,26 @@ package struct JSONWriter {
     /// An object: the whole document, a member's value after ``key(_:)``, or an element of an open array.
     package mutating func beginObject() {
         separateElement()
-        bytes.append(UInt8(ascii: "{"))
-        containers.append((false, false))
+        push(UInt8(ascii: "{"), isArray: false)
     }
 
-    package mutating func endObject() {
-        bytes.append(UInt8(ascii: "}"))
-        containers.removeLast()
-    }
+    package mutating func endObject() { pop(UInt8(ascii: "}")) }
 
     /// `"name":[`; elements follow (``beginObject()`` or ``element(_:)``), then ``endArray()``.
     package mutating func beginArray(_ name: String) {
         key(name)
-        bytes.append(UInt8(ascii: "["))
-        containers.append((true, false))
+        push(UInt8(ascii: "["), isArray: true)
     }
 
-    package mutating func endArray() {
-        bytes.append(UInt8(ascii: "]"))
+    package mutating func endArray() { pop(UInt8(ascii: "]")) }
+
+    private mutating func push(_ bracket: UInt8, isArray: Bool) {
+        bytes.append(bracket)
+        containers.append((isArray, false))
+    }
+
+    private mutating func pop(_ bracket: UInt8) {
+        bytes.append(bracket)
         containers.removeLast()
     }
 
