@@ -97,6 +97,8 @@ let package = Package(
                 .nioCore,
                 .nioSSL,
                 .nioHTTPTypes,
+                .nioHTTPTypesHTTP1,
+                .nioHTTP1,
             ],
             swiftSettings: swiftSettings
         ),
@@ -292,6 +294,7 @@ extension Target.Dependency {
     static let nioPosix: Self = .product(name: "NIOPosix", package: "swift-nio")
     static let nioSSL: Self = .product(name: "NIOSSL", package: "swift-nio-ssl")
     static let nioHTTPTypes: Self = .product(name: "NIOHTTPTypes", package: "swift-nio-extras")
+    static let nioHTTPTypesHTTP1: Self = .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras")
     static let postgresNIO: Self = .product(name: "PostgresNIO", package: "postgres-nio")
     static let propertyBased: Self = .product(name: "PropertyBased", package: "swift-property-based")
     static let serviceLifecycle: Self = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")

@@ -84,13 +84,20 @@ package func buildApplication<Store: RegistrationStore>(
         service: BrokerService(store: store), token: configuration.brokerToken, refusals: BrokerTokenRefusals(),
         maxBodySize: configuration.maxDeviceBodySize
     ).register(on: router)
-    router.get("/health") { _, _ -> Response in
+    @Sendable func health(_: Request, _: DynRegRequestContext) async -> Response {
         do {
             try await store.checkHealth()
             return .json(status: .ok, #"{"status":"ok"}"#)
         } catch {
             return .json(status: .serviceUnavailable, #"{"status":"unavailable"}"#)
         }
+    }
+    router.get("/health", use: health)
+    // Load balancers and probes that check with HEAD: the same status and headers, no body.
+    router.head("/health") { request, context -> Response in
+        var response = await health(request, context)
+        response.body = ResponseBody()
+        return response
     }
     AdminRoutes<Store>(
         store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier
@@ -147,7 +154,9 @@ extension Response {
 
     /// This answer, after which the server closes its side of the connection: a client reading until the end of
     /// the stream has the whole answer at once.
-    func closingConnection(_ channel: any Channel) -> Response {
+    /// `stopReading`: for a request whose body is still arriving. The server reads no more of it (the request
+    /// timeout then ends the connection), rather than drain gigabytes nobody wants.
+    func closingConnection(_ channel: any Channel, stopReading: Bool = false) -> Response {
         var response = self
         response.headers[.connection] = "close"
         let body = self.body
@@ -155,6 +164,7 @@ extension Response {
             try await body.write(writer)
             // After the answer's last byte: NIO shuts the socket's output once pending writes are done.
             channel.close(mode: .output, promise: nil)
+            if stopReading { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
         }
         return response
     }

@@ -2,7 +2,9 @@ import HTTPTypes
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import Synchronization
 
 /// How long and how many connections the public listener holds (`dynreg serve --idle-timeout`, `--request-timeout`,
@@ -70,6 +72,11 @@ struct GuardedHTTP1Channel: ServerChildChannel {
                 ConnectionGuard(gauge: gauge, requestTimeout: TimeAmount(limits.requestTimeout)), position: .first)
         }.flatMap {
             inner.setup(channel: channel, logger: logger)
+        }.flatMapThrowing { value in
+            // Where the HTTP version is still known: HTTPTypes, after the codec, has none.
+            let codec = try channel.pipeline.syncOperations.handler(type: HTTP1ToHTTPServerCodec.self)
+            try channel.pipeline.syncOperations.addHandler(HTTP10Closing(), position: .before(codec))
+            return value
         }
     }
 
@@ -179,5 +186,33 @@ final class RequestProgressHandler: ChannelDuplexHandler, RemovableChannelHandle
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) { guardHandler?.answerSent() }
         context.write(data, promise: promise)
+    }
+}
+
+/// HTTP/1.0 without `Connection: keep-alive` means one request per connection: close after the answer, as
+/// HTTP/1.0 clients wait for.
+final class HTTP10Closing: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private var closeAfterAnswer = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data) {
+            closeAfterAnswer = head.version == .http1_0 && !head.isKeepAlive
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard case .end = unwrapOutboundIn(data), closeAfterAnswer else {
+            context.write(data, promise: promise)
+            return
+        }
+        let written = promise ?? context.eventLoop.makePromise()
+        context.write(data, promise: written)
+        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }

@@ -18,15 +18,40 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     private static var timestampHeader: HTTPField.Name { HeaderNames.timestamp }
     private static var nonceHeader: HTTPField.Name { HeaderNames.nonce }
 
-    private var bodyTooLarge: RegistrationResult {
-        .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes")
+    /// The body, or why it could not be read: too large, or cut off before its declared length.
+    private enum BodyRead {
+        case read(ByteBuffer)
+        case refused(RegistrationResult)
+    }
+
+    private func readBody(_ request: Request) async -> BodyRead {
+        do {
+            return .read(try await request.body.collect(upTo: maxBodySize))
+        } catch is NIOTooManyBytesError {
+            return .refused(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"))
+        } catch {
+            return .refused(.refused(.invalidParameter, message: "the body could not be read: it ended early"))
+        }
+    }
+
+    /// A request the protocol cannot read before the body: a second `Host` header (which one would be signed?).
+    private static func headRefusal(_ request: Request) -> RegistrationResult? {
+        guard request.headers[values: HTTPField.Name("Host")!].isEmpty else {
+            return .refused(.invalidParameter, message: "the request has more than one Host header")
+        }
+        return nil
     }
 
     func register(on router: Router<DynRegRequestContext>) {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
             let requestId = Secrets.requestId()
-            guard let body = try? await request.body.collect(upTo: maxBodySize) else {
-                return Self.answer(Self.current(bodyTooLarge, requestId), to: request, context)
+            if let refusal = Self.headRefusal(request) {
+                return Self.refuse(Self.current(refusal, requestId), context)
+            }
+            let body: ByteBuffer
+            switch await readBody(request) {
+            case .read(let read): body = read
+            case .refused(let refusal): return Self.refuse(Self.current(refusal, requestId), context)
             }
             let input = CurrentRegistrationInput(
                 hostHeader: request.head.authority,
@@ -40,14 +65,25 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         }
         router.post(RouterPath(RegistrationPath.legacy)) { request, context -> Response in
             let requestId = Secrets.requestId()
+            if let refusal = Self.headRefusal(request) {
+                return Self.refuse(Self.legacy(refusal, requestId), context)
+            }
             // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
-            guard let body = try? await request.body.collect(upTo: maxBodySize) else {
-                return Self.answer(Self.legacy(bodyTooLarge, requestId), to: request, context)
+            let body: ByteBuffer
+            switch await readBody(request) {
+            case .read(let read): body = read
+            case .refused(let refusal): return Self.refuse(Self.legacy(refusal, requestId), context)
             }
             let result = await service.registerLegacy(
                 body: Array(buffer: body), remoteAddress: context.remoteAddressText, logger: context.logger)
             return Self.answer(Self.legacy(result, requestId), to: request, context)
         }
+    }
+
+    /// An answer to a request the server did not read to its end: the connection closes both ways after it, keep-alive
+    /// or not, rather than read the rest of a body nobody wants.
+    private static func refuse(_ response: Response, _ context: DynRegRequestContext) -> Response {
+        response.closingConnection(context.channel, stopReading: true)
     }
 
     /// The embedded C SDK reads an answer until the connection closes or 2 s pass (PROTOCOL.md §5), so a
