@@ -18,20 +18,29 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     private static var timestampHeader: HTTPField.Name { HeaderNames.timestamp }
     private static var nonceHeader: HTTPField.Name { HeaderNames.nonce }
 
-    /// The body, or why it could not be read: too large, or cut off before its declared length.
-    private enum BodyRead {
-        case read(ByteBuffer)
-        case refused(RegistrationResult)
+    /// The request's body, or the answer (in the endpoint's `envelope`) that refuses it before it is read to its
+    /// end: a head the protocol cannot read, a body too large or cut short.
+    private enum Admission {
+        case body(ByteBuffer)
+        case refused(Response)
     }
 
-    private func readBody(_ request: Request) async -> BodyRead {
-        do {
-            return .read(try await request.body.collect(upTo: maxBodySize))
-        } catch is NIOTooManyBytesError {
-            return .refused(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"))
-        } catch {
-            return .refused(.refused(.invalidParameter, message: "the body could not be read: it ended early"))
+    private func admit(
+        _ request: Request, _ context: DynRegRequestContext, _ envelope: (RegistrationResult) -> Response
+    ) async -> Admission {
+        let refusal: RegistrationResult
+        if let headRefusal = Self.headRefusal(request) {
+            refusal = headRefusal
+        } else {
+            do {
+                return .body(try await request.body.collect(upTo: maxBodySize))
+            } catch is NIOTooManyBytesError {
+                refusal = .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes")
+            } catch {
+                refusal = .refused(.invalidParameter, message: "the body could not be read: it ended early")
+            }
         }
+        return .refused(Self.refuse(envelope(refusal), context))
     }
 
     /// A request the protocol cannot read before the body: a second `Host` header (which one would be signed?).
@@ -44,39 +53,39 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
 
     func register(on router: Router<DynRegRequestContext>) {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
-            let requestId = Secrets.requestId()
-            if let refusal = Self.headRefusal(request) {
-                return Self.refuse(Self.current(refusal, requestId), context)
+            await serve(request, context, envelope: Self.current) { body in
+                let input = CurrentRegistrationInput(
+                    hostHeader: request.head.authority,
+                    algorithm: request.headers[Self.algorithmHeader],
+                    timestamp: request.headers[Self.timestampHeader],
+                    nonce: request.headers[Self.nonceHeader],
+                    signature: request.headers[Self.signatureHeader],
+                    body: body)
+                return await service.register(input, remoteAddress: context.remoteAddressText, logger: context.logger)
             }
-            let body: ByteBuffer
-            switch await readBody(request) {
-            case .read(let read): body = read
-            case .refused(let refusal): return Self.refuse(Self.current(refusal, requestId), context)
-            }
-            let input = CurrentRegistrationInput(
-                hostHeader: request.head.authority,
-                algorithm: request.headers[Self.algorithmHeader],
-                timestamp: request.headers[Self.timestampHeader],
-                nonce: request.headers[Self.nonceHeader],
-                signature: request.headers[Self.signatureHeader],
-                body: Array(buffer: body))
-            let result = await service.register(input, remoteAddress: context.remoteAddressText, logger: context.logger)
-            return Self.answer(Self.current(result, requestId), to: request, context)
         }
+        // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
         router.post(RouterPath(RegistrationPath.legacy)) { request, context -> Response in
-            let requestId = Secrets.requestId()
-            if let refusal = Self.headRefusal(request) {
-                return Self.refuse(Self.legacy(refusal, requestId), context)
+            await serve(request, context, envelope: Self.legacy) { body in
+                await service.registerLegacy(
+                    body: body, remoteAddress: context.remoteAddressText, logger: context.logger)
             }
-            // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
-            let body: ByteBuffer
-            switch await readBody(request) {
-            case .read(let read): body = read
-            case .refused(let refusal): return Self.refuse(Self.legacy(refusal, requestId), context)
-            }
-            let result = await service.registerLegacy(
-                body: Array(buffer: body), remoteAddress: context.remoteAddressText, logger: context.logger)
-            return Self.answer(Self.legacy(result, requestId), to: request, context)
+        }
+    }
+
+    /// One registration request: admitted (``admit(_:_:_:)``), its body turned into a result by `register`, and the
+    /// result put in the endpoint's `envelope` with a fresh request id.
+    private func serve(
+        _ request: Request, _ context: DynRegRequestContext,
+        envelope: @escaping (RegistrationResult, String) -> Response,
+        _ register: ([UInt8]) async -> RegistrationResult
+    ) async -> Response {
+        let requestId = Secrets.requestId()
+        switch await admit(request, context, { envelope($0, requestId) }) {
+        case .refused(let answer):
+            return answer
+        case .body(let body):
+            return Self.answer(envelope(await register(Array(buffer: body)), requestId), to: request, context)
         }
     }
 
