@@ -1,0 +1,184 @@
+"""A hostile network against a real `dynreg serve`, written from issue 17 ("a public listener that holds against
+a hostile network"): slow and idle connections, a full listener, oversized heads, ambiguous requests, admin
+bodies with typos, control characters, and token guessing.
+
+The server here runs with short limits (`--request-timeout 2 --idle-timeout 3 --max-connections 40`), so the
+tests wait seconds, not minutes. Every wait is a bound on when the server must have acted, never a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from test_interop import (
+    _stop,
+    http_request,
+    new_device_name,
+    start_server,
+)
+
+REQUEST_TIMEOUT = 2
+IDLE_TIMEOUT = 3
+MAX_CONNECTIONS = 40
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    running, proc = start_server(
+        tmp_path_factory, "--request-timeout", str(REQUEST_TIMEOUT), "--idle-timeout", str(IDLE_TIMEOUT),
+        "--max-connections", str(MAX_CONNECTIONS))
+    try:
+        yield running
+    finally:
+        _stop(proc)
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Reads until the server closes (True) or `seconds` pass (False); returns what it sent."""
+    received = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                return False, received
+            if not chunk:
+                return True, received
+            received += chunk
+        return False, received
+    except (ConnectionResetError, BrokenPipeError):
+        return True, received
+    finally:
+        sock.close()
+
+
+def test_slowloris_head_is_cut(hostile):
+    sock = connect(hostile.port)
+    sock.sendall(b"POST /device/register HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    for _ in range(3):  # a byte now and then keeps nothing alive
+        time.sleep(0.5)
+        try:
+            sock.sendall(b"a")
+        except OSError:
+            break
+    closed, _ = closed_within(sock, REQUEST_TIMEOUT + 8)
+    assert closed, "a head trickling in was still open well after the request timeout"
+
+
+def test_body_that_never_finishes_is_cut(hostile):
+    sock = connect(hostile.port)
+    sock.sendall(b"POST /device/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{\"Pr")
+    closed, _ = closed_within(sock, REQUEST_TIMEOUT + 8)
+    assert closed
+
+
+def test_silent_and_idle_connections_are_closed(hostile):
+    silent = connect(hostile.port)
+    assert closed_within(silent, REQUEST_TIMEOUT + 8)[0], "a connection that never spoke stayed open"
+    idle = connect(hostile.port)
+    idle.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    closed, received = closed_within(idle, IDLE_TIMEOUT + 8)
+    assert received.startswith(b"HTTP/1.1 200"), received
+    assert closed, "a kept-alive connection outlived the idle timeout"
+
+
+def test_full_listener_refuses_cheaply_and_recovers(hostile):
+    held = [connect(hostile.port) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.3)
+        extra = connect(hostile.port)
+        extra.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        closed, received = closed_within(extra, 5)
+        assert closed and not received, received
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            reply = http_request(hostile.port, "GET", "/health")
+            if reply.status == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the listener did not serve again once connections closed"
+        time.sleep(0.1)
+
+
+def test_oversized_head_is_refused(hostile):
+    sock = connect(hostile.port)
+    filler = b"a" * (20 * 1024)
+    try:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\nX-Filler: " + filler + b"\r\n\r\n")
+    except OSError:
+        pass
+    closed, received = closed_within(sock, 10)
+    assert closed and not received.startswith(b"HTTP/1.1 200"), received[:200]
+
+
+def test_two_host_headers_are_refused(hostile):
+    product = hostile.create_product()
+    body = json.dumps({"ProductId": product["productId"], "DeviceName": new_device_name()}).encode()
+    sock = connect(hostile.port)
+    sock.sendall(b"POST /device/register HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: gateway.example\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                 + body)
+    _, received = closed_within(sock, 10)
+    head, _, answer = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(answer)["Response"]["Error"]["Code"] == "InvalidParameter", answer
+
+
+def test_http10_closes_after_the_answer(hostile):
+    sock = connect(hostile.port)
+    sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+    closed, received = closed_within(sock, 5)
+    assert b" 200 " in received.split(b"\r\n", 1)[0] and closed, received
+
+
+def test_oversized_body_is_not_drained(hostile):
+    sock = connect(hostile.port)
+    sock.sendall(b"POST /device/register HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n"
+                 b"Content-Length: 100000000\r\n\r\n" + b"a" * 8192)
+    closed, received = closed_within(sock, 10)
+    assert b"InvalidParameter" in received and closed, received[:300]
+
+
+def test_admin_body_typos_and_repeated_keys_are_refused(hostile):
+    for body, field in ((b'{"name":"p","autocreate":false}', "autocreate"),
+                        (b'{"name":"p","name":"q"}', "name")):
+        reply = http_request(hostile.port, "POST", "/admin/v1/products", body,
+                             {"Authorization": f"Bearer {hostile.admin_token}",
+                              "Content-Type": "application/json"})
+        assert reply.status == 400, reply.raw
+        error = reply.json["error"]
+        assert error["code"] == "InvalidBody" and field in error["message"], error
+
+
+def test_product_names_with_control_characters_are_refused(hostile):
+    reply = hostile.admin("POST", "/products", {"name": "evil\x1b]0;title\x07"})
+    assert reply.status == 400 and reply.json["error"]["code"] == "InvalidName", reply.raw
+
+
+def test_guessing_the_admin_token_locks_the_address(tmp_path_factory):
+    # A server of its own: the lock holds for a minute for every request from 127.0.0.1.
+    running, proc = start_server(tmp_path_factory)
+    try:
+        statuses = [running.admin("GET", "/products", token="guess-" + str(n)).status for n in range(10)]
+        assert statuses == [401] * 9 + [429], statuses
+        locked = running.admin("GET", "/products")
+        assert locked.status == 429 and locked.json["error"]["code"] == "TooManyFailures", locked.raw
+    finally:
+        _stop(proc)
