@@ -18,6 +18,7 @@ from test_interop import (
     _stop,
     http_request,
     new_device_name,
+    read_until_closed,
     start_server,
 )
 
@@ -44,22 +45,10 @@ def connect(port: int) -> socket.socket:
 
 
 def closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
-    """Reads until the server closes (True) or `seconds` pass (False); returns what it sent."""
-    received = b""
-    deadline = time.monotonic() + seconds
+    """Whether the server closed the connection within `seconds`, and what it sent; closes the socket."""
     try:
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                return False, received
-            if not chunk:
-                return True, received
-            received += chunk
-        return False, received
-    except (ConnectionResetError, BrokenPipeError):
-        return True, received
+        received, closed = read_until_closed(sock, seconds)
+        return closed, received
     finally:
         sock.close()
 

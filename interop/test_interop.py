@@ -656,21 +656,28 @@ def test_certificate_product_legacy_endpoint(server):
 # What deployed devices do (PROTOCOL.md section 5) ---------------------------------------
 
 
+def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """What the server sends until it closes the connection (True; a reset counts) or `timeout` passes."""
+    received = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return received, False
+        except (ConnectionResetError, BrokenPipeError):
+            return received, True
+        if not chunk:
+            return received, True
+        received += chunk
+
+
 def raw_exchange(port: int, request: bytes, timeout: float) -> tuple[bytes, bool]:
     """Send bytes as an embedded SDK does; read until the server closes or `timeout` passes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        received = b""
-        deadline = time.monotonic() + timeout
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = sock.recv(4096)
-            except socket.timeout:
-                return received, False
-            if not chunk:
-                return received, True
-            received += chunk
+        return read_until_closed(sock, timeout)
 
 
 def c_sdk_legacy_request(server, body: bytes) -> bytes:
