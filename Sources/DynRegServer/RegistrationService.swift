@@ -177,9 +177,18 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             switch decision {
             case .rejected(let code):
                 return (.refused(code), true)
-            case .issued(_, let created):
+            case .issued(let device, let created):
                 // Re-registering a certificate device revoked its previous certificate.
                 if case .certificate = issued, !created { revocations?.changed() }
+                if device.registrationCount > 1 {
+                    // The old credential stops working: what a leaked product secret allows, so it is visible.
+                    logger.notice(
+                        "a registered device registered again; its previous credential no longer works",
+                        metadata: [
+                            "dynreg.product.id": "\(productId)", "dynreg.device.name": "\(device.name)",
+                            "dynreg.registrations": "\(device.registrationCount)",
+                        ])
+                }
                 return (.issued(payload, created: created), true)
             case .repeated(let first):
                 logger.info(

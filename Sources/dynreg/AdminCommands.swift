@@ -263,7 +263,9 @@ struct ProductCommand: AsyncParsableCommand {
         @Option(help: "key (psk) or certificate.") var auth: AuthTypeArgument = .key
         @Flag(help: "Only devices created beforehand may register.") var noAutoCreate = false
         @Flag(help: "Refuse every registration.") var noDynamicRegistration = false
-        @Option(help: "The most devices the product may hold.") var quota: Int?
+        @Option(help: "The most devices the product may hold (default 10000).") var quota: Int?
+        @Flag(help: "No device quota at all (a leaked product secret can then create devices without end).")
+        var noQuota = false
         @Flag(help: "Admit devices without a clock (X-TC-Timestamp: 0).") var allowClockless = false
         @Option(help: "Certificate products: the CA key, p256 (default), p384, rsa2048, rsa3072 or rsa4096.")
         var caKeyType: String?
@@ -285,6 +287,7 @@ struct ProductCommand: AsyncParsableCommand {
             false
 
         func validate() throws {
+            if quota != nil && noQuota { throw ValidationError("--quota and --no-quota contradict each other") }
             if (importCaCert == nil) != (importCaKey == nil) {
                 throw ValidationError("--import-ca-cert and --import-ca-key go together")
             }
@@ -299,7 +302,8 @@ struct ProductCommand: AsyncParsableCommand {
         func run() async throws {
             let input = ProductCreateInput(
                 name: name, authType: auth == .key ? .key : .certificate, dynamicRegistration: !noDynamicRegistration,
-                autoCreate: !noAutoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless,
+                autoCreate: !noAutoCreate, deviceQuota: noQuota ? .some(nil) : quota.map { .some($0) },
+                allowClocklessDevices: allowClockless,
                 caKeyType: caKeyType, certificateValidityDays: certificateValidityDays,
                 caCertificatePem: try importCaCert.map(readFile), caPrivateKeyPem: try importCaKey.map(readFile),
                 trustedCaCertificatePems: trustCaCert.isEmpty ? nil : try trustCaCert.map(readFile),

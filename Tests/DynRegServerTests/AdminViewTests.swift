@@ -193,4 +193,16 @@ struct AdminViewTests {
             #expect(accented.status == 201)
         }
     }
+
+    @Test("a new product gets a finite quota unless it asks for none; an explicit quota is kept")
+    func defaultQuota() async throws {
+        try await TestServer.with { server in
+            let plain = try await server.admin(.POST, "/products", json: #"{"name":"a"}"#)
+            #expect(plain.json["deviceQuota"] as? Int == 10_000, "\(plain.text)")
+            let unlimited = try await server.admin(.POST, "/products", json: #"{"name":"b","deviceQuota":null}"#)
+            #expect(unlimited.json["deviceQuota"] is NSNull, "\(unlimited.text)")
+            let seven = try await server.admin(.POST, "/products", json: #"{"name":"c","deviceQuota":7}"#)
+            #expect(seven.json["deviceQuota"] as? Int == 7)
+        }
+    }
 }

@@ -47,7 +47,7 @@ struct ProductAdministrationTests {
             #expect(product.name == "meters")
             #expect(product.authType == .key)
             #expect(product.dynamicRegistration && product.autoCreate)
-            #expect(product.deviceQuota == nil)
+            #expect(product.deviceQuota == 10_000, "a finite default quota")
             #expect(!product.allowClocklessDevices)
             #expect(product.certificateAuthority == nil)
             #expect(product.deviceCount == 0)

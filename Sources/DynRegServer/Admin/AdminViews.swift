@@ -217,7 +217,8 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
     package var authType: AuthType?
     package var dynamicRegistration: Bool?
     package var autoCreate: Bool?
-    package var deviceQuota: Int?
+    /// Absent (`nil`): the default quota; `.some(nil)` (JSON `null`): no quota; `.some(n)`: at most n devices.
+    package var deviceQuota: Int??
     package var allowClocklessDevices: Bool?
     package var caKeyType: String?
     package var certificateValidityDays: Int?
@@ -230,7 +231,7 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
 
     package init(
         name: String? = nil, authType: AuthType? = nil, dynamicRegistration: Bool? = nil, autoCreate: Bool? = nil,
-        deviceQuota: Int? = nil, allowClocklessDevices: Bool? = nil, caKeyType: String? = nil,
+        deviceQuota: Int?? = nil, allowClocklessDevices: Bool? = nil, caKeyType: String? = nil,
         certificateValidityDays: Int? = nil, caCertificatePem: String? = nil, caPrivateKeyPem: String? = nil,
         trustedCaCertificatePems: [String]? = nil, topicRules: TopicPolicy? = nil, deviceKeyType: DeviceKeyType? = nil
     ) {
@@ -247,6 +248,48 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
         self.trustedCaCertificatePems = trustedCaCertificatePems
         self.topicRules = topicRules
         self.deviceKeyType = deviceKeyType
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, authType, dynamicRegistration, autoCreate, deviceQuota, allowClocklessDevices, caKeyType
+        case certificateValidityDays, caCertificatePem, caPrivateKeyPem, trustedCaCertificatePems, topicRules
+        case deviceKeyType
+    }
+
+    /// Only `deviceQuota` needs this: an absent key and `null` mean different things.
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decodeIfPresent(String.self, forKey: .name)
+        authType = try container.decodeIfPresent(AuthType.self, forKey: .authType)
+        dynamicRegistration = try container.decodeIfPresent(Bool.self, forKey: .dynamicRegistration)
+        autoCreate = try container.decodeIfPresent(Bool.self, forKey: .autoCreate)
+        deviceQuota =
+            container.contains(.deviceQuota) ? .some(try container.decode(Int?.self, forKey: .deviceQuota)) : nil
+        allowClocklessDevices = try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices)
+        caKeyType = try container.decodeIfPresent(String.self, forKey: .caKeyType)
+        certificateValidityDays = try container.decodeIfPresent(Int.self, forKey: .certificateValidityDays)
+        caCertificatePem = try container.decodeIfPresent(String.self, forKey: .caCertificatePem)
+        caPrivateKeyPem = try container.decodeIfPresent(String.self, forKey: .caPrivateKeyPem)
+        trustedCaCertificatePems = try container.decodeIfPresent([String].self, forKey: .trustedCaCertificatePems)
+        topicRules = try container.decodeIfPresent(TopicPolicy.self, forKey: .topicRules)
+        deviceKeyType = try container.decodeIfPresent(DeviceKeyType.self, forKey: .deviceKeyType)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(name, forKey: .name)
+        try container.encodeIfPresent(authType, forKey: .authType)
+        try container.encodeIfPresent(dynamicRegistration, forKey: .dynamicRegistration)
+        try container.encodeIfPresent(autoCreate, forKey: .autoCreate)
+        if case .some(let quota) = deviceQuota { try container.encode(quota, forKey: .deviceQuota) }
+        try container.encodeIfPresent(allowClocklessDevices, forKey: .allowClocklessDevices)
+        try container.encodeIfPresent(caKeyType, forKey: .caKeyType)
+        try container.encodeIfPresent(certificateValidityDays, forKey: .certificateValidityDays)
+        try container.encodeIfPresent(caCertificatePem, forKey: .caCertificatePem)
+        try container.encodeIfPresent(caPrivateKeyPem, forKey: .caPrivateKeyPem)
+        try container.encodeIfPresent(trustedCaCertificatePems, forKey: .trustedCaCertificatePems)
+        try container.encodeIfPresent(topicRules, forKey: .topicRules)
+        try container.encodeIfPresent(deviceKeyType, forKey: .deviceKeyType)
     }
 }
 

@@ -11,6 +11,8 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
     static var defaultCertificateValidityDays: Int { 3650 }
     static var certificateValidityDays: ClosedRange<Int> { 1...36_500 }
     static var defaultCAKeyType: CAKeyType { .p256 }
+    /// The quota of a product created without one (`"deviceQuota": null` asks for none).
+    package static var defaultDeviceQuota: Int { 10_000 }
     /// Devices and events per page, when the caller names no limit, and the most it may name.
     static var defaultPageSize: Int { 100 }
     static var maximumPageSize: Int { 1000 }
@@ -31,7 +33,9 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
     /// Creates a product with a fresh id and secret; certificate products also get a CA (new or imported).
     func createProduct(_ input: ProductCreateInput, now: Date = Date()) async throws -> Product {
         let name = try Self.validName(input.name)
-        if let quota = input.deviceQuota { try Self.checkQuota(quota) }
+        // A leaked product secret creates devices only up to the quota: new products get a finite one.
+        let quota = input.deviceQuota ?? Self.defaultDeviceQuota
+        if let quota { try Self.checkQuota(quota) }
         let id = Secrets.productId()
         let authType = input.authType ?? .key
         var authority: StoredCertificateAuthority?
@@ -49,7 +53,7 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         let product = Product(
             id: id, name: name, authType: authType, secret: Secrets.productSecret(),
             dynamicRegistration: input.dynamicRegistration ?? true, autoCreate: input.autoCreate ?? true,
-            deviceQuota: input.deviceQuota, allowClocklessDevices: input.allowClocklessDevices ?? false,
+            deviceQuota: quota, allowClocklessDevices: input.allowClocklessDevices ?? false,
             deviceCount: 0, createdAt: now, certificateAuthority: authority,
             trustedDeviceCAs: try Self.trustedAuthorities(input.trustedCaCertificatePems ?? [], now: now),
             topicPolicy: try Self.checkedTopics(input.topicRules ?? .default),
