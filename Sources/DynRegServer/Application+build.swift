@@ -81,7 +81,8 @@ package func buildApplication<Store: RegistrationStore>(
         middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization]))
     DeviceRoutes<Store>(service: service, maxBodySize: configuration.maxDeviceBodySize).register(on: router)
     BrokerRoutes<Store>(
-        service: BrokerService(store: store), token: configuration.brokerToken, refusals: BrokerTokenRefusals(),
+        service: BrokerService(store: store, maxLoginLifetime: configuration.maxLoginLifetime),
+        token: configuration.brokerToken, refusals: BrokerTokenRefusals(),
         maxBodySize: configuration.maxDeviceBodySize
     ).register(on: router)
     @Sendable func health(_: Request, _: DynRegRequestContext) async -> Response {

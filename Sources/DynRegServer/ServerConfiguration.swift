@@ -31,6 +31,8 @@ package struct ServerConfiguration: Sendable {
     package var maxDeviceBodySize: Int = 4096
     /// Timeouts and the connection cap of the listener.
     package var connections = ConnectionLimits()
+    /// The furthest an MQTT username's expiry may be from now for a broker login; `nil`: no cap.
+    package var maxLoginLifetime: Duration?
     /// After SIGTERM, how long requests in progress may take before every connection is closed.
     package var shutdownGrace: Duration = .seconds(10)
 

@@ -59,6 +59,11 @@ struct Serve: AsyncParsableCommand {
             discussion:
                 "Default: the file-descriptor limit (raised to its hard limit at start) less 128, at most 16384."))
     var maxConnections: Int?
+    @Option(
+        help: ArgumentHelp(
+            "Refuse broker logins whose MQTT username expires more than this many seconds from now.",
+            discussion: "Off by default: some SDKs send far-future or millisecond expiries."))
+    var maxLoginLifetime: Int?
     @Option(help: "Seconds requests in progress get after SIGTERM before every connection is closed.")
     var shutdownGrace = 10
     @Option(help: "PEM certificate (chain) to serve HTTPS.") var tlsCert: String?
@@ -85,6 +90,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...600).contains(requestTimeout) else { throw ValidationError("--request-timeout must be 1-600") }
         guard (0...3600).contains(shutdownGrace) else { throw ValidationError("--shutdown-grace must be 0-3600") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be positive") }
+        if let maxLoginLifetime, maxLoginLifetime < 1 { throw ValidationError("--max-login-lifetime must be positive") }
     }
 
     func run() async throws {
@@ -154,6 +160,7 @@ struct Serve: AsyncParsableCommand {
                 metadata: ["dynreg.descriptors": "\(descriptors)"])
         }
         configuration.shutdownGrace = .seconds(shutdownGrace)
+        configuration.maxLoginLifetime = maxLoginLifetime.map { .seconds($0) }
         if let tlsCert, let tlsKey {
             configuration.tls = .init(certificatePath: tlsCert, keyPath: tlsKey)
         }

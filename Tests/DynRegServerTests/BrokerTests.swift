@@ -64,6 +64,34 @@ struct BrokerTests {
         }
     }
 
+    @Test("--max-login-lifetime refuses a username that expires too far away, on EMQX and RabbitMQ alike")
+    func maxLoginLifetime() async throws {
+        try await TestServer.with(configure: { $0.maxLoginLifetime = .seconds(7200) }) { server in
+            let product = try await server.createProduct()
+            let psk = try await server.registeredPSK(product, deviceName: "d")
+            let now = Int64(Date().timeIntervalSince1970)
+            for (lifetime, expected) in [(3600, "allow"), (7200 + 600, "deny"), (9_999_999_999 - now, "deny")] {
+                let credentials = try MQTTCredentials.derive(
+                    productId: product.id, deviceName: "d", psk: psk, expiry: now + Int64(lifetime))
+                let emqx = try await server.send(
+                    .POST, "/device/auth", headers: TestServer.brokerAuthorization,
+                    body: try Self.json([
+                        "clientid": credentials.clientId, "username": credentials.username,
+                        "password": credentials.password,
+                    ]))
+                #expect(emqx.json["result"] as? String == expected, "\(lifetime): \(emqx.text)")
+                let rabbit = try await server.send(
+                    .POST, "/rabbitmq/user",
+                    headers: TestServer.brokerAuthorization + [("Content-Type", "application/x-www-form-urlencoded")],
+                    body: Self.form([
+                        "username": credentials.username, "password": credentials.password, "vhost": "/",
+                        "client_id": credentials.clientId,
+                    ]))
+                #expect(rabbit.text == expected, "\(lifetime): \(rabbit.text)")
+            }
+        }
+    }
+
     @Test("EMQX authentication: is_superuser false, expire_at from the username, the device's acl ending in deny")
     func emqxAuthentication() async throws {
         try await TestServer.with { server in

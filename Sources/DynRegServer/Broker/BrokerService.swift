@@ -8,10 +8,13 @@ package import Logging
 /// the broker's dialect (EMQX, RabbitMQ); every answer about topics comes from `TopicRules`.
 package struct BrokerService<Store: RegistrationStore>: Sendable {
     package let store: Store
+    /// `--max-login-lifetime`: a username whose expiry is further away than this is refused.
+    let maxLoginLifetime: Duration?
     let clock: @Sendable () -> Date
 
-    init(store: Store, clock: @escaping @Sendable () -> Date = Date.init) {
+    init(store: Store, maxLoginLifetime: Duration? = nil, clock: @escaping @Sendable () -> Date = Date.init) {
         self.store = store
+        self.maxLoginLifetime = maxLoginLifetime
         self.clock = clock
     }
 
@@ -29,7 +32,10 @@ package struct BrokerService<Store: RegistrationStore>: Sendable {
     /// username names. The first success activates the device.
     package func passwordLogin(clientId: String?, username: String, password: String, logger: Logger) async -> Login? {
         guard let parsed = MQTTUsername(username), clientId == nil || clientId == parsed.clientId else { return nil }
-        guard parsed.expiry >= Int64(clock().timeIntervalSince1970) else { return nil }
+        let now = Int64(clock().timeIntervalSince1970)
+        guard parsed.expiry >= now else { return nil }
+        // One MQTT password must not work for ever; off by default, as some SDKs send far-future expiries.
+        if let maxLoginLifetime, parsed.expiry - now > maxLoginLifetime.components.seconds { return nil }
         do {
             guard let (product, device) = try await device(clientId: parsed.clientId), let psk = device.psk,
                 MQTTCredentials.verify(username: username, password: password, psk: psk)
