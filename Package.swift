@@ -99,6 +99,7 @@ let package = Package(
                 .nioHTTPTypes,
                 .nioHTTPTypesHTTP1,
                 .nioHTTP1,
+                .nioPosix,
             ],
             swiftSettings: swiftSettings
         ),

@@ -282,10 +282,14 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
                 }
             }
             clientKey = ""
+        } else if product.deviceKeyType == .rsa2048 {
+            (certificate, clientKey) = try await CryptoWork.run {
+                try authority.issueWithNewKey(
+                    commonName: commonName, validityDays: validity, keyType: .rsa2048, now: now)
+            }
         } else {
-            let keyType: DeviceKeyAlgorithm = product.deviceKeyType == .rsa2048 ? .rsa2048 : .p256
             (certificate, clientKey) = try authority.issueWithNewKey(
-                commonName: commonName, validityDays: validity, keyType: keyType, now: now)
+                commonName: commonName, validityDays: validity, keyType: .p256, now: now)
         }
         let record = DeviceCertificate(
             serial: certificate.serialHex, productId: product.id, deviceName: deviceName,

@@ -244,4 +244,26 @@ struct ProductAdministrationTests {
             #expect(admin.contains("| `\(code.code)` | \(code.status.code) |"), "\(code.code) is not in docs/errors.md")
         }
     }
+
+    @Test("a CRL leaves out revoked certificates that expired more than a CRL period (7 days) ago")
+    func crlPrunesLongExpiredCertificates() async throws {
+        let now = Date()
+        let authority = try ProductCertificateAuthority.create(productId: "PRUNE00001")
+        func revoked(_ serial: String, notAfter: Date) -> DeviceCertificate {
+            DeviceCertificate(
+                serial: serial, productId: "PRUNE00001", deviceName: serial, fingerprint: serial, pem: "",
+                notBefore: notAfter.addingTimeInterval(-86_400), notAfter: notAfter,
+                issuedAt: notAfter.addingTimeInterval(-86_400), revokedAt: now.addingTimeInterval(-60))
+        }
+        let crl = try await authority.signedCRL(
+            of: [
+                revoked("0a0a0a0a", notAfter: now.addingTimeInterval(-8 * 86_400)),
+                revoked("0b0b0b0b", notAfter: now.addingTimeInterval(-6 * 86_400)),
+                revoked("0c0c0c0c", notAfter: now.addingTimeInterval(86_400)),
+            ], now: now)
+        let text = try await CertificateTests.openssl(["crl", "-noout", "-text"], input: crl)
+        #expect(text.status == 0, "\(text.output)")
+        #expect(!text.output.contains("0A0A0A0A"), "pruned: \(text.output)")
+        #expect(text.output.contains("0B0B0B0B") && text.output.contains("0C0C0C0C"), "\(text.output)")
+    }
 }

@@ -196,10 +196,7 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         }
         let revoked = try await store.revokedCertificates(productId: product.id)
         do {
-            // Seconds since the epoch: increasing across restarts and instances without shared state.
-            return try authority.crl(
-                revoked: revoked.map { ($0.serial, $0.revokedAt ?? now) }, number: Int(now.timeIntervalSince1970),
-                now: now)
+            return try await authority.signedCRL(of: revoked, now: now)
         } catch {
             throw AdminError(.internalError, "the CRL could not be signed")
         }
