@@ -315,7 +315,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         }
         // Bounded fields: the audit log must not become a way to store arbitrary data.
         let event = RegistrationEvent(
-            time: clock(), productId: String(productId.prefix(64)), deviceName: String(deviceName.prefix(64)),
+            time: clock(), productId: AuditField.bounded(productId), deviceName: AuditField.bounded(deviceName),
             outcome: outcome, remoteAddress: remoteAddress, endpoint: endpoint)
         do {
             try await store.recordEvent(event)

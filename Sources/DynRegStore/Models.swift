@@ -232,8 +232,40 @@ package struct RegistrationAttempt: Sendable, Hashable {
         case .rejected(let code): outcome = code.code
         }
         return RegistrationEvent(
-            time: now, productId: String(productId.prefix(64)), deviceName: String(deviceName.prefix(64)),
+            time: now, productId: AuditField.bounded(productId), deviceName: AuditField.bounded(deviceName),
             outcome: outcome, remoteAddress: remoteAddress, endpoint: endpoint)
+    }
+}
+
+/// What a device sent, as the audit log keeps it: printable ASCII as is (every valid product id and device name),
+/// anything else as `\xNN` per UTF-8 byte (and `\` as `\\`), cut to `maxBytes` bytes. So a stored field is
+/// ASCII, at most `maxBytes` long whatever it held (one Character can be kilobytes of combining marks), and never
+/// raw control bytes.
+package enum AuditField {
+    package static let maxBytes = 64
+
+    package static func bounded(_ value: String, maxBytes: Int = maxBytes) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(min(value.utf8.count, maxBytes))
+        for byte in value.utf8 {
+            let plain = byte >= 0x20 && byte < 0x7F && byte != UInt8(ascii: "\\")
+            let width = plain ? 1 : (byte == UInt8(ascii: "\\") ? 2 : 4)
+            guard out.count + width <= maxBytes else { break }
+            if plain {
+                out.append(byte)
+            } else if byte == UInt8(ascii: "\\") {
+                out += [byte, byte]
+            } else {
+                out += Array("\\x".utf8)
+                out += hexDigits(byte)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hexDigits(_ byte: UInt8) -> [UInt8] {
+        let digits = Array("0123456789abcdef".utf8)
+        return [digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]]
     }
 }
 

@@ -121,19 +121,17 @@ func escaped(_ component: String) -> String {
 private let unreservedCharacters = CharacterSet(
     charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 
-/// Text from the server as a terminal may show it: C0 and C1 control characters and DEL become `\xNN`, and `\`
-/// becomes `\\`, so a refused device name in the audit log cannot clear the screen, set the window title or
+/// Text from the server as a terminal may show it: C0 and C1 control characters and DEL become `\xNN`, so nothing
+/// the server relays (the store already escapes what devices send) can clear the screen, set the window title or
 /// forge a line. JSON output needs none of this: the encoder escapes control characters.
 func terminalSafe(_ text: String) -> String {
     func isControl(_ scalar: Unicode.Scalar) -> Bool {
         scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
     }
-    guard text.unicodeScalars.contains(where: { isControl($0) || $0 == "\\" }) else { return text }
+    guard text.unicodeScalars.contains(where: isControl) else { return text }
     var safe = String.UnicodeScalarView()
     for scalar in text.unicodeScalars {
-        if scalar == "\\" {
-            safe.append(contentsOf: #"\\"#.unicodeScalars)
-        } else if isControl(scalar) {
+        if isControl(scalar) {
             let hex = String(scalar.value, radix: 16)
             safe.append(contentsOf: ("\\x" + (hex.count < 2 ? "0" + hex : hex)).unicodeScalars)
         } else {
