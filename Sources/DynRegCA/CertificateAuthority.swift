@@ -31,11 +31,8 @@ enum CAKey: Sendable {
             self = .p256(key)
         } else if let key = try? P384.Signing.PrivateKey(pemRepresentation: pem) {
             self = .p384(key)
-        } else if let key = try? _RSA.Signing.PrivateKey(pemRepresentation: pem) {
-            // Bigger keys cost every registration their signing time (RSA-8192: about 50 ms of CPU each).
-            guard [2048, 3072, 4096].contains(key.keySizeInBits) else {
-                throw CertificateAuthorityError(.unsupportedKey)
-            }
+        } else if let key = try? _RSA.Signing.PrivateKey(pemRepresentation: pem), key.keySizeInBits >= 2048 {
+            // Any size loads: CAs stored before `importing` refused odd sizes must keep working.
             self = .rsa(key)
         } else {
             throw CertificateAuthorityError(.unsupportedKey)
@@ -47,9 +44,10 @@ enum CAKey: Sendable {
         case .p256: return .p256
         case .p384: return .p384
         case .rsa(let key):
+            // Odd sizes exist only in CAs imported before `importing` refused them: the nearest size below.
             switch key.keySizeInBits {
-            case 3072: return .rsa3072
-            case 4096: return .rsa4096
+            case 4096...: return .rsa4096
+            case 3072...: return .rsa3072
             default: return .rsa2048
             }
         }
@@ -199,6 +197,10 @@ package struct ProductCertificateAuthority: Sendable {
         certificatePEM: String, privateKeyPEM: String, now: Date = Date()
     ) throws(CertificateAuthorityError) -> ProductCertificateAuthority {
         let authority = try ProductCertificateAuthority(certificatePEM: certificatePEM, privateKeyPEM: privateKeyPEM)
+        // Bigger RSA keys cost every registration their signing time (RSA-8192: about 50 ms of CPU each).
+        if case .rsa(let key) = authority.key, ![2048, 3072, 4096].contains(key.keySizeInBits) {
+            throw CertificateAuthorityError(.unsupportedKey)
+        }
         let certificate = authority.certificate
         guard certificate.notValidBefore <= now else { throw CertificateAuthorityError(.notYetValid) }
         guard now < certificate.notValidAfter else { throw CertificateAuthorityError(.expired) }

@@ -1,4 +1,3 @@
-import Crypto
 import DynRegProtocol
 import DynRegStore
 import Foundation
@@ -225,16 +224,16 @@ struct AdminErrorMiddleware: RouterMiddleware {
     }
 }
 
-/// Checks the bearer token: SHA-256 digests compared in constant time, so neither the content nor the length of
-/// the token shows in the timing. Failures are counted per client address (``AdminLoginThrottle``): the first of
-/// a window and the one that locks the address are logged with the address, never with what was presented.
+/// Checks the bearer token (a ``TokenDigest``). Failures are counted per client address (``AdminLoginThrottle``):
+/// the first of a window and the one that locks the address are logged with the address, never with what was
+/// presented.
 struct BearerTokenMiddleware: RouterMiddleware {
     typealias Context = DynRegRequestContext
-    let digest: [UInt8]
+    let token: TokenDigest
     let throttle: AdminLoginThrottle
 
     init(token: String, throttle: AdminLoginThrottle) {
-        digest = Array(SHA256.hash(data: Array(token.utf8)))
+        self.token = TokenDigest(token)
         self.throttle = throttle
     }
 
@@ -250,7 +249,7 @@ struct BearerTokenMiddleware: RouterMiddleware {
         let prefix = "Bearer "
         let header = request.headers[.authorization]
         let presented = header.flatMap { $0.hasPrefix(prefix) ? Array($0.utf8.dropFirst(prefix.utf8.count)) : nil }
-        guard let presented, constantTimeEquals(Array(SHA256.hash(data: presented)), digest) else {
+        guard let presented, token.matches(presented) else {
             let verdict = throttle.recordFailure(address)
             if verdict.log {
                 context.logger.warning(

@@ -165,7 +165,7 @@ extension Response {
             try await body.write(writer)
             // After the answer's last byte: NIO shuts the socket's output once pending writes are done.
             channel.close(mode: .output, promise: nil)
-            if stopReading { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+            if stopReading { _ = channel.setOption(ChannelOptions.autoRead, value: false) }
         }
         return response
     }

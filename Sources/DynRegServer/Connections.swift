@@ -27,19 +27,13 @@ package struct ConnectionLimits: Sendable, Hashable {
 /// The open connections of one listener, against ``ConnectionLimits/maxConnections``.
 package final class ConnectionGauge: Sendable {
     private let open = Atomic<Int>(0)
-    private let refused = Atomic<Int>(0)
     let limit: Int
 
     package init(limit: Int) { self.limit = limit }
 
-    package var current: Int { open.load(ordering: .relaxed) }
-    /// Connections closed at once because the listener was full.
-    package var refusedCount: Int { refused.load(ordering: .relaxed) }
-
     func admit() -> Bool {
         if open.wrappingAdd(1, ordering: .relaxed).newValue <= limit { return true }
         open.wrappingSubtract(1, ordering: .relaxed)
-        refused.wrappingAdd(1, ordering: .relaxed)
         return false
     }
 

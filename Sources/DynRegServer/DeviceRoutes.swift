@@ -18,37 +18,25 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     private static var timestampHeader: HTTPField.Name { HeaderNames.timestamp }
     private static var nonceHeader: HTTPField.Name { HeaderNames.nonce }
 
-    /// The request's body, or the answer (in the endpoint's `envelope`) that refuses it before it is read to its
-    /// end: a head the protocol cannot read, a body too large or cut short.
+    /// The request's body, or why the protocol refuses it before reading it to its end: a head it cannot read, a
+    /// body too large or cut short.
     private enum Admission {
         case body(ByteBuffer)
-        case refused(Response)
+        case refused(RegistrationResult)
     }
 
-    private func admit(
-        _ request: Request, _ context: DynRegRequestContext, _ envelope: (RegistrationResult) -> Response
-    ) async -> Admission {
-        let refusal: RegistrationResult
-        if let headRefusal = Self.headRefusal(request) {
-            refusal = headRefusal
-        } else {
-            do {
-                return .body(try await request.body.collect(upTo: maxBodySize))
-            } catch is NIOTooManyBytesError {
-                refusal = .refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes")
-            } catch {
-                refusal = .refused(.invalidParameter, message: "the body could not be read: it ended early")
-            }
+    private func admit(_ request: Request) async -> Admission {
+        // A second `Host` header: which one would be signed?
+        guard request.headers[values: HeaderNames.host].isEmpty else {
+            return .refused(.refused(.invalidParameter, message: "the request has more than one Host header"))
         }
-        return .refused(Self.refuse(envelope(refusal), context))
-    }
-
-    /// A request the protocol cannot read before the body: a second `Host` header (which one would be signed?).
-    private static func headRefusal(_ request: Request) -> RegistrationResult? {
-        guard request.headers[values: HTTPField.Name("Host")!].isEmpty else {
-            return .refused(.invalidParameter, message: "the request has more than one Host header")
+        do {
+            return .body(try await request.body.collect(upTo: maxBodySize))
+        } catch is NIOTooManyBytesError {
+            return .refused(.refused(.invalidParameter, message: "the body is larger than \(maxBodySize) bytes"))
+        } catch {
+            return .refused(.refused(.invalidParameter, message: "the body could not be read: it ended early"))
         }
-        return nil
     }
 
     func register(on router: Router<DynRegRequestContext>) {
@@ -73,17 +61,17 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         }
     }
 
-    /// One registration request: admitted (``admit(_:_:_:)``), its body turned into a result by `register`, and the
+    /// One registration request: admitted (``admit(_:)``), its body turned into a result by `register`, and the
     /// result put in the endpoint's `envelope` with a fresh request id.
     private func serve(
         _ request: Request, _ context: DynRegRequestContext,
-        envelope: @escaping (RegistrationResult, String) -> Response,
+        envelope: (RegistrationResult, String) -> Response,
         _ register: ([UInt8]) async -> RegistrationResult
     ) async -> Response {
         let requestId = Secrets.requestId()
-        switch await admit(request, context, { envelope($0, requestId) }) {
-        case .refused(let answer):
-            return answer
+        switch await admit(request) {
+        case .refused(let refusal):
+            return Self.refuse(envelope(refusal, requestId), context)
         case .body(let body):
             return Self.answer(envelope(await register(Array(buffer: body)), requestId), to: request, context)
         }
@@ -138,4 +126,6 @@ private enum HeaderNames {
     static let algorithm = HTTPField.Name(DeviceRequestHeader.algorithm)!
     static let timestamp = HTTPField.Name(DeviceRequestHeader.timestamp)!
     static let nonce = HTTPField.Name(DeviceRequestHeader.nonce)!
+    /// The HTTP/1 `Host` header: the first is the request's authority, any further one stays among the fields.
+    static let host = HTTPField.Name("Host")!
 }

@@ -1,3 +1,4 @@
+import Crypto
 import DynRegProtocol
 import Foundation
 
@@ -11,10 +12,10 @@ package enum Secrets {
         return String(decoding: (0..<length).map { _ in alphabet.randomElement(using: &generator)! }, as: UTF8.self)
     }
 
-    /// Ten upper-case letters and digits, the shape of a Tencent product id.
     /// Every product id is this long; the broker hooks split client ids (product id + device name) on it.
     package static let productIdLength = 10
 
+    /// Ten upper-case letters and digits, the shape of a Tencent product id.
     package static func productId() -> String { string(length: productIdLength, alphabet: upperAlphanumerics) }
 
     /// 24 letters and digits (~143 bits); its first 16 bytes key the payload cipher.
@@ -60,4 +61,15 @@ package enum Secrets {
         }
         return String(decoding: text, as: UTF8.self)
     }
+}
+
+/// A token as the server keeps it to check what clients present (the admin and broker tokens): its SHA-256,
+/// compared in constant time with the digest of what was presented, so neither the content nor the length of a
+/// wrong token shows in the time of the answer.
+struct TokenDigest: Sendable {
+    private let digest: [UInt8]
+
+    init(_ token: String) { digest = Array(SHA256.hash(data: Array(token.utf8))) }
+
+    func matches(_ presented: [UInt8]) -> Bool { constantTimeEquals(Array(SHA256.hash(data: presented)), digest) }
 }

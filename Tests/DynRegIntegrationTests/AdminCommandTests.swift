@@ -166,6 +166,12 @@ struct AdminCommandTests {
             #expect(
                 events.stdout.contains(#"x\x1b[2J\x1b]0;owned\x07\x0d\x0a2026-01-01T00:00:00Z"#), "\(events.stdout)")
             #expect(events.stdout.split(separator: "\n").count == 2, "a header and one event: \(events.stdout)")
+            // The store escaped that name itself; what the CLI relays raw from the server, such as an error
+            // message quoting a path, it escapes: here a product id with a window-title sequence.
+            let missing = try await server.dynreg(["product", "show", "NO\u{1b}]0;owned\u{7}"])
+            #expect(missing.status != 0)
+            #expect(missing.stderr.contains(#"NO\x1b]0;owned\x07"#), "\(missing.stderr)")
+            #expect(!missing.stderr.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 })
         }
     }
 

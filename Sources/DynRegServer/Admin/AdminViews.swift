@@ -263,8 +263,7 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
         authType = try container.decodeIfPresent(AuthType.self, forKey: .authType)
         dynamicRegistration = try container.decodeIfPresent(Bool.self, forKey: .dynamicRegistration)
         autoCreate = try container.decodeIfPresent(Bool.self, forKey: .autoCreate)
-        deviceQuota =
-            container.contains(.deviceQuota) ? .some(try container.decode(Int?.self, forKey: .deviceQuota)) : nil
+        deviceQuota = try container.decodeNullable(Int.self, forKey: .deviceQuota)
         allowClocklessDevices = try container.decodeIfPresent(Bool.self, forKey: .allowClocklessDevices)
         caKeyType = try container.decodeIfPresent(String.self, forKey: .caKeyType)
         certificateValidityDays = try container.decodeIfPresent(Int.self, forKey: .certificateValidityDays)
@@ -281,7 +280,7 @@ package struct ProductCreateInput: Codable, Sendable, Hashable {
         try container.encodeIfPresent(authType, forKey: .authType)
         try container.encodeIfPresent(dynamicRegistration, forKey: .dynamicRegistration)
         try container.encodeIfPresent(autoCreate, forKey: .autoCreate)
-        if case .some(let quota) = deviceQuota { try container.encode(quota, forKey: .deviceQuota) }
+        try container.encodeNullable(deviceQuota, forKey: .deviceQuota)
         try container.encodeIfPresent(allowClocklessDevices, forKey: .allowClocklessDevices)
         try container.encodeIfPresent(caKeyType, forKey: .caKeyType)
         try container.encodeIfPresent(certificateValidityDays, forKey: .certificateValidityDays)
@@ -313,9 +312,7 @@ extension ProductUpdate: Codable {
             trustedDeviceCAs: try container.decodeIfPresent([String].self, forKey: .trustedDeviceCAs),
             topicPolicy: try container.decodeIfPresent(TopicPolicy.self, forKey: .topicPolicy),
             deviceKeyType: try container.decodeIfPresent(DeviceKeyType.self, forKey: .deviceKeyType))
-        if container.contains(.deviceQuota) {
-            deviceQuota = .some(try container.decodeIfPresent(Int.self, forKey: .deviceQuota))
-        }
+        deviceQuota = try container.decodeNullable(Int.self, forKey: .deviceQuota)
     }
 
     package func encode(to encoder: any Encoder) throws {
@@ -323,11 +320,26 @@ extension ProductUpdate: Codable {
         try container.encodeIfPresent(name, forKey: .name)
         try container.encodeIfPresent(dynamicRegistration, forKey: .dynamicRegistration)
         try container.encodeIfPresent(autoCreate, forKey: .autoCreate)
-        if case .some(let quota) = deviceQuota { try container.encode(quota, forKey: .deviceQuota) }
+        try container.encodeNullable(deviceQuota, forKey: .deviceQuota)
         try container.encodeIfPresent(allowClocklessDevices, forKey: .allowClocklessDevices)
         try container.encodeIfPresent(trustedDeviceCAs, forKey: .trustedDeviceCAs)
         try container.encodeIfPresent(topicPolicy, forKey: .topicPolicy)
         try container.encodeIfPresent(deviceKeyType, forKey: .deviceKeyType)
+    }
+}
+
+/// Members where an absent key and `null` differ (`deviceQuota`: the default, or no quota at all).
+extension KeyedDecodingContainer {
+    /// `nil` when the key is absent, `.some(nil)` for `null`.
+    func decodeNullable<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T?? {
+        contains(key) ? .some(try decodeIfPresent(T.self, forKey: key)) : nil
+    }
+}
+
+extension KeyedEncodingContainer {
+    /// Nothing for `nil`, `null` for `.some(nil)`.
+    mutating func encodeNullable<T: Encodable>(_ value: T??, forKey key: Key) throws {
+        if case .some(let inner) = value { try encode(inner, forKey: key) }
     }
 }
 

@@ -59,8 +59,12 @@ struct StrictJSON {
 
     private var peek: UInt8? { index < bytes.count ? bytes[index] : nil }
 
+    private static func isWhitespace(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09
+    }
+
     private mutating func skipWhitespace() {
-        while let byte = peek, byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 { index += 1 }
+        while let byte = peek, Self.isWhitespace(byte) { index += 1 }
     }
 
     private mutating func value(shape: JSONShape?, path: String, depth: Int) throws(Problem) {
@@ -78,8 +82,7 @@ struct StrictJSON {
     }
 
     private static func ends(_ byte: UInt8) -> Bool {
-        byte == UInt8(ascii: ",") || byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") || byte == 0x20
-            || byte == 0x0A || byte == 0x0D || byte == 0x09
+        byte == UInt8(ascii: ",") || byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") || isWhitespace(byte)
     }
 
     private mutating func object(shape: JSONShape?, path: String, depth: Int) throws(Problem) {

@@ -1,4 +1,3 @@
-import Crypto
 import DynRegProtocol
 import DynRegStore
 import Foundation
@@ -215,21 +214,18 @@ final class BrokerTokenRefusals: Sendable {
 /// written in its URLs that way). Compared in constant time; a refusal is 401 and nothing else happens.
 struct BrokerTokenMiddleware: RouterMiddleware {
     typealias Context = DynRegRequestContext
-    /// Digests, compared in constant time: equal lengths, so the length of the token does not show.
-    let token: SHA256.Digest
+    let token: TokenDigest
     let refusals: BrokerTokenRefusals
 
     init(token: String, refusals: BrokerTokenRefusals) {
-        self.token = SHA256.hash(data: Array(token.utf8))
+        self.token = TokenDigest(token)
         self.refusals = refusals
     }
 
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        guard let presented = Self.presentedToken(request.headers[.authorization]),
-            constantTimeEquals(Array(SHA256.hash(data: presented)), Array(token))
-        else {
+        guard let presented = Self.presentedToken(request.headers[.authorization]), token.matches(presented) else {
             refusals.record()
             return Response(
                 status: .unauthorized,
