@@ -34,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
     ],
     targets: [
@@ -51,6 +53,7 @@ let package = Package(
             name: "DynRegStore",
             dependencies: [
                 "DynRegProtocol",
+                .coreMetrics,
                 .grdb,
                 .serviceLifecycle,
             ],
@@ -87,9 +90,11 @@ let package = Package(
                 "DynRegProtocol",
                 "DynRegStore",
                 "DynRegCA",
+                .coreMetrics,
                 .crypto,
                 .hummingbird,
                 .hummingbirdTLS,
+                .prometheus,
                 .serviceLifecycle,
                 .logging,
                 .httpTypes,
@@ -281,6 +286,7 @@ extension Target.Dependency {
     static let argumentParser: Self = .product(name: "ArgumentParser", package: "swift-argument-parser")
     static let asyncHTTPClient: Self = .product(name: "AsyncHTTPClient", package: "async-http-client")
     static let atomics: Self = .product(name: "Atomics", package: "swift-atomics")
+    static let coreMetrics: Self = .product(name: "CoreMetrics", package: "swift-metrics")
     static let crypto: Self = .product(name: "Crypto", package: "swift-crypto")
     static let cryptoExtras: Self = .product(name: "_CryptoExtras", package: "swift-crypto")
     static let grdb: Self = .product(name: "GRDB", package: "GRDB.swift")
@@ -297,6 +303,7 @@ extension Target.Dependency {
     static let nioHTTPTypes: Self = .product(name: "NIOHTTPTypes", package: "swift-nio-extras")
     static let nioHTTPTypesHTTP1: Self = .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras")
     static let postgresNIO: Self = .product(name: "PostgresNIO", package: "postgres-nio")
+    static let prometheus: Self = .product(name: "Prometheus", package: "swift-prometheus")
     static let propertyBased: Self = .product(name: "PropertyBased", package: "swift-property-based")
     static let serviceLifecycle: Self = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
     static let subprocess: Self = .product(name: "Subprocess", package: "swift-subprocess")

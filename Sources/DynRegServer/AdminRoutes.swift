@@ -18,10 +18,10 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
 
     init(
         store: Store, token: String, authorities: CertificateAuthorities, revocations: RevocationNotifier? = nil,
-        throttle: AdminLoginThrottle = AdminLoginThrottle()
+        throttle: AdminLoginThrottle = AdminLoginThrottle(), metrics: ServerMetrics = ServerMetrics()
     ) {
         administration = ProductAdministration(store: store, authorities: authorities, revocations: revocations)
-        authentication = BearerTokenMiddleware(token: token, throttle: throttle)
+        authentication = BearerTokenMiddleware(tokens: [token], throttle: throttle, metrics: metrics)
     }
 
     func register(on group: RouterGroup<Context>) {
@@ -224,17 +224,19 @@ struct AdminErrorMiddleware: RouterMiddleware {
     }
 }
 
-/// Checks the bearer token (a ``TokenDigest``). Failures are counted per client address (``AdminLoginThrottle``):
-/// the first of a window and the one that locks the address are logged with the address, never with what was
-/// presented.
+/// Checks the bearer token: one of `tokens` (``TokenDigest``s, each compared, so which one matched does not show).
+/// Failures are counted per client address (``AdminLoginThrottle``): the first of a window and the one that locks
+/// the address are logged with the address, never with what was presented.
 struct BearerTokenMiddleware: RouterMiddleware {
     typealias Context = DynRegRequestContext
-    let token: TokenDigest
+    let tokens: [TokenDigest]
     let throttle: AdminLoginThrottle
+    let metrics: ServerMetrics
 
-    init(token: String, throttle: AdminLoginThrottle) {
-        self.token = TokenDigest(token)
+    init(tokens: [String], throttle: AdminLoginThrottle, metrics: ServerMetrics) {
+        self.tokens = tokens.map(TokenDigest.init)
         self.throttle = throttle
+        self.metrics = metrics
     }
 
     func handle(
@@ -244,12 +246,15 @@ struct BearerTokenMiddleware: RouterMiddleware {
     {
         let address = context.remoteAddressText
         if let remaining = throttle.lockRemaining(address) {
+            metrics.refusal(.adminLockout)
             throw AdminError.locked(retryAfter: remaining)
         }
         let prefix = "Bearer "
         let header = request.headers[.authorization]
         let presented = header.flatMap { $0.hasPrefix(prefix) ? Array($0.utf8.dropFirst(prefix.utf8.count)) : nil }
-        guard let presented, token.matches(presented) else {
+        // Every token is compared: `filter` rather than `contains`, which would stop at the first match.
+        guard let presented, !tokens.filter({ $0.matches(presented) }).isEmpty else {
+            metrics.refusal(.adminToken)
             let verdict = throttle.recordFailure(address)
             if verdict.log {
                 context.logger.warning(

@@ -53,12 +53,14 @@ package struct StartupError: Error, CustomStringConvertible {
 /// `beforeServerStarts`.
 ///
 /// - Parameters:
+///   - metrics: what `GET /metrics` shows; the store's share arrives through its ``ServerMetrics/factory``.
 ///   - services: more services for the same group (a nonce sweeper), stopped before the store.
 ///   - beforeServerStarts: the caller's last step before the server starts (creating a demo product).
 ///   - onListening: called with the bound port once the server accepts connections.
 package func buildApplication<Store: RegistrationStore>(
     configuration: ServerConfiguration,
     store: Store,
+    metrics: ServerMetrics = ServerMetrics(),
     services: [any Service] = [],
     logger: Logger,
     onListening: @escaping @Sendable (Int) async -> Void = { _ in },
@@ -68,7 +70,7 @@ package func buildApplication<Store: RegistrationStore>(
     let notifier = RevocationNotifier()
     let service = RegistrationService<Store>(
         store: store, timestampWindow: configuration.timestampWindow, publicHosts: configuration.publicHosts,
-        authorities: authorities, revocations: notifier)
+        authorities: authorities, revocations: notifier, metrics: metrics)
     var services = services
     if let directory = configuration.crlDirectory {
         services.append(
@@ -81,9 +83,8 @@ package func buildApplication<Store: RegistrationStore>(
         middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization]))
     DeviceRoutes<Store>(service: service, maxBodySize: configuration.maxDeviceBodySize).register(on: router)
     BrokerRoutes<Store>(
-        service: BrokerService(store: store, maxLoginLifetime: configuration.maxLoginLifetime),
-        token: configuration.brokerToken, refusals: BrokerTokenRefusals(),
-        maxBodySize: configuration.maxDeviceBodySize
+        service: BrokerService(store: store, maxLoginLifetime: configuration.maxLoginLifetime, metrics: metrics),
+        token: configuration.brokerToken, maxBodySize: configuration.maxDeviceBodySize
     ).register(on: router)
     @Sendable func health(_: Request, _: DynRegRequestContext) async -> Response {
         do {
@@ -100,10 +101,19 @@ package func buildApplication<Store: RegistrationStore>(
         response.body = ResponseBody()
         return response
     }
+    // One count of wrong tokens per address, whichever route they were tried on.
+    let throttle = AdminLoginThrottle()
     AdminRoutes<Store>(
-        store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier
+        store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier,
+        throttle: throttle, metrics: metrics
     ).register(
         on: router.group("/admin/v1"))
+    MetricsRoute(
+        metrics: metrics, store: store,
+        authentication: BearerTokenMiddleware(
+            tokens: [configuration.adminToken] + [configuration.metricsToken].compactMap { $0 }, throttle: throttle,
+            metrics: metrics)
+    ).register(on: router)
 
     let gauge = ConnectionGauge(limit: configuration.connections.maxConnections)
     let server: HTTPServerBuilder

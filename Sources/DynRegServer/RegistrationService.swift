@@ -33,6 +33,14 @@ package enum RegistrationResult: Sendable, Hashable {
     case refused(RegistrationErrorCode, message: String)
 
     static func refused(_ code: RegistrationErrorCode) -> Self { .refused(code, message: code.defaultMessage) }
+
+    /// What the audit log and the metrics call it: `Success` or the error code.
+    var outcome: String {
+        switch self {
+        case .issued: return RegistrationEvent.success
+        case .refused(let code, _): return code.code
+        }
+    }
 }
 
 /// Registration and activation rules, independent of HTTP.
@@ -44,12 +52,15 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     let clock: @Sendable () -> Date
     /// Told when a re-registration revoked a certificate, for the CRL directory.
     let revocations: RevocationNotifier?
+    let metrics: ServerMetrics
 
     init(
         store: Store, timestampWindow: Int64, publicHosts: [String], authorities: CertificateAuthorities,
-        revocations: RevocationNotifier? = nil, clock: @escaping @Sendable () -> Date = Date.init
+        revocations: RevocationNotifier? = nil, metrics: ServerMetrics = ServerMetrics(),
+        clock: @escaping @Sendable () -> Date = Date.init
     ) {
         self.revocations = revocations
+        self.metrics = metrics
         self.store = store
         self.timestampWindow = timestampWindow
         self.publicHosts = publicHosts
@@ -64,6 +75,27 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     ) async
         -> RegistrationResult
     {
+        let started = ContinuousClock.now
+        let result = await registerCurrent(input, remoteAddress: remoteAddress, logger: logger)
+        counted(result, endpoint: RegistrationPath.current, since: started)
+        return result
+    }
+
+    package func registerLegacy(body bytes: [UInt8], remoteAddress: String, logger: Logger) async -> RegistrationResult
+    {
+        let started = ContinuousClock.now
+        let result = await registerLegacyUncounted(body: bytes, remoteAddress: remoteAddress, logger: logger)
+        counted(result, endpoint: RegistrationPath.legacy, since: started)
+        return result
+    }
+
+    private func counted(_ result: RegistrationResult, endpoint: String, since started: ContinuousClock.Instant) {
+        metrics.registration(endpoint: endpoint, outcome: result.outcome, duration: ContinuousClock.now - started)
+    }
+
+    private func registerCurrent(
+        _ input: CurrentRegistrationInput, remoteAddress: String, logger: Logger
+    ) async -> RegistrationResult {
         guard let body = try? RegistrationRequestBody(decoding: input.body) else {
             return .refused(.invalidParameter, message: "the body must be a JSON object with ProductId and DeviceName")
         }
@@ -105,8 +137,9 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         return result
     }
 
-    package func registerLegacy(body bytes: [UInt8], remoteAddress: String, logger: Logger) async -> RegistrationResult
-    {
+    private func registerLegacyUncounted(
+        body bytes: [UInt8], remoteAddress: String, logger: Logger
+    ) async -> RegistrationResult {
         guard let body = try? LegacyRegistrationRequestBody(decoding: bytes) else {
             return .refused(
                 .invalidParameter,
@@ -181,6 +214,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
                 // Re-registering a certificate device revoked its previous certificate.
                 if case .certificate = issued, !created { revocations?.changed() }
                 if device.registrationCount > 1 {
+                    metrics.reregistration()
                     // The old credential stops working: what a leaked product secret allows, so it is visible.
                     logger.notice(
                         "a registered device registered again; its previous credential no longer works",
@@ -196,6 +230,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
                 return (.issued(first.payload, created: first.created), true)
             }
         } catch {
+            metrics.storeError("register")
             logger.error(
                 "registration failed in the store", metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"]
             )
@@ -303,11 +338,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         _ result: RegistrationResult, recorded: Bool, productId: String, deviceName: String, remoteAddress: String,
         endpoint: String, logger: Logger
     ) async {
-        let outcome: String
-        switch result {
-        case .issued: outcome = RegistrationEvent.success
-        case .refused(let code, _): outcome = code.code
-        }
+        let outcome = result.outcome
         if recorded {
             logger.debug(
                 "registration", metadata: ["dynreg.product.id": "\(productId)", "dynreg.outcome": "\(outcome)"])
@@ -320,6 +351,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         do {
             try await store.recordEvent(event)
         } catch {
+            metrics.storeError("record_event")
             logger.warning("could not record a registration event", metadata: ["dynreg.outcome": "\(outcome)"])
         }
         logger.debug(

@@ -20,6 +20,8 @@ package struct ServerConfiguration: Sendable {
     package var adminToken: String
     /// What brokers present to the broker endpoints (Bearer, or Basic as the password). Secret: never logged.
     package var brokerToken: String
+    /// A second token that may read `GET /metrics` (and nothing else), for Prometheus. Secret: never logged.
+    package var metricsToken: String?
     /// Seals product CA keys at rest. Every instance on one database needs the same key.
     package var masterKey: MasterKey
     /// Where to keep every certificate product's CA and CRL for brokers (`--crl-dir`), the command to run after

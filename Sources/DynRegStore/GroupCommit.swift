@@ -37,10 +37,12 @@ final class GroupCommitter: Sendable {
     private let pool: DatabasePool
     private let maximumBatch: Int
     private let state = Mutex(State())
+    private let metrics: StoreMetrics
 
-    init(pool: DatabasePool, maximumBatch: Int = 256) {
+    init(pool: DatabasePool, maximumBatch: Int = 256, metrics: StoreMetrics = .none) {
         self.pool = pool
         self.maximumBatch = maximumBatch
+        self.metrics = metrics
     }
 
     func write<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -119,6 +121,8 @@ final class GroupCommitter: Sendable {
 
     private func commit(_ batch: [Item]) async {
         let works = batch.map(\.work)
+        let started = ContinuousClock.now
+        defer { metrics.committed(size: batch.count, elapsed: ContinuousClock.now - started) }
         do {
             // Under cancellation GRDB refuses the access: the batch fails, and nothing uncommitted is acknowledged.
             let results = try await pool.write { db in try Self.run(works, in: db) }

@@ -60,6 +60,9 @@ package protocol RegistrationStore: Service {
     /// Newest first.
     func events(productId: String, limit: Int) async throws -> [RegistrationEvent]
 
+    /// How many devices each status has, over every product: a scan, for metrics read now and then.
+    func deviceCounts() async throws -> [DeviceStatus: Int]
+
     /// A cheap query proving the store answers.
     func checkHealth() async throws
 }

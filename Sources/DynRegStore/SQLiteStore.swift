@@ -20,7 +20,7 @@ package final class SQLiteStore: RegistrationStore, Service {
     ///
     /// One store at a time may have the file open: a second one, in this process or another, fails with
     /// `StoreError.Code.unavailable` rather than serve from a stale product cache.
-    package init(path: String) throws {
+    package init(path: String, metrics: StoreMetrics = .none) throws {
         lock = try FileLock(path: path + ".lock")
         var configuration = Configuration()
         configuration.journalMode = .wal
@@ -32,7 +32,7 @@ package final class SQLiteStore: RegistrationStore, Service {
         // Keep bound values (secrets) out of error descriptions.
         configuration.publicStatementArguments = false
         pool = try DatabasePool(path: path, configuration: configuration)
-        groupCommit = GroupCommitter(pool: pool)
+        groupCommit = GroupCommitter(pool: pool, metrics: metrics)
         // GRDB puts the writer in synchronous=NORMAL when it enables WAL, after prepareDatabase ran: set FULL
         // again on the writer, the only connection that commits, and check it there.
         let synchronous = try pool.writeWithoutTransaction { db in
@@ -610,6 +610,16 @@ package final class SQLiteStore: RegistrationStore, Service {
                     deviceName: row["device_name"], outcome: row["outcome"], remoteAddress: row["remote_address"],
                     endpoint: row["endpoint"])
             }
+        }
+    }
+
+    package func deviceCounts() async throws -> [DeviceStatus: Int] {
+        try await pool.read { db in
+            var counts: [DeviceStatus: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM devices GROUP BY status") {
+                if let status = DeviceStatus(rawValue: row["status"]) { counts[status] = row["n"] }
+            }
+            return counts
         }
     }
 

@@ -27,14 +27,17 @@ package struct LiveServer: Sendable {
             directory
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        let metrics = ServerMetrics()
+        let store = try SQLiteStore(
+            path: directory.appendingPathComponent("dynreg.sqlite").path, metrics: metrics.storeMetrics)
         var configuration = ServerConfiguration(adminToken: adminToken, brokerToken: brokerToken, masterKey: masterKey)
         configuration.port = 0
         configure(&configuration)
         var logger = Logger(label: "dynreg-test")
         logger.logLevel = .warning
         let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let app = try buildApplication(configuration: configuration, store: store, logger: logger) { port in
+        let app = try buildApplication(configuration: configuration, store: store, metrics: metrics, logger: logger) {
+            port in
             portContinuation.yield(port)
         }
         let group = ServiceGroup(configuration: .init(services: [app], logger: logger))

@@ -32,6 +32,11 @@ struct Serve: AsyncParsableCommand {
     var brokerToken: String?
     @Option(
         help: """
+            A token Prometheus may present (Bearer) to read GET /metrics, and nothing else (or DYNREG_METRICS_TOKEN);             the admin token reads it too.
+            """)
+    var metricsToken: String?
+    @Option(
+        help: """
             Keep every certificate product's CA and CRL in DIR for brokers that check client certificates (Mosquitto): \
             <productId>.ca.pem, <productId>.crl.pem, ca-bundle.pem, crl-bundle.pem; rewritten on every revocation.
             """)
@@ -106,18 +111,20 @@ struct Serve: AsyncParsableCommand {
         let token = try adminToken(dataDirectory: dataDirectory)
         let broker = try secretToken(
             flag: brokerToken, environment: "DYNREG_BROKER_TOKEN", file: "broker-token", dataDirectory: dataDirectory)
+        let metrics = ServerMetrics()
         let databaseURL =
             database ?? ProcessInfo.processInfo.environment["DYNREG_DATABASE"].flatMap { $0.isEmpty ? nil : $0 }
         guard let databaseURL else {
             let store: SQLiteStore
             do {
-                store = try SQLiteStore(path: dataDirectory.appendingPathComponent("dynreg.sqlite").path)
+                store = try SQLiteStore(
+                    path: dataDirectory.appendingPathComponent("dynreg.sqlite").path, metrics: metrics.storeMetrics)
             } catch {
                 throw CLIError("cannot open the database in \(dataDir): \(error)")
             }
             return try await serve(
                 store: store, storeFailure: "cannot open the database in \(dataDir)", token: token,
-                brokerToken: broker, dataDirectory: dataDirectory, logger: logger)
+                brokerToken: broker, metrics: metrics, dataDirectory: dataDirectory, logger: logger)
         }
         let configuration: PostgresStore.Configuration
         do {
@@ -129,8 +136,8 @@ struct Serve: AsyncParsableCommand {
             logger.notice("instances sharing a database need the same DYNREG_ADMIN_TOKEN and DYNREG_MASTER_KEY")
         }
         try await serve(
-            store: PostgresStore(configuration: configuration, logger: logger),
-            storeFailure: "cannot use the PostgreSQL database", token: token, brokerToken: broker,
+            store: PostgresStore(configuration: configuration, logger: logger, metrics: metrics.storeMetrics),
+            storeFailure: "cannot use the PostgreSQL database", token: token, brokerToken: broker, metrics: metrics,
             dataDirectory: dataDirectory, logger: logger)
     }
 
@@ -138,11 +145,13 @@ struct Serve: AsyncParsableCommand {
     /// key before it listens (`storeFailure` prefixes a failure of the former).
     private func serve<Store: RegistrationStore>(
         store: Store, storeFailure: String, token: (value: String, path: String?),
-        brokerToken: (value: String, path: String?), dataDirectory: URL, logger: Logger
+        brokerToken: (value: String, path: String?), metrics: ServerMetrics, dataDirectory: URL, logger: Logger
     ) async throws {
         let masterKey = try loadMasterKey(dataDirectory: dataDirectory)
         var configuration = ServerConfiguration(
             adminToken: token.value, brokerToken: brokerToken.value, masterKey: masterKey)
+        configuration.metricsToken = try chosenToken(
+            flag: metricsToken, environment: "DYNREG_METRICS_TOKEN", flagName: "metrics-token")
         configuration.host = host
         configuration.port = port
         configuration.timestampWindow = timestampWindow
@@ -177,7 +186,7 @@ struct Serve: AsyncParsableCommand {
         let app: any Service
         do {
             app = try buildApplication(
-                configuration: configuration, store: store,
+                configuration: configuration, store: store, metrics: metrics,
                 services: [NonceSweeper(store: store, logger: logger)], logger: logger,
                 onListening: { port in
                     let url = "\(scheme)://\(host):\(port)"
@@ -229,28 +238,35 @@ struct Serve: AsyncParsableCommand {
         try secretToken(flag: nil, environment: "DYNREG_ADMIN_TOKEN", file: "admin-token", dataDirectory: dataDirectory)
     }
 
+    /// A token an operator chose, from the flag or else the environment; `nil` when neither gives one.
+    /// It must be at least ``ServerConfiguration/minimumTokenLength`` bytes.
+    private func chosenToken(flag: String?, environment: String, flagName: String) throws -> String? {
+        if let flag, !flag.isEmpty { return try Self.checked(flag, from: "--\(flagName)") }
+        if let value = ProcessInfo.processInfo.environment[environment], !value.isEmpty {
+            return try Self.checked(value, from: environment)
+        }
+        return nil
+    }
+
+    private static func checked(_ value: String, from source: String) throws -> String {
+        let length = value.utf8.count
+        guard length >= ServerConfiguration.minimumTokenLength else {
+            throw CLIError(
+                "\(source) is \(length) bytes long; a token must have at least "
+                    + "\(ServerConfiguration.minimumTokenLength) (for example: openssl rand -hex 32)")
+        }
+        return value
+    }
+
     /// A token from the flag, else the environment, else `<data-dir>/<file>` (created at random, mode 0600).
-    /// A token an operator chose must be at least ``ServerConfiguration/minimumTokenLength`` bytes.
     private func secretToken(
         flag: String?, environment: String, file name: String, dataDirectory: URL
     ) throws -> (value: String, path: String?) {
-        func checked(_ value: String, from source: String) throws -> String {
-            let length = value.utf8.count
-            guard length >= ServerConfiguration.minimumTokenLength else {
-                throw CLIError(
-                    "\(source) is \(length) bytes long; a token must have at least "
-                        + "\(ServerConfiguration.minimumTokenLength) (for example: openssl rand -hex 32)")
-            }
-            return value
-        }
-        if let flag, !flag.isEmpty { return (try checked(flag, from: "--\(name)"), nil) }
-        if let value = ProcessInfo.processInfo.environment[environment], !value.isEmpty {
-            return (try checked(value, from: environment), nil)
-        }
+        if let chosen = try chosenToken(flag: flag, environment: environment, flagName: name) { return (chosen, nil) }
         let file = dataDirectory.appendingPathComponent(name)
         if let existing = try? String(contentsOf: file, encoding: .utf8) {
             let value = existing.trimmingCharacters(in: .whitespacesAndNewlines)
-            if !value.isEmpty { return (try checked(value, from: file.path), file.path) }
+            if !value.isEmpty { return (try Self.checked(value, from: file.path), file.path) }
         }
         let value = AdminTokenGenerator.make()
         guard

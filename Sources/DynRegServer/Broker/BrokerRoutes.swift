@@ -4,7 +4,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
-import Synchronization
 
 /// What brokers call: EMQX's HTTP authentication (`POST /device/auth`) and authorization (`POST /device/acl`),
 /// and RabbitMQ's HTTP auth backend (`POST /rabbitmq/user`, `vhost`, `resource`, `topic`). Every one of them
@@ -14,25 +13,43 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
 
     let service: BrokerService<Store>
     let token: String
-    let refusals: BrokerTokenRefusals
     let maxBodySize: Int
+    var metrics: ServerMetrics { service.metrics }
 
     func register(on router: Router<Context>) {
         let group = router.group()
-        group.add(middleware: BrokerTokenMiddleware(token: token, refusals: refusals))
-        group.post("/device/auth", use: emqxAuthentication)
-        group.post("/device/acl", use: emqxAuthorization)
-        group.post("/rabbitmq/user", use: rabbitUser)
-        group.post("/rabbitmq/vhost", use: rabbitVhost)
-        group.post("/rabbitmq/resource", use: rabbitResource)
-        group.post("/rabbitmq/topic", use: rabbitTopic)
+        group.add(middleware: BrokerTokenMiddleware(token: token, metrics: metrics))
+        route("/device/auth", emqxAuthentication, on: group)
+        route("/device/acl", emqxAuthorization, on: group)
+        route("/rabbitmq/user", rabbitUser, on: group)
+        route("/rabbitmq/vhost", rabbitVhost, on: group)
+        route("/rabbitmq/resource", rabbitResource, on: group)
+        route("/rabbitmq/topic", rabbitTopic, on: group)
+    }
+
+    /// A broker endpoint whose every answer is counted by path and result.
+    private func route(
+        _ path: String, _ handler: @escaping @Sendable (Request, Context) async -> Answer,
+        on group: RouterGroup<Context>
+    ) {
+        group.post(RouterPath(path)) { [metrics] request, context -> Response in
+            let answer = await handler(request, context)
+            metrics.brokerAnswer(endpoint: path, result: answer.allowed ? "allow" : "deny")
+            return answer.response
+        }
+    }
+
+    /// A broker's answer and whether it lets the device in or on.
+    struct Answer: Sendable {
+        var allowed: Bool
+        var response: Response
     }
 
     // MARK: EMQX
 
     /// EMQX 5 HTTP authentication: `result`, and for a device it lets in, `is_superuser`, `expire_at` and the
     /// device's topic rules as `acl`, ending in a deny of everything else.
-    @Sendable func emqxAuthentication(_ request: Request, context: Context) async throws -> Response {
+    @Sendable func emqxAuthentication(_ request: Request, _ context: Context) async -> Answer {
         guard let body = try? await request.body.collect(upTo: maxBodySize),
             let auth = try? emqxDecoder.decode(EMQXAuthentication.self, from: Data(body.readableBytesView))
         else { return Self.emqxResult(allowed: false) }
@@ -53,7 +70,7 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     }
 
     /// EMQX 5 HTTP authorization: one topic, one action.
-    @Sendable func emqxAuthorization(_ request: Request, context: Context) async throws -> Response {
+    @Sendable func emqxAuthorization(_ request: Request, _ context: Context) async -> Answer {
         guard let body = try? await request.body.collect(upTo: maxBodySize),
             let check = try? emqxDecoder.decode(EMQXAuthorization.self, from: Data(body.readableBytesView)),
             let action = TopicAction(rawValue: check.action)
@@ -71,7 +88,7 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     /// `username` and `password`. A key device logs in with its MQTT credentials; a certificate device that the
     /// broker verified (`ssl_cert_login`) arrives as its common name with no `password` field at all (an empty
     /// password is a password login, and refused).
-    @Sendable func rabbitUser(_ request: Request, context: Context) async throws -> Response {
+    @Sendable func rabbitUser(_ request: Request, _ context: Context) async -> Answer {
         guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"],
             // RabbitMQ turns `/` into `.` and back: a device name with a `.` would get its messages on other
             // topics. Product ids have no `.`, so the client id tells; refused before a login could activate it.
@@ -91,7 +108,7 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     }
 
     /// `username`, `vhost`, `ip` (and `client_id` where the broker sends it, which must be the username's).
-    @Sendable func rabbitVhost(_ request: Request, context: Context) async throws -> Response {
+    @Sendable func rabbitVhost(_ request: Request, _ context: Context) async -> Answer {
         guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"] else {
             return Self.deny
         }
@@ -102,7 +119,7 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     }
 
     /// Only the device's own subscription queues and the `amq.topic` exchange.
-    @Sendable func rabbitResource(_ request: Request, context: Context) async throws -> Response {
+    @Sendable func rabbitResource(_ request: Request, _ context: Context) async -> Answer {
         guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"],
             let resource = form["resource"], let name = form["name"]
         else { return Self.deny }
@@ -119,7 +136,7 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     }
 
     /// A routing key (`/` as `.`, `+` as `*`): `write` publishes, `read` subscribes.
-    @Sendable func rabbitTopic(_ request: Request, context: Context) async throws -> Response {
+    @Sendable func rabbitTopic(_ request: Request, _ context: Context) async -> Answer {
         guard let form = await Self.form(request, limit: maxBodySize), let username = form["username"],
             form["resource"] == "topic", form["name"] == "amq.topic", let key = form["routing_key"]
         else { return Self.deny }
@@ -139,8 +156,8 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     }
 
     /// RabbitMQ reads exactly `allow` or `deny`: anything more (a newline) breaks the connection.
-    static var allow: Response { .text("allow") }
-    static var deny: Response { .text("deny") }
+    static var allow: Answer { Answer(allowed: true, response: .text("allow")) }
+    static var deny: Answer { Answer(allowed: false, response: .text("deny")) }
 
     /// A form-encoded body; `nil` when it is too large or not a form.
     static func form(_ request: Request, limit: Int) async -> [String: String]? {
@@ -156,7 +173,7 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     /// `{"result":"allow","is_superuser":false,"expire_at":N,"acl":[…]}`: the device's rules, then a deny of each
     /// `$` root (EMQX's `#` does not match `$` topics) and of `#`. Written directly, not with JSONEncoder: EMQX
     /// asks on every MQTT CONNECT, and encoding the thirty-odd rules took half of a login's time.
-    static func emqxAllow(_ rules: [TopicRule], expireAt: Int64?) -> Response {
+    static func emqxAllow(_ rules: [TopicRule], expireAt: Int64?) -> Answer {
         var writer = JSONWriter(capacity: 3072)
         writer.beginObject()
         writer.field("result", "allow")
@@ -175,11 +192,11 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
         rule("deny", "all", "#")
         writer.endArray()
         writer.endObject()
-        return .json(status: .ok, bytes: writer.bytes)
+        return Answer(allowed: true, response: .json(status: .ok, bytes: writer.bytes))
     }
 
-    static func emqxResult(allowed: Bool) -> Response {
-        .json(status: .ok, allowed ? #"{"result":"allow"}"# : #"{"result":"deny"}"#)
+    static func emqxResult(allowed: Bool) -> Answer {
+        Answer(allowed: allowed, response: .json(status: .ok, allowed ? #"{"result":"allow"}"# : #"{"result":"deny"}"#))
     }
 }
 
@@ -203,30 +220,24 @@ private struct EMQXAuthorization: Decodable {
 /// One decoder for every EMQX request: making one per request costs more than the decoding.
 private let emqxDecoder = JSONDecoder()
 
-/// Counts requests refused for a missing or wrong broker token: they change nothing, and log nothing per request.
-final class BrokerTokenRefusals: Sendable {
-    private let count = Atomic<Int>(0)
-    func record() { count.add(1, ordering: .relaxed) }
-    var total: Int { count.load(ordering: .relaxed) }
-}
-
 /// `Authorization: Bearer <token>`, or HTTP Basic with the token as the password (RabbitMQ sends the credentials
-/// written in its URLs that way). Compared in constant time; a refusal is 401 and nothing else happens.
+/// written in its URLs that way). Compared in constant time; a refusal is 401 and is counted in the metrics
+/// (`broker_token`), never logged per request.
 struct BrokerTokenMiddleware: RouterMiddleware {
     typealias Context = DynRegRequestContext
     let token: TokenDigest
-    let refusals: BrokerTokenRefusals
+    let metrics: ServerMetrics
 
-    init(token: String, refusals: BrokerTokenRefusals) {
+    init(token: String, metrics: ServerMetrics) {
         self.token = TokenDigest(token)
-        self.refusals = refusals
+        self.metrics = metrics
     }
 
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         guard let presented = Self.presentedToken(request.headers[.authorization]), token.matches(presented) else {
-            refusals.record()
+            metrics.refusal(.brokerToken)
             return Response(
                 status: .unauthorized,
                 headers: [

@@ -11,9 +11,14 @@ package struct BrokerService<Store: RegistrationStore>: Sendable {
     /// `--max-login-lifetime`: a username whose expiry is further away than this is refused.
     let maxLoginLifetime: Duration?
     let clock: @Sendable () -> Date
+    let metrics: ServerMetrics
 
-    init(store: Store, maxLoginLifetime: Duration? = nil, clock: @escaping @Sendable () -> Date = Date.init) {
+    init(
+        store: Store, maxLoginLifetime: Duration? = nil, metrics: ServerMetrics = ServerMetrics(),
+        clock: @escaping @Sendable () -> Date = Date.init
+    ) {
         self.store = store
+        self.metrics = metrics
         self.maxLoginLifetime = maxLoginLifetime
         self.clock = clock
     }
@@ -45,6 +50,7 @@ package struct BrokerService<Store: RegistrationStore>: Sendable {
             let expiresAt = parsed.expiry < 4_102_444_800 ? parsed.expiry : nil
             return Login(product: product, deviceName: device.name, expiresAt: expiresAt)
         } catch {
+            metrics.storeError("broker_login")
             logger.error("broker login failed in the store")
             return nil
         }
@@ -73,6 +79,7 @@ package struct BrokerService<Store: RegistrationStore>: Sendable {
             return Login(
                 product: product, deviceName: device.name, expiresAt: Int64(stored.notAfter.timeIntervalSince1970))
         } catch {
+            metrics.storeError("broker_login")
             logger.error("certificate login failed in the store")
             return nil
         }
@@ -90,6 +97,7 @@ package struct BrokerService<Store: RegistrationStore>: Sendable {
             try await activate(product, device, logger: logger)
             return Login(product: product, deviceName: device.name, expiresAt: nil)
         } catch {
+            metrics.storeError("broker_login")
             logger.error("certificate login failed in the store")
             return nil
         }
