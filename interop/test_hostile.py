@@ -8,9 +8,15 @@ tests wait seconds, not minutes. Every wait is a bound on when the server must h
 
 from __future__ import annotations
 
+import errno
+import http.client
 import json
+import os
+import re
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +24,12 @@ from test_interop import (
     _stop,
     http_request,
     new_device_name,
+    new_nonce,
     read_until_closed,
     start_server,
+    v2_error_code,
+    v2_signature,
+    v2_string_to_sign,
 )
 
 REQUEST_TIMEOUT = 2
@@ -171,3 +181,128 @@ def test_guessing_the_admin_token_locks_the_address(tmp_path_factory):
         assert locked.status == 429 and locked.json["error"]["code"] == "TooManyFailures", locked.raw
     finally:
         _stop(proc)
+
+
+# Audit writes bounded in bytes ---------------------------------------------------------------
+
+
+def store_bytes(data_dir: Path) -> int:
+    return sum(path.stat().st_size for path in data_dir.glob("dynreg.sqlite*"))
+
+
+def refused_requests(server, product: dict):
+    """Endless refused registrations of every shape a client without the product secret can send."""
+    now = int(time.time())
+    accents = "a" + "\u0301" * 980  # one Character, about 2 KB
+
+    def signed(product_id: str, device_name: str, secret: str) -> tuple[str, bytes, dict]:
+        body = json.dumps({"ProductId": product_id, "DeviceName": device_name}).encode()
+        nonce = new_nonce()
+        text = v2_string_to_sign("127.0.0.1", "hmacsha256", now, nonce, body, "sha256")
+        return "/device/register", body, {
+            "X-TC-Algorithm": "hmacsha256", "X-TC-Timestamp": str(now), "X-TC-Nonce": str(nonce),
+            "X-TC-Signature": v2_signature(secret, text, "hmacsha256")}
+
+    shapes = [
+        lambda: ("/device/register", b'{"Product', {}),
+        lambda: signed("ZZZZZZZZZZ", new_device_name(), "no-secret"),
+        lambda: signed(product["productId"], accents, "no-secret"),
+        lambda: signed(product["productId"], new_device_name(), "no-secret"),
+        lambda: ("/register/dev", json.dumps({"productId": "ZZZZZZZZZZ", "deviceName": accents, "nonce": 1,
+                                              "timestamp": now, "signature": "x" * 40}).encode(), {}),
+        lambda: ("/register/dev", b"\xff\xfe" * 100, {}),
+    ]
+    while True:
+        for shape in shapes:
+            yield shape()
+
+
+def test_unauthenticated_refusals_are_counted_not_stored(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("dynreg-refusals")
+    running, proc = start_server(tmp_path_factory, data_dir=data_dir)
+    try:
+        product = running.create_product()
+        # Warm up: the WAL exists and has seen a commit.
+        assert "Error" not in running.register_v2(product, new_device_name()).json["Response"]
+        time.sleep(1)
+        before = store_bytes(data_dir)
+        count = 2000
+        conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+        codes = set()
+        try:
+            requests = refused_requests(running, product)
+            for _ in range(count):
+                path, body, headers = next(requests)
+                conn.request("POST", path, body=body, headers={
+                    "Host": running.host_header, "Connection": "keep-alive",
+                    "Content-Type": "application/json", **headers})
+                reply = conn.getresponse()
+                answer = json.loads(reply.read())
+                assert reply.status == 200
+                codes.add(answer["Response"]["Error"]["Code"] if "Response" in answer else answer["code"])
+        finally:
+            conn.close()
+        assert len(codes) >= 4, codes  # junk, unknown products, bad names and wrong signatures alike
+        time.sleep(6)  # past the tally's next write
+        grown = store_bytes(data_dir) - before
+        assert grown <= 512 * count, f"{count} refused requests grew the store by {grown} bytes"
+        print(f"\n{count} refused requests grew the store by {grown} bytes ({grown / count:.1f} B each)")
+
+        # Every one is counted, in rows of a minute each, and none became an event of the product.
+        listed = running.admin("GET", "/refusals?limit=1000")
+        assert listed.status == 200, listed.raw
+        rows = listed.json["refusals"]
+        assert sum(row["count"] for row in rows) == count, rows
+        assert {row["productId"] for row in rows} <= {"", product["productId"]}
+        assert all(len(row["remoteAddress"]) < 64 for row in rows)
+        events = running.admin("GET", f"/products/{product['productId']}/events?limit=1000").json["events"]
+        assert [event["outcome"] for event in events] == ["Success"], events
+    finally:
+        _stop(proc)
+
+
+# A full disk ---------------------------------------------------------------------------------
+
+
+def fill(directory: Path) -> Path:
+    """A file that takes every free byte of the filesystem under `directory`."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        for size in (1 << 20, 4096, 1):
+            chunk = b"\0" * size
+            while True:
+                try:
+                    out.write(chunk)
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC, error
+                    break
+    return filler
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root (CI runs as root)")
+def test_full_disk_makes_health_503_and_recovers(tmp_path_factory):
+    mount_point = tmp_path_factory.mktemp("dynreg-small-disk")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], check=True)
+    log = tmp_path_factory.mktemp("dynreg-full-log") / "stderr.log"
+    try:
+        data_dir = mount_point / "data"
+        running, proc = start_server(tmp_path_factory, data_dir=data_dir, stderr_path=log)
+        try:
+            product = running.create_product()
+            assert "Error" not in running.register_v2(product, new_device_name()).json["Response"]
+            filler = fill(mount_point)
+            failures = [v2_error_code(running.register_v2(product, new_device_name())) for _ in range(30)]
+            assert set(failures) == {"InternalError"}, failures
+            assert http_request(running.port, "GET", "/health").status == 503
+            # A failure on every request, and one line a minute says so.
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if re.search("failed in the store|could not record", line)]
+            assert 1 <= len(lines) <= 2, lines
+
+            filler.unlink()
+            assert http_request(running.port, "GET", "/health").status == 200
+            assert "Error" not in running.register_v2(product, new_device_name()).json["Response"]
+        finally:
+            _stop(proc)
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

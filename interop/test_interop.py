@@ -302,11 +302,12 @@ def dynreg_binary() -> Path:
     return binary
 
 
-def start_server(tmp_path_factory, *extra_args: str) -> tuple[Server, subprocess.Popen]:
-    """`dynreg serve` on a free loopback port with fresh tokens and data; stop it with `_stop`."""
+def start_server(tmp_path_factory, *extra_args: str, data_dir: Path | None = None,
+                 stderr_path: Path | None = None) -> tuple[Server, subprocess.Popen]:
+    """`dynreg serve` on a free loopback port with fresh tokens and data (or `data_dir`); stop it with `_stop`."""
     binary = dynreg_binary()
-    data_dir = tmp_path_factory.mktemp("dynreg-data")
-    stderr_path = tmp_path_factory.mktemp("dynreg-log") / "stderr.log"
+    data_dir = data_dir or tmp_path_factory.mktemp("dynreg-data")
+    stderr_path = stderr_path or tmp_path_factory.mktemp("dynreg-log") / "stderr.log"
     token = secrets.token_urlsafe(24)
     broker_token = secrets.token_urlsafe(32)
     with open(stderr_path, "wb") as stderr:

@@ -379,6 +379,22 @@ enum Migrations {
                 $body$
                 """,
             ]),
+        // Refusals before the product secret is proven are counted per minute (RefusalCount), not a row each.
+        Migration(
+            id: 6, name: "v6: refusals counted per minute",
+            statements: [
+                """
+                CREATE TABLE refusals (
+                    minute bigint NOT NULL,
+                    product_id text NOT NULL,
+                    endpoint text NOT NULL,
+                    outcome text NOT NULL,
+                    remote_address text NOT NULL,
+                    count bigint NOT NULL,
+                    PRIMARY KEY (minute, product_id, endpoint, outcome, remote_address)
+                )
+                """
+            ]),
     ]
 
     /// Applies what is missing; returns the names applied.

@@ -505,6 +505,44 @@ package struct PostgresStore: RegistrationStore {
         }
     }
 
+    package func recordRefusals(_ counts: [RefusalCount]) async throws {
+        guard !counts.isEmpty else { return }
+        let logger = self.logger
+        // One statement for the lot: several instances add to the same rows, and the database adds up.
+        let minutes = counts.map { Int64($0.minute.timeIntervalSince1970) }
+        try await leased { connection in
+            _ = try await connection.checkedQuery(
+                """
+                INSERT INTO refusals (minute, product_id, endpoint, outcome, remote_address, count)
+                SELECT * FROM unnest(\(minutes), \(counts.map(\.productId)), \(counts.map(\.endpoint)),
+                    \(counts.map(\.outcome)), \(counts.map(\.remoteAddress)), \(counts.map { Int64($0.count) }))
+                ON CONFLICT (minute, product_id, endpoint, outcome, remote_address)
+                DO UPDATE SET count = refusals.count + excluded.count
+                """, logger: logger
+            ).collect()
+        }
+    }
+
+    package func refusals(productId: String?, limit: Int) async throws -> [RefusalCount] {
+        try await leased { connection in
+            let rows = try await connection.checkedQuery(
+                """
+                SELECT minute, product_id, endpoint, outcome, remote_address, count FROM refusals
+                WHERE \(productId)::text IS NULL OR product_id = \(productId) ORDER BY minute DESC LIMIT \(limit)
+                """, logger: logger)
+            var counts: [RefusalCount] = []
+            for try await (minute, product, endpoint, outcome, address, count) in rows.decode(
+                (Int64, String, String, String, String, Int64).self)
+            {
+                counts.append(
+                    RefusalCount(
+                        minute: Date(timeIntervalSince1970: TimeInterval(minute)), productId: product,
+                        endpoint: endpoint, outcome: outcome, remoteAddress: address, count: Int(count)))
+            }
+            return counts
+        }
+    }
+
     package func deviceCounts() async throws -> [DeviceStatus: Int] {
         try await leased { connection in
             let rows = try await connection.checkedQuery(

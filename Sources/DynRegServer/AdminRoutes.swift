@@ -15,13 +15,17 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     let administration: ProductAdministration<Store>
     /// The admin token's check, with the failures it has counted per address.
     let authentication: BearerTokenMiddleware
+    /// Written out before the refusal counts are read, so that they include the current minute.
+    let refusalTally: RefusalTally?
 
     init(
         store: Store, token: String, authorities: CertificateAuthorities, revocations: RevocationNotifier? = nil,
-        throttle: AdminLoginThrottle = AdminLoginThrottle(), metrics: ServerMetrics = ServerMetrics()
+        throttle: AdminLoginThrottle = AdminLoginThrottle(), metrics: ServerMetrics = ServerMetrics(),
+        refusals: RefusalTally? = nil
     ) {
         administration = ProductAdministration(store: store, authorities: authorities, revocations: revocations)
         authentication = BearerTokenMiddleware(tokens: [token], throttle: throttle, metrics: metrics)
+        refusalTally = refusals
     }
 
     func register(on group: RouterGroup<Context>) {
@@ -37,6 +41,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
         group.get("/products/{productId}/ca", use: caCertificate)
         group.get("/products/{productId}/crl", use: crl)
         group.get("/products/{productId}/events", use: events)
+        group.get("/refusals", use: refusals)
 
         group.post("/products/{productId}/devices", use: createDevice)
         group.get("/products/{productId}/devices", use: listDevices)
@@ -159,6 +164,14 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     }
 
     /// `?limit=N`; anything but a number means the default.
+    /// `?product=P` for one product's, `?product=` for requests that named no known product; all by default.
+    @Sendable func refusals(_ request: Request, context: Context) async throws -> RefusalList {
+        await refusalTally?.flush(includingCurrent: true)
+        let product = request.uri.queryParameters["product"].map { String($0) }
+        let counts = try await administration.refusals(productId: product, limit: limit(request))
+        return RefusalList(refusals: counts.map(RefusalView.init))
+    }
+
     private func limit(_ request: Request) -> Int? {
         request.uri.queryParameters["limit"].flatMap { Int(String($0)) }
     }
@@ -276,6 +289,7 @@ extension DeviceView: ResponseEncodable {}
 extension DeviceList: ResponseEncodable {}
 extension EventView: ResponseEncodable {}
 extension EventList: ResponseEncodable {}
+extension RefusalList: ResponseEncodable {}
 extension CertificateView: ResponseEncodable {}
 extension CertificateList: ResponseEncodable {}
 

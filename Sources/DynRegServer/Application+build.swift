@@ -68,10 +68,12 @@ package func buildApplication<Store: RegistrationStore>(
 ) throws -> some ApplicationProtocol {
     let authorities = CertificateAuthorities(masterKey: configuration.masterKey)
     let notifier = RevocationNotifier()
+    let refusals = RefusalTally(metrics: metrics, logger: logger) { try await store.recordRefusals($0) }
     let service = RegistrationService<Store>(
         store: store, timestampWindow: configuration.timestampWindow, publicHosts: configuration.publicHosts,
-        authorities: authorities, revocations: notifier, metrics: metrics)
-    var services = services
+        authorities: authorities, revocations: notifier, metrics: metrics, refusals: refusals)
+    // Stopped before the store: its last counts are written while the store still runs.
+    var services = services + [refusals]
     if let directory = configuration.crlDirectory {
         services.append(
             CRLPublisher(
@@ -105,7 +107,7 @@ package func buildApplication<Store: RegistrationStore>(
     let throttle = AdminLoginThrottle()
     AdminRoutes<Store>(
         store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier,
-        throttle: throttle, metrics: metrics
+        throttle: throttle, metrics: metrics, refusals: refusals
     ).register(
         on: router.group("/admin/v1"))
     MetricsRoute(

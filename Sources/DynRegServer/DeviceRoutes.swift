@@ -41,7 +41,7 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
 
     func register(on router: Router<DynRegRequestContext>) {
         router.post(RouterPath(RegistrationPath.current)) { request, context -> Response in
-            await serve(request, context, envelope: Self.current) { body in
+            await serve(request, context, RegistrationPath.current, envelope: Self.current) { body in
                 let input = CurrentRegistrationInput(
                     hostHeader: request.head.authority,
                     algorithm: request.headers[Self.algorithmHeader],
@@ -54,7 +54,7 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         }
         // The C SDK labels this JSON body x-www-form-urlencoded: the content type is ignored on purpose.
         router.post(RouterPath(RegistrationPath.legacy)) { request, context -> Response in
-            await serve(request, context, envelope: Self.legacy) { body in
+            await serve(request, context, RegistrationPath.legacy, envelope: Self.legacy) { body in
                 await service.registerLegacy(
                     body: body, remoteAddress: context.remoteAddressText, logger: context.logger)
             }
@@ -64,13 +64,14 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     /// One registration request: admitted (``admit(_:)``), its body turned into a result by `register`, and the
     /// result put in the endpoint's `envelope` with a fresh request id.
     private func serve(
-        _ request: Request, _ context: DynRegRequestContext,
+        _ request: Request, _ context: DynRegRequestContext, _ endpoint: String,
         envelope: (RegistrationResult, String) -> Response,
         _ register: ([UInt8]) async -> RegistrationResult
     ) async -> Response {
         let requestId = Secrets.requestId()
         switch await admit(request) {
         case .refused(let refusal):
+            service.refusedUnread(refusal, endpoint: endpoint, remoteAddress: context.remoteAddressText)
             return Self.refuse(envelope(refusal, requestId), context)
         case .body(let body):
             return Self.answer(envelope(await register(Array(buffer: body)), requestId), to: request, context)

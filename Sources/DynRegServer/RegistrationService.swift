@@ -43,6 +43,17 @@ package enum RegistrationResult: Sendable, Hashable {
     }
 }
 
+/// Where a registration's outcome is recorded.
+enum AuditTrail: Sendable, Hashable {
+    /// The store wrote the event with its decision.
+    case recorded
+    /// An event row, written after the answer is known: the product secret was proven.
+    case event
+    /// A count in the per-minute refusal rows (``RefusalTally``): nothing proved the product secret, so the
+    /// request may not cost a row. `productId` is the product when it exists, else empty.
+    case tally(productId: String)
+}
+
 /// Registration and activation rules, independent of HTTP.
 package struct RegistrationService<Store: RegistrationStore>: Sendable {
     package let store: Store
@@ -53,14 +64,19 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     /// Told when a re-registration revoked a certificate, for the CRL directory.
     let revocations: RevocationNotifier?
     let metrics: ServerMetrics
+    /// Counts the refusals no secret was proven for; `nil` in tests that need none.
+    let refusals: RefusalTally?
+    /// Store failures are logged at most once a minute, with how many went unlogged.
+    private let storeFailures = SampledLog(interval: .seconds(60))
 
     init(
         store: Store, timestampWindow: Int64, publicHosts: [String], authorities: CertificateAuthorities,
         revocations: RevocationNotifier? = nil, metrics: ServerMetrics = ServerMetrics(),
-        clock: @escaping @Sendable () -> Date = Date.init
+        refusals: RefusalTally? = nil, clock: @escaping @Sendable () -> Date = Date.init
     ) {
         self.revocations = revocations
         self.metrics = metrics
+        self.refusals = refusals
         self.store = store
         self.timestampWindow = timestampWindow
         self.publicHosts = publicHosts
@@ -93,24 +109,40 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         metrics.registration(endpoint: endpoint, outcome: result.outcome, duration: ContinuousClock.now - started)
     }
 
+    /// A request the HTTP edge refused before reading it (too large, two `Host` headers): counted like the others.
+    func refusedUnread(_ result: RegistrationResult, endpoint: String, remoteAddress: String) {
+        metrics.registration(endpoint: endpoint, outcome: result.outcome, duration: .zero)
+        refusals?.record(productId: "", endpoint: endpoint, outcome: result.outcome, remoteAddress: remoteAddress)
+    }
+
+    /// A request too malformed to name a product: counted in the refusal rows, never a row of its own.
+    private func malformed(_ message: String, endpoint: String, remoteAddress: String) -> RegistrationResult {
+        let result = RegistrationResult.refused(.invalidParameter, message: message)
+        refusals?.record(productId: "", endpoint: endpoint, outcome: result.outcome, remoteAddress: remoteAddress)
+        return result
+    }
+
     private func registerCurrent(
         _ input: CurrentRegistrationInput, remoteAddress: String, logger: Logger
     ) async -> RegistrationResult {
+        func malformed(_ message: String) -> RegistrationResult {
+            self.malformed(message, endpoint: RegistrationPath.current, remoteAddress: remoteAddress)
+        }
         guard let body = try? RegistrationRequestBody(decoding: input.body) else {
-            return .refused(.invalidParameter, message: "the body must be a JSON object with ProductId and DeviceName")
+            return malformed("the body must be a JSON object with ProductId and DeviceName")
         }
         guard let algorithmHeader = input.algorithm, let algorithm = SignatureAlgorithm(headerValue: algorithmHeader)
         else {
-            return .refused(.invalidParameter, message: "X-TC-Algorithm must be hmacsha256 or hmacsha1")
+            return malformed("X-TC-Algorithm must be hmacsha256 or hmacsha1")
         }
         guard let timestampText = input.timestamp, let timestamp = DecimalField.parse(timestampText) else {
-            return .refused(.invalidParameter, message: "X-TC-Timestamp must be a decimal Unix time")
+            return malformed("X-TC-Timestamp must be a decimal Unix time")
         }
         guard let nonceText = input.nonce, let nonce = DecimalField.parse(nonceText) else {
-            return .refused(.invalidParameter, message: "X-TC-Nonce must be a non-negative decimal integer")
+            return malformed("X-TC-Nonce must be a non-negative decimal integer")
         }
         guard let signature = input.signature, !signature.isEmpty else {
-            return .refused(.invalidParameter, message: "X-TC-Signature is missing")
+            return malformed("X-TC-Signature is missing")
         }
         var hosts: [String] = []
         if let header = input.hostHeader { hosts.append(CanonicalHost.fromHostHeader(header)) }
@@ -120,7 +152,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         // A retry is the same request to the byte: every header the signature covers and the body.
         let digest = Self.requestDigest(
             RegistrationPath.current, [algorithmHeader, timestampText, nonceText, signature], input.body)
-        let (result, audited) = await admit(
+        let (result, trail) = await admit(
             productId: body.productId, deviceName: body.deviceName, timestamp: timestamp, nonce: nonce,
             request: .init(csr: body.csr, clientCert: body.clientCert.flatMap { $0.isEmpty ? nil : $0 }),
             remoteAddress: remoteAddress, endpoint: RegistrationPath.current, digest: digest, logger: logger
@@ -132,7 +164,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             }
         }
         await audit(
-            result, recorded: audited, productId: body.productId, deviceName: body.deviceName,
+            result, trail: trail, productId: body.productId, deviceName: body.deviceName,
             remoteAddress: remoteAddress, endpoint: RegistrationPath.current, logger: logger)
         return result
     }
@@ -141,12 +173,12 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         body bytes: [UInt8], remoteAddress: String, logger: Logger
     ) async -> RegistrationResult {
         guard let body = try? LegacyRegistrationRequestBody(decoding: bytes) else {
-            return .refused(
-                .invalidParameter,
-                message: "the body must be a JSON object with productId, deviceName, nonce, timestamp and signature")
+            return malformed(
+                "the body must be a JSON object with productId, deviceName, nonce, timestamp and signature",
+                endpoint: RegistrationPath.legacy, remoteAddress: remoteAddress)
         }
         let signed = body.signed
-        let (result, audited) = await admit(
+        let (result, trail) = await admit(
             productId: signed.productId, deviceName: signed.deviceName, timestamp: signed.timestamp,
             nonce: signed.nonce, request: .init(), remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy,
             digest: Self.requestDigest(RegistrationPath.legacy, [], bytes), logger: logger
@@ -154,30 +186,30 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             signed.verify(signature: body.signature, productSecret: secret)
         }
         await audit(
-            result, recorded: audited, productId: signed.productId, deviceName: signed.deviceName,
+            result, trail: trail, productId: signed.productId, deviceName: signed.deviceName,
             remoteAddress: remoteAddress, endpoint: RegistrationPath.legacy, logger: logger)
         return result
     }
 
     /// The checks both protocols share, in an order that reveals nothing to a caller without the product secret
-    /// beyond whether the product exists. `audited` is true when the store wrote the audit event with its decision.
+    /// beyond whether the product exists. The trail says where the outcome is to be recorded.
     /// The rules after the signature are `RegistrationRules.admit`'s, then the store's `RegistrationRules.decide`.
     private func admit(
         productId: String, deviceName: String, timestamp: Int64, nonce: Int64, request: CertificateRequest,
         remoteAddress: String, endpoint: String, digest: [UInt8], logger: Logger, verify: (String) -> Bool
-    ) async -> (result: RegistrationResult, audited: Bool) {
-        guard DeviceNameRules.isValid(deviceName) else { return (.refused(.deviceNameInvalid), false) }
-        guard ProductIdRules.isValid(productId) else { return (.refused(.productNotExist), false) }
+    ) async -> (result: RegistrationResult, trail: AuditTrail) {
+        guard DeviceNameRules.isValid(deviceName) else { return (.refused(.deviceNameInvalid), .tally(productId: "")) }
+        guard ProductIdRules.isValid(productId) else { return (.refused(.productNotExist), .tally(productId: "")) }
         do {
             guard let product = try await store.productForAdmission(id: productId) else {
-                return (.refused(.productNotExist), false)
+                return (.refused(.productNotExist), .tally(productId: ""))
             }
-            guard verify(product.secret) else { return (.refused(.signatureFailure), false) }
+            guard verify(product.secret) else { return (.refused(.signatureFailure), .tally(productId: product.id)) }
             let now = clock()
             let replayExpiry: Date?
             switch RegistrationRules.admit(product: product, timestamp: timestamp, now: now, window: timestampWindow) {
             case .proceed(let expiry): replayExpiry = expiry
-            case .refuse(let code): return (.refused(code), false)
+            case .refuse(let code): return (.refused(code), .event)
             }
             let credential: DeviceCredential
             let issued: IssuedCredential
@@ -185,7 +217,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             case .key:
                 if request.clientCert != nil {
                     return (
-                        .refused(.clientCertInvalid, message: "this product's devices authenticate with keys"), false
+                        .refused(.clientCertInvalid, message: "this product's devices authenticate with keys"), .event
                     )
                 }
                 let psk = Secrets.psk()
@@ -196,7 +228,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
                 case .success(let pair):
                     (credential, issued) = pair
                 case .failure(let code, let message):
-                    return (.refused(code, message: message ?? code.defaultMessage), false)
+                    return (.refused(code, message: message ?? code.defaultMessage), .event)
                 }
             }
             // Encrypted before the store commits: once it has, the audit log says Success, so nothing may fail after.
@@ -209,7 +241,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             // Nothing below throws: a store that answered has written the event.
             switch decision {
             case .rejected(let code):
-                return (.refused(code), true)
+                return (.refused(code), .recorded)
             case .issued(let device, let created):
                 // Re-registering a certificate device revoked its previous certificate.
                 if case .certificate = issued, !created { revocations?.changed() }
@@ -223,18 +255,25 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
                             "dynreg.registrations": "\(device.registrationCount)",
                         ])
                 }
-                return (.issued(payload, created: created), true)
+                return (.issued(payload, created: created), .recorded)
             case .repeated(let first):
                 logger.info(
                     "a byte-identical retry got its first answer", metadata: ["dynreg.product.id": "\(productId)"])
-                return (.issued(first.payload, created: first.created), true)
+                return (.issued(first.payload, created: first.created), .recorded)
             }
         } catch {
+            // A store that cannot write (a full disk) fails every request: one line a minute says so, with the count.
             metrics.storeError("register")
-            logger.error(
-                "registration failed in the store", metadata: ["dynreg.error": "\(String(reflecting: type(of: error)))"]
-            )
-            return (.refused(.internalError), false)
+            if let suppressed = storeFailures.due() {
+                logger.error(
+                    "registration failed in the store",
+                    metadata: [
+                        "dynreg.error": "\(String(reflecting: type(of: error)))",
+                        "dynreg.unlogged_failures": "\(suppressed)",
+                    ])
+            }
+            // Counted, not written a row each: the store is what is failing.
+            return (.refused(.internalError), .tally(productId: ""))
         }
     }
 
@@ -333,16 +372,23 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         return .success((.certificate(clientCert: certificate.pem, clientKey: clientKey), .certificate(record)))
     }
 
-    /// Writes the audit event unless the store already `recorded` it with its decision, and logs the outcome.
+    /// Records the outcome where its trail says: nothing more when the store wrote it with its decision, a count for a
+    /// request that proved no secret, else an event row.
     private func audit(
-        _ result: RegistrationResult, recorded: Bool, productId: String, deviceName: String, remoteAddress: String,
+        _ result: RegistrationResult, trail: AuditTrail, productId: String, deviceName: String, remoteAddress: String,
         endpoint: String, logger: Logger
     ) async {
         let outcome = result.outcome
-        if recorded {
+        switch trail {
+        case .recorded:
             logger.debug(
                 "registration", metadata: ["dynreg.product.id": "\(productId)", "dynreg.outcome": "\(outcome)"])
             return
+        case .tally(let known):
+            refusals?.record(productId: known, endpoint: endpoint, outcome: outcome, remoteAddress: remoteAddress)
+            return
+        case .event:
+            break
         }
         // Bounded fields: the audit log must not become a way to store arbitrary data.
         let event = RegistrationEvent(
@@ -352,7 +398,11 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             try await store.recordEvent(event)
         } catch {
             metrics.storeError("record_event")
-            logger.warning("could not record a registration event", metadata: ["dynreg.outcome": "\(outcome)"])
+            if let suppressed = storeFailures.due() {
+                logger.warning(
+                    "could not record a registration event",
+                    metadata: ["dynreg.outcome": "\(outcome)", "dynreg.unlogged_failures": "\(suppressed)"])
+            }
         }
         logger.debug(
             "registration", metadata: ["dynreg.product.id": "\(event.productId)", "dynreg.outcome": "\(outcome)"])

@@ -38,12 +38,17 @@ final class GroupCommitter: Sendable {
     private let maximumBatch: Int
     private let state = Mutex(State())
     private let metrics: StoreMetrics
+    /// Set while commits fail for want of disk (or with I/O errors), cleared by the next commit that succeeds.
+    private let writesFailing = Atomic<Bool>(false)
 
     init(pool: DatabasePool, maximumBatch: Int = 256, metrics: StoreMetrics = .none) {
         self.pool = pool
         self.maximumBatch = maximumBatch
         self.metrics = metrics
     }
+
+    /// Whether the last commit failed because the disk is full or could not be written.
+    var isFailingToWrite: Bool { writesFailing.load(ordering: .relaxed) }
 
     func write<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) async throws -> T {
         let result = try await withCheckedThrowingContinuation { continuation in
@@ -126,10 +131,16 @@ final class GroupCommitter: Sendable {
         do {
             // Under cancellation GRDB refuses the access: the batch fails, and nothing uncommitted is acknowledged.
             let results = try await pool.write { db in try Self.run(works, in: db) }
+            writesFailing.store(false, ordering: .relaxed)
             for (item, result) in zip(batch, results) {
                 item.continuation.resume(with: result)
             }
         } catch {
+            if let error = error as? DatabaseError,
+                [.SQLITE_FULL, .SQLITE_IOERR].contains(error.resultCode.primaryResultCode)
+            {
+                writesFailing.store(true, ordering: .relaxed)
+            }
             for item in batch { item.continuation.resume(throwing: error) }
         }
     }

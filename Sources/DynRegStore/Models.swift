@@ -333,6 +333,31 @@ package struct RegistrationEvent: Sendable, Hashable {
     package static let retry = "Retry"
 }
 
+/// How many requests were refused one way in one minute, before the product secret was proven: kept as one row a
+/// minute rather than a row a request, so that nobody without a secret can grow the store by sending junk.
+package struct RefusalCount: Sendable, Hashable {
+    /// The start of the minute.
+    package var minute: Date
+    /// The product the request named when it exists (a wrong signature); empty for an unknown product or none.
+    package var productId: String
+    package var endpoint: String
+    /// The error code.
+    package var outcome: String
+    package var remoteAddress: String
+    package var count: Int
+
+    package init(
+        minute: Date, productId: String, endpoint: String, outcome: String, remoteAddress: String, count: Int
+    ) {
+        self.minute = minute
+        self.productId = productId
+        self.endpoint = endpoint
+        self.outcome = outcome
+        self.remoteAddress = remoteAddress
+        self.count = count
+    }
+}
+
 /// Why a store operation other than registration failed.
 package struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
     package enum Code: String, Sendable, Hashable {

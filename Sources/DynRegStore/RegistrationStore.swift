@@ -59,6 +59,10 @@ package protocol RegistrationStore: Service {
     func recordEvent(_ event: RegistrationEvent) async throws
     /// Newest first.
     func events(productId: String, limit: Int) async throws -> [RegistrationEvent]
+    /// Adds counts to the per-minute refusal rows (creating them as needed), in one transaction.
+    func recordRefusals(_ counts: [RefusalCount]) async throws
+    /// Per-minute refusal rows, newest minute first; `productId` "" selects requests that named no known product.
+    func refusals(productId: String?, limit: Int) async throws -> [RefusalCount]
 
     /// How many devices each status has, over every product: a scan, for metrics read now and then.
     func deviceCounts() async throws -> [DeviceStatus: Int]

@@ -190,6 +190,23 @@ package final class SQLiteStore: RegistrationStore, Service {
                     ALTER TABLE products ADD COLUMN device_key_type TEXT;
                     """)
         }
+        // Refusals before the product secret is proven are counted per minute, not stored a row each.
+        // `store_health` is what /health writes to while writes are failing, to see them recover.
+        migrator.registerMigration("v5: refusals counted per minute, a row for write probes") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE refusals (
+                        minute INTEGER NOT NULL,
+                        product_id TEXT NOT NULL,
+                        endpoint TEXT NOT NULL,
+                        outcome TEXT NOT NULL,
+                        remote_address TEXT NOT NULL,
+                        count INTEGER NOT NULL,
+                        PRIMARY KEY (minute, product_id, endpoint, outcome, remote_address)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE store_health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
+                    """)
+        }
         return migrator
     }
 
@@ -613,6 +630,44 @@ package final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
+    package func recordRefusals(_ counts: [RefusalCount]) async throws {
+        guard !counts.isEmpty else { return }
+        try await groupCommit.write { db in
+            let upsert = try db.cachedStatement(
+                sql: """
+                    INSERT INTO refusals (minute, product_id, endpoint, outcome, remote_address, count)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (minute, product_id, endpoint, outcome, remote_address)
+                    DO UPDATE SET count = count + excluded.count
+                    """)
+            for count in counts {
+                try upsert.execute(arguments: [
+                    Int64(count.minute.timeIntervalSince1970), count.productId, count.endpoint, count.outcome,
+                    count.remoteAddress, count.count,
+                ])
+            }
+        }
+    }
+
+    package func refusals(productId: String?, limit: Int) async throws -> [RefusalCount] {
+        try await pool.read { db in
+            let rows =
+                if let productId {
+                    try Row.fetchAll(
+                        db, sql: "SELECT * FROM refusals WHERE product_id = ? ORDER BY minute DESC LIMIT ?",
+                        arguments: [productId, limit])
+                } else {
+                    try Row.fetchAll(db, sql: "SELECT * FROM refusals ORDER BY minute DESC LIMIT ?", arguments: [limit])
+                }
+            return rows.map { row in
+                RefusalCount(
+                    minute: Date(timeIntervalSince1970: TimeInterval(row["minute"] as Int64)),
+                    productId: row["product_id"], endpoint: row["endpoint"], outcome: row["outcome"],
+                    remoteAddress: row["remote_address"], count: row["count"])
+            }
+        }
+    }
+
     package func deviceCounts() async throws -> [DeviceStatus: Int] {
         try await pool.read { db in
             var counts: [DeviceStatus: Int] = [:]
@@ -623,8 +678,16 @@ package final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
+    /// Reads answer on a full disk, so while commits are failing a small write must succeed too: then /health is
+    /// 503 until space returns, and a load balancer stops sending registrations that would fail.
     package func checkHealth() async throws {
         _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+        guard groupCommit.isFailingToWrite else { return }
+        try await groupCommit.write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO store_health (id, checked_at) VALUES (1, ?)",
+                arguments: [Date().timeIntervalSince1970])
+        }
     }
 
     // MARK: Rows

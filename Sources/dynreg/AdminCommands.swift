@@ -584,6 +584,35 @@ extension DeviceCommand.DeviceAction {
     }
 }
 
+struct RefusalsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "refusals",
+        abstract: "Show registrations refused before any secret was proven, counted per minute, newest first.",
+        discussion: """
+            Junk, unknown products and wrong signatures are counted, not logged one by one: each line is one \
+            minute, endpoint, outcome and address. PRODUCT "-" shows requests that named no known product.
+            """)
+    @OptionGroup var admin: AdminOptions
+    @Argument(help: "A product id, or - for requests that named no known product; all when absent.")
+    var productId: String?
+    @Option(help: "How many lines (1-1000).") var limit = 50
+
+    func run() async throws {
+        let filter = productId.map { "&product=\($0 == "-" ? "" : escaped($0))" } ?? ""
+        let list = try await admin.call(.GET, "/refusals?limit=\(limit)\(filter)", as: RefusalList.self)
+        try admin.output(list) {
+            table(
+                ["MINUTE", "PRODUCT", "OUTCOME", "COUNT", "REMOTE", "ENDPOINT"],
+                list.refusals.map { line in
+                    [
+                        stamp(line.minute), line.productId.isEmpty ? "-" : line.productId, line.outcome,
+                        "\(line.count)", line.remoteAddress, line.endpoint,
+                    ]
+                })
+        }
+    }
+}
+
 struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "events", abstract: "Show a product's registration attempts, newest first.")

@@ -721,6 +721,43 @@ struct StoreConformanceTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func refusalCountsAddUpPerMinute(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let minute = StoreSamples.t0
+            func count(_ product: String, _ outcome: String, _ n: Int, at time: Date = minute) -> RefusalCount {
+                RefusalCount(
+                    minute: time, productId: product, endpoint: "/device/register", outcome: outcome,
+                    remoteAddress: "10.0.0.1", count: n)
+            }
+            try await store.recordRefusals([count("", "InvalidParameter", 3), count("P1", "SignatureFailure", 2)])
+            // The same minute again adds up (another flush, another instance); a later minute is a row of its own.
+            try await store.recordRefusals([
+                count("", "InvalidParameter", 4), count("", "InvalidParameter", 1, at: minute.addingTimeInterval(60)),
+            ])
+            try await store.recordRefusals([])
+            let all = try await store.refusals(productId: nil, limit: 10)
+            #expect(all.first == count("", "InvalidParameter", 1, at: minute.addingTimeInterval(60)))
+            #expect(Set(all.dropFirst()) == [count("", "InvalidParameter", 7), count("P1", "SignatureFailure", 2)])
+            #expect(try await store.refusals(productId: "P1", limit: 10) == [count("P1", "SignatureFailure", 2)])
+            #expect(try await store.refusals(productId: "", limit: 10).map(\.count) == [1, 7])
+            #expect(try await store.refusals(productId: nil, limit: 1).count == 1)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func deviceCountsByStatus(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            #expect(try await store.deviceCounts().isEmpty)
+            _ = try await store.createProduct(StoreSamples.product("P1"))
+            for name in ["a", "b", "c"] {
+                _ = try await store.createDevice(productId: "P1", deviceName: name, now: StoreSamples.t0)
+            }
+            _ = try await store.activateDevice(productId: "P1", deviceName: "a", now: StoreSamples.t0)
+            #expect(try await store.deviceCounts() == [.created: 2, .activated: 1])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func health(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             try await store.checkHealth()

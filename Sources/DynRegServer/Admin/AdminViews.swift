@@ -165,6 +165,29 @@ package struct EventList: Codable, Sendable, Hashable {
     package var events: [EventView]
 }
 
+/// Requests refused in one minute before any secret was proven; `productId` is empty when they named no known product.
+package struct RefusalView: Codable, Sendable, Hashable {
+    package var minute: Date
+    package var productId: String
+    package var endpoint: String
+    package var outcome: String
+    package var remoteAddress: String
+    package var count: Int
+
+    package init(_ count: RefusalCount) {
+        minute = count.minute
+        productId = count.productId
+        endpoint = count.endpoint
+        outcome = count.outcome
+        remoteAddress = count.remoteAddress
+        self.count = count.count
+    }
+}
+
+package struct RefusalList: Codable, Sendable, Hashable {
+    package var refusals: [RefusalView]
+}
+
 /// A device certificate; `revokedAt` is absent while it is valid.
 package struct CertificateView: Codable, Sendable, Hashable {
     package var serial: String

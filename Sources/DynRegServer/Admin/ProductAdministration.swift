@@ -218,6 +218,13 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         return try await store.events(productId: productId, limit: Self.pageSize(limit))
     }
 
+    /// Per-minute refusal counts, newest first: of one product, of requests that named no known product
+    /// (`productId` ""), or of all.
+    func refusals(productId: String?, limit: Int?) async throws -> [RefusalCount] {
+        if let productId, !productId.isEmpty { _ = try await product(id: productId) }
+        return try await store.refusals(productId: productId, limit: Self.pageSize(limit))
+    }
+
     // MARK: Rules
 
     static func pageSize(_ limit: Int?) -> Int {
