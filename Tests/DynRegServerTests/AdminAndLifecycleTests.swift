@@ -90,7 +90,12 @@ struct AdminAndLifecycleTests {
             #expect(badStatus.status == 400)
             let events = try await server.admin(.GET, "/products/\(product.id)/events")
             let outcomes = (events.json["events"] as? [[String: Any]])?.map { $0["outcome"] as? String }
-            #expect(outcomes == ["Success", "AuthFailure.SignatureFailure"])
+            // The wrong signature proved no secret: it is counted with the refusals, not an event of its own.
+            #expect(outcomes == ["Success"])
+            let refusals = try await server.admin(.GET, "/refusals?product=\(product.id)")
+            let counted = try #require((refusals.json["refusals"] as? [[String: Any]])?.first)
+            #expect(counted["outcome"] as? String == "AuthFailure.SignatureFailure")
+            #expect(counted["count"] as? Int == 1)
             let event = try #require((events.json["events"] as? [[String: Any]])?.first)
             #expect(event["remoteAddress"] as? String == "127.0.0.1")
             #expect(event["endpoint"] as? String == "/device/register")

@@ -248,22 +248,51 @@ struct ProductAdministrationTests {
     @Test("a CRL leaves out revoked certificates that expired more than a CRL period (7 days) ago")
     func crlPrunesLongExpiredCertificates() async throws {
         let now = Date()
-        let authority = try ProductCertificateAuthority.create(productId: "PRUNE00001")
-        func revoked(_ serial: String, notAfter: Date) -> DeviceCertificate {
-            DeviceCertificate(
-                serial: serial, productId: "PRUNE00001", deviceName: serial, fingerprint: serial, pem: "",
-                notBefore: notAfter.addingTimeInterval(-86_400), notAfter: notAfter,
-                issuedAt: notAfter.addingTimeInterval(-86_400), revokedAt: now.addingTimeInterval(-60))
-        }
-        let crl = try await authority.signedCRL(
-            of: [
-                revoked("0a0a0a0a", notAfter: now.addingTimeInterval(-8 * 86_400)),
-                revoked("0b0b0b0b", notAfter: now.addingTimeInterval(-6 * 86_400)),
-                revoked("0c0c0c0c", notAfter: now.addingTimeInterval(86_400)),
+        let (authorities, product) = try Self.certificateProduct("PRUNE00001")
+        let crl = try await authorities.crl(
+            for: product,
+            revoked: [
+                Self.revoked("0a0a0a0a", notAfter: now.addingTimeInterval(-8 * 86_400), now: now),
+                Self.revoked("0b0b0b0b", notAfter: now.addingTimeInterval(-6 * 86_400), now: now),
+                Self.revoked("0c0c0c0c", notAfter: now.addingTimeInterval(86_400), now: now),
             ], now: now)
         let text = try await CertificateTests.openssl(["crl", "-noout", "-text"], input: crl)
         #expect(text.status == 0, "\(text.output)")
         #expect(!text.output.contains("0A0A0A0A"), "pruned: \(text.output)")
         #expect(text.output.contains("0B0B0B0B") && text.output.contains("0C0C0C0C"), "\(text.output)")
+    }
+
+    @Test("a CRL is signed again only when its entries change or it is a day old; otherwise the same bytes")
+    func crlIsCachedUntilItsRevocationsChange() async throws {
+        let now = Date()
+        let (authorities, product) = try Self.certificateProduct("CACHE00001")
+        let one = [Self.revoked("0d0d0d0d", notAfter: now.addingTimeInterval(86_400), now: now)]
+        let first = try await authorities.crl(for: product, revoked: one, now: now)
+        // Seconds later: the same bytes, though a new signature would carry a new number and time.
+        #expect(try await authorities.crl(for: product, revoked: one, now: now.addingTimeInterval(5)) == first)
+        let two = one + [Self.revoked("0e0e0e0e", notAfter: now.addingTimeInterval(86_400), now: now)]
+        let changed = try await authorities.crl(for: product, revoked: two, now: now.addingTimeInterval(10))
+        #expect(changed != first)
+        let text = try await CertificateTests.openssl(["crl", "-noout", "-text"], input: changed)
+        #expect(text.output.contains("0E0E0E0E"), "\(text.output)")
+        let dayLater = try await authorities.crl(for: product, revoked: two, now: now.addingTimeInterval(86_500))
+        #expect(dayLater != changed)
+    }
+
+    static func certificateProduct(_ id: String) throws -> (CertificateAuthorities, Product) {
+        let authorities = CertificateAuthorities(masterKey: TestServer.masterKey)
+        var product = DemoProduct.make()
+        product.id = id
+        product.authType = .certificate
+        product.certificateAuthority = try authorities.stored(
+            ProductCertificateAuthority.create(productId: id), productId: id, validityDays: 365)
+        return (authorities, product)
+    }
+
+    static func revoked(_ serial: String, notAfter: Date, now: Date) -> DeviceCertificate {
+        DeviceCertificate(
+            serial: serial, productId: "P", deviceName: serial, fingerprint: serial, pem: "",
+            notBefore: notAfter.addingTimeInterval(-86_400), notAfter: notAfter,
+            issuedAt: notAfter.addingTimeInterval(-86_400), revokedAt: now.addingTimeInterval(-60))
     }
 }

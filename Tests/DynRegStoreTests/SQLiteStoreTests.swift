@@ -176,11 +176,8 @@ import Testing
             }
         }
         let store = try SQLiteStore(path: path)
-        #expect(
-            try await store.migrate() == [
-                "v3: certificates in a rowid table",
-                "v4: answers for retries, trusted device CAs, topic rules, device key types",
-            ])
+        // Everything after v2, in order.
+        #expect(try await store.migrate() == Array(SQLiteStore.migrator.migrations.dropFirst(2)))
         try await withRunning(store, migrate: false) { try await checkMigratedCertificates(store) }
     }
 

@@ -191,12 +191,9 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
     /// A CRL of the product's revoked certificates, signed by its CA, PEM.
     func crl(productId: String, now: Date = Date()) async throws -> String {
         let product = try await certificateProduct(productId).product
-        guard let authority = try? authorities.authority(for: product) else {
-            throw AdminError(.internalError, "the product CA could not be opened")
-        }
         let revoked = try await store.revokedCertificates(productId: product.id)
         do {
-            return try await authority.signedCRL(of: revoked, now: now)
+            return try await authorities.crl(for: product, revoked: revoked, now: now)
         } catch {
             throw AdminError(.internalError, "the CRL could not be signed")
         }

@@ -67,7 +67,7 @@ package struct CRLPublisher<Store: RegistrationStore>: Service {
         for product in try await store.products() where product.authType == .certificate {
             guard let authority = try authorities.authority(for: product) else { continue }
             let revoked = try await store.revokedCertificates(productId: product.id)
-            let crl = try await authority.signedCRL(of: revoked, now: now)
+            let crl = try await authorities.crl(for: product, revoked: revoked, now: now)
             try Self.write(
                 authority.certificatePEM + "\n", to: directory.appendingPathComponent("\(product.id).ca.pem"))
             try Self.write(crl + "\n", to: directory.appendingPathComponent("\(product.id).crl.pem"))
