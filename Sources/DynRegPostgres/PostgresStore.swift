@@ -389,15 +389,21 @@ package struct PostgresStore: RegistrationStore {
 
     // MARK: Certificates
 
-    package func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
-        try await leased { connection in
+    package func certificates(
+        productId: String, deviceName: String, limit: Int, after: String?
+    ) async throws -> [DeviceCertificate] {
+        let after = after?.lowercased()
+        return try await leased { connection in
             guard try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil
             else { throw StoreError.deviceNotFound(productId, deviceName) }
             return try await Self.certificates(
                 connection.checkedQuery(
                     """
                     SELECT \(unescaped: Self.certificateColumns) FROM certificates
-                    WHERE product_id = \(productId) AND device_name = \(deviceName) ORDER BY issued_at DESC
+                    WHERE product_id = \(productId) AND device_name = \(deviceName)
+                        AND (\(after)::text IS NULL OR (issued_at, serial) < (
+                            SELECT issued_at, serial FROM certificates WHERE product_id = \(productId) AND serial = \(after)))
+                    ORDER BY issued_at DESC, serial DESC LIMIT \(limit)
                     """, logger: logger))
         }
     }

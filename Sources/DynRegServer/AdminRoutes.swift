@@ -137,8 +137,10 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
 
     @Sendable func certificates(_ request: Request, context: Context) async throws -> CertificateList {
         let (id, name) = try device(context)
-        let certificates = try await administration.certificates(productId: id, deviceName: name)
-        return CertificateList(certificates: certificates.map(CertificateView.init))
+        let page = try await administration.certificates(
+            productId: id, deviceName: name, limit: limit(request),
+            after: request.uri.queryParameters["after"].map(String.init))
+        return CertificateList(certificates: page.certificates.map(CertificateView.init), nextCursor: page.nextCursor)
     }
 
     @Sendable func revokeCertificate(_ request: Request, context: Context) async throws -> CertificateView {

@@ -46,8 +46,10 @@ package protocol RegistrationStore: Service {
     func purgeExpiredNonces(now: Date) async throws -> Int
 
     // MARK: Certificates
-    /// A device's certificates, newest first.
-    func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate]
+    /// A device's certificates, newest first: at most `limit`, after the one whose serial is `after` (a cursor).
+    func certificates(
+        productId: String, deviceName: String, limit: Int, after: String?
+    ) async throws -> [DeviceCertificate]
     /// Revokes one certificate (idempotent); fails with `certificateNotFound`.
     func revokeCertificate(productId: String, serial: String, now: Date) async throws -> DeviceCertificate
     /// Every revoked certificate of a product, for its CRL.
@@ -72,6 +74,11 @@ package protocol RegistrationStore: Service {
 }
 
 extension RegistrationStore {
+    /// Every certificate of a device, newest first.
+    package func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
+        try await certificates(productId: productId, deviceName: deviceName, limit: Int(Int32.max), after: nil)
+    }
+
     package func productForAdmission(id: String) async throws -> Product? {
         try await product(id: id)
     }

@@ -517,11 +517,14 @@ package final class SQLiteStore: RegistrationStore, Service {
 
     // MARK: Certificates
 
-    package func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
+    package func certificates(
+        productId: String, deviceName: String, limit: Int, after: String?
+    ) async throws -> [DeviceCertificate] {
         try await pool.read { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName)
             return try Row.fetchAll(
-                db, sql: Self.deviceCertificatesSQL, arguments: [productId, deviceName]
+                db, sql: Self.deviceCertificatesSQL,
+                arguments: [productId, deviceName, after?.lowercased(), productId, after?.lowercased(), limit]
             ).map(Self.certificate(from:))
         }
     }
@@ -576,9 +579,13 @@ package final class SQLiteStore: RegistrationStore, Service {
         UPDATE certificates INDEXED BY certificates_by_device SET revoked_at = ?
         WHERE product_id = ? AND device_name = ? AND revoked_at IS NULL
         """
+    /// Newest first, by issue time then serial, after the cursor's certificate (none: no cursor row, no rows).
     static let deviceCertificatesSQL = """
         SELECT * FROM certificates INDEXED BY certificates_by_device
-        WHERE product_id = ? AND device_name = ? ORDER BY issued_at DESC
+        WHERE product_id = ? AND device_name = ?
+            AND (? IS NULL OR (issued_at, serial) < (
+                SELECT issued_at, serial FROM certificates WHERE product_id = ? AND serial = ?))
+        ORDER BY issued_at DESC, serial DESC LIMIT ?
         """
 
     /// SQLite's plan for `sql`, one line per step: lets tests check that a query uses the index it should.

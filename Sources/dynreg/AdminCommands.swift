@@ -443,9 +443,12 @@ struct DeviceCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List a certificate device's certificates.")
         @OptionGroup var admin: AdminOptions
         @OptionGroup var target: Target
+        @Option(help: "Certificates per page (1-1000), newest first.") var limit = 100
+        @Option(help: "Start after this serial (the previous page's cursor).") var after: String?
 
         func run() async throws {
-            let list = try await admin.call(.GET, target.path + "/certificates", as: CertificateList.self)
+            let query = "?limit=\(limit)" + (after.map { "&after=\(escaped($0))" } ?? "")
+            let list = try await admin.call(.GET, target.path + "/certificates" + query, as: CertificateList.self)
             try admin.output(list) {
                 table(
                     ["SERIAL", "STATUS", "ISSUED", "NOT AFTER", "REVOKED", "FINGERPRINT (SHA-256)"],
@@ -455,7 +458,7 @@ struct DeviceCommand: AsyncParsableCommand {
                             stamp(certificate.notAfter), dash(certificate.revokedAt.map(stamp)),
                             certificate.fingerprint,
                         ]
-                    })
+                    }) + (list.nextCursor.map { "\nmore: --after \($0)" } ?? "")
             }
         }
     }

@@ -558,6 +558,14 @@ struct StoreConformanceTests {
             var revokedFirst = first
             revokedFirst.revokedAt = later
             #expect(try await store.certificates(productId: "PC", deviceName: "d1") == [second, revokedFirst])
+            // A page at a time, the cursor being the last serial of the page before (in either case).
+            func page(_ after: String?) async throws -> [DeviceCertificate] {
+                try await store.certificates(productId: "PC", deviceName: "d1", limit: 1, after: after)
+            }
+            #expect(try await page(nil) == [second])
+            #expect(try await page("0A02") == [revokedFirst])
+            #expect(try await page(first.serial).isEmpty)
+            #expect(try await page("ffff").isEmpty)
             #expect(try await store.revokedCertificates(productId: "PC") == [revokedFirst])
             #expect(try await store.certificate(fingerprint: "FP0A02") == second)
             #expect(try await store.certificate(fingerprint: "nope") == nil)

@@ -99,6 +99,29 @@ struct CertificateTests {
         }
     }
 
+    @Test("a device's certificates are listed a page at a time, newest first, with a cursor")
+    func certificateListsArePaged() async throws {
+        try await TestServer.with { server in
+            let product = try await server.createCertificateProduct()
+            for _ in 0..<3 {
+                let answer = try await server.register(productId: product.id, deviceName: "cam", secret: product.secret)
+                #expect(answer.errorCode == nil, "\(answer.text)")
+            }
+            let path = "/products/\(product.id)/devices/cam/certificates"
+            let first = try await server.admin(.GET, path + "?limit=2")
+            let firstPage = try #require(first.json["certificates"] as? [[String: Any]])
+            #expect(firstPage.map { $0["status"] as? String } == ["valid", "revoked"])
+            let cursor = try #require(first.json["nextCursor"] as? String)
+            #expect(cursor == firstPage.last?["serial"] as? String)
+            let second = try await server.admin(.GET, path + "?limit=2&after=\(cursor)")
+            let secondPage = try #require(second.json["certificates"] as? [[String: Any]])
+            #expect(secondPage.map { $0["status"] as? String } == ["revoked"])
+            #expect(second.json["nextCursor"] == nil)
+            let serials = (firstPage + secondPage).compactMap { $0["serial"] as? String }
+            #expect(Set(serials).count == 3)
+        }
+    }
+
     @Test("legacy endpoint issues certificates too")
     func legacyCertificate() async throws {
         try await TestServer.with { server in

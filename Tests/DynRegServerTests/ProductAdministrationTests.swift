@@ -203,7 +203,7 @@ struct ProductAdministrationTests {
             let filtered = try await administration.devices(productId: id, status: "activated", limit: nil, after: nil)
             #expect(filtered.devices.map(\.name) == ["d2"])
             #expect(try await administration.resetDevice(productId: id, deviceName: "d2").status == .created)
-            #expect(try await administration.certificates(productId: id, deviceName: "d2").isEmpty)
+            #expect(try await administration.certificates(productId: id, deviceName: "d2").certificates.isEmpty)
             try await administration.deleteDevice(productId: id, deviceName: "d2")
             do {
                 _ = try await administration.device(productId: id, deviceName: "d2")

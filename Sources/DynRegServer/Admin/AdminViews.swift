@@ -216,6 +216,8 @@ package struct CertificateView: Codable, Sendable, Hashable {
 
 package struct CertificateList: Codable, Sendable, Hashable {
     package var certificates: [CertificateView]
+    /// The serial to pass as `after` for the next page; absent on the last.
+    package var nextCursor: String?
 }
 
 /// `{"error":{"code":…,"message":…}}`, the body of every admin failure.

@@ -199,8 +199,13 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         }
     }
 
-    func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
-        try await store.certificates(productId: productId, deviceName: deviceName)
+    /// Newest first, a page at a time: `nextCursor` is the serial to continue after.
+    func certificates(
+        productId: String, deviceName: String, limit: Int? = nil, after: String? = nil
+    ) async throws -> (certificates: [DeviceCertificate], nextCursor: String?) {
+        let limit = Self.pageSize(limit)
+        let page = try await store.certificates(productId: productId, deviceName: deviceName, limit: limit, after: after)
+        return (page, page.count == limit ? page.last?.serial : nil)
     }
 
     /// Idempotent: revoking a revoked certificate answers it unchanged.
