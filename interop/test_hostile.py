@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import socket
 import subprocess
 import time
@@ -93,27 +94,55 @@ def test_silent_and_idle_connections_are_closed(hostile):
     assert closed, "a kept-alive connection outlived the idle timeout"
 
 
-def test_full_listener_refuses_cheaply_and_recovers(hostile):
-    held = [connect(hostile.port) for _ in range(MAX_CONNECTIONS)]
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_descriptor_limit_never_spins_and_registrations_go_on(tmp_path_factory):
+    # The usual soft limit under systemd, as soft and hard limit: the server cannot raise it.
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    running, proc = start_server(tmp_path_factory, "--request-timeout", "30", "--idle-timeout", "60",
+                                 preexec_fn=limit)
+    held = []
     try:
-        time.sleep(0.3)
-        extra = connect(hostile.port)
-        extra.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
-        closed, received = closed_within(extra, 5)
-        assert closed and not received, received
+        product = running.create_product()
+        for _ in range(1100):  # more idle connections than descriptors
+            try:
+                held.append(connect(running.port))
+            except OSError:
+                break
+        time.sleep(0.5)
+        before = cpu_seconds(proc.pid)
+        time.sleep(3)
+        spent = cpu_seconds(proc.pid) - before
+        # An accept loop failing with EMFILE spun a whole core: 3 s of CPU in 3 s.
+        assert spent < 1.0, f"the idle server used {spent:.2f} s of CPU in 3 s with {len(held)} connections held"
+        reply = running.register_v2(product, new_device_name())
+        assert "Error" not in reply.json["Response"], reply.raw
     finally:
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            reply = http_request(hostile.port, "GET", "/health")
-            if reply.status == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the listener did not serve again once connections closed"
-        time.sleep(0.1)
+        _stop(proc)
+
+
+def test_full_listener_evicts_the_longest_waiting_and_serves(hostile):
+    held = []
+    for _ in range(MAX_CONNECTIONS):
+        held.append(connect(hostile.port))
+        held[-1].sendall(b"GET /hea")  # a head that never ends
+    try:
+        time.sleep(0.3)
+        # A device arriving at a full listener is served: the oldest silent connection makes room.
+        reply = http_request(hostile.port, "GET", "/health")
+        assert reply.status == 200
+        closed, _ = closed_within(held.pop(0), 5)
+        assert closed, "the longest-waiting connection was not evicted"
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_oversized_head_is_refused(hostile):

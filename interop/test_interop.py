@@ -303,7 +303,7 @@ def dynreg_binary() -> Path:
 
 
 def start_server(tmp_path_factory, *extra_args: str, data_dir: Path | None = None,
-                 stderr_path: Path | None = None) -> tuple[Server, subprocess.Popen]:
+                 stderr_path: Path | None = None, preexec_fn=None) -> tuple[Server, subprocess.Popen]:
     """`dynreg serve` on a free loopback port with fresh tokens and data (or `data_dir`); stop it with `_stop`."""
     binary = dynreg_binary()
     data_dir = data_dir or tmp_path_factory.mktemp("dynreg-data")
@@ -314,7 +314,7 @@ def start_server(tmp_path_factory, *extra_args: str, data_dir: Path | None = Non
         proc = subprocess.Popen(
             [str(binary), "serve", "--host", "127.0.0.1", "--port", "0",
              "--data-dir", str(data_dir), "--no-demo", *extra_args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=preexec_fn,
             env={**os.environ, "DYNREG_ADMIN_TOKEN": token, "DYNREG_BROKER_TOKEN": broker_token})
 
     stdout_lines: list[str] = []

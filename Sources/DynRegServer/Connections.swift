@@ -25,19 +25,48 @@ package struct ConnectionLimits: Sendable, Hashable {
 }
 
 /// The open connections of one listener, against ``ConnectionLimits/maxConnections``.
+///
+/// At the limit a new connection evicts the connection that has waited longest while idle or while still sending
+/// its request (a silent or trickling connection: devices send theirs in milliseconds), so that a flood of idle
+/// connections cannot lock devices out. A connection whose request is being answered is never evicted; when every
+/// connection is, the new one is closed at once.
 package final class ConnectionGauge: Sendable {
-    private let open = Atomic<Int>(0)
+    private struct Entry {
+        let channel: any Channel
+        /// Since when it has been idle or sending its request; `nil` while its request is being answered.
+        var waitingSince: NIODeadline?
+    }
+
+    private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
     let limit: Int
 
     package init(limit: Int) { self.limit = limit }
 
-    func admit() -> Bool {
-        if open.wrappingAdd(1, ordering: .relaxed).newValue <= limit { return true }
-        open.wrappingSubtract(1, ordering: .relaxed)
-        return false
+    /// Counts `connection` in; at the limit, evicts the longest-waiting one. False when nothing could be evicted.
+    func admit(_ connection: ObjectIdentifier, channel: any Channel, now: NIODeadline) -> Bool {
+        let (admitted, victim) = entries.withLock { entries -> (Bool, (any Channel)?) in
+            var victim: (any Channel)?
+            if entries.count >= limit {
+                let oldest = entries.filter { $0.value.waitingSince != nil }
+                    .min { $0.value.waitingSince! < $1.value.waitingSince! }
+                guard let oldest else { return (false, nil) }
+                victim = entries.removeValue(forKey: oldest.key)?.channel
+            }
+            entries[connection] = Entry(channel: channel, waitingSince: now)
+            return (true, victim)
+        }
+        victim?.close(promise: nil)
+        return admitted
     }
 
-    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
+    /// The connection waits (idle, or sending a request) since `since`, or, with `nil`, is being answered.
+    func update(_ connection: ObjectIdentifier, waitingSince since: NIODeadline?) {
+        entries.withLock { $0[connection]?.waitingSince = since }
+    }
+
+    func release(_ connection: ObjectIdentifier) { _ = entries.withLock { $0.removeValue(forKey: connection) } }
+
+    var open: Int { entries.withLock { $0.count } }
 }
 
 /// HTTP/1.1 as Hummingbird serves it, with ``ConnectionGuard`` first in every connection's pipeline and
@@ -115,7 +144,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     private func start(_ context: ChannelHandlerContext) {
         guard !admitted, deadline == nil else { return }
-        guard gauge.admit() else {
+        guard gauge.admit(ObjectIdentifier(self), channel: context.channel, now: .now()) else {
             context.close(promise: nil)
             return
         }
@@ -128,7 +157,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         deadline = nil
         if admitted {
             admitted = false
-            gauge.release()
+            gauge.release(ObjectIdentifier(self))
         }
         context.fireChannelInactive()
     }
@@ -149,14 +178,19 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// The request's last byte has been read: the time limit is over until the next request begins.
+    /// The request's last byte has been read: the time limit is over until the next request begins, and the
+    /// connection may not be evicted while it is answered.
     func requestReceived() {
         deadline?.cancel()
         deadline = nil
+        gauge.update(ObjectIdentifier(self), waitingSince: nil)
     }
 
-    /// The answer has been written: the next byte starts a new request.
-    func answerSent() { receiving = false }
+    /// The answer has been written: the next byte starts a new request; until then the connection is idle.
+    func answerSent() {
+        receiving = false
+        gauge.update(ObjectIdentifier(self), waitingSince: .now())
+    }
 }
 
 /// After the HTTP decoder: tells the connection's ``ConnectionGuard`` where each request ends and each answer ends.

@@ -204,7 +204,8 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         productId: String, deviceName: String, limit: Int? = nil, after: String? = nil
     ) async throws -> (certificates: [DeviceCertificate], nextCursor: String?) {
         let limit = Self.pageSize(limit)
-        let page = try await store.certificates(productId: productId, deviceName: deviceName, limit: limit, after: after)
+        let page = try await store.certificates(
+            productId: productId, deviceName: deviceName, limit: limit, after: after)
         return (page, page.count == limit ? page.last?.serial : nil)
     }
 
