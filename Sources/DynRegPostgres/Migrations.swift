@@ -395,6 +395,27 @@ enum Migrations {
                 )
                 """
             ]),
+        Migration(
+            id: 7, name: "v7: product limits, lockouts, devices by creation time",
+            statements: [
+                """
+                CREATE TABLE product_limits (
+                    product_id text PRIMARY KEY REFERENCES products(id) ON DELETE CASCADE,
+                    limits text NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE lockouts (
+                    product_id text NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+                    remote_address text NOT NULL,
+                    failures bigint NOT NULL,
+                    locked_at timestamptz NOT NULL,
+                    locked_until timestamptz NOT NULL,
+                    PRIMARY KEY (product_id, remote_address)
+                )
+                """,
+                "CREATE INDEX devices_by_created ON devices (product_id, created_at)",
+            ]),
     ]
 
     /// Applies what is missing; returns the names applied.

@@ -549,6 +549,108 @@ package struct PostgresStore: RegistrationStore {
         }
     }
 
+    package func limits(productId: String) async throws -> ProductLimits {
+        try await leased { connection in
+            let rows = try await connection.checkedQuery(
+                "SELECT limits FROM product_limits WHERE product_id = \(productId)", logger: logger)
+            for try await (text) in rows.decode(String.self) {
+                return try StoreRows.limits(text, productId: productId)
+            }
+            return ProductLimits()
+        }
+    }
+
+    package func setLimits(productId: String, _ limits: ProductLimits) async throws {
+        try await leased { connection in
+            let written = try await connection.checkedQuery(
+                """
+                INSERT INTO product_limits (product_id, limits)
+                SELECT id, \(StoreRows.limitsColumn(limits)) FROM products WHERE id = \(productId)
+                ON CONFLICT (product_id) DO UPDATE SET limits = excluded.limits
+                RETURNING 1
+                """, logger: logger
+            ).collect()
+            guard !written.isEmpty else { throw StoreError.productNotFound(productId) }
+        }
+    }
+
+    package func devicesCreated(productId: String, since: Date) async throws -> Int {
+        try await leased { connection in
+            let rows = try await connection.checkedQuery(
+                "SELECT COUNT(*) FROM devices WHERE product_id = \(productId) AND created_at >= \(since)",
+                logger: logger)
+            for try await count in rows.decode(Int.self) { return count }
+            return 0
+        }
+    }
+
+    package func recordLockout(_ lockout: Lockout) async throws {
+        try await leased { connection in
+            _ = try await connection.checkedQuery(
+                """
+                INSERT INTO lockouts (product_id, remote_address, failures, locked_at, locked_until)
+                SELECT id, \(lockout.remoteAddress), \(lockout.failures), \(lockout.lockedAt), \(lockout.lockedUntil)
+                FROM products WHERE id = \(lockout.productId)
+                ON CONFLICT (product_id, remote_address) DO UPDATE SET failures = excluded.failures,
+                    locked_at = excluded.locked_at, locked_until = excluded.locked_until
+                """, logger: logger
+            ).collect()
+        }
+    }
+
+    package func lockouts(productId: String?, endingAfter now: Date) async throws -> [Lockout] {
+        try await leased { connection in
+            let rows = try await connection.checkedQuery(
+                """
+                SELECT product_id, remote_address, failures, locked_at, locked_until FROM lockouts
+                WHERE locked_until > \(now) AND (\(productId)::text IS NULL OR product_id = \(productId))
+                ORDER BY locked_at DESC
+                """, logger: logger)
+            var lockouts: [Lockout] = []
+            for try await (product, address, failures, lockedAt, lockedUntil) in rows.decode(
+                (String, String, Int, Date, Date).self)
+            {
+                lockouts.append(
+                    Lockout(
+                        productId: product, remoteAddress: address, failures: failures, lockedAt: lockedAt,
+                        lockedUntil: lockedUntil))
+            }
+            return lockouts
+        }
+    }
+
+    package func clearLockout(productId: String, remoteAddress: String, now: Date) async throws -> Bool {
+        try await leased { connection in
+            let ended = try await connection.checkedQuery(
+                """
+                UPDATE lockouts SET locked_until = \(now)
+                WHERE product_id = \(productId) AND remote_address = \(remoteAddress) AND locked_until > \(now)
+                RETURNING 1
+                """, logger: logger
+            ).collect()
+            return !ended.isEmpty
+        }
+    }
+
+    package func refusalTotals(outcome: String, since: Date, atLeast: Int) async throws -> [RefusalCount] {
+        try await leased { connection in
+            let rows = try await connection.checkedQuery(
+                """
+                SELECT product_id, remote_address, MIN(minute), SUM(count)::bigint FROM refusals
+                WHERE minute >= \(Int64(since.timeIntervalSince1970)) AND outcome = \(outcome) AND product_id <> ''
+                GROUP BY product_id, remote_address HAVING SUM(count) >= \(atLeast)
+                """, logger: logger)
+            var totals: [RefusalCount] = []
+            for try await (product, address, first, total) in rows.decode((String, String, Int64, Int64).self) {
+                totals.append(
+                    RefusalCount(
+                        minute: Date(timeIntervalSince1970: TimeInterval(first)), productId: product, endpoint: "",
+                        outcome: outcome, remoteAddress: address, count: Int(total)))
+            }
+            return totals
+        }
+    }
+
     package func deviceCounts() async throws -> [DeviceStatus: Int] {
         try await leased { connection in
             let rows = try await connection.checkedQuery(

@@ -21,9 +21,11 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     init(
         store: Store, token: String, authorities: CertificateAuthorities, revocations: RevocationNotifier? = nil,
         throttle: AdminLoginThrottle = AdminLoginThrottle(), metrics: ServerMetrics = ServerMetrics(),
-        refusals: RefusalTally? = nil
+        refusals: RefusalTally? = nil, lockouts: SignatureLockouts? = nil, productLimits: ProductLimitsCache? = nil
     ) {
-        administration = ProductAdministration(store: store, authorities: authorities, revocations: revocations)
+        administration = ProductAdministration(
+            store: store, authorities: authorities, revocations: revocations, lockouts: lockouts,
+            productLimits: productLimits)
         authentication = BearerTokenMiddleware(tokens: [token], throttle: throttle, metrics: metrics)
         refusalTally = refusals
     }
@@ -41,6 +43,8 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
         group.get("/products/{productId}/ca", use: caCertificate)
         group.get("/products/{productId}/crl", use: crl)
         group.get("/products/{productId}/events", use: events)
+        group.get("/products/{productId}/lockouts", use: lockouts)
+        group.delete("/products/{productId}/lockouts/{address}", use: clearLockout)
         group.get("/refusals", use: refusals)
 
         group.post("/products/{productId}/devices", use: createDevice)
@@ -56,27 +60,55 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     // MARK: Products
 
     @Sendable func createProduct(_ request: Request, context: Context) async throws -> EditedResponse<ProductView> {
-        let input = try await decode(ProductCreateInput.self, shape: .productCreate, request, context)
-        let product = try await administration.createProduct(input)
-        return EditedResponse(status: .created, response: ProductView(product, includeSecret: true))
+        let bytes = try await body(shape: .productCreate, request, context)
+        let input = try decode(ProductCreateInput.self, bytes)
+        let limitsInput = try decode(ProductLimitsInput.self, bytes)
+        let product = try await administration.createProduct(input, limits: limitsInput)
+        let limits = try await administration.limits(productId: product.id)
+        return EditedResponse(status: .created, response: ProductView(product, includeSecret: true, limits: limits))
     }
 
     @Sendable func listProducts(_ request: Request, context: Context) async throws -> ProductList {
-        ProductList(products: try await administration.products().map { ProductView($0, includeSecret: false) })
+        var views: [ProductView] = []
+        for product in try await administration.products() {
+            views.append(
+                ProductView(
+                    product, includeSecret: false, limits: try await administration.limits(productId: product.id)))
+        }
+        return ProductList(products: views)
     }
 
     @Sendable func showProduct(_ request: Request, context: Context) async throws -> ProductView {
-        ProductView(try await administration.product(id: try productId(context)), includeSecret: true)
+        try await view(administration.product(id: try productId(context)))
     }
 
     @Sendable func updateProduct(_ request: Request, context: Context) async throws -> ProductView {
         let id = try productId(context)
-        let input = try await decode(ProductUpdate.self, shape: .productUpdate, request, context)
-        return ProductView(try await administration.updateProduct(id: id, input), includeSecret: true)
+        let bytes = try await body(shape: .productUpdate, request, context)
+        let update = try decode(ProductUpdate.self, bytes)
+        let limitsInput = try decode(ProductLimitsInput.self, bytes)
+        let product = try await administration.updateProduct(id: id, update, limits: limitsInput)
+        return try await view(product)
     }
 
     @Sendable func rotateSecret(_ request: Request, context: Context) async throws -> ProductView {
-        ProductView(try await administration.rotateSecret(productId: try productId(context)), includeSecret: true)
+        try await view(administration.rotateSecret(productId: try productId(context)))
+    }
+
+    /// A product with its secret and limits.
+    private func view(_ product: Product) async throws -> ProductView {
+        ProductView(product, includeSecret: true, limits: try await administration.limits(productId: product.id))
+    }
+
+    @Sendable func lockouts(_ request: Request, context: Context) async throws -> LockoutList {
+        LockoutList(
+            lockouts: try await administration.lockouts(productId: try productId(context)).map(LockoutView.init))
+    }
+
+    @Sendable func clearLockout(_ request: Request, context: Context) async throws -> HTTPResponse.Status {
+        try await administration.clearLockout(
+            productId: try productId(context), address: try parameter("address", context))
+        return .noContent
     }
 
     @Sendable func deleteProduct(_ request: Request, context: Context) async throws -> HTTPResponse.Status {
@@ -182,6 +214,19 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     private func decode<T: Decodable>(
         _ type: T.Type, shape: JSONShape, _ request: Request, _ context: Context
     ) async throws -> T {
+        try decode(T.self, try await body(shape: shape, request, context))
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
+        } catch {
+            throw AdminError(.invalidBody, "the body is not the expected JSON object")
+        }
+    }
+
+    /// The body's bytes, once ``StrictJSON`` has checked its keys against `shape`.
+    private func body(shape: JSONShape, _ request: Request, _ context: Context) async throws -> [UInt8] {
         guard let body = try? await request.body.collect(upTo: context.maxUploadSize) else {
             throw AdminError(.invalidBody, "the body is larger than \(context.maxUploadSize / 1024) KiB")
         }
@@ -195,11 +240,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
         } catch .malformed {
             throw AdminError(.invalidBody, "the body is not a JSON object")
         }
-        do {
-            return try JSONDecoder().decode(T.self, from: Data(bytes))
-        } catch {
-            throw AdminError(.invalidBody, "the body is not the expected JSON object")
-        }
+        return bytes
     }
 
 }
@@ -292,6 +333,7 @@ extension DeviceList: ResponseEncodable {}
 extension EventView: ResponseEncodable {}
 extension EventList: ResponseEncodable {}
 extension RefusalList: ResponseEncodable {}
+extension LockoutList: ResponseEncodable {}
 extension CertificateView: ResponseEncodable {}
 extension CertificateList: ResponseEncodable {}
 

@@ -13,6 +13,8 @@ package import ServiceLifecycle
 package struct DynRegRequestContext: RequestContext, RemoteAddressRequestContext {
     package var coreContext: CoreRequestContextStorage
     package let remoteAddress: SocketAddress?
+    /// The client's address from `X-Forwarded-For`, when the peer is a trusted proxy (``ClientAddressMiddleware``).
+    var clientAddress: String?
     /// The connection, for the device routes that close it after answering.
     let channel: any Channel
 
@@ -25,8 +27,9 @@ package struct DynRegRequestContext: RequestContext, RemoteAddressRequestContext
     /// Admin request bodies are small JSON objects.
     package var maxUploadSize: Int { 64 * 1024 }
 
+    /// The client as the audit log and the limits see it.
     var remoteAddressText: String {
-        remoteAddress?.ipAddress ?? "unknown"
+        clientAddress ?? remoteAddress?.ipAddress ?? "unknown"
     }
 }
 
@@ -69,11 +72,15 @@ package func buildApplication<Store: RegistrationStore>(
     let authorities = CertificateAuthorities(masterKey: configuration.masterKey)
     let notifier = RevocationNotifier()
     let refusals = RefusalTally(metrics: metrics, logger: logger) { try await store.recordRefusals($0) }
+    let lockouts = SignatureLockouts(
+        policy: configuration.limits.lockout, store: store, metrics: metrics, logger: logger)
+    let productLimits = ProductLimitsCache(store: store)
     let service = RegistrationService<Store>(
         store: store, timestampWindow: configuration.timestampWindow, publicHosts: configuration.publicHosts,
-        authorities: authorities, revocations: notifier, metrics: metrics, refusals: refusals)
-    // Stopped before the store: its last counts are written while the store still runs.
-    var services = services + [refusals]
+        authorities: authorities, revocations: notifier, metrics: metrics, refusals: refusals,
+        guards: RegistrationGuards(limits: configuration.limits, lockouts: lockouts, productLimits: productLimits))
+    // Stopped before the store: their last writes happen while the store still runs.
+    var services = services + [refusals, lockouts]
     if let directory = configuration.crlDirectory {
         services.append(
             CRLPublisher(
@@ -81,6 +88,9 @@ package func buildApplication<Store: RegistrationStore>(
                 refresh: configuration.crlRefresh, notifier: notifier, logger: logger))
     }
     let router = Router(context: DynRegRequestContext.self)
+    if !configuration.trustedProxies.isEmpty {
+        router.add(middleware: ClientAddressMiddleware(trusted: configuration.trustedProxies))
+    }
     router.add(
         middleware: LogRequestsMiddleware(.debug, redactHeaders: [DeviceRoutes<Store>.signatureHeader, .authorization]))
     DeviceRoutes<Store>(service: service, maxBodySize: configuration.maxDeviceBodySize).register(on: router)
@@ -107,7 +117,7 @@ package func buildApplication<Store: RegistrationStore>(
     let throttle = AdminLoginThrottle()
     AdminRoutes<Store>(
         store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier,
-        throttle: throttle, metrics: metrics, refusals: refusals
+        throttle: throttle, metrics: metrics, refusals: refusals, lockouts: lockouts, productLimits: productLimits
     ).register(
         on: router.group("/admin/v1"))
     MetricsRoute(

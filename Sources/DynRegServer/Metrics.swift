@@ -23,6 +23,7 @@ package final class ServerMetrics: Sendable {
     private let refusals = CounterFamily()
     private let storeErrors = CounterFamily()
     private let reregistrations: Prometheus.Counter
+    private let lockouts: Prometheus.Counter
     private let devices: [DeviceStatus: Prometheus.Gauge]
     /// When the device counts were last read: counting scans the table, so at most every 15 s.
     private let deviceCountsRead = Mutex<ContinuousClock.Instant?>(nil)
@@ -46,6 +47,9 @@ package final class ServerMetrics: Sendable {
             descriptor: Self.name(
                 "reregistrations", unit: "total",
                 "Registrations of a device that was registered already: its previous credential stopped working."))
+        lockouts = registry.makeCounter(
+            descriptor: Self.name(
+                "lockouts", unit: "total", "Addresses locked out of a product after repeated wrong signatures."))
         let deviceGauge = Self.name("devices", unit: "", "Devices in the store by status, read at most every 15 s.")
         devices = Dictionary(
             uniqueKeysWithValues: DeviceStatus.allCases.map { status in
@@ -79,6 +83,9 @@ package final class ServerMetrics: Sendable {
     package var storeMetrics: StoreMetrics { StoreMetrics(factory: factory) }
 
     package func reregistration() { reregistrations.increment() }
+
+    /// An address locked out of a product after repeated wrong signatures.
+    package func lockoutStarted() { lockouts.increment() }
 
     /// One broker-hook answer: `allow`, `deny` or `unauthorized` (no or a wrong broker token).
     package func brokerAnswer(endpoint: String, result: String) {
@@ -128,6 +135,14 @@ package final class ServerMetrics: Sendable {
         case adminToken = "admin_token"
         /// An address locked for a while after too many wrong admin tokens.
         case adminLockout = "admin_lockout"
+        /// A registration over its client address's rate.
+        case addressRate = "address_rate"
+        /// A registration over its product's rate.
+        case productRate = "product_rate"
+        /// A registration from an address locked out of the product after wrong signatures.
+        case lockedOut = "locked_out"
+        /// A new device name past the product's new-devices-per-hour brake.
+        case newDeviceBrake = "new_device_brake"
     }
 }
 

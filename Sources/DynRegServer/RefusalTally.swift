@@ -64,11 +64,13 @@ final class RefusalTally: Service, Sendable {
         }
     }
 
-    /// Writes what has ended every few seconds, and everything at graceful shutdown.
+    /// Writes what it has counted every few seconds (the rows add up, so the lockouts of every instance see the
+    /// counts of all), and at graceful shutdown.
     func run() async throws {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(5))
-            await flush(includingCurrent: false)
+            // Woken by shutdown, not only by the timer: a stop does not wait out the interval.
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(5)) }
+            await flush(includingCurrent: true)
         }
         await flush(includingCurrent: true)
     }

@@ -66,17 +66,21 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
     let metrics: ServerMetrics
     /// Counts the refusals no secret was proven for; `nil` in tests that need none.
     let refusals: RefusalTally?
+    /// Rate limits, lockouts and the new-device brake; `nil` in tests that need none.
+    let guards: RegistrationGuards?
     /// Store failures are logged at most once a minute, with how many went unlogged.
     private let storeFailures = SampledLog(interval: .seconds(60))
 
     init(
         store: Store, timestampWindow: Int64, publicHosts: [String], authorities: CertificateAuthorities,
         revocations: RevocationNotifier? = nil, metrics: ServerMetrics = ServerMetrics(),
-        refusals: RefusalTally? = nil, clock: @escaping @Sendable () -> Date = Date.init
+        refusals: RefusalTally? = nil, guards: RegistrationGuards? = nil,
+        clock: @escaping @Sendable () -> Date = Date.init
     ) {
         self.revocations = revocations
         self.metrics = metrics
         self.refusals = refusals
+        self.guards = guards
         self.store = store
         self.timestampWindow = timestampWindow
         self.publicHosts = publicHosts
@@ -198,14 +202,31 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
         productId: String, deviceName: String, timestamp: Int64, nonce: Int64, request: CertificateRequest,
         remoteAddress: String, endpoint: String, digest: [UInt8], logger: Logger, verify: (String) -> Bool
     ) async -> (result: RegistrationResult, trail: AuditTrail) {
+        if let guards, !guards.admitAddress(remoteAddress) {
+            metrics.refusal(.addressRate)
+            return (.refused(.requestLimitExceeded), .tally(productId: ""))
+        }
         guard DeviceNameRules.isValid(deviceName) else { return (.refused(.deviceNameInvalid), .tally(productId: "")) }
         guard ProductIdRules.isValid(productId) else { return (.refused(.productNotExist), .tally(productId: "")) }
         do {
             guard let product = try await store.productForAdmission(id: productId) else {
                 return (.refused(.productNotExist), .tally(productId: ""))
             }
-            guard verify(product.secret) else { return (.refused(.signatureFailure), .tally(productId: product.id)) }
+            if let guards, guards.lockouts.isLocked(productId: product.id, address: remoteAddress) {
+                metrics.refusal(.lockedOut)
+                return (
+                    .refused(.requestLimitExceeded, message: RegistrationGuards.lockedOutMessage),
+                    .tally(productId: product.id)
+                )
+            }
+            guard verify(product.secret) else {
+                await guards?.lockouts.recordFailure(productId: product.id, address: remoteAddress)
+                return (.refused(.signatureFailure), .tally(productId: product.id))
+            }
             let now = clock()
+            if let guards, let refusal = try await brake(guards, product: product, deviceName: deviceName, now: now) {
+                return refusal
+            }
             let replayExpiry: Date?
             switch RegistrationRules.admit(product: product, timestamp: timestamp, now: now, window: timestampWindow) {
             case .proceed(let expiry): replayExpiry = expiry
@@ -275,6 +296,25 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
             // Counted, not written a row each: the store is what is failing.
             return (.refused(.internalError), .tally(productId: ""))
         }
+    }
+
+    /// The product's rate and its new-device brake, once the signature proved the secret: a refusal, or `nil`.
+    private func brake(
+        _ guards: RegistrationGuards, product: Product, deviceName: String, now: Date
+    ) async throws -> (result: RegistrationResult, trail: AuditTrail)? {
+        let own = try await guards.productLimits.limits(productId: product.id)
+        guard guards.admitProduct(product.id, own) else {
+            metrics.refusal(.productRate)
+            return (.refused(.requestLimitExceeded), .tally(productId: product.id))
+        }
+        // Only auto-create adds names; a known device (pre-created or registered) goes on.
+        guard let perHour = own.newDevicesPerHour, product.autoCreate,
+            try await store.device(productId: product.id, deviceName: deviceName) == nil,
+            try await store.devicesCreated(productId: product.id, since: now.addingTimeInterval(-3600)) >= perHour
+        else { return nil }
+        metrics.refusal(.newDeviceBrake)
+        let refusal = RegistrationResult.refused(.deviceQuota, message: RegistrationGuards.brakeMessage(perHour))
+        return (refusal, guards.brakeEventDue(product.id, now: now) ? .event : .tally(productId: product.id))
     }
 
     /// SHA-256 over the endpoint, then each part with its length, so that no two requests share a digest.

@@ -35,6 +35,10 @@ package struct ServerConfiguration: Sendable {
     package var connections = ConnectionLimits()
     /// The furthest an MQTT username's expiry may be from now for a broker login; `nil`: no cap.
     package var maxLoginLifetime: Duration?
+    /// Rate limits per address and product, and the lockout after wrong signatures.
+    package var limits = RegistrationLimits()
+    /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`); none by default.
+    package var trustedProxies: [AddressBlock] = []
     /// After SIGTERM, how long requests in progress may take before every connection is closed.
     package var shutdownGrace: Duration = .seconds(10)
 

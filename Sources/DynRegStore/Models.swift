@@ -358,6 +358,50 @@ package struct RefusalCount: Sendable, Hashable {
     }
 }
 
+/// A product's own brakes on registrations, kept in a table of their own beside the product.
+package struct ProductLimits: Sendable, Hashable, Codable {
+    /// Registrations a second and the burst above it (a token bucket); `nil`: the server's default.
+    package var registrationRate: RegistrationRate?
+    /// New device names an hour that auto-create may add (the burst brake); `nil`: no brake.
+    package var newDevicesPerHour: Int?
+
+    package init(registrationRate: RegistrationRate? = nil, newDevicesPerHour: Int? = nil) {
+        self.registrationRate = registrationRate
+        self.newDevicesPerHour = newDevicesPerHour
+    }
+}
+
+/// A token bucket: `perSecond` tokens a second, holding at most `burst`. `perSecond` 0 means no limit.
+package struct RegistrationRate: Sendable, Hashable, Codable {
+    package var perSecond: Double
+    package var burst: Int
+
+    package init(perSecond: Double, burst: Int) {
+        self.perSecond = perSecond
+        self.burst = burst
+    }
+
+    package var isUnlimited: Bool { perSecond <= 0 }
+}
+
+/// An address refused for one product after repeated wrong signatures, until `lockedUntil`.
+package struct Lockout: Sendable, Hashable {
+    package var productId: String
+    package var remoteAddress: String
+    /// The wrong signatures that led to it.
+    package var failures: Int
+    package var lockedAt: Date
+    package var lockedUntil: Date
+
+    package init(productId: String, remoteAddress: String, failures: Int, lockedAt: Date, lockedUntil: Date) {
+        self.productId = productId
+        self.remoteAddress = remoteAddress
+        self.failures = failures
+        self.lockedAt = lockedAt
+        self.lockedUntil = lockedUntil
+    }
+}
+
 /// Why a store operation other than registration failed.
 package struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
     package enum Code: String, Sendable, Hashable {

@@ -66,6 +66,23 @@ package protocol RegistrationStore: Service {
     /// Per-minute refusal rows, newest minute first; `productId` "" selects requests that named no known product.
     func refusals(productId: String?, limit: Int) async throws -> [RefusalCount]
 
+    // MARK: Limits
+    /// The product's own limits; none set when it has no row. Removed with the product.
+    func limits(productId: String) async throws -> ProductLimits
+    func setLimits(productId: String, _ limits: ProductLimits) async throws
+    /// Devices of the product created at or after `since` (by registration or by an operator): the brake's count.
+    func devicesCreated(productId: String, since: Date) async throws -> Int
+    /// Keeps (or replaces) the lockout of an address for a product.
+    func recordLockout(_ lockout: Lockout) async throws
+    /// Lockouts that end after `date`, newest first, of one product or of all: with `date` now, those in force.
+    /// A lockout that ended stays for a while: failures before its end no longer count.
+    func lockouts(productId: String?, endingAfter date: Date) async throws -> [Lockout]
+    /// Ends a lockout in force at `now`; false when there was none.
+    func clearLockout(productId: String, remoteAddress: String, now: Date) async throws -> Bool
+    /// (product, address) pairs with at least `atLeast` counted refusals of `outcome` since `since`, from the
+    /// per-minute refusal rows every instance adds to.
+    func refusalTotals(outcome: String, since: Date, atLeast: Int) async throws -> [RefusalCount]
+
     /// How many devices each status has, over every product: a scan, for metrics read now and then.
     func deviceCounts() async throws -> [DeviceStatus: Int]
 

@@ -207,6 +207,24 @@ package final class SQLiteStore: RegistrationStore, Service {
                     CREATE TABLE store_health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
                     """)
         }
+        migrator.registerMigration("v6: product limits, lockouts, devices by creation time") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE product_limits (
+                        product_id TEXT PRIMARY KEY NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+                        limits TEXT NOT NULL
+                    );
+                    CREATE TABLE lockouts (
+                        product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+                        remote_address TEXT NOT NULL,
+                        failures INTEGER NOT NULL,
+                        locked_at REAL NOT NULL,
+                        locked_until REAL NOT NULL,
+                        PRIMARY KEY (product_id, remote_address)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX devices_by_created ON devices(product_id, created_at);
+                    """)
+        }
         return migrator
     }
 
@@ -671,6 +689,96 @@ package final class SQLiteStore: RegistrationStore, Service {
                     minute: Date(timeIntervalSince1970: TimeInterval(row["minute"] as Int64)),
                     productId: row["product_id"], endpoint: row["endpoint"], outcome: row["outcome"],
                     remoteAddress: row["remote_address"], count: row["count"])
+            }
+        }
+    }
+
+    package func limits(productId: String) async throws -> ProductLimits {
+        try await pool.read { db in
+            guard
+                let text = try String.fetchOne(
+                    db, sql: "SELECT limits FROM product_limits WHERE product_id = ?", arguments: [productId])
+            else { return ProductLimits() }
+            return try StoreRows.limits(text, productId: productId)
+        }
+    }
+
+    package func setLimits(productId: String, _ limits: ProductLimits) async throws {
+        try await pool.write { db in
+            _ = try Self.requireProduct(db, id: productId)
+            try db.execute(
+                sql: """
+                    INSERT INTO product_limits (product_id, limits) VALUES (?, ?)
+                    ON CONFLICT (product_id) DO UPDATE SET limits = excluded.limits
+                    """, arguments: [productId, StoreRows.limitsColumn(limits)])
+        }
+    }
+
+    package func devicesCreated(productId: String, since: Date) async throws -> Int {
+        try await pool.read { db in
+            try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM devices WHERE product_id = ? AND created_at >= ?",
+                arguments: [productId, since.timeIntervalSince1970]) ?? 0
+        }
+    }
+
+    package func recordLockout(_ lockout: Lockout) async throws {
+        try await groupCommit.write { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO lockouts (product_id, remote_address, failures, locked_at, locked_until)
+                    SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM products WHERE id = ?)
+                    """,
+                arguments: [
+                    lockout.productId, lockout.remoteAddress, lockout.failures, lockout.lockedAt.timeIntervalSince1970,
+                    lockout.lockedUntil.timeIntervalSince1970, lockout.productId,
+                ])
+        }
+    }
+
+    package func lockouts(productId: String?, endingAfter now: Date) async throws -> [Lockout] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM lockouts WHERE locked_until > ? AND (? IS NULL OR product_id = ?)
+                    ORDER BY locked_at DESC
+                    """, arguments: [now.timeIntervalSince1970, productId, productId]
+            ).map { row in
+                Lockout(
+                    productId: row["product_id"], remoteAddress: row["remote_address"], failures: row["failures"],
+                    lockedAt: Date(timeIntervalSince1970: row["locked_at"]),
+                    lockedUntil: Date(timeIntervalSince1970: row["locked_until"]))
+            }
+        }
+    }
+
+    package func clearLockout(productId: String, remoteAddress: String, now: Date) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE lockouts SET locked_until = ?
+                    WHERE product_id = ? AND remote_address = ? AND locked_until > ?
+                    """,
+                arguments: [now.timeIntervalSince1970, productId, remoteAddress, now.timeIntervalSince1970])
+            return db.changesCount > 0
+        }
+    }
+
+    package func refusalTotals(outcome: String, since: Date, atLeast: Int) async throws -> [RefusalCount] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT product_id, remote_address, MIN(minute) AS first, SUM(count) AS total FROM refusals
+                    WHERE minute >= ? AND outcome = ? AND product_id <> ''
+                    GROUP BY product_id, remote_address HAVING SUM(count) >= ?
+                    """, arguments: [Int64(since.timeIntervalSince1970), outcome, atLeast]
+            ).map { row in
+                RefusalCount(
+                    minute: Date(timeIntervalSince1970: TimeInterval(row["first"] as Int64)),
+                    productId: row["product_id"], endpoint: "", outcome: outcome,
+                    remoteAddress: row["remote_address"], count: row["total"])
             }
         }
     }

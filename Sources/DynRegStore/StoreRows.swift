@@ -48,6 +48,18 @@ package enum StoreRows {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// A product's limits as stored: JSON.
+    package static func limitsColumn(_ limits: ProductLimits) -> String {
+        String(decoding: (try? JSONEncoder().encode(limits)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    package static func limits(_ text: String, productId: String) throws(StoreError) -> ProductLimits {
+        guard let limits = try? JSONDecoder().decode(ProductLimits.self, from: Data(text.utf8)) else {
+            throw StoreError.corruptRow(table: "product_limits", key: productId, column: "limits")
+        }
+        return limits
+    }
+
     /// `NULL` for the default, P-256.
     package static func deviceKeyTypeColumn(_ type: DeviceKeyType) -> String? {
         type == .p256 ? nil : type.rawValue

@@ -194,6 +194,8 @@ extension ProductView: FieldListed {
                     : topicRules.rules.map { "\($0.access.rawValue):\($0.topic)" }
                         .joined(separator: " ")
             ),
+            ("registrationRate", registrationRate.map { "\($0.perSecond)/s, burst \($0.burst)" } ?? "server default"),
+            ("newDevicesPerHour", newDevicesPerHour.map(String.init) ?? "no brake"),
             ("deviceCount", String(deviceCount)), ("createdAt", stamp(createdAt)),
         ]
     }
@@ -223,6 +225,27 @@ struct TopicRuleArgument: ExpressibleByArgument {
     }
 }
 
+/// `RATE/BURST` or `RATE` (the burst then ten seconds' worth): registrations a second.
+struct RateArgument: ExpressibleByArgument {
+    let rate: RegistrationRate
+
+    init?(argument: String) {
+        guard let rate = Serve.rate(argument) else { return nil }
+        self.rate = rate
+    }
+}
+
+/// Two bodies sent as one JSON object: a product's settings and its limits.
+struct MergedBody<First: Encodable, Second: Encodable>: Encodable {
+    var first: First
+    var second: Second
+
+    func encode(to encoder: any Encoder) throws {
+        try first.encode(to: encoder)
+        try second.encode(to: encoder)
+    }
+}
+
 enum AuthTypeArgument: String, ExpressibleByArgument, CaseIterable {
     case key, certificate
 }
@@ -232,7 +255,36 @@ struct ProductCommand: AsyncParsableCommand {
         commandName: "product", abstract: "Manage products through the admin API.",
         subcommands: [
             Create.self, List.self, Show.self, Update.self, RotateSecret.self, Delete.self, CA.self, CRL.self,
+            Lockouts.self,
         ])
+
+    struct Lockouts: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the addresses locked out of a product after repeated wrong signatures, or clear one.")
+        @OptionGroup var admin: AdminOptions
+        @Argument(help: "The product id.") var productId: String
+        @Option(help: "End this address's lockout now.") var clear: String?
+
+        func run() async throws {
+            let path = "/products/\(escaped(productId))/lockouts"
+            if let clear {
+                _ = try await admin.send(.DELETE, path + "/\(escaped(clear))")
+                printNow("\(terminalSafe(clear)) may register again")
+                return
+            }
+            let list = try await admin.call(.GET, path, as: LockoutList.self)
+            try admin.output(list) {
+                table(
+                    ["ADDRESS", "FAILURES", "LOCKED AT", "UNTIL"],
+                    list.lockouts.map { lockout in
+                        [
+                            lockout.remoteAddress, "\(lockout.failures)", stamp(lockout.lockedAt),
+                            stamp(lockout.lockedUntil),
+                        ]
+                    })
+            }
+        }
+    }
 
     /// A PEM document of a certificate product, printed as the server sends it; the path is the command's name.
     protocol Document: AsyncParsableCommand {
@@ -283,6 +335,10 @@ struct ProductCommand: AsyncParsableCommand {
         var allowTopic: [TopicRuleArgument] = []
         @Flag(help: "Devices get only the --allow-topic rules, not Tencent's default topics.") var noDefaultTopics =
             false
+        @Option(help: "Registrations a second for this product, as RATE/BURST (default: the server's).")
+        var rateLimit: RateArgument?
+        @Option(help: "The new-device brake: at most N new device names an hour (off by default).")
+        var newDevicesPerHour: Int?
 
         func validate() throws {
             if quota != nil && noQuota { throw ValidationError("--quota and --no-quota contradict each other") }
@@ -307,7 +363,11 @@ struct ProductCommand: AsyncParsableCommand {
                 trustedCaCertificatePems: trustCaCert.isEmpty ? nil : try trustCaCert.map(readFile),
                 topicRules: TopicPolicy(includeDefaults: !noDefaultTopics, rules: allowTopic.map(\.rule)),
                 deviceKeyType: deviceKeyType)
-            try await admin.show(.POST, "/products", body: input, as: ProductView.self)
+            let limits = ProductLimitsInput(
+                registrationRate: rateLimit.map { .some($0.rate) },
+                newDevicesPerHour: newDevicesPerHour.map { .some($0) })
+            try await admin.show(
+                .POST, "/products", body: MergedBody(first: input, second: limits), as: ProductView.self)
         }
     }
 
@@ -361,11 +421,21 @@ struct ProductCommand: AsyncParsableCommand {
         var allowTopic: [TopicRuleArgument] = []
         @Flag(help: "Remove the product's own topic rules.") var clearTopics = false
         @Option(help: "on or off: whether devices also get Tencent's default topics.") var defaultTopics: Switch?
+        @Option(help: "Registrations a second for this product, as RATE/BURST.") var rateLimit: RateArgument?
+        @Flag(help: "Use the server's registration rate again.") var defaultRateLimit = false
+        @Option(help: "The new-device brake: at most N new device names an hour.") var newDevicesPerHour: Int?
+        @Flag(help: "Lift the new-device brake.") var noNewDevicesPerHour = false
 
         enum Switch: String, ExpressibleByArgument { case on, off }
 
         func validate() throws {
             if quota != nil && noQuota { throw ValidationError("--quota and --no-quota contradict each other") }
+            if rateLimit != nil && defaultRateLimit {
+                throw ValidationError("--rate-limit and --default-rate-limit contradict each other")
+            }
+            if newDevicesPerHour != nil && noNewDevicesPerHour {
+                throw ValidationError("--new-devices-per-hour and --no-new-devices-per-hour contradict each other")
+            }
             if clearTopics && !allowTopic.isEmpty {
                 throw ValidationError("--clear-topics and --allow-topic contradict each other")
             }
@@ -400,7 +470,14 @@ struct ProductCommand: AsyncParsableCommand {
                 autoCreate: autoCreate.map { $0 == .on }, deviceQuota: deviceQuota,
                 allowClocklessDevices: allowClockless.map { $0 == .on }, trustedDeviceCAs: trusted,
                 topicPolicy: topics, deviceKeyType: deviceKeyType)
-            try await admin.show(.PATCH, "/products/\(escaped(productId))", body: input, as: ProductView.self)
+            var limits = ProductLimitsInput(
+                registrationRate: rateLimit.map { .some($0.rate) },
+                newDevicesPerHour: newDevicesPerHour.map { .some($0) })
+            if defaultRateLimit { limits.registrationRate = .some(nil) }
+            if noNewDevicesPerHour { limits.newDevicesPerHour = .some(nil) }
+            try await admin.show(
+                .PATCH, "/products/\(escaped(productId))", body: MergedBody(first: input, second: limits),
+                as: ProductView.self)
         }
     }
 

@@ -71,6 +71,22 @@ struct Serve: AsyncParsableCommand {
     var maxLoginLifetime: Int?
     @Option(help: "Seconds requests in progress get after SIGTERM before every connection is closed.")
     var shutdownGrace = 10
+    @Option(
+        help: ArgumentHelp(
+            "Registrations a second from one client address, as RATE/BURST; 0 for no limit.",
+            discussion: "Default 20/200: a factory line behind one NAT address stays well under it."))
+    var addressRateLimit = "20/200"
+    @Option(help: "Registrations a second for one product, as RATE/BURST, unless the product sets its own; 0 for none.")
+    var productRateLimit = "200/2000"
+    @Option(help: "Wrong signatures from one address for one product that lock the address out of it; 0: never.")
+    var lockoutFailures = 20
+    @Option(help: "Seconds within which --lockout-failures wrong signatures lock an address out.")
+    var lockoutWindow = 600
+    @Option(help: "Seconds a lockout lasts.") var lockoutDuration = 600
+    @Option(
+        name: .customLong("trusted-proxy"),
+        help: "A proxy address or CIDR block whose X-Forwarded-For names the client (repeatable); none by default.")
+    var trustedProxies: [String] = []
     @Option(help: "PEM certificate (chain) to serve HTTPS.") var tlsCert: String?
     @Option(help: "PEM private key to serve HTTPS.") var tlsKey: String?
     @Flag(help: "Do not create the demo product on first start.") var noDemo = false
@@ -96,6 +112,28 @@ struct Serve: AsyncParsableCommand {
         guard (0...3600).contains(shutdownGrace) else { throw ValidationError("--shutdown-grace must be 0-3600") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be positive") }
         if let maxLoginLifetime, maxLoginLifetime < 1 { throw ValidationError("--max-login-lifetime must be positive") }
+        for (flag, value) in [("--address-rate-limit", addressRateLimit), ("--product-rate-limit", productRateLimit)]
+        where Self.rate(value) == nil {
+            throw ValidationError("\(flag) must be RATE/BURST (for example 20/200), or 0 for no limit")
+        }
+        guard lockoutFailures >= 0 else { throw ValidationError("--lockout-failures must be 0 or more") }
+        guard (1...86_400).contains(lockoutWindow), (1...604_800).contains(lockoutDuration) else {
+            throw ValidationError("--lockout-window must be 1-86400 and --lockout-duration 1-604800")
+        }
+        for proxy in trustedProxies where AddressBlock(proxy) == nil {
+            throw ValidationError("--trusted-proxy \(proxy) is not an address or CIDR block")
+        }
+    }
+
+    /// `RATE/BURST`, `RATE` (a burst of ten seconds' worth), or `0` for no limit.
+    static func rate(_ text: String) -> RegistrationRate? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let perSecond = Double(parts[0]), perSecond >= 0 else { return nil }
+        guard parts.count == 2 else {
+            return RegistrationRate(perSecond: perSecond, burst: max(1, Int(perSecond * 10)))
+        }
+        guard let burst = Int(parts[1]), burst >= 1 else { return nil }
+        return RegistrationRate(perSecond: perSecond, burst: burst)
     }
 
     func run() async throws {
@@ -169,6 +207,12 @@ struct Serve: AsyncParsableCommand {
                 metadata: ["dynreg.descriptors": "\(descriptors)"])
         }
         configuration.shutdownGrace = .seconds(shutdownGrace)
+        configuration.limits.perAddress = Self.rate(addressRateLimit)!
+        configuration.limits.perProduct = Self.rate(productRateLimit)!
+        configuration.limits.lockout.failures = lockoutFailures
+        configuration.limits.lockout.window = .seconds(lockoutWindow)
+        configuration.limits.lockout.duration = .seconds(lockoutDuration)
+        configuration.trustedProxies = trustedProxies.compactMap(AddressBlock.init)
         configuration.maxLoginLifetime = maxLoginLifetime.map { .seconds($0) }
         if let tlsCert, let tlsKey {
             configuration.tls = .init(certificatePath: tlsCert, keyPath: tlsKey)

@@ -21,8 +21,9 @@ private struct BenchReport {
 
 @Suite("dynreg bench", .serialized)
 struct BenchCommandTests {
+    /// The load comes from one address, wrong secrets included: the limits would count it.
     private func withServer(_ body: (RunningServer) async throws -> Void) async throws {
-        try await RunningServer.with(body)
+        try await RunningServer.with(arguments: ["--no-demo"] + TwoInstanceTests.unlimited, body)
     }
 
     /// `dynreg bench --url … --product-id … --product-secret … --devices N --concurrency C EXTRA --json`.

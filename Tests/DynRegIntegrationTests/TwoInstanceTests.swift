@@ -14,6 +14,8 @@ import Testing
 @Suite("Two server instances on PostgreSQL", .serialized)
 struct TwoInstanceTests {
     static let adminToken = "two-instance-test-admin-token-0123456789"
+    /// Hundreds of registrations at once from one address: more than the default limits let through.
+    static let unlimited = ["--address-rate-limit", "0", "--product-rate-limit", "0", "--lockout-failures", "0"]
 
     enum Outcome: Sendable {
         case issued(psk: String)
@@ -39,11 +41,12 @@ struct TwoInstanceTests {
             let startTime = clock.now
             async let first = outcome {
                 try await ServerProcess.start(
-                    arguments: ["--no-demo", "--database", databaseURL], environment: environment)
+                    arguments: ["--no-demo", "--database", databaseURL] + Self.unlimited, environment: environment)
             }
             async let second = outcome {
                 try await ServerProcess.start(
-                    arguments: ["--no-demo"], environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 })
+                    arguments: ["--no-demo"] + Self.unlimited,
+                    environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 })
             }
             let started = await [first, second]
             let servers = started.compactMap { try? $0.get() }

@@ -119,7 +119,7 @@ struct TestServer {
         algorithm: DynRegProtocol.SignatureAlgorithm = .hmacSHA256,
         bodyHash: BodyHash? = nil, signedHost: String = "127.0.0.1", hostHeader: String? = nil,
         timestamp: Int64 = Int64(Date().timeIntervalSince1970), nonce: Int64 = Int64.random(in: 0...Int64(Int32.max)),
-        body: [UInt8]? = nil, algorithmHeader: String? = nil
+        body: [UInt8]? = nil, algorithmHeader: String? = nil, forwardedFor: String? = nil
     ) async throws -> Answer {
         var signed = SignedRequest(
             registering: RegistrationRequestBody(productId: productId, deviceName: deviceName),
@@ -130,6 +130,7 @@ struct TestServer {
             headers = headers.map { $0.0 == DeviceRequestHeader.algorithm ? ($0.0, algorithmHeader) : $0 }
         }
         if let hostHeader { headers.append(("Host", hostHeader)) }
+        if let forwardedFor { headers.append(("X-Forwarded-For", forwardedFor)) }
         return try await send(.POST, RegistrationPath.current, headers: headers, body: signed.body)
     }
 

@@ -34,7 +34,8 @@ import Testing
             #expect(
                 plan.contains { $0.contains("USING INDEX certificates_by_device (product_id=? AND device_name=?)") },
                 "plan: \(plan)")
-            let listing = try store.queryPlan(SQLiteStore.deviceCertificatesSQL, arguments: ["P", "d"])
+            let listing = try store.queryPlan(
+                SQLiteStore.deviceCertificatesSQL, arguments: ["P", "d", nil as String?, "P", nil as String?, 10])
             #expect(
                 listing.contains { $0.contains("certificates_by_device (product_id=? AND device_name=?)") },
                 "plan: \(listing)")

@@ -26,6 +26,7 @@ struct AdminErrorCode: Sendable, Hashable, CustomStringConvertible {
     static let invalidStatus = Self("InvalidStatus", .badRequest)
     static let invalidTopicRule = Self("InvalidTopicRule", .badRequest)
     static let invalidInput = Self("InvalidInput", .badRequest)
+    static let invalidLimit = Self("InvalidLimit", .badRequest)
     /// The device protocol's code, so one name means one thing everywhere.
     static let deviceNameInvalid = Self(RegistrationErrorCode.deviceNameInvalid.code, .badRequest)
     static let unauthorized = Self("Unauthorized", .unauthorized)
@@ -38,7 +39,8 @@ struct AdminErrorCode: Sendable, Hashable, CustomStringConvertible {
 
     static let all: [Self] = [
         .invalidBody, .invalidName, .invalidQuota, .invalidValidity, .invalidAuthType, .invalidKeyType,
-        .invalidCertificateAuthority, .invalidStatus, .invalidTopicRule, .invalidInput, .deviceNameInvalid,
+        .invalidCertificateAuthority, .invalidStatus, .invalidTopicRule, .invalidInput, .invalidLimit,
+        .deviceNameInvalid,
         .unauthorized, .tooManyFailures, .notFound,
         .conflict, .deviceQuota, .internalError, .unavailable,
     ]

@@ -27,8 +27,14 @@ package struct ProductView: Codable, Sendable, Hashable {
     package var topicRules: TopicPolicy
     /// Certificate products only: the key made for a device that sends no CSR.
     package var deviceKeyType: DeviceKeyType?
+    /// The product's own registration rate; `null` for the server's default.
+    package var registrationRate: RegistrationRate?
+    /// The new-device brake; `null` when off.
+    package var newDevicesPerHour: Int?
 
-    package init(_ product: Product, includeSecret: Bool) {
+    package init(_ product: Product, includeSecret: Bool, limits: ProductLimits = ProductLimits()) {
+        registrationRate = limits.registrationRate
+        newDevicesPerHour = limits.newDevicesPerHour
         productId = product.id
         name = product.name
         authType = product.authType
@@ -64,6 +70,8 @@ package struct ProductView: Codable, Sendable, Hashable {
         trustedCaCertificatePems = try container.decodeIfPresent([String].self, forKey: .trustedCaCertificatePems)
         topicRules = try container.decode(TopicPolicy.self, forKey: .topicRules)
         deviceKeyType = try container.decodeIfPresent(DeviceKeyType.self, forKey: .deviceKeyType)
+        registrationRate = try container.decodeIfPresent(RegistrationRate.self, forKey: .registrationRate)
+        newDevicesPerHour = try container.decodeIfPresent(Int.self, forKey: .newDevicesPerHour)
     }
 
     package func encode(to encoder: any Encoder) throws {
@@ -83,12 +91,14 @@ package struct ProductView: Codable, Sendable, Hashable {
         try container.encodeIfPresent(trustedCaCertificatePems, forKey: .trustedCaCertificatePems)
         try container.encode(topicRules, forKey: .topicRules)
         try container.encodeIfPresent(deviceKeyType, forKey: .deviceKeyType)
+        try container.encode(registrationRate, forKey: .registrationRate)
+        try container.encode(newDevicesPerHour, forKey: .newDevicesPerHour)
     }
 
     enum CodingKeys: String, CodingKey {
         case productId, name, authType, productSecret, dynamicRegistration, autoCreate, deviceQuota
         case allowClocklessDevices, deviceCount, createdAt, caKeyType, certificateValidityDays
-        case trustedCaCertificatePems, topicRules, deviceKeyType
+        case trustedCaCertificatePems, topicRules, deviceKeyType, registrationRate, newDevicesPerHour
     }
 }
 
@@ -186,6 +196,60 @@ package struct RefusalView: Codable, Sendable, Hashable {
 
 package struct RefusalList: Codable, Sendable, Hashable {
     package var refusals: [RefusalView]
+}
+
+/// The limits members of a product's creation or PATCH body: absent leaves them, `null` clears them.
+package struct ProductLimitsInput: Codable, Sendable, Hashable {
+    package var registrationRate: RegistrationRate??
+    package var newDevicesPerHour: Int??
+
+    package init(registrationRate: RegistrationRate?? = nil, newDevicesPerHour: Int?? = nil) {
+        self.registrationRate = registrationRate
+        self.newDevicesPerHour = newDevicesPerHour
+    }
+
+    enum CodingKeys: String, CodingKey { case registrationRate, newDevicesPerHour }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        registrationRate = try container.decodeNullable(RegistrationRate.self, forKey: .registrationRate)
+        newDevicesPerHour = try container.decodeNullable(Int.self, forKey: .newDevicesPerHour)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeNullable(registrationRate, forKey: .registrationRate)
+        try container.encodeNullable(newDevicesPerHour, forKey: .newDevicesPerHour)
+    }
+
+    var isEmpty: Bool { registrationRate == nil && newDevicesPerHour == nil }
+
+    /// `limits` with what this input sets.
+    func applied(to limits: ProductLimits) -> ProductLimits {
+        var limits = limits
+        if let rate = registrationRate { limits.registrationRate = rate }
+        if let perHour = newDevicesPerHour { limits.newDevicesPerHour = perHour }
+        return limits
+    }
+}
+
+/// An address locked out of a product after repeated wrong signatures.
+package struct LockoutView: Codable, Sendable, Hashable {
+    package var remoteAddress: String
+    package var failures: Int
+    package var lockedAt: Date
+    package var lockedUntil: Date
+
+    package init(_ lockout: Lockout) {
+        remoteAddress = lockout.remoteAddress
+        failures = lockout.failures
+        lockedAt = lockout.lockedAt
+        lockedUntil = lockout.lockedUntil
+    }
+}
+
+package struct LockoutList: Codable, Sendable, Hashable {
+    package var lockouts: [LockoutView]
 }
 
 /// A device certificate; `revokedAt` is absent while it is valid.

@@ -21,6 +21,9 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
     let authorities: CertificateAuthorities
     /// Told about every change to a CA or to revocations, for the CRL directory.
     var revocations: RevocationNotifier? = nil
+    /// Told when an operator clears a lockout or changes a product's limits, so that this instance applies it at once.
+    var lockouts: SignatureLockouts? = nil
+    var productLimits: ProductLimitsCache? = nil
 
     /// A page of devices; `nextCursor` is the name to continue after, `nil` on the last page.
     struct DevicePage: Sendable, Hashable {
@@ -31,7 +34,9 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
     // MARK: Products
 
     /// Creates a product with a fresh id and secret; certificate products also get a CA (new or imported).
-    func createProduct(_ input: ProductCreateInput, now: Date = Date()) async throws -> Product {
+    func createProduct(
+        _ input: ProductCreateInput, limits: ProductLimitsInput = ProductLimitsInput(), now: Date = Date()
+    ) async throws -> Product {
         let name = try Self.validName(input.name)
         // A leaked product secret creates devices only up to the quota: new products get a finite one.
         let quota = input.deviceQuota ?? Self.defaultDeviceQuota
@@ -58,8 +63,11 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             trustedDeviceCAs: try Self.trustedAuthorities(input.trustedCaCertificatePems ?? [], now: now),
             topicPolicy: try Self.checkedTopics(input.topicRules ?? .default),
             deviceKeyType: input.deviceKeyType ?? .p256)
+        try Self.check(limits.applied(to: ProductLimits()))
         defer { if authType == .certificate { revocations?.changed() } }
-        return try await store.createProduct(product)
+        let created = try await store.createProduct(product)
+        try await setLimits(productId: created.id, limits)
+        return created
     }
 
     func products() async throws -> [Product] {
@@ -71,8 +79,12 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         return product
     }
 
-    func updateProduct(id: String, _ update: ProductUpdate, now: Date = Date()) async throws -> Product {
+    func updateProduct(
+        id: String, _ update: ProductUpdate, limits: ProductLimitsInput = ProductLimitsInput(), now: Date = Date()
+    ) async throws -> Product {
         // The rules of creation hold for changes too.
+        try Self.check(limits.applied(to: ProductLimits()))
+        if !limits.isEmpty { try await setLimits(productId: id, limits) }
         var update = update
         if let name = update.name { _ = try Self.validName(name) }
         if case .some(.some(let quota)) = update.deviceQuota { try Self.checkQuota(quota) }
@@ -123,6 +135,50 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             }
         }
         return trusted
+    }
+
+    // MARK: Limits and lockouts
+
+    func limits(productId: String) async throws -> ProductLimits {
+        try await store.limits(productId: productId)
+    }
+
+    /// Sets what `input` names of the product's limits, after checking them; answers the limits now in force.
+    @discardableResult
+    func setLimits(productId: String, _ input: ProductLimitsInput) async throws -> ProductLimits {
+        let current = try await store.limits(productId: productId)
+        guard !input.isEmpty else { return current }
+        let limits = input.applied(to: current)
+        try Self.check(limits)
+        try await store.setLimits(productId: productId, limits)
+        productLimits?.forget(productId: productId)
+        return limits
+    }
+
+    static func check(_ limits: ProductLimits) throws {
+        if let rate = limits.registrationRate {
+            guard (0.001...1_000_000).contains(rate.perSecond), (1...10_000_000).contains(rate.burst) else {
+                throw AdminError(
+                    .invalidLimit, "registrationRate needs perSecond 0.001-1000000 and burst 1-10000000")
+            }
+        }
+        if let perHour = limits.newDevicesPerHour, !(1...1_000_000_000).contains(perHour) {
+            throw AdminError(.invalidLimit, "newDevicesPerHour must be 1-1000000000, or null for no brake")
+        }
+    }
+
+    /// Addresses locked out of the product now.
+    func lockouts(productId: String, now: Date = Date()) async throws -> [Lockout] {
+        _ = try await product(id: productId)
+        return try await store.lockouts(productId: productId, endingAfter: now)
+    }
+
+    func clearLockout(productId: String, address: String, now: Date = Date()) async throws {
+        _ = try await product(id: productId)
+        guard try await store.clearLockout(productId: productId, remoteAddress: address, now: now) else {
+            throw AdminError(.notFound, "\(address) is not locked out of product \(productId)")
+        }
+        lockouts?.cleared(productId: productId, address: address)
     }
 
     func rotateSecret(productId: String) async throws -> Product {

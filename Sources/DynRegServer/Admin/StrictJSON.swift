@@ -15,18 +15,20 @@ extension JSONShape {
     private static let topicRules = JSONShape([
         "includeDefaults": nil, "rules": JSONShape(names: ["topic", "access"]),
     ])
+    private static let registrationRate = JSONShape(names: ["perSecond", "burst"])
     /// The members of each body; the Codable types beside them decode the values.
     static let productCreate = JSONShape(
         [
             "name": nil, "authType": nil, "dynamicRegistration": nil, "autoCreate": nil, "deviceQuota": nil,
             "allowClocklessDevices": nil, "caKeyType": nil, "certificateValidityDays": nil, "caCertificatePem": nil,
             "caPrivateKeyPem": nil, "trustedCaCertificatePems": nil, "topicRules": topicRules, "deviceKeyType": nil,
+            "registrationRate": registrationRate, "newDevicesPerHour": nil,
         ])
     static let productUpdate = JSONShape(
         [
             "name": nil, "dynamicRegistration": nil, "autoCreate": nil, "deviceQuota": nil,
             "allowClocklessDevices": nil, "trustedCaCertificatePems": nil, "topicRules": topicRules,
-            "deviceKeyType": nil,
+            "deviceKeyType": nil, "registrationRate": registrationRate, "newDevicesPerHour": nil,
         ])
     static let deviceCreate = JSONShape(names: ["deviceName"])
 }
