@@ -31,7 +31,7 @@ struct TwoInstanceTests {
     /// Starts both instances on a fresh database (they migrate it together), one configured by flag and one by
     /// environment, and hands them over with a running store on the same database.
     static func withTwoInstances(
-        _ body: (PostgresStore, [ServerProcess], HTTPClient) async throws -> Void
+        arguments: [String] = unlimited, _ body: (PostgresStore, [ServerProcess], HTTPClient) async throws -> Void
     ) async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
             let url = try #require(PostgresTestDatabase.url)
@@ -41,11 +41,11 @@ struct TwoInstanceTests {
             let startTime = clock.now
             async let first = outcome {
                 try await ServerProcess.start(
-                    arguments: ["--no-demo", "--database", databaseURL] + Self.unlimited, environment: environment)
+                    arguments: ["--no-demo", "--database", databaseURL] + arguments, environment: environment)
             }
             async let second = outcome {
                 try await ServerProcess.start(
-                    arguments: ["--no-demo"] + Self.unlimited,
+                    arguments: ["--no-demo"] + arguments,
                     environment: environment.merging(["DYNREG_DATABASE": databaseURL]) { $1 })
             }
             let started = await [first, second]
@@ -101,7 +101,8 @@ struct TwoInstanceTests {
 
     /// One signed `POST /device/register`; the credential decrypted with the product secret.
     static func register(
-        _ client: HTTPClient, port: Int, instance: Int, product: Product, device: String
+        _ client: HTTPClient, port: Int, instance: Int, product: Product, device: String, secret: String? = nil,
+        forwardedFor: String? = nil
     ) async -> Answer {
         let start = ContinuousClock.now
         let signed = SignedRequest(
@@ -110,7 +111,8 @@ struct TwoInstanceTests {
             nonce: Int64.random(in: 1...Int64(Int32.max)))
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(RegistrationPath.current)")
         request.method = .POST
-        request.headers.add(contentsOf: signed.headers(productSecret: product.secret))
+        request.headers.add(contentsOf: signed.headers(productSecret: secret ?? product.secret))
+        if let forwardedFor { request.headers.add(name: "X-Forwarded-For", value: forwardedFor) }
         request.body = .bytes(ByteBuffer(bytes: signed.body))
         let outcome: Outcome
         do {
@@ -271,6 +273,56 @@ struct TwoInstanceTests {
             }
             let listed = try await store.devices(productId: unlimited.id, status: .registered, limit: 1000, after: nil)
             #expect(listed.count == 250)
+        }
+    }
+
+    @Test("wrong signatures add up across instances: three on each of two lock the address out of both")
+    func lockoutsAreShared() async throws {
+        let arguments = [
+            "--address-rate-limit", "0", "--product-rate-limit", "0", "--lockout-failures", "6",
+            "--trusted-proxy", "127.0.0.1",
+        ]
+        try await Self.withTwoInstances(arguments: arguments) { store, servers, client in
+            let product = try await store.createProduct(Self.product("PLOCK00001", quota: nil))
+            for (instance, server) in servers.enumerated() {
+                for index in 0..<3 {
+                    let answer = await Self.register(
+                        client, port: server.port, instance: instance, product: product, device: "g\(instance)\(index)",
+                        secret: "wrong-secret-0123456789", forwardedFor: "10.7.7.7")
+                    #expect(answer.outcome.code == RegistrationErrorCode.signatureFailure.code)
+                }
+            }
+            // Neither instance saw six; together they did. Within a few refreshes both refuse the address.
+            let deadline = ContinuousClock.now + .seconds(40)
+            var codes: [String?] = []
+            repeat {
+                try await Task.sleep(for: .seconds(1))
+                codes = []
+                for (instance, server) in servers.enumerated() {
+                    let answer = await Self.register(
+                        client, port: server.port, instance: instance, product: product, device: "real",
+                        forwardedFor: "10.7.7.7")
+                    codes.append(answer.outcome.code)
+                }
+            } while codes != [
+                RegistrationErrorCode.requestLimitExceeded.code, RegistrationErrorCode.requestLimitExceeded.code,
+            ]
+                && ContinuousClock.now < deadline
+            #expect(
+                codes == [
+                    RegistrationErrorCode.requestLimitExceeded.code, RegistrationErrorCode.requestLimitExceeded.code,
+                ])
+            #expect(
+                try await store.lockouts(productId: product.id, endingAfter: Date()).map(\.remoteAddress) == [
+                    "10.7.7.7"
+                ])
+            // Another address registers on both.
+            for (instance, server) in servers.enumerated() {
+                let answer = await Self.register(
+                    client, port: server.port, instance: instance, product: product, device: "other\(instance)",
+                    forwardedFor: "10.8.8.8")
+                #expect(answer.outcome.psk != nil)
+            }
         }
     }
 
