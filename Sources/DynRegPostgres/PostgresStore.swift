@@ -491,12 +491,16 @@ package struct PostgresStore: RegistrationStore {
             """, logger: logger)
     }
 
-    package func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
+    package func events(productId: String, _ query: EventQuery) async throws -> [RegistrationEvent] {
         try await leased { connection in
             let rows = try await connection.checkedQuery(
                 """
                 SELECT id, time, product_id, device_name, outcome, remote_address, endpoint FROM events
-                WHERE product_id = \(productId) ORDER BY id DESC LIMIT \(limit < 0 ? nil : limit)
+                WHERE product_id = \(productId) AND (\(query.before)::bigint IS NULL OR id < \(query.before))
+                    AND (\(query.since)::timestamptz IS NULL OR time >= \(query.since))
+                    AND (\(query.outcome)::text IS NULL OR outcome = \(query.outcome))
+                    AND (\(query.deviceName)::text IS NULL OR device_name = \(query.deviceName))
+                ORDER BY id DESC LIMIT \(query.limit)
                 """, logger: logger)
             var events: [RegistrationEvent] = []
             for try await row in rows {
@@ -509,6 +513,31 @@ package struct PostgresStore: RegistrationStore {
             }
             return events
         }
+    }
+
+    package func purgeAudit(before: Date) async throws -> AuditPurge {
+        var purge = AuditPurge()
+        while true {
+            let removed = try await leased { connection in
+                try await connection.checkedQuery(
+                    """
+                    DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT 5000) AND time < \(before)
+                    RETURNING 1
+                    """, logger: logger
+                ).collect().count
+            }
+            purge.events += removed
+            if removed < 5000 { break }
+        }
+        purge.refusals = try await leased { connection in
+            try await connection.checkedQuery(
+                "DELETE FROM lockouts WHERE locked_until < \(before)", logger: logger)
+            return try await connection.checkedQuery(
+                "DELETE FROM refusals WHERE minute < \(Int64(before.timeIntervalSince1970)) RETURNING 1",
+                logger: logger
+            ).collect().count
+        }
+        return purge
     }
 
     package func recordRefusals(_ counts: [RefusalCount]) async throws {

@@ -124,9 +124,25 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
         .pem(try await administration.crl(productId: try productId(context)))
     }
 
+    /// Newest first: `limit`, `before` (the previous page's `nextCursor`), `since` (ISO 8601), `outcome`, `device`.
     @Sendable func events(_ request: Request, context: Context) async throws -> EventList {
-        let events = try await administration.events(productId: try productId(context), limit: limit(request))
-        return EventList(events: events.map(EventView.init))
+        let query = request.uri.queryParameters
+        var since: Date?
+        if let text = query["since"] {
+            guard let date = try? Date(String(text), strategy: .iso8601) else {
+                throw AdminError(.invalidInput, "since must be an ISO 8601 time such as 2026-12-01T00:00:00Z")
+            }
+            since = date
+        }
+        var before: Int64?
+        if let text = query["before"] {
+            guard let id = Int64(String(text)) else { throw AdminError(.invalidInput, "before must be an event id") }
+            before = id
+        }
+        let page = try await administration.events(
+            productId: try productId(context), limit: limit(request), before: before, since: since,
+            outcome: query["outcome"].map(String.init), deviceName: query["device"].map(String.init))
+        return EventList(events: page.events.map(EventView.init), nextCursor: page.nextCursor)
     }
 
     // MARK: Devices

@@ -80,7 +80,11 @@ package func buildApplication<Store: RegistrationStore>(
         authorities: authorities, revocations: notifier, metrics: metrics, refusals: refusals,
         guards: RegistrationGuards(limits: configuration.limits, lockouts: lockouts, productLimits: productLimits))
     // Stopped before the store: their last writes happen while the store still runs.
-    var services = services + [refusals, lockouts]
+    var services =
+        services + [
+            refusals, lockouts,
+            AuditRetention(store: store, retention: configuration.eventRetention, metrics: metrics, logger: logger),
+        ]
     if let directory = configuration.crlDirectory {
         services.append(
             CRLPublisher(

@@ -37,6 +37,8 @@ package struct ServerConfiguration: Sendable {
     package var maxLoginLifetime: Duration?
     /// Rate limits per address and product, and the lockout after wrong signatures.
     package var limits = RegistrationLimits()
+    /// How long audit events and refusal counts are kept (`--event-retention-days`).
+    package var eventRetention: Duration = .seconds(90 * 86_400)
     /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`); none by default.
     package var trustedProxies: [AddressBlock] = []
     /// After SIGTERM, how long requests in progress may take before every connection is closed.

@@ -333,6 +333,37 @@ package struct RegistrationEvent: Sendable, Hashable {
     package static let retry = "Retry"
 }
 
+/// Which events to read: newest first, before the event `before` (a cursor), optionally since a time, of one outcome
+/// or one device.
+package struct EventQuery: Sendable, Hashable {
+    package var limit: Int
+    package var before: Int64?
+    package var since: Date?
+    package var outcome: String?
+    package var deviceName: String?
+
+    package init(
+        limit: Int, before: Int64? = nil, since: Date? = nil, outcome: String? = nil, deviceName: String? = nil
+    ) {
+        self.limit = limit
+        self.before = before
+        self.since = since
+        self.outcome = outcome
+        self.deviceName = deviceName
+    }
+}
+
+/// What one retention sweep removed.
+package struct AuditPurge: Sendable, Hashable {
+    package var events = 0
+    package var refusals = 0
+
+    package init(events: Int = 0, refusals: Int = 0) {
+        self.events = events
+        self.refusals = refusals
+    }
+}
+
 /// How many requests were refused one way in one minute, before the product secret was proven: kept as one row a
 /// minute rather than a row a request, so that nobody without a secret can grow the store by sending junk.
 package struct RefusalCount: Sendable, Hashable {

@@ -59,8 +59,10 @@ package protocol RegistrationStore: Service {
 
     // MARK: Audit log
     func recordEvent(_ event: RegistrationEvent) async throws
-    /// Newest first.
-    func events(productId: String, limit: Int) async throws -> [RegistrationEvent]
+    /// Newest first, as `query` selects.
+    func events(productId: String, _ query: EventQuery) async throws -> [RegistrationEvent]
+    /// Removes events, refusal counts and ended lockouts older than `before`, a batch at a time.
+    func purgeAudit(before: Date) async throws -> AuditPurge
     /// Adds counts to the per-minute refusal rows (creating them as needed), in one transaction.
     func recordRefusals(_ counts: [RefusalCount]) async throws
     /// Per-minute refusal rows, newest minute first; `productId` "" selects requests that named no known product.
@@ -91,6 +93,11 @@ package protocol RegistrationStore: Service {
 }
 
 extension RegistrationStore {
+    /// The newest `limit` events of a product.
+    package func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
+        try await events(productId: productId, EventQuery(limit: limit))
+    }
+
     /// Every certificate of a device, newest first.
     package func certificates(productId: String, deviceName: String) async throws -> [DeviceCertificate] {
         try await certificates(productId: productId, deviceName: deviceName, limit: Int(Int32.max), after: nil)

@@ -641,11 +641,21 @@ package final class SQLiteStore: RegistrationStore, Service {
         ])
     }
 
-    package func events(productId: String, limit: Int) async throws -> [RegistrationEvent] {
+    package func events(productId: String, _ query: EventQuery) async throws -> [RegistrationEvent] {
         try await pool.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM events WHERE product_id = ? ORDER BY id DESC LIMIT ?",
-                arguments: [productId, limit]
+                db,
+                sql: """
+                    SELECT * FROM events INDEXED BY events_by_product
+                    WHERE product_id = ? AND (? IS NULL OR id < ?) AND (? IS NULL OR time >= ?)
+                        AND (? IS NULL OR outcome = ?) AND (? IS NULL OR device_name = ?)
+                    ORDER BY id DESC LIMIT ?
+                    """,
+                arguments: [
+                    productId, query.before, query.before, query.since?.timeIntervalSince1970,
+                    query.since?.timeIntervalSince1970, query.outcome, query.outcome, query.deviceName,
+                    query.deviceName, query.limit,
+                ]
             ).map { row in
                 RegistrationEvent(
                     id: row["id"], time: Date(timeIntervalSince1970: row["time"]), productId: row["product_id"],
@@ -654,6 +664,33 @@ package final class SQLiteStore: RegistrationStore, Service {
             }
         }
     }
+
+    /// Oldest first by id (ids grow with time), a batch per transaction, so registrations wait for no long delete.
+    package func purgeAudit(before: Date) async throws -> AuditPurge {
+        var purge = AuditPurge()
+        let cutoff = before.timeIntervalSince1970
+        while true {
+            let removed = try await groupCommit.write { db -> Int in
+                try db.execute(
+                    sql: """
+                        DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT \(Self.purgeBatch))
+                            AND time < ?
+                        """, arguments: [cutoff])
+                return db.changesCount
+            }
+            purge.events += removed
+            if removed < Self.purgeBatch { break }
+        }
+        purge.refusals = try await groupCommit.write { db -> Int in
+            try db.execute(sql: "DELETE FROM refusals WHERE minute < ?", arguments: [Int64(cutoff)])
+            let refusals = db.changesCount
+            try db.execute(sql: "DELETE FROM lockouts WHERE locked_until < ?", arguments: [cutoff])
+            return refusals
+        }
+        return purge
+    }
+
+    static let purgeBatch = 5_000
 
     package func recordRefusals(_ counts: [RefusalCount]) async throws {
         guard !counts.isEmpty else { return }

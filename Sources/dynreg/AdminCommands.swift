@@ -695,20 +695,65 @@ struct RefusalsCommand: AsyncParsableCommand {
 
 struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "events", abstract: "Show a product's registration attempts, newest first.")
+        commandName: "events", abstract: "Show a product's registration attempts, newest first.",
+        discussion: """
+            A table shows the newest --limit events; --all, or --format ndjson or csv, streams every event that \
+            matches, a page at a time, to the end.
+            """)
     @OptionGroup var admin: AdminOptions
     @Argument(help: "The product id.") var productId: String
-    @Option(help: "How many events (1-1000).") var limit = 50
+    @Option(help: "How many events (1-1000) in a table.") var limit = 50
+    @Option(help: "Only events at or after this ISO 8601 time, e.g. 2026-12-01T00:00:00Z.") var since: String?
+    @Option(help: "Only events with this outcome, e.g. Success or AuthFailure.SignatureFailure.") var outcome: String?
+    @Option(help: "Only events of this device.") var device: String?
+    @Option(help: "table, ndjson (one JSON object a line) or csv.") var format: Format = .table
+    @Flag(help: "Every matching event, not just the newest page.") var all = false
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case table, ndjson, csv }
 
     func run() async throws {
-        let list = try await admin.call(
-            .GET, "/products/\(escaped(productId))/events?limit=\(limit)", as: EventList.self)
-        try admin.output(list) {
-            table(
-                ["TIME", "DEVICE", "OUTCOME", "REMOTE", "ENDPOINT"],
-                list.events.map { event in
-                    [stamp(event.time), event.deviceName, event.outcome, event.remoteAddress, event.endpoint]
-                })
+        var filter = ""
+        if let since { filter += "&since=\(escaped(since))" }
+        if let outcome { filter += "&outcome=\(escaped(outcome))" }
+        if let device { filter += "&device=\(escaped(device))" }
+        let path = "/products/\(escaped(productId))/events"
+        guard format != .table || all else {
+            let list = try await admin.call(.GET, path + "?limit=\(limit)" + filter, as: EventList.self)
+            try admin.output(list) { table(Self.headers, list.events.map(Self.row)) }
+            return
         }
+        if format == .csv { print(Self.headers.map(Self.csv).joined(separator: ",")) }
+        if format == .table { print(table(Self.headers, [])) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        var cursor: String?
+        repeat {
+            let before = cursor.map { "&before=\($0)" } ?? ""
+            let page = try await admin.call(.GET, path + "?limit=1000" + filter + before, as: EventList.self)
+            for event in page.events {
+                switch format {
+                case .ndjson: print(String(decoding: try encoder.encode(event), as: UTF8.self))
+                case .csv: print(Self.row(event).map(Self.csv).joined(separator: ","))
+                case .table: print(Self.row(event).map(terminalSafe).joined(separator: "  "))
+                }
+            }
+            cursor = page.nextCursor
+        } while cursor != nil
+    }
+
+    static let headers = ["TIME", "DEVICE", "OUTCOME", "REMOTE", "ENDPOINT"]
+
+    static func row(_ event: EventView) -> [String] {
+        [stamp(event.time), event.deviceName, event.outcome, event.remoteAddress, event.endpoint]
+    }
+
+    /// RFC 4180: quoted when it holds a comma, a quote or a line break; a leading = + - @ is quoted too and
+    /// prefixed with ', so a spreadsheet does not run it as a formula.
+    static func csv(_ field: String) -> String {
+        var field = field
+        if let first = field.first, "=+-@".contains(first) { field = "'" + field }
+        guard field.contains(where: { ",\"\r\n'".contains($0) }) else { return field }
+        return "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 }

@@ -83,6 +83,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds within which --lockout-failures wrong signatures lock an address out.")
     var lockoutWindow = 600
     @Option(help: "Seconds a lockout lasts.") var lockoutDuration = 600
+    @Option(help: "Days audit events and refusal counts are kept; older ones are removed every hour.")
+    var eventRetentionDays = 90
     @Option(
         name: .customLong("trusted-proxy"),
         help: "A proxy address or CIDR block whose X-Forwarded-For names the client (repeatable); none by default.")
@@ -115,6 +117,9 @@ struct Serve: AsyncParsableCommand {
         for (flag, value) in [("--address-rate-limit", addressRateLimit), ("--product-rate-limit", productRateLimit)]
         where Self.rate(value) == nil {
             throw ValidationError("\(flag) must be RATE/BURST (for example 20/200), or 0 for no limit")
+        }
+        guard (1...36_500).contains(eventRetentionDays) else {
+            throw ValidationError("--event-retention-days must be 1-36500")
         }
         guard lockoutFailures >= 0 else { throw ValidationError("--lockout-failures must be 0 or more") }
         guard (1...86_400).contains(lockoutWindow), (1...604_800).contains(lockoutDuration) else {
@@ -213,6 +218,7 @@ struct Serve: AsyncParsableCommand {
         configuration.limits.lockout.window = .seconds(lockoutWindow)
         configuration.limits.lockout.duration = .seconds(lockoutDuration)
         configuration.trustedProxies = trustedProxies.compactMap(AddressBlock.init)
+        configuration.eventRetention = .seconds(eventRetentionDays * 86_400)
         configuration.maxLoginLifetime = maxLoginLifetime.map { .seconds($0) }
         if let tlsCert, let tlsKey {
             configuration.tls = .init(certificatePath: tlsCert, keyPath: tlsKey)

@@ -61,6 +61,46 @@ struct AdminCommandTests {
         }
     }
 
+    @Test("events export every event as ndjson or csv, filtered; limits and lockouts from the command line")
+    func eventsExportAndLimits() async throws {
+        try await RunningServer.with { server in
+            let product = try await server.createProduct()
+            for name in ["e1", "e2", "e3"] {
+                let registered = try await runDynreg([
+                    "register", "--url", server.baseURL, "--product-id", product.id, "--device-name", name,
+                    "--product-secret", product.secret,
+                ])
+                #expect(registered.status == 0, "\(registered.stderr)")
+            }
+            let ndjson = try await server.dynreg(["events", product.id, "--format", "ndjson", "--outcome", "Success"])
+            #expect(ndjson.status == 0, "\(ndjson.stderr)")
+            let lines = ndjson.stdout.split(separator: "\n")
+            try #require(lines.count == 3, "\(ndjson.stdout)")
+            let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+            #expect(first?["deviceName"] as? String == "e3")
+            let csv = try await server.dynreg(["events", product.id, "--format", "csv", "--device", "e1"])
+            #expect(csv.stdout.split(separator: "\n").first == "TIME,DEVICE,OUTCOME,REMOTE,ENDPOINT")
+            #expect(csv.stdout.split(separator: "\n").count == 2, "\(csv.stdout)")
+            #expect(csv.stdout.contains(",e1,Success,127.0.0.1,/device/register"), "\(csv.stdout)")
+            let badSince = try await server.dynreg(["events", product.id, "--since", "yesterday"])
+            #expect(badSince.status != 0 && badSince.stderr.contains("ISO 8601"), "\(badSince.stderr)")
+
+            let limited = try await server.dynreg([
+                "product", "update", product.id, "--rate-limit", "5/50", "--new-devices-per-hour", "100",
+            ])
+            #expect(limited.status == 0, "\(limited.stderr)")
+            #expect(limited.stdout.contains("5.0/s, burst 50") && limited.stdout.contains("100"), "\(limited.stdout)")
+            let lifted = try await server.dynreg([
+                "product", "update", product.id, "--default-rate-limit", "--no-new-devices-per-hour",
+            ])
+            #expect(lifted.stdout.contains("server default") && lifted.stdout.contains("no brake"), "\(lifted.stdout)")
+            let lockouts = try await server.dynreg(["product", "lockouts", product.id])
+            #expect(lockouts.status == 0 && lockouts.stdout.hasPrefix("ADDRESS"), "\(lockouts.stdout)")
+            let clear = try await server.dynreg(["product", "lockouts", product.id, "--clear", "10.0.0.1"])
+            #expect(clear.status != 0 && clear.stderr.contains("NotFound"), "\(clear.stderr)")
+        }
+    }
+
     @Test("certificate products: ca, crl, certificates and revoke-certificate")
     func certificates() async throws {
         try await RunningServer.with { server in

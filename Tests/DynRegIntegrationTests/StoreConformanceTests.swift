@@ -753,6 +753,52 @@ struct StoreConformanceTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func eventsPageFilterAndExpire(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let t0 = StoreSamples.t0
+            for index in 0..<6 {
+                try await store.recordEvent(
+                    RegistrationEvent(
+                        time: t0.addingTimeInterval(Double(index) * 3600), productId: "P1", deviceName: "d\(index % 2)",
+                        outcome: index % 3 == 0 ? "Success" : "InternalError", remoteAddress: "10.0.0.1",
+                        endpoint: "/device/register"))
+            }
+            try await store.recordEvent(
+                RegistrationEvent(
+                    time: t0, productId: "P2", deviceName: "d0", outcome: "Success", remoteAddress: "a",
+                    endpoint: "/device/register"))
+            let all = try await store.events(productId: "P1", EventQuery(limit: 10))
+            #expect(all.map(\.deviceName) == ["d1", "d0", "d1", "d0", "d1", "d0"])
+            // A page at a time: the cursor is the last id of the page before.
+            let first = try await store.events(productId: "P1", EventQuery(limit: 4))
+            let rest = try await store.events(productId: "P1", EventQuery(limit: 4, before: first.last?.id))
+            #expect(first + rest == all)
+            #expect(
+                try await store.events(productId: "P1", EventQuery(limit: 10, outcome: "Success")).count == 2)
+            #expect(
+                try await store.events(productId: "P1", EventQuery(limit: 10, deviceName: "d1")).count == 3)
+            let since = try await store.events(
+                productId: "P1", EventQuery(limit: 10, since: t0.addingTimeInterval(4 * 3600)))
+            #expect(since.count == 2)
+
+            try await store.recordRefusals([
+                RefusalCount(
+                    minute: t0, productId: "", endpoint: "/device/register", outcome: "InvalidParameter",
+                    remoteAddress: "a", count: 1),
+                RefusalCount(
+                    minute: t0.addingTimeInterval(5 * 3600), productId: "", endpoint: "/device/register",
+                    outcome: "InvalidParameter", remoteAddress: "a", count: 1),
+            ])
+            // Retention: everything before the cutoff goes, of every product, refusals included.
+            let purge = try await store.purgeAudit(before: t0.addingTimeInterval(2.5 * 3600))
+            #expect(purge == AuditPurge(events: 4, refusals: 1))
+            #expect(try await store.events(productId: "P1", EventQuery(limit: 10)).count == 3)
+            #expect(try await store.events(productId: "P2", EventQuery(limit: 10)).isEmpty)
+            #expect(try await store.refusals(productId: nil, limit: 10).count == 1)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func deviceCountsByStatus(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             #expect(try await store.deviceCounts().isEmpty)

@@ -154,6 +154,8 @@ package struct DeviceList: Codable, Sendable, Hashable {
 
 /// One registration attempt from the audit log.
 package struct EventView: Codable, Sendable, Hashable {
+    /// Increasing: the cursor of the events API.
+    package var id: Int64
     package var time: Date
     package var productId: String
     package var deviceName: String
@@ -162,6 +164,7 @@ package struct EventView: Codable, Sendable, Hashable {
     package var endpoint: String
 
     package init(_ event: RegistrationEvent) {
+        id = event.id
         time = event.time
         productId = event.productId
         deviceName = event.deviceName
@@ -173,6 +176,8 @@ package struct EventView: Codable, Sendable, Hashable {
 
 package struct EventList: Codable, Sendable, Hashable {
     package var events: [EventView]
+    /// The id to pass as `before` for older events; absent on the last page.
+    package var nextCursor: String?
 }
 
 /// Requests refused in one minute before any secret was proven; `productId` is empty when they named no known product.

@@ -273,8 +273,20 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
 
     /// Newest first; `limit` as for `devices`.
     func events(productId: String, limit: Int?) async throws -> [RegistrationEvent] {
+        try await events(productId: productId, limit: limit, before: nil).events
+    }
+
+    /// A page of events, newest first; `nextCursor` is the id to pass as `before` for the next.
+    func events(
+        productId: String, limit: Int?, before: Int64?, since: Date? = nil, outcome: String? = nil,
+        deviceName: String? = nil
+    ) async throws -> (events: [RegistrationEvent], nextCursor: String?) {
         _ = try await product(id: productId)
-        return try await store.events(productId: productId, limit: Self.pageSize(limit))
+        let limit = Self.pageSize(limit)
+        let events = try await store.events(
+            productId: productId,
+            EventQuery(limit: limit, before: before, since: since, outcome: outcome, deviceName: deviceName))
+        return (events, events.count == limit ? events.last.map { String($0.id) } : nil)
     }
 
     /// Per-minute refusal counts, newest first: of one product, of requests that named no known product
