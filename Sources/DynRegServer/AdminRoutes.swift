@@ -64,6 +64,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
         let input = try decode(ProductCreateInput.self, bytes)
         let limitsInput = try decode(ProductLimitsInput.self, bytes)
         let product = try await administration.createProduct(input, limits: limitsInput)
+        await audit(.productCreated, product: product.id, context)
         let limits = try await administration.limits(productId: product.id)
         return EditedResponse(status: .created, response: ProductView(product, includeSecret: true, limits: limits))
     }
@@ -88,11 +89,14 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
         let update = try decode(ProductUpdate.self, bytes)
         let limitsInput = try decode(ProductLimitsInput.self, bytes)
         let product = try await administration.updateProduct(id: id, update, limits: limitsInput)
+        await audit(.productUpdated, product: id, context)
         return try await view(product)
     }
 
     @Sendable func rotateSecret(_ request: Request, context: Context) async throws -> ProductView {
-        try await view(administration.rotateSecret(productId: try productId(context)))
+        let product = try await administration.rotateSecret(productId: try productId(context))
+        await audit(.secretRotated, product: product.id, context)
+        return try await view(product)
     }
 
     /// A product with its secret and limits.
@@ -106,13 +110,15 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     }
 
     @Sendable func clearLockout(_ request: Request, context: Context) async throws -> HTTPResponse.Status {
-        try await administration.clearLockout(
-            productId: try productId(context), address: try parameter("address", context))
+        let address = try parameter("address", context)
+        try await administration.clearLockout(productId: try productId(context), address: address)
+        await audit(.lockoutCleared, product: try productId(context), device: AuditField.bounded(address), context)
         return .noContent
     }
 
     @Sendable func deleteProduct(_ request: Request, context: Context) async throws -> HTTPResponse.Status {
         try await administration.deleteProduct(id: try productId(context))
+        await audit(.productDeleted, product: try productId(context), context)
         return .noContent
     }
 
@@ -151,6 +157,7 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
         let id = try productId(context)
         let input = try await decode(DeviceCreateInput.self, shape: .deviceCreate, request, context)
         let device = try await administration.createDevice(productId: id, deviceName: input.deviceName)
+        await audit(.deviceCreated, product: id, device: device.name, context)
         return EditedResponse(status: .created, response: DeviceView(device))
     }
 
@@ -170,17 +177,22 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     @Sendable func deleteDevice(_ request: Request, context: Context) async throws -> HTTPResponse.Status {
         let (id, name) = try device(context)
         try await administration.deleteDevice(productId: id, deviceName: name)
+        await audit(.deviceDeleted, product: id, device: name, context)
         return .noContent
     }
 
     @Sendable func resetDevice(_ request: Request, context: Context) async throws -> DeviceView {
         let (id, name) = try device(context)
-        return DeviceView(try await administration.resetDevice(productId: id, deviceName: name))
+        let device = try await administration.resetDevice(productId: id, deviceName: name)
+        await audit(.deviceReset, product: id, device: name, context)
+        return DeviceView(device)
     }
 
     @Sendable func activateDevice(_ request: Request, context: Context) async throws -> DeviceView {
         let (id, name) = try device(context)
-        return DeviceView(try await administration.activateDevice(productId: id, deviceName: name))
+        let device = try await administration.activateDevice(productId: id, deviceName: name)
+        await audit(.deviceActivated, product: id, device: name, context)
+        return DeviceView(device)
     }
 
     @Sendable func certificates(_ request: Request, context: Context) async throws -> CertificateList {
@@ -194,7 +206,35 @@ struct AdminRoutes<Store: RegistrationStore>: Sendable {
     @Sendable func revokeCertificate(_ request: Request, context: Context) async throws -> CertificateView {
         let id = try productId(context)
         let serial = try parameter("serial", context)
-        return CertificateView(try await administration.revokeCertificate(productId: id, serial: serial))
+        let certificate = try await administration.revokeCertificate(productId: id, serial: serial)
+        await audit(.certificateRevoked, product: id, device: certificate.deviceName, context)
+        return CertificateView(certificate)
+    }
+
+    // MARK: The audit log
+
+    /// What an operator did, as the audit log's outcome.
+    enum AdminAction: String {
+        case productCreated = "Admin.ProductCreated"
+        case productUpdated = "Admin.ProductUpdated"
+        case secretRotated = "Admin.SecretRotated"
+        case productDeleted = "Admin.ProductDeleted"
+        case deviceCreated = "Admin.DeviceCreated"
+        case deviceReset = "Admin.DeviceReset"
+        case deviceActivated = "Admin.DeviceActivated"
+        case deviceDeleted = "Admin.DeviceDeleted"
+        case certificateRevoked = "Admin.CertificateRevoked"
+        case lockoutCleared = "Admin.LockoutCleared"
+    }
+
+    /// One event for a change an operator made: the endpoint says `admin`, with the token's fingerprint.
+    private func audit(_ action: AdminAction, product: String, device: String = "", _ context: Context) async {
+        await administration.recordAction(
+            RegistrationEvent(
+                time: Date(), productId: product, deviceName: device, outcome: action.rawValue,
+                remoteAddress: context.remoteAddressText,
+                endpoint: "admin token \(context.adminTokenFingerprint ?? "-")"),
+            logger: context.logger)
     }
 
     // MARK: Reading requests
@@ -325,7 +365,7 @@ struct BearerTokenMiddleware: RouterMiddleware {
         let header = request.headers[.authorization]
         let presented = header.flatMap { $0.hasPrefix(prefix) ? Array($0.utf8.dropFirst(prefix.utf8.count)) : nil }
         // Every token is compared: `filter` rather than `contains`, which would stop at the first match.
-        guard let presented, !tokens.filter({ $0.matches(presented) }).isEmpty else {
+        guard let presented, let matched = tokens.filter({ $0.matches(presented) }).first else {
             metrics.refusal(.adminToken)
             let verdict = throttle.recordFailure(address)
             if verdict.log {
@@ -338,6 +378,8 @@ struct BearerTokenMiddleware: RouterMiddleware {
             throw AdminError(
                 .unauthorized, header == nil ? "missing Authorization: Bearer <admin token>" : "wrong admin token")
         }
+        var context = context
+        context.adminTokenFingerprint = matched.fingerprint
         return try await next(request, context)
     }
 }

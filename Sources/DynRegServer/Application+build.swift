@@ -15,6 +15,8 @@ package struct DynRegRequestContext: RequestContext, RemoteAddressRequestContext
     package let remoteAddress: SocketAddress?
     /// The client's address from `X-Forwarded-For`, when the peer is a trusted proxy (``ClientAddressMiddleware``).
     var clientAddress: String?
+    /// The fingerprint of the admin token that authenticated the request (``TokenDigest/fingerprint``).
+    var adminTokenFingerprint: String?
     /// The connection, for the device routes that close it after answering.
     let channel: any Channel
 

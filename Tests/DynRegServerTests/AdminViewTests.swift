@@ -61,7 +61,7 @@ struct AdminViewTests {
             #expect(last.nextCursor == nil && last.devices.map(\.deviceName) == ["gw-2"])
             let events = try Self.roundTrip(
                 try await server.admin(.GET, "/products/\(key.id)/events"), as: EventList.self)
-            #expect(events.events.map(\.outcome) == ["Success"])
+            #expect(events.events.map(\.outcome).filter { !$0.hasPrefix("Admin.") } == ["Success"])
 
             let certificates = try Self.roundTrip(
                 try await server.admin(.GET, "/products/\(certificate.id)/devices/cam-1/certificates"),

@@ -70,7 +70,7 @@ struct LimitTests {
             let second = try await server.register(
                 productId: product.id, deviceName: "b", secret: product.secret, forwardedFor: "10.9.9.8")
             #expect(second.errorCode == Self.limited)
-            let events = try await server.admin(.GET, "/products/\(product.id)/events")
+            let events = try await server.admin(.GET, "/products/\(product.id)/events?outcome=Success")
             let addresses = (events.json["events"] as? [[String: Any]])?.compactMap { $0["remoteAddress"] as? String }
             #expect(addresses == ["127.0.0.1"])
         }
@@ -183,6 +183,35 @@ struct LimitTests {
                 try await server.register(
                     productId: product.id, deviceName: "after", secret: product.secret, forwardedFor: "10.6.6.6"
                 ).errorCode == nil)
+        }
+    }
+}
+
+@Suite("Admin actions in the audit log")
+struct AdminAuditTests {
+    @Test("every change an operator makes is an event naming the token by fingerprint, never the token")
+    func adminActionsAreAudited() async throws {
+        try await TestServer.with { server in
+            let product = try await server.createProduct()
+            _ = try await server.admin(.POST, "/products/\(product.id)/devices", json: #"{"deviceName":"gw"}"#)
+            _ = try await server.admin(.POST, "/products/\(product.id)/devices/gw/activate")
+            _ = try await server.admin(.POST, "/products/\(product.id)/devices/gw/reset")
+            _ = try await server.admin(.PATCH, "/products/\(product.id)", json: #"{"autoCreate":false}"#)
+            _ = try await server.admin(.POST, "/products/\(product.id)/rotate-secret")
+            _ = try await server.admin(.DELETE, "/products/\(product.id)/devices/gw")
+            let events = try #require(
+                try await server.store.events(productId: product.id, limit: 20) as [RegistrationEvent]?)
+            #expect(
+                events.map(\.outcome).reversed() == [
+                    "Admin.ProductCreated", "Admin.DeviceCreated", "Admin.DeviceActivated", "Admin.DeviceReset",
+                    "Admin.ProductUpdated", "Admin.SecretRotated", "Admin.DeviceDeleted",
+                ])
+            let endpoints = Set(events.map(\.endpoint))
+            #expect(endpoints.count == 1)
+            let endpoint = try #require(endpoints.first)
+            #expect(endpoint.hasPrefix("admin token ") && endpoint.count == "admin token ".count + 8, "\(endpoint)")
+            #expect(events.allSatisfy { !"\($0)".contains(TestServer.adminToken) })
+            #expect(events.filter { $0.deviceName == "gw" }.count == 4)
         }
     }
 }

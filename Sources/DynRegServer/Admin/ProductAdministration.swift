@@ -2,6 +2,7 @@ import DynRegCA
 import DynRegProtocol
 import DynRegStore
 import Foundation
+import Logging
 
 /// What an operator may do to products, devices and certificates: the defaults, the validation and CA
 /// creation, over any store and without HTTP. Its own refusals are `AdminError`s; the store's errors pass
@@ -135,6 +136,15 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             }
         }
         return trusted
+    }
+
+    /// An operator's change, in the audit log; a failure to write it is logged, the change stands.
+    func recordAction(_ event: RegistrationEvent, logger: Logger) async {
+        do {
+            try await store.recordEvent(event)
+        } catch {
+            logger.warning("could not record an admin action", metadata: ["dynreg.action": "\(event.outcome)"])
+        }
     }
 
     // MARK: Limits and lockouts
