@@ -697,8 +697,8 @@ struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "events", abstract: "Show a product's registration attempts, newest first.",
         discussion: """
-            A table shows the newest --limit events; --all, or --format ndjson or csv, streams every event that \
-            matches, a page at a time, to the end.
+            A table shows the newest --limit events; --all, --since, or --format ndjson or csv, streams every \
+            event that matches, a page at a time, to the end.
             """)
     @OptionGroup var admin: AdminOptions
     @Argument(help: "The product id.") var productId: String
@@ -717,7 +717,7 @@ struct EventsCommand: AsyncParsableCommand {
         if let outcome { filter += "&outcome=\(escaped(outcome))" }
         if let device { filter += "&device=\(escaped(device))" }
         let path = "/products/\(escaped(productId))/events"
-        guard format != .table || all else {
+        guard format != .table || all || since != nil else {
             let list = try await admin.call(.GET, path + "?limit=\(limit)" + filter, as: EventList.self)
             try admin.output(list) { table(Self.headers, list.events.map(Self.row)) }
             return
