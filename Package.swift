@@ -51,6 +51,7 @@ let package = Package(
             name: "DynRegStore",
             dependencies: [
                 "DynRegProtocol",
+                .crypto,
                 .grdb,
                 .serviceLifecycle,
             ],

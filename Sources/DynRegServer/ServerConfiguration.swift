@@ -1,4 +1,4 @@
-package import DynRegCA
+package import DynRegStore
 package import Foundation
 
 /// How `dynreg serve` runs. Only the command line reads flags and the environment; this is what it produces.
@@ -20,7 +20,7 @@ package struct ServerConfiguration: Sendable {
     package var adminToken: String
     /// What brokers present to the broker endpoints (Bearer, or Basic as the password). Secret: never logged.
     package var brokerToken: String
-    /// Seals product CA keys at rest. Every instance on one database needs the same key.
+    /// Seals CA keys, product secrets and psks at rest. Every instance on one database needs the same key.
     package var masterKey: MasterKey
     /// Where to keep every certificate product's CA and CRL for brokers (`--crl-dir`), the command to run after
     /// each rewrite, and how often to rewrite when nothing changes.

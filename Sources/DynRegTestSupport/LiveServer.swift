@@ -27,7 +27,7 @@ package struct LiveServer: Sendable {
             directory
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("dynreg-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path, masterKey: masterKey)
         var configuration = ServerConfiguration(adminToken: adminToken, brokerToken: brokerToken, masterKey: masterKey)
         configuration.port = 0
         configure(&configuration)
@@ -77,7 +77,8 @@ package struct LiveServer: Sendable {
             let authority = try ProductCertificateAuthority.create(productId: product.id)
             product.certificateAuthority = StoredCertificateAuthority(
                 certificatePEM: authority.certificatePEM,
-                sealedPrivateKey: try LiveServer.masterKey.seal(authority.privateKeyPEM, context: product.id),
+                sealedPrivateKey: try LiveServer.masterKey.seal(
+                    authority.privateKeyPEM, for: .caKey(productId: product.id)),
                 keyType: authority.keyType.rawValue, certificateValidityDays: 365)
         }
         return try await store.createProduct(product)

@@ -67,7 +67,8 @@ struct TwoInstanceTests {
             httpConfiguration.timeout = .init(connect: .seconds(60), read: .seconds(120))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
             do {
-                let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+                let store = PostgresStore(
+                    configuration: configuration, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger)
                 try await withRunning(store) { try await body(store, servers, client) }
                 print("test body done after \(clock.now - startTime)")
             } catch {

@@ -13,7 +13,7 @@ import Testing
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("dynreg.sqlite").path
-        let store = try SQLiteStore(path: path)
+        let store = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
         try await withRunning(store) { try await body(store, path) }
     }
 
@@ -112,7 +112,8 @@ import Testing
             .appendingPathComponent("dynreg-sqlite-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        let store = try SQLiteStore(
+            path: directory.appendingPathComponent("dynreg.sqlite").path, masterKey: LiveServer.masterKey)
         _ = try await store.migrate()
         _ = try await store.createProduct(StoreSamples.product("PSERVICE01"))
         let early = try await withThrowingTaskGroup(of: RegistrationDecision?.self) { group in
@@ -143,7 +144,7 @@ import Testing
     @Test func aSecondStoreOnTheSameFileIsRefused() async throws {
         try await withSQLiteStore { _, path in
             #expect {
-                _ = try SQLiteStore(path: path)
+                _ = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
             } throws: { error in
                 (error as? StoreError)?.code == .unavailable && "\(error)".contains("another dynreg server")
             }
@@ -159,7 +160,8 @@ import Testing
         let path = directory.appendingPathComponent("dynreg.sqlite").path
         do {
             let old = try DatabaseQueue(path: path)
-            try SQLiteStore.migrator.migrate(old, upTo: "v2: certificate authorities and device certificates")
+            try SQLiteStore.migrator(masterKey: LiveServer.masterKey).migrate(
+                old, upTo: "v2: certificate authorities and device certificates")
             try await old.write { db in
                 try db.execute(
                     sql: """
@@ -175,11 +177,12 @@ import Testing
                         """)
             }
         }
-        let store = try SQLiteStore(path: path)
+        let store = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
         #expect(
             try await store.migrate() == [
                 "v3: certificates in a rowid table",
                 "v4: answers for retries, trusted device CAs, topic rules, device key types",
+                SQLiteStore.sealingMigration,
             ])
         try await withRunning(store, migrate: false) { try await checkMigratedCertificates(store) }
     }
