@@ -9,7 +9,9 @@ import ServiceLifecycle
 package struct LiveServer: Sendable {
     package static let adminToken = "test-admin-token-0123456789abcdef"
     package static let brokerToken = "test-broker-token-0123456789abcdef"
-    package static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
+    /// The tests' master key as `DYNREG_MASTER_KEY` takes it, for servers that share a store with `masterKey`.
+    package static let encodedMasterKey = String(repeating: "ab", count: 32)
+    package static let masterKey = try! MasterKey(encoded: encodedMasterKey)
 
     package let port: Int
     package let baseURL: String

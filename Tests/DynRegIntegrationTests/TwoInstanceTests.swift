@@ -34,7 +34,10 @@ struct TwoInstanceTests {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
             let url = try #require(PostgresTestDatabase.url)
             let databaseURL = try Self.url(url, database: configuration.database)
-            let environment: [String: String?] = ["DYNREG_ADMIN_TOKEN": adminToken]
+            // One master key for both instances and the test's own store, as production needs.
+            let environment: [String: String?] = [
+                "DYNREG_ADMIN_TOKEN": adminToken, "DYNREG_MASTER_KEY": LiveServer.encodedMasterKey,
+            ]
             let clock = ContinuousClock()
             let startTime = clock.now
             async let first = outcome {
