@@ -65,23 +65,29 @@ package final class SQLiteStore: RegistrationStore, Service {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             migrator.asyncMigrate(pool) { result in continuation.resume(with: result.map { _ in }) }
         }
-        let applied = migrator.migrations.filter { !done.contains($0) }
-        if applied.contains(Self.sealingMigration) { try await forgetClearPages() }
-        return applied
+        try await forgetClearPages()
+        return migrator.migrations.filter { !done.contains($0) }
     }
 
     /// The migration that sealed the secrets a previous release kept in clear.
     static let sealingMigration = "v5: product secrets and psks sealed under the master key"
 
-    /// After secrets were sealed in place, their clear bytes can remain in the file's free space and in the WAL.
-    /// VACUUM rebuilds every page from the live rows and the checkpoint empties the WAL, so neither file holds a clear
-    /// value afterwards. Run after the sealing migration and after a key rotation only: it rewrites the whole file.
+    /// After secrets were rewritten in place (sealed by v5, or re-sealed by a rotation), their former bytes can remain
+    /// in the file's free space and in the WAL. The transaction that rewrote them also set `user_version` to
+    /// ``clearPagesPending`` (it commits with them); this then rebuilds every page from the live rows (VACUUM),
+    /// clears the mark and empties the WAL. A crash in between leaves the mark, and the next start does it again.
+    /// Otherwise nothing: it rewrites the whole file.
     private func forgetClearPages() async throws {
         try await pool.writeWithoutTransaction { db in
+            guard try Int.fetchOne(db, sql: "PRAGMA user_version") == Self.clearPagesPending else { return }
             try db.execute(sql: "VACUUM")
+            try db.execute(sql: "PRAGMA user_version = 0")
             try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
         }
     }
+
+    /// `user_version` while pages may hold a rewritten secret's former bytes (GRDB keeps migrations elsewhere).
+    static let clearPagesPending = 1
 
     package func rotateMasterKey(
         to newKey: MasterKey, progress: @escaping @Sendable (SecretRewriteProgress) -> Void
@@ -99,6 +105,7 @@ package final class SQLiteStore: RegistrationStore, Service {
         _ db: Database, _ rewrite: SecretRewrite, progress: (SecretRewriteProgress) -> Void = { _ in }
     ) throws -> SecretRewriteProgress {
         var done = SecretRewriteProgress()
+        try db.execute(sql: "PRAGMA user_version = \(clearPagesPending)")
         for row in try Row.fetchAll(db, sql: "SELECT id, secret, ca_sealed_key FROM products") {
             let id: String = row[0]
             try db.execute(

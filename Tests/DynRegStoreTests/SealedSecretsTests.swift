@@ -70,6 +70,27 @@ import Testing
         }
     }
 
+    /// A crash after the sealing migration committed and before the file was rewritten: the clear bytes are still in
+    /// free pages, and the next start, with nothing left to migrate, rewrites the file.
+    @Test func theFileIsRewrittenAtTheNextStartAfterACrash() async throws {
+        try await withDirectory { path in
+            let secrets = ["old secret": SecretSearch.randomSecret(), "old psk": SecretSearch.randomPSK()]
+            try writePreviousRelease(path: path, secret: secrets["old secret"]!, psk: secrets["old psk"]!)
+            // The migration alone, as a store's migrate() runs it, without the rewrite that follows; left open, as a
+            // crashed process leaves its WAL (the main file keeps the clear pages until a checkpoint).
+            let crashed = try DatabasePool(path: path)
+            defer { try? crashed.close() }
+            try SQLiteStore.migrator(masterKey: LiveServer.masterKey).migrate(crashed)
+            let before = try SecretSearch.foundInSQLite(secrets, path: path)
+            #expect(before.contains("old secret (raw) in dynreg.sqlite"), "\(before)")
+            let store = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
+            #expect(try await store.migrate().isEmpty)
+            let after = try SecretSearch.foundInSQLite(secrets, path: path)
+            #expect(after.isEmpty, "\(after)")
+            #expect(try await store.product(id: "PSEALOLD01")?.secret == secrets["old secret"])
+        }
+    }
+
     /// A sealed value opens only in its own row and column: copied elsewhere by someone who can write the database,
     /// it is refused, not served.
     @Test(arguments: [
