@@ -124,6 +124,9 @@ struct MasterKeyCommand: AsyncParsableCommand {
                     throw CLIError("\(error)")
                 }
                 // Before anything changes: a crash after the commit must not lose the only key that opens the store.
+                try? FileManager.default.createDirectory(
+                    at: newFile.deletingLastPathComponent(), withIntermediateDirectories: true,
+                    attributes: [.posixPermissions: PrivateFiles.directoryMode])
                 try MasterKeySource.write(encoded, to: newFile)
                 printNow("new master key written to \(newFile.path)")
                 return try await store.rotateMasterKey(to: newKey) { progress in

@@ -88,14 +88,45 @@ import Testing
     /// The forms of `secrets` that a `pg_dump` of the test's database holds.
     private func dump(_ configuration: PostgresStore.Configuration, secrets: [String: String]) async throws -> [String]
     {
-        let url = try #require(PostgresTestDatabase.url)
-        var components = try #require(URLComponents(string: url))
-        components.path = "/" + (configuration.database ?? "")
         let candidates = ["/usr/lib/postgresql/15/bin/pg_dump", "pg_dump"]
         let program = candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? "pg_dump"
-        let output = try await runCommand(program, ["--dbname", try #require(components.string)])
+        let output = try await runCommand(program, ["--dbname", try PostgresTestDatabase.url(of: configuration)])
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stdout.contains("COPY public.devices"))
         return SecretSearch.found(secrets, in: Data(output.stdout.utf8), place: "pg_dump")
+    }
+}
+
+/// `dynreg master-key rotate` on PostgreSQL, with the key from the environment, as several instances keep it.
+@Suite(.enabled(if: BuiltExecutable.dynreg != nil, "the dynreg executable was not built"))
+struct PostgresMasterKeyRotateTests {
+    @Test func rotateWritesTheNewKeyToTheFileItIsGivenAndReSealsTheDatabase() async throws {
+        try await PostgresTestDatabase.withRunningStore { store, configuration in
+            _ = try await store.createProduct(StoreSamples.product("PROTATE003"))
+            _ = try await store.register(StoreSamples.attempt("PROTATE003", "d1", nonce: 1))
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "dynreg-rk-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let keyFile = directory.appendingPathComponent("new-key")
+            let rotated = try await runDynreg(
+                [
+                    "master-key", "rotate", "--data-dir", directory.path, "--new-key-file", keyFile.path,
+                ],
+                environment: [
+                    "DYNREG_MASTER_KEY": LiveServer.encodedMasterKey,
+                    "DYNREG_DATABASE": try PostgresTestDatabase.url(of: configuration),
+                ])
+            #expect(rotated.status == 0, "\(rotated.stderr)")
+            #expect(rotated.stdout.contains("committed: 1 products and 1 device psks"), "\(rotated.stdout)")
+            #expect(rotated.stdout.contains("set DYNREG_MASTER_KEY to the key in \(keyFile.path)"), "\(rotated.stdout)")
+            let newKey = try MasterKey(encoded: try String(contentsOf: keyFile, encoding: .utf8))
+            let reopened = PostgresStore(
+                configuration: configuration, masterKey: newKey, logger: PostgresTestDatabase.logger)
+            let psk = try await withRunning(reopened) {
+                try await reopened.device(productId: "PROTATE003", deviceName: "d1")?.psk
+            }
+            #expect(psk == "psk-d1-1")
+            await #expect(throws: MasterKeyError(.wrongKey, .productSecret)) { _ = try await store.products() }
+        }
     }
 }

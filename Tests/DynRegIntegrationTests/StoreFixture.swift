@@ -53,6 +53,14 @@ enum PostgresTestDatabase {
         }
     }
 
+    /// The URL of `configuration`'s database on the test server, for a `dynreg` process or `pg_dump`.
+    static func url(of configuration: PostgresStore.Configuration) throws -> String {
+        let base = try #require(url)
+        var components = try #require(URLComponents(string: base))
+        components.path = "/" + configuration.database
+        return try #require(components.string)
+    }
+
     static let environment = ProcessInfo.processInfo.environment
     static let url = environment["DYNREG_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
     static let isCI = environment["CI"].map { !$0.isEmpty } ?? false

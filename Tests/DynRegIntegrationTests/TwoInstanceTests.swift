@@ -32,8 +32,7 @@ struct TwoInstanceTests {
         _ body: (PostgresStore, [ServerProcess], HTTPClient) async throws -> Void
     ) async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
-            let url = try #require(PostgresTestDatabase.url)
-            let databaseURL = try Self.url(url, database: configuration.database)
+            let databaseURL = try PostgresTestDatabase.url(of: configuration)
             // One master key for both instances and the test's own store, as production needs.
             let environment: [String: String?] = [
                 "DYNREG_ADMIN_TOKEN": adminToken, "DYNREG_MASTER_KEY": LiveServer.encodedMasterKey,
@@ -88,12 +87,6 @@ struct TwoInstanceTests {
     }
 
     /// The test server's URL with another database; the password never leaves it.
-    static func url(_ base: String, database: String) throws -> String {
-        var components = try #require(URLComponents(string: base))
-        components.path = "/" + database
-        return try #require(components.string)
-    }
-
     static func product(_ id: String, quota: Int?) -> Product {
         Product(
             id: id, name: id, authType: .key, secret: "\(id)-secret-0123456789abcdefghij", dynamicRegistration: true,
