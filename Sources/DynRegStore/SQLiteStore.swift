@@ -502,7 +502,9 @@ package final class SQLiteStore: RegistrationStore, Service {
         ).map { row in
             RegistrationRules.ProductLimits(autoCreate: row[0], deviceQuota: row[1], deviceCount: row[2])
         }
-        let existing = try fetchDevice(db, productId: attempt.productId, name: attempt.deviceName, masterKey)
+        // Without opening its psk: this runs on the single writer, and the device gets the attempt's psk anyway.
+        let existing = try fetchDevice(
+            db, productId: attempt.productId, name: attempt.deviceName, masterKey, openingPSK: false)
         var firstAnswer: RegistrationAnswer?
         let outcome = try RegistrationRules.decide(product: limits, device: existing?.status) {
             // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
@@ -754,13 +756,14 @@ package final class SQLiteStore: RegistrationStore, Service {
         return product
     }
 
+    /// `openingPSK: false` leaves the device's psk `nil`.
     private static func fetchDevice(
-        _ db: Database, productId: String, name: String, _ masterKey: MasterKey
+        _ db: Database, productId: String, name: String, _ masterKey: MasterKey, openingPSK: Bool = true
     ) throws -> Device? {
         try Row.fetchOne(
             db.cachedStatement(sql: "SELECT * FROM devices WHERE product_id = ? AND name = ?"),
             arguments: [productId, name]
-        ).map { try device(from: $0, masterKey) }
+        ).map { try device(from: $0, masterKey, openingPSK: openingPSK) }
     }
 
     private static func requireDevice(
@@ -784,9 +787,10 @@ package final class SQLiteStore: RegistrationStore, Service {
             deviceKeyType: row["device_key_type"], masterKey: masterKey)
     }
 
-    private static func device(from row: Row, _ masterKey: MasterKey) throws -> Device {
+    private static func device(from row: Row, _ masterKey: MasterKey, openingPSK: Bool = true) throws -> Device {
         try StoreRows.device(
-            productId: row["product_id"], name: row["name"], status: row["status"], sealedPSK: row["psk"],
+            productId: row["product_id"], name: row["name"], status: row["status"],
+            sealedPSK: openingPSK ? row["psk"] : nil,
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
             registeredAt: (row["registered_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
             activatedAt: (row["activated_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
