@@ -15,8 +15,8 @@ enum Migrations {
         var step: Step? = nil
     }
 
-    enum Step: Sendable {
-        /// Seal the clear secrets under the master key: see migration 6.
+    enum Step: Sendable, Hashable {
+        /// Seal the clear secrets under the master key: see that migration.
         case sealSecrets
     }
 

@@ -9,7 +9,11 @@ import Testing
 /// Product secrets and psks at rest in SQLite: sealed under the master key, bound to their rows, and nowhere in the
 /// database's files in clear, also in a store a previous release wrote.
 @Suite struct SealedSecretsTests {
-    private static let previousRelease = "v4: answers for retries, trusted device CAs, topic rules, device key types"
+    private static let migrations = SQLiteStore.migrator(masterKey: LiveServer.masterKey).migrations
+    /// The last migration of the release before sealed secrets: the one before the sealing migration.
+    private static let previousRelease = migrations[migrations.firstIndex(of: SQLiteStore.sealingMigration)! - 1]
+    /// What an upgrade from it applies: the sealing migration and any after it.
+    private static let upgrade = Array(migrations.drop { $0 != SQLiteStore.sealingMigration })
 
     private func withDirectory(_ body: (String) async throws -> Void) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -48,7 +52,7 @@ import Testing
             #expect(before.contains("old psk (raw) in dynreg.sqlite"), "\(before)")
 
             let store = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
-            #expect(try await store.migrate() == [SQLiteStore.sealingMigration])
+            #expect(try await store.migrate() == Self.upgrade)
             try await withRunning(store, migrate: false) {
                 // The secrets still verify, and what this release writes, while it runs (the WAL holds the latest
                 // pages).
@@ -148,7 +152,7 @@ import Testing
             }
             #expect(try SecretSearch.foundInSQLite(["secret": secret], path: path).contains { $0.contains("raw") })
             let store = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
-            #expect(try await store.migrate() == [SQLiteStore.sealingMigration])
+            #expect(try await store.migrate() == Self.upgrade)
             #expect(try await store.product(id: "PSEALOLD01")?.secret == secret)
         }
     }
