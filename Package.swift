@@ -53,6 +53,7 @@ let package = Package(
             name: "DynRegStore",
             dependencies: [
                 "DynRegProtocol",
+                .crypto,
                 .coreMetrics,
                 .grdb,
                 .serviceLifecycle,

@@ -344,7 +344,7 @@ package struct ProductCertificateAuthority: Sendable {
                     for entry in revoked {
                         try coder.appendConstructedNode(identifier: .sequence) { coder in
                             coder.appendPrimitiveNode(identifier: .integer) {
-                                $0.append(contentsOf: unhex(entry.serialHex))
+                                $0.append(contentsOf: Hex.bytes(entry.serialHex))
                             }
                             try appendTime(entry.revokedAt, into: &coder)
                         }
@@ -418,22 +418,5 @@ func randomSerial() -> [UInt8] {
     var generator = SystemRandomNumberGenerator()
     var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
     bytes[0] = (bytes[0] & 0x7F) | 0x40
-    return bytes
-}
-
-func unhex(_ text: String) -> [UInt8] {
-    var bytes: [UInt8] = []
-    var iterator = text.utf8.makeIterator()
-    func value(_ c: UInt8) -> UInt8 {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return 0
-        }
-    }
-    while let high = iterator.next(), let low = iterator.next() {
-        bytes.append(value(high) << 4 | value(low))
-    }
     return bytes
 }

@@ -1,3 +1,4 @@
+import DynRegStore
 import Logging
 import PostgresNIO
 
@@ -10,6 +11,13 @@ enum Migrations {
         var id: Int
         var name: String
         var statements: [PostgresQuery]
+        /// What SQL cannot do, in Swift, after the statements and in the same transaction.
+        var step: Step? = nil
+    }
+
+    enum Step: Sendable, Hashable {
+        /// Seal the clear secrets under the master key: see that migration.
+        case sealSecrets
     }
 
     /// Any constant shared by every dynreg instance on the database: "dynreg" in ASCII.
@@ -416,12 +424,28 @@ enum Migrations {
                 """,
                 "CREATE INDEX devices_by_created ON devices (product_id, created_at)",
             ]),
+        // Product secrets and psks were stored in clear. Sealing them needs the master key, which the database must
+        // never see (pgcrypto would put it in statements, logs and pg_stat_activity), so this migration has no SQL: its
+        // step runs the pass a key rotation runs (`rewriteSecrets`) from Swift, inside the migration's transaction and
+        // under its advisory lock. So the database is wholly clear or wholly sealed, a second instance starting at the
+        // same time waits and then finds it done, and a failure leaves it as it was. The step first opens the CA keys
+        // with its key and fails without sealing anything if they do not open: the secrets must be sealed under the key
+        // the CA keys already are. The columns keep their names and now hold `v1:` values.
+        //
+        // Not a rolling upgrade: an instance of an earlier release reads a sealed secret as the secret itself and
+        // refuses every signature. Stop them all, then start this release (docs/operations.md).
+        Migration(
+            id: 8, name: "v8: product secrets and psks sealed under the master key", statements: [],
+            step: .sealSecrets),
     ]
 
-    /// Applies what is missing; returns the names applied.
-    static func run(on connection: PostgresConnection, logger: Logger) async throws -> [String] {
+    /// Applies what is missing, up to the migration `lastId` (tests build a previous release's database with it);
+    /// returns the names applied. `masterKey` is for the steps that seal.
+    static func run(
+        on connection: PostgresConnection, masterKey: MasterKey, upTo lastId: Int = .max, logger: Logger
+    ) async throws -> [String] {
         var applied: [String] = []
-        for migration in all {
+        for migration in all where migration.id <= lastId {
             try await connection.query("BEGIN", logger: logger)
             do {
                 // Held until COMMIT or ROLLBACK: a second instance waits here, then sees the migration done.
@@ -441,6 +465,11 @@ enum Migrations {
                     for statement in migration.statements {
                         try await connection.query(statement, logger: logger)
                     }
+                    switch migration.step {
+                    case .sealSecrets?:
+                        _ = try await rewriteSecrets(connection, .sealing(under: masterKey), logger: logger)
+                    case nil: break
+                    }
                     try await connection.query(
                         "INSERT INTO dynreg_migrations (id, name) VALUES (\(migration.id), \(migration.name))",
                         logger: logger)
@@ -453,5 +482,66 @@ enum Migrations {
             }
         }
         return applied
+    }
+
+    /// Rewrites every CA key, product secret and psk as `rewrite` says, in the caller's transaction: products, then
+    /// devices by primary key, ``SecretRewrite/pageSize`` at a time (each page read whole before it is written). The
+    /// SQLite store's `rewriteSecrets` is the same pass.
+    static func rewriteSecrets(
+        _ connection: PostgresConnection, _ rewrite: SecretRewrite,
+        progress: @Sendable (SecretRewriteProgress) -> Void = { _ in }, logger: Logger
+    ) async throws -> SecretRewriteProgress {
+        var done = SecretRewriteProgress()
+        let products = try await connection.query(
+            "SELECT id, secret, ca_sealed_key FROM products ORDER BY id FOR UPDATE", logger: logger
+        ).collect()
+        for row in products {
+            let (id, secret, caKey) = try row.decode((String, String, String?).self)
+            let newCAKey = try caKey.flatMap { try rewrite.caKey($0, productId: id) }
+            let newSecret = try rewrite.secret(secret, productId: id)
+            try await connection.query(
+                """
+                UPDATE products SET secret = \(newSecret),
+                    ca_sealed_key = COALESCE(\(newCAKey), ca_sealed_key)
+                WHERE id = \(id)
+                """, logger: logger)
+            done.products += 1
+        }
+        for row in try await connection.query("SELECT count(*) FROM devices WHERE psk IS NOT NULL", logger: logger)
+            .collect()
+        {
+            done.deviceTotal = try row.decode(Int.self)
+        }
+        progress(done)
+        var after = ("", "")
+        while true {
+            let page = try await connection.query(
+                """
+                SELECT product_id, name, psk FROM devices
+                WHERE psk IS NOT NULL AND (product_id, name) > (\(after.0), \(after.1))
+                ORDER BY product_id, name LIMIT \(SecretRewrite.pageSize) FOR UPDATE
+                """, logger: logger
+            ).collect()
+            guard !page.isEmpty else { break }
+            // One statement per page: the new values as two parallel arrays, joined to the rows by key.
+            var keys: (products: [String], names: [String], psks: [String]) = ([], [], [])
+            for row in page {
+                let (productId, name, psk) = try row.decode((String, String, String).self)
+                keys.products.append(productId)
+                keys.names.append(name)
+                keys.psks.append(try rewrite.psk(psk, productId: productId, deviceName: name))
+                after = (productId, name)
+            }
+            try await connection.query(
+                """
+                UPDATE devices d SET psk = n.psk
+                FROM unnest(\(keys.products)::text[], \(keys.names)::text[], \(keys.psks)::text[])
+                    AS n(product_id, name, psk)
+                WHERE d.product_id = n.product_id AND d.name = n.name
+                """, logger: logger)
+            done.devices += page.count
+            progress(done)
+        }
+        return done
     }
 }

@@ -23,10 +23,13 @@ package struct PostgresStore: RegistrationStore {
     private let logger: Logger
     private let watchdog: Watchdog
     private let metrics: StoreMetrics
+    private let masterKey: MasterKey
 
-    /// Prepares the pool, which connects when ``run()`` runs.
-    package init(configuration: Configuration, logger: Logger, metrics: StoreMetrics = .none) {
+    /// Prepares the pool, which connects when ``run()`` runs. Product secrets and psks are stored sealed under
+    /// `masterKey` (``SealedField``): every instance on the database needs the same one.
+    package init(configuration: Configuration, masterKey: MasterKey, logger: Logger, metrics: StoreMetrics = .none) {
         self.metrics = metrics
+        self.masterKey = masterKey
         var logger = logger
         logger[metadataKey: "dynreg.database"] = "\(configuration.redactedDescription)"
         self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
@@ -41,7 +44,10 @@ package struct PostgresStore: RegistrationStore {
         let connection = try await Self.connect(configuration, logger: logger)
         let applied: [String]
         do {
-            applied = try await Migrations.run(on: connection, logger: logger)
+            applied = try await Migrations.run(on: connection, masterKey: masterKey, logger: logger)
+        } catch let error as MasterKeyError {
+            try? await connection.close()
+            throw error
         } catch {
             try? await connection.close()
             throw StoreError(.unavailable, "cannot migrate the database: \(Self.reason(error))")
@@ -117,13 +123,14 @@ package struct PostgresStore: RegistrationStore {
 
     package func createProduct(_ product: Product) async throws -> Product {
         let authority = product.certificateAuthority
+        let sealedSecret = try masterKey.seal(product.secret, for: .productSecret(productId: product.id))
         return try await transaction { connection in
             let rows = try await connection.checkedQuery(
                 """
                 INSERT INTO products (id, name, auth_type, secret, dynamic_registration, auto_create, device_quota,
                     allow_clockless, device_count, created_at, ca_certificate, ca_sealed_key, ca_key_type,
                     certificate_validity_days, trusted_ca_certificates, topic_rules, device_key_type)
-                VALUES (\(product.id), \(product.name), \(product.authType.rawValue), \(product.secret),
+                VALUES (\(product.id), \(product.name), \(product.authType.rawValue), \(sealedSecret),
                     \(product.dynamicRegistration), \(product.autoCreate), \(product.deviceQuota),
                     \(product.allowClocklessDevices), 0, \(product.createdAt), \(authority?.certificatePEM),
                     \(authority?.sealedPrivateKey), \(authority?.keyType), \(authority?.certificateValidityDays),
@@ -132,7 +139,7 @@ package struct PostgresStore: RegistrationStore {
                 ON CONFLICT (id) DO NOTHING
                 RETURNING \(unescaped: Self.productColumns)
                 """, logger: logger)
-            guard let created = try await Self.firstProduct(rows) else {
+            guard let created = try await firstProduct(rows) else {
                 throw StoreError.productExists(product.id)
             }
             return created
@@ -144,13 +151,13 @@ package struct PostgresStore: RegistrationStore {
             let rows = try await connection.checkedQuery(
                 "SELECT \(unescaped: Self.productColumns) FROM products ORDER BY created_at, id", logger: logger)
             var products: [Product] = []
-            for try await row in rows { products.append(try Self.product(from: row)) }
+            for try await row in rows { products.append(try product(from: row)) }
             return products
         }
     }
 
     package func product(id: String) async throws -> Product? {
-        try await leased { connection in try await Self.fetchProduct(connection, id: id, logger: logger) }
+        try await leased { connection in try await fetchProduct(connection, id: id, logger: logger) }
     }
 
     package func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
@@ -179,17 +186,18 @@ package struct PostgresStore: RegistrationStore {
                 WHERE id = \(id)
                 RETURNING \(unescaped: Self.productColumns)
                 """, logger: logger)
-            guard let product = try await Self.firstProduct(rows) else { throw StoreError.productNotFound(id) }
+            guard let product = try await firstProduct(rows) else { throw StoreError.productNotFound(id) }
             return product
         }
     }
 
     package func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
-        try await transaction { connection in
+        let sealed = try masterKey.seal(newSecret, for: .productSecret(productId: id))
+        return try await transaction { connection in
             let rows = try await connection.checkedQuery(
-                "UPDATE products SET secret = \(newSecret) WHERE id = \(id) RETURNING \(unescaped: Self.productColumns)",
+                "UPDATE products SET secret = \(sealed) WHERE id = \(id) RETURNING \(unescaped: Self.productColumns)",
                 logger: logger)
-            guard let product = try await Self.firstProduct(rows) else { throw StoreError.productNotFound(id) }
+            guard let product = try await firstProduct(rows) else { throw StoreError.productNotFound(id) }
             return product
         }
     }
@@ -213,13 +221,13 @@ package struct PostgresStore: RegistrationStore {
             guard let product = try await Self.lockProduct(connection, id: productId, logger: logger) else {
                 throw StoreError.productNotFound(productId)
             }
-            if try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil {
+            if try await fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil {
                 throw StoreError.deviceExists(productId, deviceName)
             }
             if let quota = product.quota, product.count >= quota {
                 throw StoreError.quotaExceeded(productId, quota: quota)
             }
-            return try await Self.insertDevice(
+            return try await insertDevice(
                 connection, productId: productId, name: deviceName, status: .created, psk: nil, now: now,
                 registeredAt: nil, logger: logger)
         }
@@ -228,7 +236,7 @@ package struct PostgresStore: RegistrationStore {
     package func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device]
     {
         try await leased { connection in
-            guard try await Self.fetchProduct(connection, id: productId, logger: logger) != nil else {
+            guard try await fetchProduct(connection, id: productId, logger: logger) != nil else {
                 throw StoreError.productNotFound(productId)
             }
             // NULL parameters switch a filter off, so one statement serves every combination.
@@ -241,14 +249,14 @@ package struct PostgresStore: RegistrationStore {
                 ORDER BY name LIMIT \(limit < 0 ? nil : limit)  -- negative: no limit, as in SQLite
                 """, logger: logger)
             var devices: [Device] = []
-            for try await row in rows { devices.append(try Self.device(from: row)) }
+            for try await row in rows { devices.append(try device(from: row)) }
             return devices
         }
     }
 
     package func device(productId: String, deviceName: String) async throws -> Device? {
         try await leased { connection in
-            try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger)
+            try await fetchDevice(connection, productId: productId, name: deviceName, logger: logger)
         }
     }
 
@@ -278,7 +286,7 @@ package struct PostgresStore: RegistrationStore {
                 WHERE product_id = \(productId) AND name = \(deviceName)
                 RETURNING \(unescaped: Self.deviceColumns)
                 """, logger: logger)
-            guard let device = try await Self.firstDevice(rows) else {
+            guard let device = try await firstDevice(rows) else {
                 throw StoreError.deviceNotFound(productId, deviceName)
             }
             try await Self.forgetClocklessNonces(connection, productId, deviceName, logger)
@@ -291,7 +299,7 @@ package struct PostgresStore: RegistrationStore {
     package func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await transaction { connection in
             guard
-                let device = try await Self.fetchDevice(
+                let device = try await fetchDevice(
                     connection, productId: productId, name: deviceName, forUpdate: true, logger: logger)
             else { throw StoreError.deviceNotFound(productId, deviceName) }
             if device.status == .activated { return device }
@@ -301,7 +309,7 @@ package struct PostgresStore: RegistrationStore {
                 WHERE product_id = \(productId) AND name = \(deviceName)
                 RETURNING \(unescaped: Self.deviceColumns)
                 """, logger: logger)
-            guard let activated = try await Self.firstDevice(rows) else {
+            guard let activated = try await firstDevice(rows) else {
                 throw StoreError.deviceNotFound(productId, deviceName)
             }
             // Clockless devices' nonces were kept until activation: registration is now refused anyway.
@@ -321,12 +329,17 @@ package struct PostgresStore: RegistrationStore {
         var certificate: DeviceCertificate?
         if case .certificate(let issued) = attempt.credential { certificate = issued }
         let repeatable = attempt.repeatable
+        let masterKey = self.masterKey
+        // The psk as the row keeps it; the device this returns gets the attempt's own, with no second AES-GCM.
+        let sealedPSK = try attempt.credential.psk.map {
+            try masterKey.seal($0, for: .psk(productId: attempt.productId, deviceName: attempt.deviceName))
+        }
         let query: PostgresQuery = """
             SELECT r_outcome, d_status, d_psk, d_created_at, d_registered_at, d_activated_at, d_registration_count,
                 r_created, r_answer_length, r_answer_payload
             FROM dynreg_register_repeatable(
                 \(attempt.productId), \(attempt.deviceName), \(attempt.timestamp), \(attempt.nonce),
-                \(attempt.replayExpiry), \(attempt.credential.psk), \(attempt.now),
+                \(attempt.replayExpiry), \(sealedPSK), \(attempt.now),
                 \(certificate?.serial), \(certificate?.fingerprint), \(certificate?.pem), \(certificate?.notBefore),
                 \(certificate?.notAfter),
                 \(event.productId), \(event.deviceName), \(event.remoteAddress), \(event.endpoint),
@@ -341,7 +354,7 @@ package struct PostgresStore: RegistrationStore {
             let rows = try await connection.checkedQuery(query, logger: logger)
             var decision: RegistrationDecision?
             for try await row in rows where decision == nil {
-                let (symbol, status, psk, createdAt, registeredAt, activatedAt, count, created, length, payload) =
+                let (symbol, status, _, createdAt, registeredAt, activatedAt, count, created, length, payload) =
                     try row.decode((String, String?, String?, Date?, Date?, Date?, Int?, Bool?, Int?, String?).self)
                 switch RegistrationRules.Outcome(symbol: symbol) {
                 case .refuse(let code):
@@ -351,10 +364,11 @@ package struct PostgresStore: RegistrationStore {
                         throw StoreError.corruptRow(
                             table: "devices", key: "\(attempt.productId)/\(attempt.deviceName)", column: "*")
                     }
-                    let device = try StoreRows.device(
-                        productId: attempt.productId, name: attempt.deviceName, status: status, psk: psk,
+                    var device = try StoreRows.device(
+                        productId: attempt.productId, name: attempt.deviceName, status: status, sealedPSK: nil,
                         createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
-                        registrationCount: count)
+                        registrationCount: count, masterKey: masterKey)
+                    device.psk = attempt.credential.psk
                     decision = .issued(device, created: created)
                 case .repeatAnswer:
                     guard let created, let length, let payload else {
@@ -394,7 +408,7 @@ package struct PostgresStore: RegistrationStore {
     ) async throws -> [DeviceCertificate] {
         let after = after?.lowercased()
         return try await leased { connection in
-            guard try await Self.fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil
+            guard try await fetchDevice(connection, productId: productId, name: deviceName, logger: logger) != nil
             else { throw StoreError.deviceNotFound(productId, deviceName) }
             return try await Self.certificates(
                 connection.checkedQuery(
@@ -692,6 +706,20 @@ package struct PostgresStore: RegistrationStore {
         }
     }
 
+    // MARK: Master key
+
+    package func rotateMasterKey(
+        to newKey: MasterKey, progress: @escaping @Sendable (SecretRewriteProgress) -> Void
+    ) async throws -> SecretRewriteProgress {
+        let rewrite = SecretRewrite.rotation(from: masterKey, to: newKey)
+        return try await transaction { connection in
+            // The lock migrations take: an instance starting now waits, then finds the secrets under the new key.
+            try await connection.checkedQuery(
+                "SELECT pg_advisory_xact_lock(\(Migrations.advisoryLockKey))", logger: logger)
+            return try await Migrations.rewriteSecrets(connection, rewrite, progress: progress, logger: logger)
+        }
+    }
+
     package func checkHealth() async throws {
         try await leased { connection in
             _ = try await connection.checkedQuery("SELECT 1", logger: logger).collect()
@@ -821,7 +849,7 @@ package struct PostgresStore: RegistrationStore {
         return locked
     }
 
-    private static func insertDevice(
+    private func insertDevice(
         _ connection: PostgresConnection, productId: String, name: String, status: DeviceStatus, psk: String?,
         now: Date, registeredAt: Date?, logger: Logger
     ) async throws -> Device {
@@ -832,7 +860,7 @@ package struct PostgresStore: RegistrationStore {
                 INSERT INTO devices (product_id, name, status, psk, created_at, registered_at, registration_count)
                 VALUES (\(productId), \(name), \(status.rawValue), \(psk), \(now), \(registeredAt),
                     \(registeredAt == nil ? 0 : 1))
-                RETURNING \(unescaped: deviceColumns)
+                RETURNING \(unescaped: Self.deviceColumns)
             ), counted AS (
                 UPDATE products SET device_count = device_count + 1 WHERE id = \(productId)
             )
@@ -842,40 +870,40 @@ package struct PostgresStore: RegistrationStore {
         return device
     }
 
-    private static func fetchProduct(
+    private func fetchProduct(
         _ connection: PostgresConnection, id: String, logger: Logger
     ) async throws
         -> Product?
     {
         try await firstProduct(
             connection.checkedQuery(
-                "SELECT \(unescaped: productColumns) FROM products WHERE id = \(id)", logger: logger))
+                "SELECT \(unescaped: Self.productColumns) FROM products WHERE id = \(id)", logger: logger))
     }
 
-    private static func fetchDevice(
+    private func fetchDevice(
         _ connection: PostgresConnection, productId: String, name: String, forUpdate: Bool = false, logger: Logger
     ) async throws -> Device? {
         try await firstDevice(
             connection.checkedQuery(
                 """
-                SELECT \(unescaped: deviceColumns) FROM devices WHERE product_id = \(productId) AND name = \(name)
+                SELECT \(unescaped: Self.deviceColumns) FROM devices WHERE product_id = \(productId) AND name = \(name)
                 \(unescaped: forUpdate ? "FOR UPDATE" : "")
                 """, logger: logger))
     }
 
-    private static func firstProduct(_ rows: PostgresRowSequence) async throws -> Product? {
+    private func firstProduct(_ rows: PostgresRowSequence) async throws -> Product? {
         var first: Product?
         for try await row in rows where first == nil { first = try product(from: row) }
         return first
     }
 
-    private static func firstDevice(_ rows: PostgresRowSequence) async throws -> Device? {
+    private func firstDevice(_ rows: PostgresRowSequence) async throws -> Device? {
         var first: Device?
         for try await row in rows where first == nil { first = try device(from: row) }
         return first
     }
 
-    private static func product(from row: PostgresRow) throws -> Product {
+    private func product(from row: PostgresRow) throws -> Product {
         let (
             id, name, authType, secret, dynamicRegistration, autoCreate, quota, allowClockless, count, createdAt,
             caCertificate, caSealedKey, caKeyType, validityDays, trusted, topicRules, deviceKeyType
@@ -886,11 +914,11 @@ package struct PostgresStore: RegistrationStore {
             )
             .self)
         return try StoreRows.product(
-            id: id, name: name, authType: authType, secret: secret, dynamicRegistration: dynamicRegistration,
+            id: id, name: name, authType: authType, sealedSecret: secret, dynamicRegistration: dynamicRegistration,
             autoCreate: autoCreate, deviceQuota: quota, allowClocklessDevices: allowClockless, deviceCount: count,
             createdAt: createdAt, caCertificate: caCertificate, caSealedKey: caSealedKey, caKeyType: caKeyType,
             certificateValidityDays: validityDays, trustedCACertificates: trusted, topicRules: topicRules,
-            deviceKeyType: deviceKeyType)
+            deviceKeyType: deviceKeyType, masterKey: masterKey)
     }
 
     private static func certificates(_ rows: PostgresRowSequence) async throws -> [DeviceCertificate] {
@@ -906,12 +934,12 @@ package struct PostgresStore: RegistrationStore {
         return certificates
     }
 
-    private static func device(from row: PostgresRow) throws -> Device {
+    private func device(from row: PostgresRow) throws -> Device {
         let (productId, name, status, psk, createdAt, registeredAt, activatedAt, count) = try row.decode(
             (String, String, String, String?, Date, Date?, Date?, Int).self)
         return try StoreRows.device(
-            productId: productId, name: name, status: status, psk: psk, createdAt: createdAt,
-            registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count)
+            productId: productId, name: name, status: status, sealedPSK: psk, createdAt: createdAt,
+            registeredAt: registeredAt, activatedAt: activatedAt, registrationCount: count, masterKey: masterKey)
     }
 }
 

@@ -1,5 +1,5 @@
 /// Lower-case hexadecimal through a lookup table: `String(format:)` costs twenty times the HMAC it encodes.
-/// The one hex encoder of every dynreg target.
+/// The one hex encoder (and decoder) of every dynreg target.
 package enum Hex {
     private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
@@ -19,6 +19,26 @@ package enum Hex {
     package static func append(_ byte: UInt8, to out: inout [UInt8]) {
         out.append(digits[Int(byte >> 4)])
         out.append(digits[Int(byte & 0x0F)])
+    }
+
+    /// The bytes of hex digits, two per byte, either case; a character that is not a digit counts as 0 and an odd
+    /// last digit is dropped (callers check the text first).
+    package static func bytes(_ text: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count / 2)
+        var iterator = text.utf8.makeIterator()
+        func value(_ c: UInt8) -> UInt8 {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+            default: return 0
+            }
+        }
+        while let high = iterator.next(), let low = iterator.next() {
+            bytes.append(value(high) << 4 | value(low))
+        }
+        return bytes
     }
 }
 

@@ -40,7 +40,8 @@ package struct StartupError: Error, CustomStringConvertible {
     package enum Step: Sendable, Hashable {
         /// `store.migrate()`: the database cannot be reached, logged in to or migrated.
         case store
-        /// The master key does not open the product CA keys in the store.
+        /// The master key does not open the CA keys or product secrets in the store (the migration that seals
+        /// secrets checks it too, before it seals anything).
         case masterKey
     }
 
@@ -54,8 +55,8 @@ package struct StartupError: Error, CustomStringConvertible {
 ///
 /// The application runs `store` (a `Service`) in its ServiceGroup: started before the HTTP server and stopped
 /// after it has drained, so every answered request had a store. Before the server accepts connections it
-/// migrates the store, checks that the master key opens its CA keys (failing with a ``StartupError``) and then runs
-/// `beforeServerStarts`.
+/// migrates the store, checks that the master key opens its CA keys and product secrets (failing with a
+/// ``StartupError``) and then runs `beforeServerStarts`.
 ///
 /// - Parameters:
 ///   - metrics: what `GET /metrics` shows; the store's share arrives through its ``ServerMetrics/factory``.
@@ -163,6 +164,8 @@ package func buildApplication<Store: RegistrationStore>(
     app.beforeServerStarts {
         do {
             _ = try await store.migrate()
+        } catch let error as MasterKeyError {
+            throw StartupError(step: .masterKey, underlying: error)
         } catch {
             throw StartupError(step: .store, underlying: error)
         }

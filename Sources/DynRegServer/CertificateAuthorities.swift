@@ -29,7 +29,7 @@ final class CertificateAuthorities: Sendable {
         if let cached = cache.withLock({ $0[product.id] }), cached.sealed == stored.sealedPrivateKey {
             return cached.authority
         }
-        let keyPEM = try masterKey.open(stored.sealedPrivateKey, context: product.id)
+        let keyPEM = try masterKey.open(stored.sealedPrivateKey, for: .caKey(productId: product.id))
         let authority = try ProductCertificateAuthority(certificatePEM: stored.certificatePEM, privateKeyPEM: keyPEM)
         cache.withLock { $0[product.id] = (stored.sealedPrivateKey, authority) }
         return authority
@@ -71,15 +71,18 @@ final class CertificateAuthorities: Sendable {
     {
         StoredCertificateAuthority(
             certificatePEM: authority.certificatePEM,
-            sealedPrivateKey: try masterKey.seal(authority.privateKeyPEM, context: productId),
+            sealedPrivateKey: try masterKey.seal(authority.privateKeyPEM, for: .caKey(productId: productId)),
             keyType: authority.keyType.rawValue, certificateValidityDays: validityDays)
     }
 }
 
-/// Refuses to start with a master key that cannot open the stored CA keys: silent garbage is worse than no start.
+/// Refuses to start with a master key that cannot open what the store keeps sealed: silent garbage is worse than no
+/// start. The store opens every product secret as it lists the products (throwing ``MasterKeyError``), and this
+/// opens every CA key. Psks are sealed under the same key as their product's secret, so they are not opened one by
+/// one (a store can hold millions).
 package func checkMasterKey(_ masterKey: MasterKey, store: some RegistrationStore) async throws {
     for product in try await store.products() {
         guard let stored = product.certificateAuthority else { continue }
-        _ = try masterKey.open(stored.sealedPrivateKey, context: product.id)
+        _ = try masterKey.open(stored.sealedPrivateKey, for: .caKey(productId: product.id))
     }
 }

@@ -1,4 +1,4 @@
-package import DynRegCA
+package import DynRegStore
 package import Foundation
 
 /// How `dynreg serve` runs. Only the command line reads flags and the environment; this is what it produces.
@@ -22,7 +22,7 @@ package struct ServerConfiguration: Sendable {
     package var brokerToken: String
     /// A second token that may read `GET /metrics` (and nothing else), for Prometheus. Secret: never logged.
     package var metricsToken: String?
-    /// Seals product CA keys at rest. Every instance on one database needs the same key.
+    /// Seals CA keys, product secrets and psks at rest. Every instance on one database needs the same key.
     package var masterKey: MasterKey
     /// Where to keep every certificate product's CA and CRL for brokers (`--crl-dir`), the command to run after
     /// each rewrite, and how often to rewrite when nothing changes.

@@ -14,10 +14,12 @@ final class FileLock: Sendable {
     private let descriptor: Mutex<Int32?>
 
     init(path: String) throws {
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode_t(PrivateFiles.fileMode))
         guard descriptor >= 0 else {
             throw StoreError(.unavailable, "cannot open \(path): \(String(cString: strerror(errno)))")
         }
+        // A lock file left by an earlier release or another umask.
+        _ = fchmod(descriptor, mode_t(PrivateFiles.fileMode))
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             let reason =
                 errno == EWOULDBLOCK

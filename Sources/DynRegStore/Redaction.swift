@@ -1,7 +1,14 @@
 import DynRegProtocol
 
 // The redaction rule of DynRegProtocol/Redaction.swift for the store's models: the product secret, the psk and the
-// sealed CA key never appear in a description or a mirror.
+// sealed CA key never appear in a description or a mirror, nor does the master key (swift-crypto's key types do not
+// promise to hide their bytes).
+
+extension MasterKey: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    package var description: String { "MasterKey(<redacted>)" }
+    package var debugDescription: String { description }
+    package var customMirror: Mirror { Mirror(self, children: ["key": Redacted()], displayStyle: .struct) }
+}
 
 extension Product: RedactedFields {
     package var redactedFields: KeyValuePairs<String, Any> {

@@ -90,6 +90,15 @@ package protocol RegistrationStore: Service {
 
     /// A cheap query proving the store answers.
     func checkHealth() async throws
+
+    // MARK: Master key
+    /// Opens every sealed value (CA keys, product secrets, psks) with the store's master key and seals it again under
+    /// `newKey`, all in one transaction; `progress` hears after the products and after each page of devices. The
+    /// store keeps its own (old) key: afterwards, open a new store with `newKey`. Every server on the database must
+    /// be stopped: one still running holds the old key.
+    func rotateMasterKey(
+        to newKey: MasterKey, progress: @escaping @Sendable (SecretRewriteProgress) -> Void
+    ) async throws -> SecretRewriteProgress
 }
 
 extension RegistrationStore {

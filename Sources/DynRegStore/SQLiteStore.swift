@@ -6,6 +6,9 @@ import ServiceLifecycle
 /// The embedded default: one SQLite file in WAL mode with `synchronous=FULL`, so an acknowledged
 /// registration survives a crash of the process or the machine.
 ///
+/// Product secrets and psks are stored sealed under `masterKey` (``SealedField``); the database, its WAL and its
+/// lock file are private to the server's user (0600).
+///
 /// A `Service`: `run()` runs the group committer that registrations and audit events go through; call
 /// ``migrate()`` before serving.
 package final class SQLiteStore: RegistrationStore, Service {
@@ -15,13 +18,20 @@ package final class SQLiteStore: RegistrationStore, Service {
     /// Products as device requests see them; exact because this process is the file's only writer (`lock`).
     private let admissionCache = ProductCache()
     private let lock: FileLock
+    private let masterKey: MasterKey
 
     /// Opens (creating if needed) the database at `path`; ``migrate()`` brings its schema up to date.
     ///
     /// One store at a time may have the file open: a second one, in this process or another, fails with
     /// `StoreError.Code.unavailable` rather than serve from a stale product cache.
-    package init(path: String, metrics: StoreMetrics = .none) throws {
+    ///
+    /// The database and its `-wal`, `-shm` and `.lock` files are made mode 0600, also when they already exist
+    /// (written before under a looser umask): SQLite creates the WAL and shared-memory files with the database
+    /// file's mode, so the database file is created 0600 before SQLite opens it.
+    package init(path: String, masterKey: MasterKey, metrics: StoreMetrics = .none) throws {
+        self.masterKey = masterKey
         lock = try FileLock(path: path + ".lock")
+        try PrivateFiles.restrict(path, alsoExisting: [path + "-wal", path + "-shm"])
         var configuration = Configuration()
         configuration.journalMode = .wal
         configuration.busyMode = .timeout(10)
@@ -49,13 +59,86 @@ package final class SQLiteStore: RegistrationStore, Service {
 
     /// Applies pending migrations; returns their names.
     package func migrate() async throws -> [String] {
-        let migrator = Self.migrator
+        let migrator = Self.migrator(masterKey: masterKey)
         let done = try await pool.read { db in try migrator.appliedIdentifiers(db) }
         // Off the cooperative pool: a migration may rewrite a big table.
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             migrator.asyncMigrate(pool) { result in continuation.resume(with: result.map { _ in }) }
         }
+        try await forgetClearPages()
         return migrator.migrations.filter { !done.contains($0) }
+    }
+
+    /// The migration that sealed the secrets a previous release kept in clear.
+    static let sealingMigration = "v7: product secrets and psks sealed under the master key"
+
+    /// After secrets were rewritten in place (sealed by v7, or re-sealed by a rotation), their former bytes can remain
+    /// in the file's free space and in the WAL. The transaction that rewrote them also set `user_version` to
+    /// ``clearPagesPending`` (it commits with them); this then rebuilds every page from the live rows (VACUUM),
+    /// clears the mark and empties the WAL. A crash in between leaves the mark, and the next start does it again.
+    /// Otherwise nothing: it rewrites the whole file.
+    private func forgetClearPages() async throws {
+        try await pool.writeWithoutTransaction { db in
+            guard try Int.fetchOne(db, sql: "PRAGMA user_version") == Self.clearPagesPending else { return }
+            try db.execute(sql: "VACUUM")
+            try db.execute(sql: "PRAGMA user_version = 0")
+            try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        }
+    }
+
+    /// `user_version` while pages may hold a rewritten secret's former bytes (GRDB keeps migrations elsewhere).
+    static let clearPagesPending = 1
+
+    package func rotateMasterKey(
+        to newKey: MasterKey, progress: @escaping @Sendable (SecretRewriteProgress) -> Void
+    ) async throws -> SecretRewriteProgress {
+        defer { admissionCache.invalidate() }
+        let rewrite = SecretRewrite.rotation(from: masterKey, to: newKey)
+        let done = try await pool.write { db in try Self.rewriteSecrets(db, rewrite, progress: progress) }
+        try await forgetClearPages()
+        return done
+    }
+
+    /// Rewrites every CA key, product secret and psk as `rewrite` says, in the caller's transaction: products, then
+    /// devices by primary key, ``SecretRewrite/pageSize`` at a time (each page read whole before it is written).
+    static func rewriteSecrets(
+        _ db: Database, _ rewrite: SecretRewrite, progress: (SecretRewriteProgress) -> Void = { _ in }
+    ) throws -> SecretRewriteProgress {
+        var done = SecretRewriteProgress()
+        try db.execute(sql: "PRAGMA user_version = \(clearPagesPending)")
+        for row in try Row.fetchAll(db, sql: "SELECT id, secret, ca_sealed_key FROM products") {
+            let id: String = row[0]
+            try db.execute(
+                sql: "UPDATE products SET secret = ? WHERE id = ?",
+                arguments: [try rewrite.secret(row[1], productId: id), id])
+            if let stored: String = row[2], let key = try rewrite.caKey(stored, productId: id) {
+                try db.execute(sql: "UPDATE products SET ca_sealed_key = ? WHERE id = ?", arguments: [key, id])
+            }
+            done.products += 1
+        }
+        done.deviceTotal = try Int.fetchOne(db, sql: "SELECT count(*) FROM devices WHERE psk IS NOT NULL") ?? 0
+        progress(done)
+        var after = ("", "")
+        while true {
+            let page = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT product_id, name, psk FROM devices
+                    WHERE psk IS NOT NULL AND (product_id, name) > (?, ?) ORDER BY product_id, name LIMIT ?
+                    """, arguments: [after.0, after.1, SecretRewrite.pageSize])
+            guard !page.isEmpty else { break }
+            for row in page {
+                let (productId, name): (String, String) = (row[0], row[1])
+                try db.cachedStatement(sql: "UPDATE devices SET psk = ? WHERE product_id = ? AND name = ?")
+                    .execute(arguments: [
+                        try rewrite.psk(row[2], productId: productId, deviceName: name), productId, name,
+                    ])
+                after = (productId, name)
+            }
+            done.devices += page.count
+            progress(done)
+        }
+        return done
     }
 
     /// Runs the group committer until graceful shutdown; registrations and audit events wait for it.
@@ -71,8 +154,8 @@ package final class SQLiteStore: RegistrationStore, Service {
         try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
     }
 
-    /// Named, append-only migrations; one transaction each, no application types.
-    static var migrator: DatabaseMigrator {
+    /// Named, append-only migrations; one transaction each. Only v7 uses application types: see there.
+    static func migrator(masterKey: MasterKey) -> DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: products, devices, nonces, events") { db in
             try db.execute(
@@ -225,6 +308,16 @@ package final class SQLiteStore: RegistrationStore, Service {
                     CREATE INDEX devices_by_created ON devices(product_id, created_at);
                     """)
         }
+        // Product secrets and psks were stored in clear. Sealing them needs the master key, which SQL cannot have, so
+        // this migration is written in Swift (the same pass as a key rotation, `rewriteSecrets`). It runs like the
+        // others, inside the migration's transaction: a database is wholly clear (v6) or wholly sealed (v7), never
+        // half, and a crash in the middle leaves it at v6 to run again. It first opens the CA keys with the key it was
+        // given, and fails without sealing anything if they do not open: the secrets must be sealed under the key the
+        // CA keys already are. No schema change: the columns keep their names and now hold `v1:` values. `migrate()`
+        // then rewrites the file without the clear bytes (`forgetClearPages`).
+        migrator.registerMigration(sealingMigration) { db in
+            _ = try rewriteSecrets(db, .sealing(under: masterKey))
+        }
         return migrator
     }
 
@@ -233,7 +326,7 @@ package final class SQLiteStore: RegistrationStore, Service {
     package func createProduct(_ product: Product) async throws -> Product {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
-            if try Self.fetchProduct(db, id: product.id) != nil {
+            if try Self.fetchProduct(db, id: product.id, masterKey) != nil {
                 throw StoreError.productExists(product.id)
             }
             try db.execute(
@@ -244,7 +337,9 @@ package final class SQLiteStore: RegistrationStore, Service {
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
-                    product.id, product.name, product.authType.rawValue, product.secret, product.dynamicRegistration,
+                    product.id, product.name, product.authType.rawValue,
+                    try masterKey.seal(product.secret, for: .productSecret(productId: product.id)),
+                    product.dynamicRegistration,
                     product.autoCreate, product.deviceQuota, product.allowClocklessDevices,
                     product.createdAt.timeIntervalSince1970, product.certificateAuthority?.certificatePEM,
                     product.certificateAuthority?.sealedPrivateKey, product.certificateAuthority?.keyType,
@@ -253,18 +348,20 @@ package final class SQLiteStore: RegistrationStore, Service {
                     StoreRows.topicRulesColumn(product.topicPolicy),
                     StoreRows.deviceKeyTypeColumn(product.deviceKeyType),
                 ])
-            return try Self.requireProduct(db, id: product.id)
+            return try Self.requireProduct(db, id: product.id, masterKey)
         }
     }
 
     package func products() async throws -> [Product] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM products ORDER BY created_at, id").map(Self.product(from:))
+            try Row.fetchAll(db, sql: "SELECT * FROM products ORDER BY created_at, id").map {
+                try Self.product(from: $0, masterKey)
+            }
         }
     }
 
     package func product(id: String) async throws -> Product? {
-        try await pool.read { db in try Self.fetchProduct(db, id: id) }
+        try await pool.read { db in try Self.fetchProduct(db, id: id, masterKey) }
     }
 
     package func productForAdmission(id: String) async throws -> Product? {
@@ -278,7 +375,7 @@ package final class SQLiteStore: RegistrationStore, Service {
     package func updateProduct(id: String, _ update: ProductUpdate) async throws -> Product {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
-            var product = try Self.requireProduct(db, id: id)
+            var product = try Self.requireProduct(db, id: id, masterKey)
             if let name = update.name { product.name = name }
             if let value = update.dynamicRegistration { product.dynamicRegistration = value }
             if let value = update.autoCreate { product.autoCreate = value }
@@ -307,16 +404,18 @@ package final class SQLiteStore: RegistrationStore, Service {
     package func rotateProductSecret(id: String, newSecret: String) async throws -> Product {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
-            _ = try Self.requireProduct(db, id: id)
-            try db.execute(sql: "UPDATE products SET secret = ? WHERE id = ?", arguments: [newSecret, id])
-            return try Self.requireProduct(db, id: id)
+            _ = try Self.requireProduct(db, id: id, masterKey)
+            try db.execute(
+                sql: "UPDATE products SET secret = ? WHERE id = ?",
+                arguments: [try masterKey.seal(newSecret, for: .productSecret(productId: id)), id])
+            return try Self.requireProduct(db, id: id, masterKey)
         }
     }
 
     package func deleteProduct(id: String) async throws {
         defer { admissionCache.invalidate() }
         return try await pool.write { db in
-            _ = try Self.requireProduct(db, id: id)
+            _ = try Self.requireProduct(db, id: id, masterKey)
             try db.execute(sql: "DELETE FROM devices WHERE product_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM nonces WHERE product_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM certificates WHERE product_id = ?", arguments: [id])
@@ -328,22 +427,23 @@ package final class SQLiteStore: RegistrationStore, Service {
 
     package func createDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await pool.write { db in
-            let product = try Self.requireProduct(db, id: productId)
-            if try Self.fetchDevice(db, productId: productId, name: deviceName) != nil {
+            let product = try Self.requireProduct(db, id: productId, masterKey)
+            if try Self.fetchDevice(db, productId: productId, name: deviceName, masterKey) != nil {
                 throw StoreError.deviceExists(productId, deviceName)
             }
             if let quota = product.deviceQuota, product.deviceCount >= quota {
                 throw StoreError.quotaExceeded(productId, quota: quota)
             }
-            try Self.insertDevice(db, productId: productId, name: deviceName, status: .created, psk: nil, now: now)
-            return try Self.requireDevice(db, productId: productId, name: deviceName)
+            try Self.insertDevice(
+                db, productId: productId, name: deviceName, status: .created, sealedPSK: nil, now: now)
+            return try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
         }
     }
 
     package func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device]
     {
         try await pool.read { db in
-            _ = try Self.requireProduct(db, id: productId)
+            _ = try Self.requireProduct(db, id: productId, masterKey)
             var sql = "SELECT * FROM devices WHERE product_id = ?"
             var arguments: StatementArguments = [productId]
             if let status {
@@ -356,17 +456,17 @@ package final class SQLiteStore: RegistrationStore, Service {
             }
             sql += " ORDER BY name LIMIT ?"
             arguments += [limit]
-            return try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.device(from:))
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).map { try Self.device(from: $0, masterKey) }
         }
     }
 
     package func device(productId: String, deviceName: String) async throws -> Device? {
-        try await pool.read { db in try Self.fetchDevice(db, productId: productId, name: deviceName) }
+        try await pool.read { db in try Self.fetchDevice(db, productId: productId, name: deviceName, masterKey) }
     }
 
     package func deleteDevice(productId: String, deviceName: String) async throws {
         try await pool.write { db in
-            _ = try Self.requireDevice(db, productId: productId, name: deviceName)
+            _ = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             try db.execute(
                 sql: "DELETE FROM devices WHERE product_id = ? AND name = ?", arguments: [productId, deviceName])
             try db.execute(
@@ -379,7 +479,7 @@ package final class SQLiteStore: RegistrationStore, Service {
 
     package func resetDevice(productId: String, deviceName: String) async throws -> Device {
         try await pool.write { db in
-            _ = try Self.requireDevice(db, productId: productId, name: deviceName)
+            _ = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             try db.execute(
                 sql: """
                     UPDATE devices SET status = 'created', psk = NULL, registered_at = NULL, activated_at = NULL
@@ -390,13 +490,13 @@ package final class SQLiteStore: RegistrationStore, Service {
                 sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL",
                 arguments: [productId, deviceName])
             try Self.revokeActiveCertificates(db, productId: productId, deviceName: deviceName, now: Date())
-            return try Self.requireDevice(db, productId: productId, name: deviceName)
+            return try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
         }
     }
 
     package func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await pool.write { db in
-            let device = try Self.requireDevice(db, productId: productId, name: deviceName)
+            let device = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             if device.status == .activated { return device }
             try db.execute(
                 sql: "UPDATE devices SET status = 'activated', activated_at = ? WHERE product_id = ? AND name = ?",
@@ -405,22 +505,30 @@ package final class SQLiteStore: RegistrationStore, Service {
             try db.execute(
                 sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL",
                 arguments: [productId, deviceName])
-            return try Self.requireDevice(db, productId: productId, name: deviceName)
+            return try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
         }
     }
 
     // MARK: Registration
 
     package func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
-        try await groupCommit.write { db in
-            let decision = try Self.decide(db, attempt)
+        let masterKey = self.masterKey
+        // Sealed here, before the single writer's turn: one AES-GCM operation that no other registration waits for.
+        let sealedPSK = try attempt.credential.psk.map {
+            try masterKey.seal($0, for: .psk(productId: attempt.productId, deviceName: attempt.deviceName))
+        }
+        return try await groupCommit.write { db in
+            let decision = try Self.decide(db, attempt, sealedPSK: sealedPSK, masterKey)
             try Self.insertEvent(db, attempt.event(for: decision))
             return decision
         }
     }
 
     /// The rules are `RegistrationRules.decide`'s; this applies them to the rows and writes what they issue.
-    private static func decide(_ db: Database, _ attempt: RegistrationAttempt) throws -> RegistrationDecision {
+    /// `sealedPSK`: the attempt's psk as the row keeps it.
+    private static func decide(
+        _ db: Database, _ attempt: RegistrationAttempt, sealedPSK: String?, _ masterKey: MasterKey
+    ) throws -> RegistrationDecision {
         // Only the columns the decision needs: a certificate product's row also holds its CA, which this
         // statement, run for every registration on the single writer, would otherwise decode each time.
         let limits = try Row.fetchOne(
@@ -429,7 +537,9 @@ package final class SQLiteStore: RegistrationStore, Service {
         ).map { row in
             RegistrationRules.ProductLimits(autoCreate: row[0], deviceQuota: row[1], deviceCount: row[2])
         }
-        let existing = try fetchDevice(db, productId: attempt.productId, name: attempt.deviceName)
+        // Without opening its psk: this runs on the single writer, and the device gets the attempt's psk anyway.
+        let existing = try fetchDevice(
+            db, productId: attempt.productId, name: attempt.deviceName, masterKey, openingPSK: false)
         var firstAnswer: RegistrationAnswer?
         let outcome = try RegistrationRules.decide(product: limits, device: existing?.status) {
             // The replay entry commits with the credential, so a rejected attempt leaves no trace to trip over.
@@ -459,8 +569,6 @@ package final class SQLiteStore: RegistrationStore, Service {
         case .issue: break
         }
         let now = attempt.now.timeIntervalSince1970
-        var psk: String?
-        if case .key(let key) = attempt.credential { psk = key }
         var device: Device
         if let existing {
             try db.cachedStatement(
@@ -469,20 +577,20 @@ package final class SQLiteStore: RegistrationStore, Service {
                         registration_count = registration_count + 1
                     WHERE product_id = ? AND name = ?
                     """
-            ).execute(arguments: [psk, now, attempt.productId, attempt.deviceName])
+            ).execute(arguments: [sealedPSK, now, attempt.productId, attempt.deviceName])
             device = existing
             device.status = .registered
             device.registrationCount += 1
         } else {
             try insertDevice(
-                db, productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: psk,
+                db, productId: attempt.productId, name: attempt.deviceName, status: .registered, sealedPSK: sealedPSK,
                 now: attempt.now, registeredAt: attempt.now)
             device = Device(
                 productId: attempt.productId, name: attempt.deviceName, status: .registered, psk: nil,
                 createdAt: attempt.now, registeredAt: nil, activatedAt: nil, registrationCount: 1)
         }
         // Built here rather than read back: the row is what these statements just wrote.
-        device.psk = psk
+        device.psk = attempt.credential.psk
         device.registeredAt = Date(timeIntervalSince1970: now)
         if case .certificate(let certificate) = attempt.credential {
             try revokeActiveCertificates(
@@ -539,7 +647,7 @@ package final class SQLiteStore: RegistrationStore, Service {
         productId: String, deviceName: String, limit: Int, after: String?
     ) async throws -> [DeviceCertificate] {
         try await pool.read { db in
-            _ = try Self.requireDevice(db, productId: productId, name: deviceName)
+            _ = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             return try Row.fetchAll(
                 db, sql: Self.deviceCertificatesSQL,
                 arguments: [productId, deviceName, after?.lowercased(), productId, after?.lowercased(), limit]
@@ -742,7 +850,7 @@ package final class SQLiteStore: RegistrationStore, Service {
 
     package func setLimits(productId: String, _ limits: ProductLimits) async throws {
         try await pool.write { db in
-            _ = try Self.requireProduct(db, id: productId)
+            _ = try Self.requireProduct(db, id: productId, masterKey)
             try db.execute(
                 sql: """
                     INSERT INTO product_limits (product_id, limits) VALUES (?, ?)
@@ -845,7 +953,7 @@ package final class SQLiteStore: RegistrationStore, Service {
     // MARK: Rows
 
     private static func insertDevice(
-        _ db: Database, productId: String, name: String, status: DeviceStatus, psk: String?, now: Date,
+        _ db: Database, productId: String, name: String, status: DeviceStatus, sealedPSK: String?, now: Date,
         registeredAt: Date? = nil
     ) throws {
         try db.cachedStatement(
@@ -854,57 +962,63 @@ package final class SQLiteStore: RegistrationStore, Service {
                 VALUES (?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(arguments: [
-            productId, name, status.rawValue, psk, now.timeIntervalSince1970, registeredAt?.timeIntervalSince1970,
+            productId, name, status.rawValue, sealedPSK, now.timeIntervalSince1970, registeredAt?.timeIntervalSince1970,
             registeredAt == nil ? 0 : 1,
         ])
         try db.cachedStatement(sql: "UPDATE products SET device_count = device_count + 1 WHERE id = ?")
             .execute(arguments: [productId])
     }
 
-    private static func fetchProduct(_ db: Database, id: String) throws -> Product? {
+    private static func fetchProduct(_ db: Database, id: String, _ masterKey: MasterKey) throws -> Product? {
         try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM products WHERE id = ?"), arguments: [id])
-            .map(product(from:))
+            .map { try product(from: $0, masterKey) }
     }
 
-    private static func requireProduct(_ db: Database, id: String) throws -> Product {
-        guard let product = try fetchProduct(db, id: id) else {
+    private static func requireProduct(_ db: Database, id: String, _ masterKey: MasterKey) throws -> Product {
+        guard let product = try fetchProduct(db, id: id, masterKey) else {
             throw StoreError.productNotFound(id)
         }
         return product
     }
 
-    private static func fetchDevice(_ db: Database, productId: String, name: String) throws -> Device? {
+    /// `openingPSK: false` leaves the device's psk `nil`.
+    private static func fetchDevice(
+        _ db: Database, productId: String, name: String, _ masterKey: MasterKey, openingPSK: Bool = true
+    ) throws -> Device? {
         try Row.fetchOne(
             db.cachedStatement(sql: "SELECT * FROM devices WHERE product_id = ? AND name = ?"),
             arguments: [productId, name]
-        ).map(device(from:))
+        ).map { try device(from: $0, masterKey, openingPSK: openingPSK) }
     }
 
-    private static func requireDevice(_ db: Database, productId: String, name: String) throws -> Device {
-        guard let device = try fetchDevice(db, productId: productId, name: name) else {
+    private static func requireDevice(
+        _ db: Database, productId: String, name: String, _ masterKey: MasterKey
+    ) throws -> Device {
+        guard let device = try fetchDevice(db, productId: productId, name: name, masterKey) else {
             throw StoreError.deviceNotFound(productId, name)
         }
         return device
     }
 
-    private static func product(from row: Row) throws -> Product {
+    private static func product(from row: Row, _ masterKey: MasterKey) throws -> Product {
         try StoreRows.product(
-            id: row["id"], name: row["name"], authType: row["auth_type"], secret: row["secret"],
+            id: row["id"], name: row["name"], authType: row["auth_type"], sealedSecret: row["secret"],
             dynamicRegistration: row["dynamic_registration"], autoCreate: row["auto_create"],
             deviceQuota: row["device_quota"], allowClocklessDevices: row["allow_clockless"],
             deviceCount: row["device_count"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
             caCertificate: row["ca_certificate"], caSealedKey: row["ca_sealed_key"], caKeyType: row["ca_key_type"],
             certificateValidityDays: row["certificate_validity_days"],
             trustedCACertificates: row["trusted_ca_certificates"], topicRules: row["topic_rules"],
-            deviceKeyType: row["device_key_type"])
+            deviceKeyType: row["device_key_type"], masterKey: masterKey)
     }
 
-    private static func device(from row: Row) throws -> Device {
+    private static func device(from row: Row, _ masterKey: MasterKey, openingPSK: Bool = true) throws -> Device {
         try StoreRows.device(
-            productId: row["product_id"], name: row["name"], status: row["status"], psk: row["psk"],
+            productId: row["product_id"], name: row["name"], status: row["status"],
+            sealedPSK: openingPSK ? row["psk"] : nil,
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
             registeredAt: (row["registered_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
             activatedAt: (row["activated_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-            registrationCount: row["registration_count"])
+            registrationCount: row["registration_count"], masterKey: masterKey)
     }
 }

@@ -3,15 +3,19 @@ package import Foundation
 /// Models from the columns both stores keep, and the errors both stores throw: one place, so SQLite and PostgreSQL
 /// cannot drift apart in what they accept from a row or what they say when something is missing.
 ///
-/// A row that breaks the schema's rules (an unknown auth type or status, half a CA) is an error, never a default:
-/// guessing would serve a product or device that nobody created.
+/// A row that breaks the schema's rules (an unknown auth type or status, half a CA, a secret not sealed) is an error,
+/// never a default: guessing would serve a product or device that nobody created.
+///
+/// Product secrets and psks are stored sealed under the master key (``SealedField``) and opened here: the models
+/// hold them in clear, for the server and the product cache. A key that does not open them throws
+/// ``MasterKeyError`` (`wrongKey`), which `dynreg serve` checks for before it listens.
 package enum StoreRows {
     package static func product(
-        id: String, name: String, authType: String, secret: String, dynamicRegistration: Bool, autoCreate: Bool,
+        id: String, name: String, authType: String, sealedSecret: String, dynamicRegistration: Bool, autoCreate: Bool,
         deviceQuota: Int?, allowClocklessDevices: Bool, deviceCount: Int, createdAt: Date, caCertificate: String?,
         caSealedKey: String?, caKeyType: String?, certificateValidityDays: Int?, trustedCACertificates: String?,
-        topicRules: String?, deviceKeyType: String?
-    ) throws(StoreError) -> Product {
+        topicRules: String?, deviceKeyType: String?, masterKey: MasterKey
+    ) throws -> Product {
         guard let type = AuthType(rawValue: authType) else {
             throw StoreError.corruptRow(table: "products", key: id, column: "auth_type")
         }
@@ -35,6 +39,8 @@ package enum StoreRows {
         guard let keyType = DeviceKeyType(rawValue: deviceKeyType ?? DeviceKeyType.p256.rawValue) else {
             throw StoreError.corruptRow(table: "products", key: id, column: "device_key_type")
         }
+        let secret = try opened(
+            sealedSecret, .productSecret(productId: id), masterKey, table: "products", key: id, column: "secret")
         return Product(
             id: id, name: name, authType: type, secret: secret, dynamicRegistration: dynamicRegistration,
             autoCreate: autoCreate, deviceQuota: deviceQuota, allowClocklessDevices: allowClocklessDevices,
@@ -79,13 +85,30 @@ package enum StoreRows {
     }
 
     package static func device(
-        productId: String, name: String, status: String, psk: String?, createdAt: Date, registeredAt: Date?,
-        activatedAt: Date?, registrationCount: Int
-    ) throws(StoreError) -> Device {
-        Device(
+        productId: String, name: String, status: String, sealedPSK: String?, createdAt: Date, registeredAt: Date?,
+        activatedAt: Date?, registrationCount: Int, masterKey: MasterKey
+    ) throws -> Device {
+        let psk = try sealedPSK.map {
+            try opened(
+                $0, .psk(productId: productId, deviceName: name), masterKey, table: "devices",
+                key: "\(productId)/\(name)", column: "psk")
+        }
+        return Device(
             productId: productId, name: name, status: try deviceStatus(status, productId: productId, name: name),
             psk: psk, createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
             registrationCount: registrationCount)
+    }
+
+    /// A value that is not sealed at all is a corrupt row (written by hand, or by a release before sealing after the
+    /// migration ran); one that does not open is the wrong master key.
+    private static func opened(
+        _ sealed: String, _ field: SealedField, _ masterKey: MasterKey, table: String, key: String, column: String
+    ) throws -> String {
+        do {
+            return try masterKey.open(sealed, for: field)
+        } catch  where error.code == .notSealed {
+            throw StoreError.corruptRow(table: table, key: key, column: column)
+        }
     }
 
     package static func deviceStatus(

@@ -9,7 +9,9 @@ import ServiceLifecycle
 package struct LiveServer: Sendable {
     package static let adminToken = "test-admin-token-0123456789abcdef"
     package static let brokerToken = "test-broker-token-0123456789abcdef"
-    package static let masterKey = try! MasterKey(encoded: String(repeating: "ab", count: 32))
+    /// The tests' master key as `DYNREG_MASTER_KEY` takes it, for servers that share a store with `masterKey`.
+    package static let encodedMasterKey = String(repeating: "ab", count: 32)
+    package static let masterKey = try! MasterKey(encoded: encodedMasterKey)
 
     package let port: Int
     package let baseURL: String
@@ -29,7 +31,8 @@ package struct LiveServer: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let metrics = ServerMetrics()
         let store = try SQLiteStore(
-            path: directory.appendingPathComponent("dynreg.sqlite").path, metrics: metrics.storeMetrics)
+            path: directory.appendingPathComponent("dynreg.sqlite").path, masterKey: masterKey,
+            metrics: metrics.storeMetrics)
         var configuration = ServerConfiguration(adminToken: adminToken, brokerToken: brokerToken, masterKey: masterKey)
         configuration.port = 0
         configure(&configuration)
@@ -80,7 +83,8 @@ package struct LiveServer: Sendable {
             let authority = try ProductCertificateAuthority.create(productId: product.id)
             product.certificateAuthority = StoredCertificateAuthority(
                 certificatePEM: authority.certificatePEM,
-                sealedPrivateKey: try LiveServer.masterKey.seal(authority.privateKeyPEM, context: product.id),
+                sealedPrivateKey: try LiveServer.masterKey.seal(
+                    authority.privateKeyPEM, for: .caKey(productId: product.id)),
                 keyType: authority.keyType.rawValue, certificateValidityDays: 365)
         }
         return try await store.createProduct(product)

@@ -8,7 +8,7 @@ struct Dynreg: AsyncParsableCommand {
         abstract: "Device dynamic registration: the server, the device client and the debugging tools.",
         subcommands: [
             Serve.self, Sign.self, Payload.self, MQTTCredentialsCommand.self, Register.self, ProductCommand.self,
-            DeviceCommand.self, EventsCommand.self, RefusalsCommand.self, Bench.self,
+            DeviceCommand.self, EventsCommand.self, RefusalsCommand.self, Bench.self, MasterKeyCommand.self,
         ]
     )
 

@@ -14,9 +14,10 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the registration server (SQLite in the data directory by default).",
         discussion: """
             The admin token is DYNREG_ADMIN_TOKEN, or else a random token written to <data-dir>/admin-token \
-            (mode 0600) on first start. The master key that seals certificate products' CA keys is \
+            (mode 0600) on first start. The master key that seals product secrets, device psks and CA keys is \
             DYNREG_MASTER_KEY (32 bytes, Base64), or else <data-dir>/master-key, created on first start (mode 0600): \
-            back it up, without it the CA keys cannot be opened. On its first start with an empty store the server creates a demo product \
+            back it up, without it nothing in the store can be opened. The data directory is made 0700 and the \
+            database files 0600. On its first start with an empty store the server creates a demo product \
             and prints how to register a device with it.
             """
     )
@@ -148,10 +149,16 @@ struct Serve: AsyncParsableCommand {
         do {
             try FileManager.default.createDirectory(
                 at: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            if let before = try PrivateFiles.restrictDirectory(dataDirectory.path) {
+                logger.notice(
+                    "made the data directory private (0700)",
+                    metadata: ["dynreg.path": "\(dataDir)", "dynreg.mode.before": "\(String(before, radix: 8))"])
+            }
         } catch {
-            throw CLIError("cannot create the data directory \(dataDir): \(error.localizedDescription)")
+            throw CLIError("cannot create the data directory \(dataDir): \(error)")
         }
         let token = try adminToken(dataDirectory: dataDirectory)
+        let masterKey = try loadMasterKey(dataDirectory: dataDirectory)
         let broker = try secretToken(
             flag: brokerToken, environment: "DYNREG_BROKER_TOKEN", file: "broker-token", dataDirectory: dataDirectory)
         let metrics = ServerMetrics()
@@ -161,13 +168,15 @@ struct Serve: AsyncParsableCommand {
             let store: SQLiteStore
             do {
                 store = try SQLiteStore(
-                    path: dataDirectory.appendingPathComponent("dynreg.sqlite").path, metrics: metrics.storeMetrics)
+                    path: dataDirectory.appendingPathComponent("dynreg.sqlite").path, masterKey: masterKey,
+                    metrics: metrics.storeMetrics)
             } catch {
                 throw CLIError("cannot open the database in \(dataDir): \(error)")
             }
             return try await serve(
                 store: store, storeFailure: "cannot open the database in \(dataDir)", token: token,
-                brokerToken: broker, metrics: metrics, dataDirectory: dataDirectory, logger: logger)
+                brokerToken: broker, metrics: metrics, masterKey: masterKey, dataDirectory: dataDirectory,
+                logger: logger)
         }
         let configuration: PostgresStore.Configuration
         do {
@@ -179,18 +188,19 @@ struct Serve: AsyncParsableCommand {
             logger.notice("instances sharing a database need the same DYNREG_ADMIN_TOKEN and DYNREG_MASTER_KEY")
         }
         try await serve(
-            store: PostgresStore(configuration: configuration, logger: logger, metrics: metrics.storeMetrics),
+            store: PostgresStore(
+                configuration: configuration, masterKey: masterKey, logger: logger, metrics: metrics.storeMetrics),
             storeFailure: "cannot use the PostgreSQL database", token: token, brokerToken: broker, metrics: metrics,
-            dataDirectory: dataDirectory, logger: logger)
+            masterKey: masterKey, dataDirectory: dataDirectory, logger: logger)
     }
 
     /// Runs the server and the store in one ServiceGroup; the application migrates the store and checks the master
     /// key before it listens (`storeFailure` prefixes a failure of the former).
     private func serve<Store: RegistrationStore>(
         store: Store, storeFailure: String, token: (value: String, path: String?),
-        brokerToken: (value: String, path: String?), metrics: ServerMetrics, dataDirectory: URL, logger: Logger
+        brokerToken: (value: String, path: String?), metrics: ServerMetrics, masterKey: MasterKey, dataDirectory: URL,
+        logger: Logger
     ) async throws {
-        let masterKey = try loadMasterKey(dataDirectory: dataDirectory)
         var configuration = ServerConfiguration(
             adminToken: token.value, brokerToken: brokerToken.value, masterKey: masterKey)
         configuration.metricsToken = try chosenToken(
@@ -278,8 +288,7 @@ struct Serve: AsyncParsableCommand {
                 throw CLIError("\(storeFailure): \(error)")
             case .masterKey:
                 throw CLIError(
-                    "\(error) (DYNREG_MASTER_KEY or \(dataDir)/master-key): "
-                        + "restore the key the CA keys were sealed with")
+                    "\(error) (DYNREG_MASTER_KEY or \(dataDir)/master-key): restore the key they were sealed with")
             }
         }
     }
@@ -316,7 +325,10 @@ struct Serve: AsyncParsableCommand {
         let file = dataDirectory.appendingPathComponent(name)
         if let existing = try? String(contentsOf: file, encoding: .utf8) {
             let value = existing.trimmingCharacters(in: .whitespacesAndNewlines)
-            if !value.isEmpty { return (try Self.checked(value, from: file.path), file.path) }
+            if !value.isEmpty {
+                try PrivateFiles.restrictIfExists(file.path)
+                return (try Self.checked(value, from: file.path), file.path)
+            }
         }
         let value = AdminTokenGenerator.make()
         guard
@@ -329,28 +341,9 @@ struct Serve: AsyncParsableCommand {
     }
 
     private func loadMasterKey(dataDirectory: URL) throws -> MasterKey {
-        if let value = ProcessInfo.processInfo.environment["DYNREG_MASTER_KEY"], !value.isEmpty {
-            do {
-                return try MasterKey(encoded: value)
-            } catch {
-                throw CLIError("DYNREG_MASTER_KEY: \(error)")
-            }
-        }
-        let file = dataDirectory.appendingPathComponent("master-key")
-        if let existing = try? String(contentsOf: file, encoding: .utf8) {
-            do {
-                return try MasterKey(encoded: existing)
-            } catch {
-                throw CLIError("\(file.path): \(error)")
-            }
-        }
+        if let key = try MasterKeySource.existing(dataDirectory: dataDirectory) { return key.key }
         let (key, encoded) = MasterKey.generate()
-        guard
-            FileManager.default.createFile(
-                atPath: file.path, contents: Data((encoded + "\n").utf8), attributes: [.posixPermissions: 0o600])
-        else {
-            throw CLIError("cannot write the master key to \(file.path)")
-        }
+        try MasterKeySource.write(encoded, to: MasterKeySource.file(in: dataDirectory))
         return key
     }
 }

@@ -75,7 +75,9 @@ struct PostgresStartTests {
     /// Migrates a store that cannot connect and returns the error, which must say the store is unavailable.
     static func migrationFailure(_ configuration: PostgresStore.Configuration) async throws -> StoreError {
         do {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
+            _ = try await PostgresStore(
+                configuration: configuration, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger
+            ).migrate()
         } catch let error as StoreError {
             #expect(error.code == .unavailable)
             return error
@@ -87,7 +89,9 @@ struct PostgresStartTests {
         guard var configuration = try PostgresTestDatabase.adminConfiguration() else { return }
         configuration.database = "dynreg_missing_\(UUID().uuidString.prefix(8).lowercased())"
         await #expect(throws: StoreError.self) {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
+            _ = try await PostgresStore(
+                configuration: configuration, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger
+            ).migrate()
         }
     }
 
@@ -112,7 +116,9 @@ struct PostgresStartTests {
         configuration.connectTimeout = .seconds(1)
         let start = ContinuousClock.now
         await #expect(throws: StoreError.self) {
-            _ = try await PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger).migrate()
+            _ = try await PostgresStore(
+                configuration: configuration, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger
+            ).migrate()
         }
         #expect(ContinuousClock.now - start < .seconds(30))  // liveness, not speed
     }
@@ -164,7 +170,9 @@ struct PostgresStartTests {
             let applied = try await withThrowingTaskGroup(of: [String].self) { group in
                 for _ in 0..<4 {
                     group.addTask {
-                        let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+                        let store = PostgresStore(
+                            configuration: configuration, masterKey: LiveServer.masterKey,
+                            logger: PostgresTestDatabase.logger)
                         return try await store.migrate()
                     }
                 }
@@ -185,7 +193,8 @@ struct PostgresStartTests {
             // A later start finds nothing to do and works.
             var later = configuration
             later.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
-            let store = PostgresStore(configuration: later, logger: PostgresTestDatabase.logger)
+            let store = PostgresStore(
+                configuration: later, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await store.checkHealth() }
         }
     }
@@ -205,7 +214,8 @@ struct PostgresStartTests {
             let name = configuration.database
             var short = configuration
             short.leaseTimeout = .seconds(10)  // generous: a loaded machine once took over 5 s to lease
-            let store = PostgresStore(configuration: short, logger: PostgresTestDatabase.logger)
+            let store = PostgresStore(
+                configuration: short, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger)
             try await withRunning(store) {
                 try await store.checkHealth()
                 // An outage: open connections dropped, new ones refused.
@@ -247,7 +257,8 @@ struct PostgresStartTests {
     @Test func initDoesNoIO() async throws {
         var configuration = try PostgresStore.Configuration(url: "postgres://dynreg:hunter2secret@127.0.0.1:1/dynreg")
         configuration.connectTimeout = .seconds(3)
-        let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+        let store = PostgresStore(
+            configuration: configuration, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger)
         await #expect(throws: StoreError.self) { _ = try await store.migrate() }
     }
 
@@ -256,7 +267,8 @@ struct PostgresStartTests {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
             var configuration = configuration
             configuration.leaseTimeout = .seconds(30)  // behaviour, not outages: see withStore
-            let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+            let store = PostgresStore(
+                configuration: configuration, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger)
             try await withRunning(store) { try await store.checkHealth() }
             let start = ContinuousClock.now
             do {

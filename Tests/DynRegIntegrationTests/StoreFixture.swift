@@ -29,7 +29,8 @@ func withStore(
             .appendingPathComponent("dynreg-store-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        let store = try SQLiteStore(
+            path: directory.appendingPathComponent("dynreg.sqlite").path, masterKey: LiveServer.masterKey)
         try await withRunning(store) { try await run(store) }
     case .postgres:
         try await PostgresTestDatabase.withRunningStore { store, _ in try await run(store) }
@@ -47,9 +48,17 @@ enum PostgresTestDatabase {
             // These tests check behaviour, not outages: a machine loaded by a parallel build once took over the
             // production default of 5 s to hand out a connection.
             configuration.leaseTimeout = .seconds(30)
-            let store = PostgresStore(configuration: configuration, logger: logger)
+            let store = PostgresStore(configuration: configuration, masterKey: LiveServer.masterKey, logger: logger)
             try await withRunning(store) { try await body(store, configuration) }
         }
+    }
+
+    /// The URL of `configuration`'s database on the test server, for a `dynreg` process or `pg_dump`.
+    static func url(of configuration: PostgresStore.Configuration) throws -> String {
+        let base = try #require(url)
+        var components = try #require(URLComponents(string: base))
+        components.path = "/" + configuration.database
+        return try #require(components.string)
     }
 
     static let environment = ProcessInfo.processInfo.environment

@@ -34,9 +34,11 @@ struct TwoInstanceTests {
         arguments: [String] = unlimited, _ body: (PostgresStore, [ServerProcess], HTTPClient) async throws -> Void
     ) async throws {
         try await PostgresTestDatabase.withFreshDatabase { configuration in
-            let url = try #require(PostgresTestDatabase.url)
-            let databaseURL = try Self.url(url, database: configuration.database)
-            let environment: [String: String?] = ["DYNREG_ADMIN_TOKEN": adminToken]
+            let databaseURL = try PostgresTestDatabase.url(of: configuration)
+            // One master key for both instances and the test's own store, as production needs.
+            let environment: [String: String?] = [
+                "DYNREG_ADMIN_TOKEN": adminToken, "DYNREG_MASTER_KEY": LiveServer.encodedMasterKey,
+            ]
             let clock = ContinuousClock()
             let startTime = clock.now
             async let first = outcome {
@@ -70,7 +72,8 @@ struct TwoInstanceTests {
             httpConfiguration.timeout = .init(connect: .seconds(60), read: .seconds(120))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
             do {
-                let store = PostgresStore(configuration: configuration, logger: PostgresTestDatabase.logger)
+                let store = PostgresStore(
+                    configuration: configuration, masterKey: LiveServer.masterKey, logger: PostgresTestDatabase.logger)
                 try await withRunning(store) { try await body(store, servers, client) }
                 print("test body done after \(clock.now - startTime)")
             } catch {
@@ -87,12 +90,6 @@ struct TwoInstanceTests {
     }
 
     /// The test server's URL with another database; the password never leaves it.
-    static func url(_ base: String, database: String) throws -> String {
-        var components = try #require(URLComponents(string: base))
-        components.path = "/" + database
-        return try #require(components.string)
-    }
-
     static func product(_ id: String, quota: Int?) -> Product {
         Product(
             id: id, name: id, authType: .key, secret: "\(id)-secret-0123456789abcdefghij", dynamicRegistration: true,

@@ -309,7 +309,7 @@ struct CertificateTests {
             let product = try await server.createCertificateProduct()
             _ = try await server.register(productId: product.id, deviceName: "d", secret: product.secret)
             let stored = try #require(try await server.store.product(id: product.id)?.certificateAuthority)
-            let keyPEM = try TestServer.masterKey.open(stored.sealedPrivateKey, context: product.id)
+            let keyPEM = try TestServer.masterKey.open(stored.sealedPrivateKey, for: .caKey(productId: product.id))
             let raw = Data(try PEMDocument(pemString: keyPEM).derBytes)
             let rawKey = try P256.Signing.PrivateKey(derRepresentation: raw).rawRepresentation
             // Every file of the database (main, WAL, shared memory).
@@ -323,7 +323,8 @@ struct CertificateTests {
             }
         }
         let wrongKey = try MasterKey(encoded: String(repeating: "cd", count: 32))
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        let store = try SQLiteStore(
+            path: directory.appendingPathComponent("dynreg.sqlite").path, masterKey: LiveServer.masterKey)
         await #expect(throws: MasterKeyError.self) { try await checkMasterKey(wrongKey, store: store) }
         try await checkMasterKey(TestServer.masterKey, store: store)
     }

@@ -16,7 +16,8 @@ struct ProductAdministrationTests {
             "dynreg-admin-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        let store = try SQLiteStore(
+            path: directory.appendingPathComponent("dynreg.sqlite").path, masterKey: LiveServer.masterKey)
         let masterKey = try MasterKey(encoded: String(repeating: "cd", count: 32))
         return try await withRunning(store) {
             try await body(

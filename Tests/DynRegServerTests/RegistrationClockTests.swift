@@ -19,7 +19,8 @@ struct RegistrationClockTests {
             "dynreg-clock-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        let store = try SQLiteStore(
+            path: directory.appendingPathComponent("dynreg.sqlite").path, masterKey: LiveServer.masterKey)
         return try await withRunning(store) {
             let product = try await store.createProduct(DemoProduct.make())
             let service = RegistrationService(

@@ -13,7 +13,7 @@ import Testing
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("dynreg.sqlite").path
-        let store = try SQLiteStore(path: path)
+        let store = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
         try await withRunning(store) { try await body(store, path) }
     }
 
@@ -113,7 +113,8 @@ import Testing
             .appendingPathComponent("dynreg-sqlite-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store = try SQLiteStore(path: directory.appendingPathComponent("dynreg.sqlite").path)
+        let store = try SQLiteStore(
+            path: directory.appendingPathComponent("dynreg.sqlite").path, masterKey: LiveServer.masterKey)
         _ = try await store.migrate()
         _ = try await store.createProduct(StoreSamples.product("PSERVICE01"))
         let early = try await withThrowingTaskGroup(of: RegistrationDecision?.self) { group in
@@ -144,7 +145,7 @@ import Testing
     @Test func aSecondStoreOnTheSameFileIsRefused() async throws {
         try await withSQLiteStore { _, path in
             #expect {
-                _ = try SQLiteStore(path: path)
+                _ = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
             } throws: { error in
                 (error as? StoreError)?.code == .unavailable && "\(error)".contains("another dynreg server")
             }
@@ -160,7 +161,8 @@ import Testing
         let path = directory.appendingPathComponent("dynreg.sqlite").path
         do {
             let old = try DatabaseQueue(path: path)
-            try SQLiteStore.migrator.migrate(old, upTo: "v2: certificate authorities and device certificates")
+            try SQLiteStore.migrator(masterKey: LiveServer.masterKey).migrate(
+                old, upTo: "v2: certificate authorities and device certificates")
             try await old.write { db in
                 try db.execute(
                     sql: """
@@ -176,9 +178,11 @@ import Testing
                         """)
             }
         }
-        let store = try SQLiteStore(path: path)
+        let store = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)
         // Everything after v2, in order.
-        #expect(try await store.migrate() == Array(SQLiteStore.migrator.migrations.dropFirst(2)))
+        #expect(
+            try await store.migrate()
+                == Array(SQLiteStore.migrator(masterKey: LiveServer.masterKey).migrations.dropFirst(2)))
         try await withRunning(store, migrate: false) { try await checkMigratedCertificates(store) }
     }
 
