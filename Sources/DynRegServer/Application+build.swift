@@ -100,10 +100,16 @@ package func buildApplication<Store: RegistrationStore>(
         response.body = ResponseBody()
         return response
     }
-    AdminRoutes<Store>(
-        store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier
-    ).register(
-        on: router.group("/admin/v1"))
+    // One count of wrong admin tokens for the API and the console's sign-in.
+    let throttle = AdminLoginThrottle()
+    let admin = AdminRoutes<Store>(
+        store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier,
+        throttle: throttle)
+    admin.register(on: router.group("/admin/v1"))
+    ConsoleRoutes<Store>(
+        administration: admin.administration, token: admin.authentication.token, throttle: throttle,
+        sessions: ConsoleSessions(), assets: try ConsoleAssets(), secureCookie: configuration.tls != nil
+    ).register(on: router.group("/console"))
 
     let gauge = ConnectionGauge(limit: configuration.connections.maxConnections)
     let server: HTTPServerBuilder
