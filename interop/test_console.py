@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_interop import _stop, dynreg_binary, new_device_name, start_server
+from test_interop import dynreg_binary, new_device_name, server  # noqa: F401 (server: the suite's running server)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = "/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else shutil.which("chromedriver")
@@ -38,15 +38,6 @@ def _need_browser():
         if os.environ.get("CI"):
             pytest.fail(message + " (CI is set: .ci/run installs them)", pytrace=False)
         pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    running, proc = start_server(tmp_path_factory)
-    try:
-        yield running
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")

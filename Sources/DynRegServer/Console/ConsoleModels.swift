@@ -106,12 +106,14 @@ struct CertificateRow {
     var fingerprint: String
     var notAfter: String
     var status: String
+    var isValid: Bool
 
     init(_ certificate: DeviceCertificate) {
         serial = certificate.serial
         fingerprint = certificate.fingerprint
         notAfter = timeText(certificate.notAfter)
         status = certificate.revokedAt == nil ? "valid" : "revoked"
+        isValid = certificate.revokedAt == nil
     }
 }
 

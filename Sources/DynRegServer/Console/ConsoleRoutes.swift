@@ -43,6 +43,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         group.post("/products/{productId}/devices/{deviceName}/reset", use: resetDevice)
         group.post("/products/{productId}/devices/{deviceName}/delete", use: deleteDevice)
         group.post("/products/{productId}/devices/{deviceName}/activate", use: activateDevice)
+        group.post("/products/{productId}/certificates/{serial}/revoke", use: revokeCertificate)
         group.get("/events", use: events)
     }
 
@@ -101,12 +102,14 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
 
     /// The confirmation page of a destructive action, unless the form says it was confirmed.
     private func confirmed(
-        _ form: FormFields, _ signed: Signed, action: String, question: String, button: String
+        _ form: FormFields, _ signed: Signed, action: String, question: String, button: String,
+        extra: [String: String] = [:]
     ) -> Response? {
         guard form["confirm"] != "yes" else { return nil }
+        let fields = extra.map { ["name": $0.key, "value": $0.value] }
         return page(
             "confirm", "Confirm", section: "", signed,
-            ["action": action, "question": question, "button": button])
+            ["action": action, "question": question, "button": button, "fields": fields])
     }
 
     @Sendable func signInForm(_ request: Request, context: Context) async throws -> Response {
@@ -395,6 +398,24 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         try await deviceAction(request, context, verb: "activate", question: nil) {
             _ = try await administration.activateDevice(productId: $0, deviceName: $1)
         }
+    }
+
+    @Sendable func revokeCertificate(_ request: Request, context: Context) async throws -> Response {
+        let (signed, form) = try await checkedForm(request, context)
+        let id = try productId(context)
+        let serial = try context.parameters.require("serial")
+        let device = form.text("device") ?? ""
+        if let ask = confirmed(
+            form, signed, action: "/console/products/\(id)/certificates/\(serial)/revoke",
+            question: "Revoke certificate \(serial)? Brokers refuse it once they have the new CRL.",
+            button: "Revoke certificate", extra: ["device": device])
+        {
+            return ask
+        }
+        let certificate = try await administration.revokeCertificate(productId: id, serial: serial)
+        throw redirect(
+            "/console/products/\(id)/devices/\(Self.pathComponent(certificate.deviceName))",
+            flash: "Certificate \(serial) revoked.", signed)
     }
 
     @Sendable func events(_ request: Request, context: Context) async throws -> Response {
