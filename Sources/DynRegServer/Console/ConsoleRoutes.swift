@@ -45,6 +45,8 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         group.post("/products/{productId}/devices/{deviceName}/activate", use: activateDevice)
         group.post("/products/{productId}/certificates/{serial}/revoke", use: revokeCertificate)
         group.get("/events", use: events)
+        // Anything else under /console answers a page with the same headers, not the router's bare 404.
+        group.get("/**") { _, _ -> Response in throw ConsoleFailure(status: .notFound, message: "no such page") }
     }
 
     // MARK: Sessions
