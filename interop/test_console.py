@@ -25,6 +25,7 @@ try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
     HAVE_SELENIUM = True
 except ImportError:  # pragma: no cover
     HAVE_SELENIUM = False
@@ -83,6 +84,11 @@ def sign_in(browser, server, token: str) -> None:
     browser.find_element(By.ID, "sign-in").click()
 
 
+def wait_text(browser, text: str) -> None:
+    """A click that submits a form returns before the next page is there: wait for what it must show."""
+    WebDriverWait(browser, 15).until(lambda driver: text in driver.page_source)
+
+
 def raw_request(server, method: str, path: str, body: str = "", cookie: str = "") -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
@@ -99,11 +105,12 @@ def raw_request(server, method: str, path: str, body: str = "", cookie: str = ""
 def test_console_end_to_end(server, browser, shots):
     # A wrong token is refused and leaves no session.
     sign_in(browser, server, "not-the-admin-token")
-    assert "Wrong admin token" in browser.page_source
+    wait_text(browser, "Wrong admin token")
     assert browser.get_cookie("dynreg_console") is None
     shoot(browser, shots, "sign-in-refused")
 
     sign_in(browser, server, server.admin_token)
+    wait_text(browser, "<h1>Overview</h1>")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
     cookie = browser.get_cookie("dynreg_console")
     assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -113,7 +120,7 @@ def test_console_end_to_end(server, browser, shots):
     name = "console-" + new_device_name()
     browser.find_element(By.ID, "name").send_keys(name)
     browser.find_element(By.ID, "create-product").click()
-    assert f"Product {name} created." in browser.page_source
+    wait_text(browser, f"Product {name} created.")
     product_id = browser.find_element(By.CSS_SELECTOR, "h1 code").text
     assert len(product_id) == 10
     assert "product-secret" not in browser.page_source  # shown only on demand
@@ -132,6 +139,7 @@ def test_console_end_to_end(server, browser, shots):
     browser.get(url(server, f"/console/products/{product_id}/devices"))
     browser.find_element(By.ID, "prefix").send_keys(device[:14])
     browser.find_element(By.ID, "search").click()
+    WebDriverWait(browser, 15).until(lambda driver: "prefix=" in driver.current_url)
     rows = browser.find_elements(By.CSS_SELECTOR, "#devices tbody tr")
     assert [row.find_element(By.TAG_NAME, "a").text for row in rows] == [device]
     assert "registered" in rows[0].text
@@ -140,9 +148,10 @@ def test_console_end_to_end(server, browser, shots):
     # Reset it (with confirmation) and see the reset in the events.
     rows[0].find_element(By.TAG_NAME, "a").click()
     browser.find_element(By.ID, "reset").click()
-    assert "Are you sure?" in browser.page_source
+    wait_text(browser, "Are you sure?")
     shoot(browser, shots, "confirm")
     browser.find_element(By.ID, "confirm").click()
+    wait_text(browser, "reset done")
     assert browser.find_element(By.ID, "device-status").text == "created"
     shoot(browser, shots, "device")
     browser.get(url(server, f"/console/events?product={product_id}"))
@@ -164,6 +173,7 @@ def test_console_end_to_end(server, browser, shots):
 
     # Sign out: the old cookie no longer opens a page.
     browser.find_element(By.ID, "sign-out").click()
+    wait_text(browser, "<h1>Sign in</h1>")
     assert browser.find_element(By.ID, "token")
     status, _ = raw_request(server, "GET", "/console/products", cookie=session)
     assert status == 303

@@ -59,6 +59,7 @@ struct ConsoleSecurityTests {
             let (cookie, _) = try await signIn(server)
             for path in [
                 "/console/sign-in", "/console/", "/console/products", "/console/events", "/console/products/NOPE",
+                "/console/no/such/page",
             ] {
                 let answer = try await server.send(.GET, path, headers: [("Cookie", cookie)])
                 let csp = try #require(answer.headers["Content-Security-Policy"].first, "\(path)")
