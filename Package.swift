@@ -37,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.0"),
     ],
     targets: [
         // The wire format: pure, Sendable, swift-crypto only.
@@ -106,7 +107,9 @@ let package = Package(
                 .nioHTTPTypesHTTP1,
                 .nioHTTP1,
                 .nioPosix,
+                .mustache,
             ],
+            resources: [.copy("Console/Resources")],
             swiftSettings: swiftSettings
         ),
         // The device SDK.
@@ -297,6 +300,7 @@ extension Target.Dependency {
     static let hummingbirdCore: Self = .product(name: "HummingbirdCore", package: "hummingbird")
     static let hummingbirdTLS: Self = .product(name: "HummingbirdTLS", package: "hummingbird")
     static let logging: Self = .product(name: "Logging", package: "swift-log")
+    static let mustache: Self = .product(name: "Mustache", package: "swift-mustache")
     static let nioCore: Self = .product(name: "NIOCore", package: "swift-nio")
     static let nioHTTP1: Self = .product(name: "NIOHTTP1", package: "swift-nio")
     static let nioPosix: Self = .product(name: "NIOPosix", package: "swift-nio")

@@ -120,19 +120,22 @@ package func buildApplication<Store: RegistrationStore>(
         response.body = ResponseBody()
         return response
     }
-    // One count of wrong tokens per address, whichever route they were tried on.
+    // One count of wrong tokens per address, whichever route they were tried on: the API, metrics, the console.
     let throttle = AdminLoginThrottle()
-    AdminRoutes<Store>(
+    let admin = AdminRoutes<Store>(
         store: store, token: configuration.adminToken, authorities: authorities, revocations: notifier,
-        throttle: throttle, metrics: metrics, refusals: refusals, lockouts: lockouts, productLimits: productLimits
-    ).register(
-        on: router.group("/admin/v1"))
+        throttle: throttle, metrics: metrics, refusals: refusals, lockouts: lockouts, productLimits: productLimits)
+    admin.register(on: router.group("/admin/v1"))
     MetricsRoute(
         metrics: metrics, store: store,
         authentication: BearerTokenMiddleware(
             tokens: [configuration.adminToken] + [configuration.metricsToken].compactMap { $0 }, throttle: throttle,
             metrics: metrics)
     ).register(on: router)
+    ConsoleRoutes<Store>(
+        administration: admin.administration, token: TokenDigest(configuration.adminToken), throttle: throttle,
+        sessions: ConsoleSessions(), assets: try ConsoleAssets(), secureCookie: configuration.tls != nil
+    ).register(on: router.group("/console"))
 
     let gauge = ConnectionGauge(limit: configuration.connections.maxConnections)
     let server: HTTPServerBuilder

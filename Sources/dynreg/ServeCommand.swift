@@ -250,7 +250,10 @@ struct Serve: AsyncParsableCommand {
                 services: [NonceSweeper(store: store, logger: logger)], logger: logger,
                 onListening: { port in
                     let url = "\(scheme)://\(host):\(port)"
-                    var lines = ["dynreg listening on \(url)", tokenNote]
+                    var lines = [
+                        "dynreg listening on \(url)", "console: \(url)/console/ (sign in with the admin token)",
+                        tokenNote,
+                    ]
                     if let demo = demo.product.withLock({ $0 }) {
                         lines += [
                             "",

@@ -40,6 +40,8 @@ struct TestServer {
             configuration.connectionPool = .init(
                 idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
             configuration.timeout = .init(connect: .seconds(30), read: .seconds(30))
+            // The console answers with 303s whose headers (Set-Cookie, Location) the tests read.
+            configuration.redirectConfiguration = .disallow
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             let server = TestServer(
                 baseURL: live.baseURL, port: live.port, store: live.store, directory: live.directory, client: client)
