@@ -146,9 +146,10 @@ import Testing
             }
             try editor.close()
             let wrongKey = try MasterKey(encoded: String(repeating: "cd", count: 32))
-            do {
-                let store = try SQLiteStore(path: path, masterKey: wrongKey)
-                await #expect(throws: MasterKeyError(.wrongKey, .caKey)) { _ = try await store.migrate() }
+            // Run and stopped, so that its file lock is released before the next store opens the file.
+            let refused = try SQLiteStore(path: path, masterKey: wrongKey)
+            try await withRunning(refused, migrate: false) {
+                await #expect(throws: MasterKeyError(.wrongKey, .caKey)) { _ = try await refused.migrate() }
             }
             #expect(try SecretSearch.foundInSQLite(["secret": secret], path: path).contains { $0.contains("raw") })
             let store = try SQLiteStore(path: path, masterKey: LiveServer.masterKey)

@@ -169,6 +169,15 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
             body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
     }
 
+    /// An operator's change, in the product's audit log as the admin API writes it, naming the console.
+    private func audit(_ action: String, product: String, device: String = "", _ context: Context) async {
+        await administration.recordAction(
+            RegistrationEvent(
+                time: Date(), productId: product, deviceName: device, outcome: action,
+                remoteAddress: context.remoteAddressText, endpoint: "console, admin token \(token.fingerprint)"),
+            logger: context.logger)
+    }
+
     // MARK: Pages
 
     @Sendable func overview(_ request: Request, context: Context) async throws -> Response {
@@ -198,6 +207,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
             dynamicRegistration: form.isOn("dynamicRegistration"), autoCreate: form.isOn("autoCreate"),
             deviceQuota: quota, allowClocklessDevices: form.isOn("allowClocklessDevices"))
         let product = try await administration.createProduct(input)
+        await audit("Admin.ProductCreated", product: product.id, context)
         throw redirect("/console/products/\(product.id)", flash: "Product \(product.name) created.", signed)
     }
 
@@ -244,6 +254,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
             autoCreate: form.isOn("autoCreate"), allowClocklessDevices: form.isOn("allowClocklessDevices"))
         update.deviceQuota = try quotaField(form)
         _ = try await administration.updateProduct(id: id, update)
+        await audit("Admin.ProductUpdated", product: id, context)
         throw redirect("/console/products/\(id)", flash: "Settings saved.", signed)
     }
 
@@ -258,6 +269,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
             return ask
         }
         let product = try await administration.rotateSecret(productId: id)
+        await audit("Admin.SecretRotated", product: id, context)
         return productPage(product, signed, secret: true)
     }
 
@@ -272,6 +284,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
             return ask
         }
         try await administration.deleteProduct(id: id)
+        await audit("Admin.ProductDeleted", product: id, context)
         throw redirect("/console/products", flash: "Product \(id) deleted.", signed)
     }
 
@@ -338,6 +351,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         for name in names {
             do {
                 _ = try await administration.createDevice(productId: id, deviceName: name)
+                await audit("Admin.DeviceCreated", product: id, device: name, context)
                 results.append(["name": name, "ok": true, "message": "created"])
             } catch let error as AdminError {
                 results.append(["name": name, "ok": false, "message": error.message])
@@ -384,12 +398,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         case "activate": action = "Admin.DeviceActivated"
         default: action = "Admin.DeviceDeleted"
         }
-        await administration.recordAction(
-            RegistrationEvent(
-                time: Date(), productId: id, deviceName: name, outcome: action,
-                remoteAddress: context.remoteAddressText,
-                endpoint: "console, admin token \(token.fingerprint)"),
-            logger: context.logger)
+        await audit(action, product: id, device: name, context)
         throw redirect(
             verb == "delete" ? "/console/products/\(id)/devices" : path, flash: "Device \(name): \(verb) done.", signed)
     }
@@ -426,6 +435,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
             return ask
         }
         let certificate = try await administration.revokeCertificate(productId: id, serial: serial)
+        await audit("Admin.CertificateRevoked", product: id, device: certificate.deviceName, context)
         throw redirect(
             "/console/products/\(id)/devices/\(Self.pathComponent(certificate.deviceName))",
             flash: "Certificate \(serial) revoked.", signed)
