@@ -47,8 +47,12 @@ package final class ConnectionGauge: Sendable {
         let (admitted, victim) = entries.withLock { entries -> (Bool, (any Channel)?) in
             var victim: (any Channel)?
             if entries.count >= limit {
-                let oldest = entries.filter { $0.value.waitingSince != nil }
-                    .min { $0.value.waitingSince! < $1.value.waitingSince! }
+                // One pass, without copying the table: this runs for every connection while the listener is full.
+                var oldest: (key: ObjectIdentifier, since: NIODeadline)?
+                for (key, entry) in entries {
+                    guard let since = entry.waitingSince, since < oldest?.since ?? .distantFuture else { continue }
+                    oldest = (key, since)
+                }
                 guard let oldest else { return (false, nil) }
                 victim = entries.removeValue(forKey: oldest.key)?.channel
             }

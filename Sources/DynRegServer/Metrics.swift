@@ -71,12 +71,14 @@ package final class ServerMetrics: Sendable {
     }
 
     /// One answered registration: its endpoint (`/device/register` or `/register/dev`) and outcome code.
-    package func registration(endpoint: String, outcome: String, duration: Duration) {
+    /// `duration`: from the body's arrival to the answer; `nil` for a request refused before its body was read,
+    /// which would only pull the latency histogram towards zero.
+    package func registration(endpoint: String, outcome: String, duration: Duration?) {
         registrations.counter(
             Self.name("registrations", unit: "total", "Registration answers by endpoint and outcome code."),
             in: registry, [("endpoint", endpoint), ("outcome", outcome)]
         ).increment()
-        registrationDurations[endpoint]?.record(duration)
+        if let duration { registrationDurations[endpoint]?.record(duration) }
     }
 
     /// For the store's initializer.

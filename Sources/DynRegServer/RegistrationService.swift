@@ -115,7 +115,7 @@ package struct RegistrationService<Store: RegistrationStore>: Sendable {
 
     /// A request the HTTP edge refused before reading it (too large, two `Host` headers): counted like the others.
     func refusedUnread(_ result: RegistrationResult, endpoint: String, remoteAddress: String) {
-        metrics.registration(endpoint: endpoint, outcome: result.outcome, duration: .zero)
+        metrics.registration(endpoint: endpoint, outcome: result.outcome, duration: nil)
         refusals?.record(productId: "", endpoint: endpoint, outcome: result.outcome, remoteAddress: remoteAddress)
     }
 

@@ -5,6 +5,7 @@ import DynRegStore
 import DynRegTestSupport
 import Foundation
 import NIOCore
+import NIOHTTP1
 import SwiftASN1
 import Testing
 import X509
@@ -89,6 +90,14 @@ struct LiveServerTests {
             }
             let events = try await server.store.events(productId: product.id, limit: 10)
             #expect(events.map(\.outcome) == ["ResourceNotFound.DeviceNotExist"])
+            // The wrong secret proved nothing: counted with the refusals (the admin API writes them out first).
+            var request = HTTPClientRequest(url: server.baseURL + "/admin/v1/refusals?product=\(product.id)")
+            request.headers.add(name: "Authorization", value: "Bearer \(LiveServer.adminToken)")
+            let answer = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            let body = try await answer.body.collect(upTo: 1 << 16)
+            let refusals = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
+            let rows = (refusals?["refusals"] as? [[String: Any]]) ?? []
+            #expect(rows.map { $0["outcome"] as? String } == [RegistrationErrorCode.signatureFailure.code])
         }
         // Transport: nothing listens on the port any more.
         let closedPort = try await LiveServer.with { $0.port }

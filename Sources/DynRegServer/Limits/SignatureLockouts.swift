@@ -25,6 +25,8 @@ final class SignatureLockouts: Service, Sendable {
         var locked: [Key: Date] = [:]
         /// When each pair's last lockout ended (or was cleared): failures before it no longer count.
         var ended: [Key: Date] = [:]
+        /// When stale failure counts were last dropped.
+        var lastPrune: Date?
     }
 
     let policy: LockoutPolicy
@@ -74,7 +76,12 @@ final class SignatureLockouts: Service, Sendable {
             let total = minutes.values.reduce(0, +)
             guard total >= policy.failures else {
                 if state.failures[key] == nil, state.failures.count >= Self.capacity {
-                    state.failures = state.failures.filter { $0.value.keys.contains { $0 >= oldest } }
+                    // The scan for stale counts at most once a minute; between, an arbitrary count makes room, so
+                    // a flood of new addresses never costs a scan each.
+                    if state.lastPrune.map({ now.timeIntervalSince($0) >= 60 }) ?? true {
+                        state.lastPrune = now
+                        state.failures = state.failures.filter { $0.value.keys.contains { $0 >= oldest } }
+                    }
                     if state.failures.count >= Self.capacity, let any = state.failures.keys.first {
                         state.failures[any] = nil
                     }

@@ -26,7 +26,8 @@ package struct LockoutPolicy: Sendable, Hashable {
 }
 
 /// Token buckets by key (an address, a product), in memory and bounded: at `capacity` keys, buckets that have
-/// refilled are forgotten (forgetting a full bucket changes nothing), and if none has, an arbitrary one is.
+/// refilled are forgotten (forgetting a full bucket changes nothing), and if none has, an arbitrary one is. That scan
+/// runs at most once a second: otherwise a flood of new addresses would cost a scan of the table each.
 final class TokenBuckets: Sendable {
     private struct Bucket {
         var tokens: Double
@@ -41,32 +42,46 @@ final class TokenBuckets: Sendable {
         }
     }
 
-    private let buckets = Mutex<[String: Bucket]>([:])
+    private struct State {
+        var buckets: [String: Bucket] = [:]
+        var lastPrune: ContinuousClock.Instant?
+    }
+
+    private let state = Mutex(State())
     let capacity: Int
 
     init(capacity: Int = 100_000) { self.capacity = capacity }
 
+    var count: Int { state.withLock { $0.buckets.count } }
+
     /// Takes a token for `key`; false when its bucket is empty.
     func take(_ key: String, rate: RegistrationRate, now: ContinuousClock.Instant = .now) -> Bool {
         if rate.isUnlimited { return true }
-        return buckets.withLock { buckets in
-            var bucket = buckets[key] ?? Bucket(tokens: Double(rate.burst), updated: now, rate: rate)
+        return state.withLock { state in
+            var bucket = state.buckets[key] ?? Bucket(tokens: Double(rate.burst), updated: now, rate: rate)
             bucket.rate = rate
             bucket.refill(now)
             let allowed = bucket.tokens >= 1
             if allowed { bucket.tokens -= 1 }
-            if buckets[key] == nil, buckets.count >= capacity { Self.prune(&buckets, now, capacity: capacity) }
-            buckets[key] = bucket
+            if state.buckets[key] == nil, state.buckets.count >= capacity {
+                Self.makeRoom(&state, now, capacity: capacity)
+            }
+            state.buckets[key] = bucket
             return allowed
         }
     }
 
-    private static func prune(_ buckets: inout [String: Bucket], _ now: ContinuousClock.Instant, capacity: Int) {
-        buckets = buckets.filter { _, bucket in
-            var bucket = bucket
-            bucket.refill(now)
-            return bucket.tokens < Double(bucket.rate.burst)
+    private static func makeRoom(_ state: inout State, _ now: ContinuousClock.Instant, capacity: Int) {
+        if state.lastPrune.map({ now - $0 >= .seconds(1) }) ?? true {
+            state.lastPrune = now
+            state.buckets = state.buckets.filter { _, bucket in
+                var bucket = bucket
+                bucket.refill(now)
+                return bucket.tokens < Double(bucket.rate.burst)
+            }
         }
-        if buckets.count >= capacity, let any = buckets.keys.first { buckets[any] = nil }
+        if state.buckets.count >= capacity, let any = state.buckets.keys.first {
+            state.buckets[any] = nil
+        }
     }
 }
