@@ -277,13 +277,16 @@ struct ClockCorrectionTests {
         }) { baseURL, log in
             // maxAttempts 1: the correction is an extra attempt, not a retry.
             let registrar = DeviceRegistrar(configuration: fastConfiguration(baseURL, maxAttempts: 1))
+            let started = unixNow()
             _ = try await registrar.registerFixture()
+            let finished = unixNow()
             let requests = await log.requests
             try #require(requests.count == 2)
             let first = try #require(requests[0].timestamp)
             let second = try #require(requests[1].timestamp)
-            #expect(abs(first - unixNow()) <= 5)
-            #expect(abs(second - (unixNow() + serverAhead)) <= 5)
+            // Within the exchange, however long a loaded machine made it, and a second's rounding of the Date header.
+            #expect((started - 1...finished + 1).contains(first))
+            #expect((started - 1...finished + 1).contains(second - serverAhead))
             let signed = SignedRequest(
                 canonicalHost: "127.0.0.1", algorithm: .hmacSHA256, timestamp: String(second),
                 nonce: requests[1].headers["x-tc-nonce"]!, body: requests[1].body)
