@@ -125,6 +125,18 @@ struct AdminAndLifecycleTests {
         }
     }
 
+    @Test("livez answers ok, on GET and HEAD")
+    func livez() async throws {
+        try await TestServer.with { server in
+            let answer = try await server.send(.GET, "/livez")
+            #expect(answer.status == 200)
+            #expect(answer.text == #"{"status":"ok"}"#)
+            let head = try await server.send(.HEAD, "/livez")
+            #expect(head.status == 200)
+            #expect(head.text.isEmpty)
+        }
+    }
+
     @Test("restarting keeps products, devices and credentials")
     func restart() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
