@@ -13,9 +13,10 @@ package enum RawConnection {
     }
 
     /// Sends `request` (one or more requests back to back) to 127.0.0.1:`port` and reads until the server closes
-    /// the connection or `timeout` passes.
+    /// the connection or `timeout` passes. `firstBytes` is called once, when the first bytes of the answer arrive.
     package static func exchange(
-        port: Int, _ request: [UInt8], timeout: Duration = .seconds(10)
+        port: Int, _ request: [UInt8], timeout: Duration = .seconds(10),
+        firstBytes: (@Sendable () -> Void)? = nil
     ) async throws
         -> Exchange
     {
@@ -30,7 +31,12 @@ package enum RawConnection {
             try await outbound.write(ByteBuffer(bytes: request))
             return try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {
-                    for try await buffer in inbound { await received.append(buffer) }
+                    var first = firstBytes
+                    for try await buffer in inbound {
+                        await received.append(buffer)
+                        first?()
+                        first = nil
+                    }
                     return true
                 }
                 group.addTask {

@@ -2,6 +2,7 @@ import DynRegProtocol
 import DynRegServer
 import DynRegTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// What a hostile client can hold: idle and slow connections are closed, and the listener takes only so many.
@@ -64,10 +65,24 @@ struct ConnectionLimitTests {
         ) { server in
             let port = server.port
             try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
-                // Three connections trickling a head, one after another: the listener is full.
+                // Three kept-alive connections, each answered before the next opens, so the order in which they
+                // began waiting is certain: the listener is full of idle connections.
                 for index in 0..<3 {
-                    group.addTask { (index, await Self.serverCloses(port, "GET /hea", within: .seconds(5))) }
-                    try await Task.sleep(for: .milliseconds(300))
+                    let (answered, signal) = AsyncStream<Void>.makeStream()
+                    group.addTask {
+                        let closed: Bool
+                        do {
+                            closed = try await RawConnection.exchange(
+                                port: port, Array("GET /health HTTP/1.1\r\nHost: a\r\n\r\n".utf8),
+                                timeout: .seconds(5), firstBytes: { signal.yield() }
+                            ).closedByServer
+                        } catch {
+                            closed = true
+                        }
+                        signal.finish()
+                        return (index, closed)
+                    }
+                    for await _ in answered { break }
                 }
                 let health = try await RawConnection.exchange(
                     port: port, Array("GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".utf8),
@@ -78,6 +93,44 @@ struct ConnectionLimitTests {
                 #expect(closed == [0: true, 1: false, 2: false], "only the oldest was evicted")
             }
         }
+    }
+
+    @Test("past the connection limit a connection still sending its head can be evicted too")
+    func maxConnectionsTrickling() async throws {
+        try await TestServer.with(
+            configure: Self.configure {
+                $0.maxConnections = 1
+                $0.requestTimeout = .seconds(60)
+            }
+        ) { server in
+            let port = server.port
+            let trickler = Task { await Self.serverCloses(port, "GET /hea", within: .seconds(20)) }
+            // With room for one connection, each /health that finds the trickler admitted must evict it (the
+            // request timeout is 60 s, so nothing else closes it). No order of admission is assumed.
+            let finished = Flag()
+            Task {
+                _ = await trickler.value
+                finished.set()
+            }
+            var answers: [String] = []
+            for _ in 0..<50 where !finished.isSet {
+                let exchange = try await RawConnection.exchange(
+                    port: port, Array("GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".utf8),
+                    timeout: .seconds(5))
+                answers.append(String(exchange.text.prefix(12)))
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            // A /health that arrived just before the trickler may itself have been evicted; the one that evicted
+            // the trickler is served.
+            #expect(answers.last == "HTTP/1.1 200", "\(answers)")
+            #expect(await trickler.value, "the trickling connection was evicted")
+        }
+    }
+
+    final class Flag: Sendable {
+        private let value = Mutex(false)
+        var isSet: Bool { value.withLock { $0 } }
+        func set() { value.withLock { $0 = true } }
     }
 
     @Test("a request head over 16 KiB is refused, not buffered")
