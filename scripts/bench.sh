@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures dynreg on this machine: the GET /health ceiling, then key-product registrations on the current and the
+# Measures dynreg on this machine: the GET /livez ceiling (touches nothing) and GET /health, then key-product registrations on the current and the
 # legacy endpoint, broker logins (POST /device/auth over N freshly registered devices), then certificate-product
 # registrations (P-256 and RSA-2048 device keys, and CSRs) when the server can issue certificates. Every scenario
 # runs R times, interleaved, and the table shows medians. See docs/performance.md.
@@ -33,8 +33,10 @@ read -r KEY_ID KEY_SECRET <<<"$(create_product bench-key key)"
 
 # bench SCENARIO DEVICES: runs one measurement, prints its JSON report.
 bench() {
-    local args=(bench --url "$URL" --devices "$2" --concurrency "$C" --threads "$THREADS" --json)
+    local args=(bench --url "$URL" --devices "$2" --concurrency "$C" --threads "$THREADS" --json
+        --server-pid "$SERVER_PID")
     case "$1" in
+        livez) args+=(--livez) ;;
         health) args+=(--health) ;;
         key) args+=(--product-id "$KEY_ID") ;;
         legacy) args+=(--product-id "$KEY_ID" --legacy) ;;
@@ -49,7 +51,7 @@ bench() {
     DYNREG_PRODUCT_SECRET=$secret "$BIN" "${args[@]}"
 }
 
-SCENARIOS=(health key legacy auth)
+SCENARIOS=(livez health key legacy auth)
 NOTES=()
 CERT_ID="" CERT_SECRET="" RSA_ID="" RSA_SECRET=""
 read -r CERT_ID CERT_SECRET <<<"$(create_product bench-cert certificate)" || true
@@ -75,7 +77,8 @@ devices_for() {
 }
 label() {
     case "$1" in
-        health) echo "GET /health (ceiling)" ;;
+        livez) echo "GET /livez (ceiling)" ;;
+        health) echo "GET /health" ;;
         key) echo "POST /device/register, key" ;;
         legacy) echo "POST /register/dev (legacy), key" ;;
         auth) echo "POST /device/auth (broker logins)" ;;
@@ -91,7 +94,7 @@ for scenario in "${SCENARIOS[@]}"; do
     bench "$scenario" $((n / 10 > 0 ? n / 10 : 1)) >/dev/null 2>&1 || true
 done
 
-declare -A RATES P99S OKS
+declare -A RATES P99S OKS CPUS
 for run in $(seq 1 "$R"); do
     for scenario in "${SCENARIOS[@]}"; do
         echo "bench.sh: run $run/$R: $(label "$scenario")" >&2
@@ -99,6 +102,7 @@ for run in $(seq 1 "$R"); do
         RATES[$scenario]+="$(json_field requestsPerSecond "$report") "
         P99S[$scenario]+="$(json_field p99Ms "$report") "
         OKS[$scenario]+="$(successes "$report") "
+        CPUS[$scenario]+="$(json_field serverCPUMicrosPerRequest "$report") "
         if [[ "$(successes "$report")" != "$(devices_for "$scenario")" ]]; then
             NOTES+=("$(label "$scenario"), run $run: outcomes $(outcomes "$report")")
         fi
@@ -107,21 +111,25 @@ done
 
 sum() { tr ' ' '\n' | sed '/^$/d' | awk '{ s += $1 } END { print s + 0 }'; }
 
+LIVEZ_RATE=$(median <<<"${RATES[livez]}")
 HEALTH_RATE=$(median <<<"${RATES[health]}")
 KEY_RATE=$(median <<<"${RATES[key]}")
 echo
 echo "dynreg bench, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), C=$C, medians of $R runs"
 [[ "$SERVER_BIN" != "$BIN" ]] && echo "server binary: $SERVER_BIN"
-printf '%-40s %7s %12s %9s %10s %8s %12s  %s\n' scenario requests "requests/s" "p99 ms" "vs health" "vs key" successes "runs (requests/s)"
+printf '%-40s %7s %12s %9s %9s %10s %8s %11s %12s  %s\n' scenario requests "requests/s" "p99 ms" "vs livez" "vs health" "vs key" \
+    "CPU µs/req" successes "runs (requests/s)"
 for scenario in "${SCENARIOS[@]}"; do
     rate=$(median <<<"${RATES[$scenario]}")
     p99=$(median <<<"${P99S[$scenario]}")
+    cpu=$(median <<<"${CPUS[$scenario]}")
+    vslivez=$(awk -v a="$rate" -v b="$LIVEZ_RATE" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
     ratio=$(awk -v a="$rate" -v b="$HEALTH_RATE" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
     vskey=$(awk -v a="$rate" -v b="$KEY_RATE" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-    [[ "$scenario" == health ]] && vskey="-"
+    [[ "$scenario" == health || "$scenario" == livez ]] && vskey="-"
     total=$(( $(devices_for "$scenario") * R ))
-    printf '%-40s %7s %12.0f %9.2f %10s %8s %12s  %s\n' "$(label "$scenario")" "$(devices_for "$scenario")" "$rate" \
-        "$p99" "$ratio" "$vskey" "$(sum <<<"${OKS[$scenario]}")/$total" "${RATES[$scenario]}"
+    printf '%-40s %7s %12.0f %9.2f %9s %10s %8s %11s %12s  %s\n' "$(label "$scenario")" "$(devices_for "$scenario")" \
+        "$rate" "$p99" "$vslivez" "$ratio" "$vskey" "${cpu:--}" "$(sum <<<"${OKS[$scenario]}")/$total" "${RATES[$scenario]}"
 done
 HWM=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo "")
 RSS=$(awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo "")

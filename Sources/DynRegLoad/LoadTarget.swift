@@ -23,7 +23,10 @@ package struct LoadTarget: Sendable, Hashable {
         canonicalHost = CanonicalHost.fromHostHeader(hostHeader)
         var path = components.percentEncodedPath
         while path.hasSuffix("/") { path.removeLast() }
-        for known in [RegistrationPath.current, RegistrationPath.legacy, LoadMode.healthPath, LoadMode.authPath]
+        for known in [
+            RegistrationPath.current, RegistrationPath.legacy, LoadMode.healthPath, LoadMode.livezPath,
+            LoadMode.authPath,
+        ]
         where path.hasSuffix(known) {
             path.removeLast(known.count)
         }
@@ -37,16 +40,23 @@ package enum LoadMode: Sendable, Hashable {
     case current(SignatureAlgorithm)
     case legacy
     case health
+    /// `GET /livez`, which touches nothing: the server's HTTP ceiling.
+    case livez
     /// Broker logins: `POST /device/auth` with each device's MQTT credentials.
     case auth
 
     package static let healthPath = "/health"
+    package static let livezPath = "/livez"
+
+    /// A `GET` without a body rather than a signed `POST`.
+    package var isProbe: Bool { self == .health || self == .livez }
     package static let authPath = "/device/auth"
 
     /// The endpoint's path, without the target's prefix.
     package var endpoint: String {
         switch self {
         case .health: return Self.healthPath
+        case .livez: return Self.livezPath
         case .current: return RegistrationPath.current
         case .legacy: return RegistrationPath.legacy
         case .auth: return Self.authPath
@@ -57,7 +67,7 @@ package enum LoadMode: Sendable, Hashable {
     package func outcome(status: Int, body: UnsafeRawBufferPointer) -> String? {
         guard status == 200 else { return "HTTP \(status)" }
         switch self {
-        case .health: return nil
+        case .health, .livez: return nil
         case .current: return JSONOutcomeScanner.currentOutcome(body)
         case .legacy: return JSONOutcomeScanner.legacyOutcome(body)
         case .auth: return JSONOutcomeScanner.authOutcome(body)

@@ -29,7 +29,7 @@ package struct RequestFactory: Sendable {
         path = target.pathPrefix + mode.endpoint
         // Asked for in so many words: the device endpoints close a connection after answering otherwise.
         head = Array(
-            "\(mode == .health ? "GET" : "POST") \(path) HTTP/1.1\r\nHost: \(target.hostHeader)\r\nConnection: keep-alive\r\n"
+            "\(mode.isProbe ? "GET" : "POST") \(path) HTTP/1.1\r\nHost: \(target.hostHeader)\r\nConnection: keep-alive\r\n"
                 .utf8)
         canonicalHost = target.canonicalHost
         self.productId = productId
@@ -43,7 +43,7 @@ package struct RequestFactory: Sendable {
     /// The headers (without `Host` and `Content-Length`) and body for device `index`, signed at `timestamp`.
     package mutating func request(index: Int, timestamp: Int64) -> (headers: [(String, String)], body: [UInt8]) {
         switch mode {
-        case .health:
+        case .health, .livez:
             return ([], [])
         case .auth:
             return (
@@ -68,7 +68,7 @@ package struct RequestFactory: Sendable {
     /// Writes the whole HTTP/1.1 request for device `index`, to go out in one `write`.
     package mutating func write(index: Int, timestamp: Int64, into buffer: inout ByteBuffer) {
         buffer.writeBytes(head)
-        guard mode != .health else {
+        guard !mode.isProbe else {
             buffer.writeStaticString("\r\n")
             return
         }

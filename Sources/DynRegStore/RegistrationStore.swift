@@ -31,6 +31,9 @@ package protocol RegistrationStore: Service {
     /// Devices ordered by name, after the cursor `after`.
     func devices(productId: String, status: DeviceStatus?, limit: Int, after: String?) async throws -> [Device]
     func device(productId: String, deviceName: String) async throws -> Device?
+    /// ``device(productId:deviceName:)`` for a broker login: may come from memory, kept exact by the store (on
+    /// PostgreSQL, as exact as its invalidations from other instances are prompt).
+    func deviceForLogin(productId: String, deviceName: String) async throws -> Device?
     func deleteDevice(productId: String, deviceName: String) async throws
     /// Forgets the credential and activation (revoking its certificates): the device may register again.
     func resetDevice(productId: String, deviceName: String) async throws -> Device
@@ -114,5 +117,9 @@ extension RegistrationStore {
 
     package func productForAdmission(id: String) async throws -> Product? {
         try await product(id: id)
+    }
+
+    package func deviceForLogin(productId: String, deviceName: String) async throws -> Device? {
+        try await device(productId: productId, deviceName: deviceName)
     }
 }

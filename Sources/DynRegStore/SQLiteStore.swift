@@ -17,6 +17,8 @@ package final class SQLiteStore: RegistrationStore, Service {
     let groupCommit: GroupCommitter
     /// Products as device requests see them; exact because this process is the file's only writer (`lock`).
     private let admissionCache = ProductCache()
+    /// Devices as broker logins see them; exact for the same reason, and invalidated after each device write.
+    let loginCache: LoginCache
     private let lock: FileLock
     private let masterKey: MasterKey
 
@@ -28,8 +30,11 @@ package final class SQLiteStore: RegistrationStore, Service {
     /// The database and its `-wal`, `-shm` and `.lock` files are made mode 0600, also when they already exist
     /// (written before under a looser umask): SQLite creates the WAL and shared-memory files with the database
     /// file's mode, so the database file is created 0600 before SQLite opens it.
-    package init(path: String, masterKey: MasterKey, metrics: StoreMetrics = .none) throws {
+    package init(
+        path: String, masterKey: MasterKey, metrics: StoreMetrics = .none, loginCacheCapacity: Int = 100_000
+    ) throws {
         self.masterKey = masterKey
+        loginCache = LoginCache(capacity: loginCacheCapacity)
         lock = try FileLock(path: path + ".lock")
         try PrivateFiles.restrict(path, alsoExisting: [path + "-wal", path + "-shm"])
         var configuration = Configuration()
@@ -92,7 +97,10 @@ package final class SQLiteStore: RegistrationStore, Service {
     package func rotateMasterKey(
         to newKey: MasterKey, progress: @escaping @Sendable (SecretRewriteProgress) -> Void
     ) async throws -> SecretRewriteProgress {
-        defer { admissionCache.invalidate() }
+        defer {
+            admissionCache.invalidate()
+            loginCache.invalidateAll()
+        }
         let rewrite = SecretRewrite.rotation(from: masterKey, to: newKey)
         let done = try await pool.write { db in try Self.rewriteSecrets(db, rewrite, progress: progress) }
         try await forgetClearPages()
@@ -413,7 +421,10 @@ package final class SQLiteStore: RegistrationStore, Service {
     }
 
     package func deleteProduct(id: String) async throws {
-        defer { admissionCache.invalidate() }
+        defer {
+            admissionCache.invalidate()
+            loginCache.invalidateAll()
+        }
         return try await pool.write { db in
             _ = try Self.requireProduct(db, id: id, masterKey)
             try db.execute(sql: "DELETE FROM devices WHERE product_id = ?", arguments: [id])
@@ -464,7 +475,16 @@ package final class SQLiteStore: RegistrationStore, Service {
         try await pool.read { db in try Self.fetchDevice(db, productId: productId, name: deviceName, masterKey) }
     }
 
+    package func deviceForLogin(productId: String, deviceName: String) async throws -> Device? {
+        if let cached = loginCache.device(productId: productId, deviceName: deviceName) { return cached }
+        let generation = loginCache.generation(productId: productId, deviceName: deviceName)
+        let device = try await device(productId: productId, deviceName: deviceName)
+        if let device { loginCache.store(device, ifStillAt: generation) }
+        return device
+    }
+
     package func deleteDevice(productId: String, deviceName: String) async throws {
+        defer { loginCache.invalidate(productId: productId, deviceName: deviceName) }
         try await pool.write { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             try db.execute(
@@ -478,7 +498,8 @@ package final class SQLiteStore: RegistrationStore, Service {
     }
 
     package func resetDevice(productId: String, deviceName: String) async throws -> Device {
-        try await pool.write { db in
+        defer { loginCache.invalidate(productId: productId, deviceName: deviceName) }
+        return try await pool.write { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             try db.execute(
                 sql: """
@@ -495,18 +516,30 @@ package final class SQLiteStore: RegistrationStore, Service {
     }
 
     package func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
-        try await pool.write { db in
-            let device = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
-            if device.status == .activated { return device }
-            try db.execute(
-                sql: "UPDATE devices SET status = 'activated', activated_at = ? WHERE product_id = ? AND name = ?",
-                arguments: [now.timeIntervalSince1970, productId, deviceName])
-            // Clockless devices' nonces were kept until activation: registration is now refused anyway.
-            try db.execute(
-                sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL",
-                arguments: [productId, deviceName])
-            return try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
+        // Through the group commit: a broker's first logins after devices registered activate them by the thousand.
+        let masterKey = self.masterKey
+        let generation = loginCache.generation(productId: productId, deviceName: deviceName)
+        let device: Device
+        do {
+            device = try await groupCommit.write { db in
+                let device = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
+                if device.status == .activated { return device }
+                try db.cachedStatement(
+                    sql: "UPDATE devices SET status = 'activated', activated_at = ? WHERE product_id = ? AND name = ?"
+                ).execute(arguments: [now.timeIntervalSince1970, productId, deviceName])
+                // Clockless devices' nonces were kept until activation: registration is now refused anyway.
+                try db.cachedStatement(
+                    sql: "DELETE FROM nonces WHERE product_id = ? AND device_name = ? AND expires_at IS NULL"
+                ).execute(arguments: [productId, deviceName])
+                return try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
+            }
+        } catch {
+            loginCache.invalidate(productId: productId, deviceName: deviceName)
+            throw error
         }
+        // The next login finds the activated device in memory, rather than reading it again.
+        loginCache.update(device, writtenSince: generation)
+        return device
     }
 
     // MARK: Registration
@@ -517,11 +550,25 @@ package final class SQLiteStore: RegistrationStore, Service {
         let sealedPSK = try attempt.credential.psk.map {
             try masterKey.seal($0, for: .psk(productId: attempt.productId, deviceName: attempt.deviceName))
         }
-        return try await groupCommit.write { db in
-            let decision = try Self.decide(db, attempt, sealedPSK: sealedPSK, masterKey)
-            try Self.insertEvent(db, attempt.event(for: decision))
-            return decision
+        let generation = loginCache.generation(productId: attempt.productId, deviceName: attempt.deviceName)
+        let decision: RegistrationDecision
+        do {
+            decision = try await groupCommit.write { db in
+                let decision = try Self.decide(db, attempt, sealedPSK: sealedPSK, masterKey)
+                try Self.insertEvent(db, attempt.event(for: decision))
+                return decision
+            }
+        } catch {
+            loginCache.invalidate(productId: attempt.productId, deviceName: attempt.deviceName)
+            throw error
         }
+        if case .issued(let device, _) = decision {
+            // The device's first login finds its new psk in memory.
+            loginCache.update(device, writtenSince: generation)
+        } else {
+            loginCache.invalidate(productId: attempt.productId, deviceName: attempt.deviceName)
+        }
+        return decision
     }
 
     /// The rules are `RegistrationRules.decide`'s; this applies them to the rows and writes what they issue.

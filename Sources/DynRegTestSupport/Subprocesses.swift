@@ -85,12 +85,15 @@ package final class ServerProcess: Sendable {
     package let baseURL: String
     package let port: Int
     package let dataDirectory: URL
+    package let processIdentifier: Int32
     private let output: Output
     private let sendSignal: @Sendable (Int32) -> Void
 
     private init(
-        baseURL: String, port: Int, dataDirectory: URL, output: Output, send: @escaping @Sendable (Int32) -> Void
+        baseURL: String, port: Int, dataDirectory: URL, processIdentifier: Int32, output: Output,
+        send: @escaping @Sendable (Int32) -> Void
     ) {
+        self.processIdentifier = processIdentifier
         self.baseURL = baseURL
         self.port = port
         self.dataDirectory = dataDirectory
@@ -141,7 +144,8 @@ package final class ServerProcess: Sendable {
                 do {
                     let (baseURL, port) = try await output.waitForListening(ready: ready)
                     let server = ServerProcess(
-                        baseURL: baseURL, port: port, dataDirectory: directory, output: output, send: send)
+                        baseURL: baseURL, port: port, dataDirectory: directory,
+                        processIdentifier: execution.processIdentifier.value, output: output, send: send)
                     do {
                         value = try await body(server)
                     } catch {

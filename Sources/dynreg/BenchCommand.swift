@@ -10,8 +10,8 @@ struct Bench: AsyncParsableCommand {
         discussion: """
             Each of --devices registrations is signed as a device would sign it (timestamp now, random nonce) for \
             the device <prefix>-<i>; --concurrency requests are in flight at once, one per keep-alive \
-            HTTP/1.1 connection. --health sends GET /health instead, to measure the server's ceiling on this \
-            machine. Latency runs from writing a request to reading its whole answer; only answered requests \
+            HTTP/1.1 connection. --health sends GET /health instead, and --livez GET /livez (which touches \
+            nothing: the server's HTTP ceiling on this machine). Latency runs from writing a request to reading its whole answer; only answered requests \
             count towards it. Outcomes are counted per code: Success, the error code the server sent (legacy \
             numeric codes are shown by name), HTTP <status> for a status other than 200, or TransportError. \
             --auth measures broker logins (POST /device/auth, as EMQX calls it): it registers the devices first, \
@@ -24,14 +24,18 @@ struct Bench: AsyncParsableCommand {
     )
 
     @Option(help: "The server's base URL (http://127.0.0.1:8080).") var url: String
-    @Option(help: "The product id (not needed with --health).") var productId: String?
+    @Option(help: "The product id (not needed with --health or --livez).") var productId: String?
     @Option(help: "The product secret (or DYNREG_PRODUCT_SECRET).") var productSecret: String?
     @Option(help: "How many devices to register (requests to send).") var devices = 1000
     @Option(help: "Requests in flight at once, one connection each.") var concurrency = 16
     @Flag(help: "Use the legacy /register/dev protocol (always hmacsha1).") var legacy = false
     @Flag(help: "Send GET /health instead of registrations.") var health = false
+    @Flag(help: "Send GET /livez (touches nothing: the HTTP ceiling) instead of registrations.") var livez = false
     @Flag(help: "Measure broker logins over --devices freshly registered devices.") var auth = false
     @Option(help: "The broker token, for --auth (or DYNREG_BROKER_TOKEN).") var brokerToken: String?
+    @Option(
+        help: "The server's process id, on this machine: the report adds the server's CPU time per measured request.")
+    var serverPid: Int32?
     @Flag(
         help: """
             Send a certificate signing request with each registration (a P-256 key made per device, before the \
@@ -53,17 +57,17 @@ struct Bench: AsyncParsableCommand {
         guard LoadTarget(url: url) != nil else {
             throw ValidationError("--url must be an http:// URL with a host (the benchmark does not speak TLS)")
         }
-        if [legacy, health, auth].filter({ $0 }).count > 1 {
-            throw ValidationError("--legacy, --health and --auth exclude each other")
+        if [legacy, health, livez, auth].filter({ $0 }).count > 1 {
+            throw ValidationError("--legacy, --health, --livez and --auth exclude each other")
         }
         if auth && csr { throw ValidationError("--csr does not go with --auth") }
-        if csr && (legacy || health) {
-            throw ValidationError("--csr needs the current protocol (not --legacy or --health)")
+        if csr && (legacy || health || livez) {
+            throw ValidationError("--csr needs the current protocol (not --legacy, --health or --livez)")
         }
         if legacy, let algorithm, algorithm != .hmacSHA1 {
             throw ValidationError("--legacy requests are always signed with hmacsha1")
         }
-        guard !health else { return }
+        guard !health, !livez else { return }
         guard let productId else { throw ValidationError("missing --product-id") }
         guard ProductIdRules.isValid(productId) else {
             throw ValidationError("--product-id must be 1-32 characters of A-Z a-z 0-9 _ -")
@@ -81,8 +85,8 @@ struct Bench: AsyncParsableCommand {
         let target = LoadTarget(url: url)!
         let mode: LoadMode
         var productSecretValue = ""
-        if health {
-            mode = .health
+        if health || livez {
+            mode = health ? .health : .livez
         } else {
             productSecretValue = try secret(
                 productSecret, environment: "DYNREG_PRODUCT_SECRET", option: "--product-secret")
@@ -112,6 +116,7 @@ struct Bench: AsyncParsableCommand {
             target: target, factory: factory, requests: devices, connections: concurrency, timeout: timeout,
             threads: threads)
         let result: LoadResult
+        var serverCPUPerRequest: Double?
         do {
             if auth {
                 // After a broker restart every device logs in again: activated devices, no store writes.
@@ -120,14 +125,21 @@ struct Bench: AsyncParsableCommand {
                     "first logins (each activates its device): \(format(first.requestsPerSecond, 0)) requests/s, "
                         + "\(first.tally.outcomes[LoadTally.success] ?? 0) allowed")
             }
+            let before = serverPid.flatMap(ProcessCPU.seconds(pid:))
             result = try await generator.run(progressPrefix: "dynreg bench: ")
+            if let before, let after = serverPid.flatMap(ProcessCPU.seconds(pid:)), devices > 0 {
+                serverCPUPerRequest = (after - before) / Double(devices)
+            }
         } catch let error as LoadError {
             throw CLIError(error.description)
         }
         if let note = result.tally.firstTransportError {
             Self.note("first transport error: \(note)")
         }
-        printNow(json ? jsonReport(result, mode: mode) : humanReport(result, mode: mode, prefix: prefix))
+        printNow(
+            json
+                ? jsonReport(result, mode: mode, serverCPU: serverCPUPerRequest)
+                : humanReport(result, mode: mode, prefix: prefix, serverCPU: serverCPUPerRequest))
     }
 
     private static func note(_ text: String) {
@@ -145,17 +157,18 @@ struct Bench: AsyncParsableCommand {
     private func description(of mode: LoadMode) -> String {
         switch mode {
         case .health: return "GET \(LoadMode.healthPath)"
+        case .livez: return "GET \(LoadMode.livezPath)"
         case .current(let algorithm): return "POST \(RegistrationPath.current) (\(algorithm.name)\(csr ? ", CSR" : ""))"
         case .legacy: return "POST \(RegistrationPath.legacy) (legacy, hmacsha1)"
         case .auth: return "POST \(LoadMode.authPath) (broker logins)"
         }
     }
 
-    private func humanReport(_ result: LoadResult, mode: LoadMode, prefix: String) -> String {
+    private func humanReport(_ result: LoadResult, mode: LoadMode, prefix: String, serverCPU: Double?) -> String {
         let tally = result.tally
         var lines = [
             "requests     \(devices) x \(description(of: mode)), concurrency \(min(concurrency, devices))"
-                + (health ? "" : ", devices \(prefix)-0..\(prefix)-\(devices - 1)"),
+                + (health || livez ? "" : ", devices \(prefix)-0..\(prefix)-\(devices - 1)"),
             "duration     \(format(result.durationSeconds, 2)) s",
             "throughput   \(format(result.requestsPerSecond, 0)) requests/s",
         ]
@@ -164,6 +177,7 @@ struct Bench: AsyncParsableCommand {
                 "latency      p50 \(format(tally.millis(50), 2)) ms  p90 \(format(tally.millis(90), 2)) ms  "
                     + "p99 \(format(tally.millis(99), 2)) ms  max \(format(tally.maxMillis, 2)) ms")
         }
+        if let serverCPU { lines.append("server CPU   \(format(serverCPU * 1e6, 1)) µs per request") }
         lines.append("outcomes")
         let width = max(20, tally.outcomes.keys.map(\.count).max() ?? 0)
         for (code, count) in tally.sortedOutcomes {
@@ -172,7 +186,7 @@ struct Bench: AsyncParsableCommand {
         return lines.joined(separator: "\n")
     }
 
-    private func jsonReport(_ result: LoadResult, mode: LoadMode) -> String {
+    private func jsonReport(_ result: LoadResult, mode: LoadMode, serverCPU: Double?) -> String {
         let tally = result.tally
         let outcomes = "{" + tally.sortedOutcomes.map { "\(jsonString($0.0)):\($0.1)" }.joined(separator: ",") + "}"
         return jsonObject([
@@ -186,6 +200,8 @@ struct Bench: AsyncParsableCommand {
             "concurrency": min(concurrency, devices),
             "durationSeconds": RawJSON(text: format(result.durationSeconds, 3)),
             "endpoint": description(of: mode),
+            // null without --server-pid.
+            "serverCPUMicrosPerRequest": serverCPU.map { RawJSON(text: format($0 * 1e6, 1)) } as Any,
         ])
     }
 
@@ -197,5 +213,18 @@ struct Bench: AsyncParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
         return String(decoding: (try? encoder.encode(text)) ?? Data("\"\"".utf8), as: UTF8.self)
+    }
+}
+
+/// A process's CPU time (user and system) from `/proc/PID/stat`, on Linux.
+enum ProcessCPU {
+    static func seconds(pid: Int32) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let end = stat.lastIndex(of: ")")
+        else { return nil }
+        // After the command name: state is field 3, utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: end)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }

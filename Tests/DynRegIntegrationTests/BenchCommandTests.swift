@@ -145,6 +145,31 @@ struct BenchCommandTests {
         }
     }
 
+    @Test("--livez sends N requests to GET /livez; --server-pid adds the server's CPU time per request")
+    func livez() async throws {
+        try await withServer { server in
+            let measured = try await BenchReport(
+                runDynreg([
+                    "bench", "--url", server.baseURL, "--livez", "--devices", "400", "--concurrency", "4",
+                    "--server-pid", String(server.process.processIdentifier), "--json",
+                ]))
+            #expect(measured.outcomes == ["Success": 400])
+            let cpu = try #require(measured.object["serverCPUMicrosPerRequest"] as? Double)
+            #expect(cpu >= 0)
+            let unmeasured = try await BenchReport(
+                runDynreg(["bench", "--url", server.baseURL, "--livez", "--devices", "10", "--json"]))
+            #expect(unmeasured.outcomes == ["Success": 10])
+            #expect(unmeasured.object["serverCPUMicrosPerRequest"] is NSNull)
+
+            let human = try await runDynreg([
+                "bench", "--url", server.baseURL, "--livez", "--devices", "20",
+                "--server-pid", String(server.process.processIdentifier),
+            ])
+            #expect(human.status == 0, "\(human.stderr)")
+            #expect(human.stdout.contains("server CPU"), "\(human.stdout)")
+        }
+    }
+
     @Test("a server that is not there: one line on stderr, non-zero exit")
     func unreachable() async throws {
         // Port 9 (discard) on loopback: nothing listens there in a test environment.

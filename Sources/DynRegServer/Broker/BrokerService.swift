@@ -129,7 +129,7 @@ package struct BrokerService<Store: RegistrationStore>: Sendable {
         guard productId.utf8.count == idLength, let product = try await store.productForAdmission(id: productId)
         else { return nil }
         let name = String(clientId.dropFirst(idLength))
-        guard let device = try await store.device(productId: product.id, deviceName: name) else { return nil }
+        guard let device = try await store.deviceForLogin(productId: product.id, deviceName: name) else { return nil }
         return (product, device)
     }
 

@@ -1,0 +1,124 @@
+import Synchronization
+
+/// Devices as broker logins read them, kept in memory: after a broker restarts, every device logs in again within
+/// seconds, and each login would otherwise be a store read and an AES-GCM opening of its psk.
+///
+/// Exact: the store calls ``invalidate(productId:deviceName:)`` after every write that changes a device row has
+/// committed, and a read that raced a write is not kept (``store(_:ifStillAt:)``). Only devices that exist are
+/// kept; a device created later is read from the store on its first login.
+///
+/// Bounded by `capacity` devices, in stripes that each drop their entries when full: memory stays flat with
+/// millions of devices, at the cost of re-reading some of them.
+package final class LoginCache: Sendable {
+    private final class Stripe: Sendable {
+        struct State {
+            var devices: [Key: Device] = [:]
+            /// Raised by every invalidation of a key in this stripe.
+            var generation: UInt64 = 0
+        }
+        let state = Mutex(State())
+    }
+
+    private struct Key: Hashable {
+        var productId: String
+        var deviceName: String
+    }
+
+    /// A stripe's generation when a read began: the read's result is kept only if no invalidation came since.
+    package struct Generation: Sendable {
+        fileprivate var stripe: Int
+        fileprivate var value: UInt64
+    }
+
+    private let stripes: [Stripe]
+    private let stripeCapacity: Int
+    /// `false` while invalidations from other instances cannot be received (PostgreSQL's listener is down).
+    private let enabled = Atomic<Bool>(true)
+
+    /// `capacity` 0 keeps nothing.
+    package init(capacity: Int = 100_000, stripes count: Int = 64) {
+        stripes = (0..<count).map { _ in Stripe() }
+        stripeCapacity = capacity / count
+    }
+
+    package var isEnabled: Bool { stripeCapacity > 0 && enabled.load(ordering: .acquiring) }
+
+    private func stripe(_ key: Key) -> Int {
+        var hasher = Hasher()
+        hasher.combine(key)
+        return Int(UInt(bitPattern: hasher.finalize()) % UInt(stripes.count))
+    }
+
+    package func device(productId: String, deviceName: String) -> Device? {
+        guard isEnabled else { return nil }
+        let key = Key(productId: productId, deviceName: deviceName)
+        return stripes[stripe(key)].state.withLock { $0.devices[key] }
+    }
+
+    /// Taken before reading the device from the store.
+    package func generation(productId: String, deviceName: String) -> Generation {
+        let index = stripe(Key(productId: productId, deviceName: deviceName))
+        return Generation(stripe: index, value: stripes[index].state.withLock { $0.generation })
+    }
+
+    /// Keeps `device` unless its stripe saw an invalidation since `generation` was taken.
+    package func store(_ device: Device, ifStillAt generation: Generation) {
+        guard isEnabled else { return }
+        let key = Key(productId: device.productId, deviceName: device.name)
+        stripes[generation.stripe].state.withLock { state in
+            guard state.generation == generation.value else { return }
+            if state.devices.count >= stripeCapacity, state.devices[key] == nil {
+                state.devices.removeAll(keepingCapacity: true)
+            }
+            state.devices[key] = device
+        }
+    }
+
+    /// After a write of `device` that committed: keeps the row as written if no other invalidation came since
+    /// `generation` (taken before the write), else drops the key. Either way, reads that began before are not kept.
+    package func update(_ device: Device, writtenSince generation: Generation) {
+        let key = Key(productId: device.productId, deviceName: device.name)
+        stripes[generation.stripe].state.withLock { state in
+            let undisturbed = state.generation == generation.value
+            state.generation &+= 1
+            if undisturbed, isEnabled, state.devices[key] != nil || state.devices.count < stripeCapacity {
+                state.devices[key] = device
+            } else {
+                state.devices[key] = nil
+            }
+        }
+    }
+
+    package func invalidate(productId: String, deviceName: String) {
+        let key = Key(productId: productId, deviceName: deviceName)
+        stripes[stripe(key)].state.withLock { state in
+            state.generation &+= 1
+            state.devices[key] = nil
+        }
+    }
+
+    /// Every device (a product deleted, or invalidations that may have been missed).
+    package func invalidateAll() {
+        for stripe in stripes {
+            stripe.state.withLock { state in
+                state.generation &+= 1
+                state.devices.removeAll()
+            }
+        }
+    }
+
+    /// Stops answering from memory until ``enable()``; what it holds is dropped.
+    package func disable() {
+        enabled.store(false, ordering: .releasing)
+        invalidateAll()
+    }
+
+    /// Answers from memory again; what it held while disabled was dropped already.
+    package func enable() {
+        invalidateAll()
+        enabled.store(true, ordering: .releasing)
+    }
+
+    /// How many devices it holds now.
+    package var count: Int { stripes.reduce(0) { total, stripe in total + stripe.state.withLock { $0.devices.count } } }
+}

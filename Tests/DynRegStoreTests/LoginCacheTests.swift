@@ -1,0 +1,81 @@
+import DynRegTestSupport
+import Foundation
+import Testing
+
+@testable import DynRegStore
+
+@Suite struct LoginCacheTests {
+    private func device(_ name: String, psk: String? = "psk", status: DeviceStatus = .registered) -> Device {
+        Device(
+            productId: "P", name: name, status: status, psk: psk, createdAt: StoreSamples.t0, registeredAt: nil,
+            activatedAt: nil, registrationCount: 1)
+    }
+
+    @Test func aReadThatRacedAWriteIsNotKept() {
+        let cache = LoginCache(capacity: 1000)
+        let before = cache.generation(productId: "P", deviceName: "d")
+        // A write commits while the read is on its way: the row the read found may be the old one.
+        cache.invalidate(productId: "P", deviceName: "d")
+        cache.store(device("d", psk: "old"), ifStillAt: before)
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+        // A read with nothing in between is kept.
+        cache.store(device("d", psk: "new"), ifStillAt: cache.generation(productId: "P", deviceName: "d"))
+        #expect(cache.device(productId: "P", deviceName: "d")?.psk == "new")
+    }
+
+    @Test func aWriteKeepsItsRowOnlyIfNothingElseWroteMeanwhile() {
+        let cache = LoginCache(capacity: 1000)
+        let first = cache.generation(productId: "P", deviceName: "d")
+        let second = cache.generation(productId: "P", deviceName: "d")
+        cache.update(device("d", psk: "first"), writtenSince: first)
+        #expect(cache.device(productId: "P", deviceName: "d")?.psk == "first")
+        // The second write began before the first committed: which row is newer is unknown, so neither is kept.
+        cache.update(device("d", psk: "second"), writtenSince: second)
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+        // A read that began before a write that then committed is not kept either.
+        let read = cache.generation(productId: "P", deviceName: "d")
+        cache.update(device("d", psk: "third"), writtenSince: cache.generation(productId: "P", deviceName: "d"))
+        cache.store(device("d", psk: "second"), ifStillAt: read)
+        #expect(cache.device(productId: "P", deviceName: "d")?.psk == "third")
+    }
+
+    @Test func itHoldsNoMoreThanItsCapacity() {
+        let cache = LoginCache(capacity: 640, stripes: 64)
+        for index in 0..<10_000 {
+            let name = "d\(index)"
+            cache.store(device(name), ifStillAt: cache.generation(productId: "P", deviceName: name))
+        }
+        #expect(cache.count <= 640)
+        #expect(cache.count > 0)
+        // Each device it answers for is the one stored under its name.
+        for index in 0..<10_000 {
+            if let found = cache.device(productId: "P", deviceName: "d\(index)") { #expect(found.name == "d\(index)") }
+        }
+    }
+
+    @Test func disabledItAnswersNothingAndForgetsWhatItHad() {
+        let cache = LoginCache(capacity: 1000)
+        cache.store(device("d"), ifStillAt: cache.generation(productId: "P", deviceName: "d"))
+        cache.disable()
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+        cache.store(device("e"), ifStillAt: cache.generation(productId: "P", deviceName: "e"))
+        cache.update(device("f"), writtenSince: cache.generation(productId: "P", deviceName: "f"))
+        #expect(cache.count == 0)
+        cache.enable()
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+        cache.store(device("d"), ifStillAt: cache.generation(productId: "P", deviceName: "d"))
+        #expect(cache.device(productId: "P", deviceName: "d") != nil)
+        #expect(LoginCache(capacity: 0).isEnabled == false)
+    }
+
+    @Test func invalidateAllForgetsEveryDeviceAndEveryReadInFlight() {
+        let cache = LoginCache(capacity: 1000)
+        let inFlight = cache.generation(productId: "P", deviceName: "x")
+        for name in ["a", "b", "c"] {
+            cache.store(device(name), ifStillAt: cache.generation(productId: "P", deviceName: name))
+        }
+        cache.invalidateAll()
+        cache.store(device("x"), ifStillAt: inFlight)
+        #expect(cache.count == 0)
+    }
+}
