@@ -43,6 +43,7 @@ package enum Hex {
 }
 
 /// Compares two byte sequences in time that depends only on their lengths.
+@inlinable
 public func constantTimeEquals<A: Collection, B: Collection>(_ lhs: A, _ rhs: B) -> Bool
 where A.Element == UInt8, B.Element == UInt8 {
     guard lhs.count == rhs.count else { return false }

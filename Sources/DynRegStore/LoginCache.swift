@@ -3,8 +3,9 @@ import Synchronization
 /// Devices as broker logins read them, kept in memory: after a broker restarts, every device logs in again within
 /// seconds, and each login would otherwise be a store read and an AES-GCM opening of its psk.
 ///
-/// Exact: the store calls ``invalidate(productId:deviceName:)`` after every write that changes a device row has
-/// committed, and a read that raced a write is not kept (``store(_:ifStillAt:)``). Only devices that exist are
+/// Exact: the store calls ``invalidate(productId:deviceName:)`` or ``update(_:writtenSince:)`` after every write
+/// that changes a device row has committed, and a read that raced a write of its device is not kept
+/// (``store(_:ifStillAt:)``). Only devices that exist are
 /// kept; a device created later is read from the store on its first login.
 ///
 /// Bounded by `capacity` devices, in stripes that each drop their entries when full: memory stays flat with
@@ -15,6 +16,32 @@ package final class LoginCache: Sendable {
             var devices: [Key: Device] = [:]
             /// Raised by every invalidation of a key in this stripe.
             var generation: UInt64 = 0
+            /// The generation of each key's last invalidation, so that a write to one key does not disturb reads
+            /// and writes of the others (a thousand devices activating at once share each stripe).
+            var invalidated: [Key: UInt64] = [:]
+            /// Tokens older than this are disturbed: what `invalidated` knew of them was dropped to bound it.
+            var floor: UInt64 = 0
+
+            /// Whether `key` was invalidated after `token` was taken (or that can no longer be told).
+            func disturbed(_ key: Key, since token: UInt64) -> Bool {
+                token < floor || (invalidated[key] ?? 0) > token
+            }
+
+            mutating func invalidate(_ key: Key, trackedLimit: Int) {
+                generation &+= 1
+                if invalidated.count >= trackedLimit, invalidated[key] == nil {
+                    invalidated.removeAll(keepingCapacity: true)
+                    floor = generation
+                }
+                invalidated[key] = generation
+            }
+
+            mutating func invalidateAll() {
+                generation &+= 1
+                floor = generation
+                invalidated.removeAll()
+                devices.removeAll()
+            }
         }
         let state = Mutex(State())
     }
@@ -24,7 +51,7 @@ package final class LoginCache: Sendable {
         var deviceName: String
     }
 
-    /// A stripe's generation when a read began: the read's result is kept only if no invalidation came since.
+    /// A stripe's generation when a read began: the read's result is kept only if its key was not invalidated since.
     package struct Generation: Sendable {
         fileprivate var stripe: Int
         fileprivate var value: UInt64
@@ -32,6 +59,8 @@ package final class LoginCache: Sendable {
 
     private let stripes: [Stripe]
     private let stripeCapacity: Int
+    /// Keys whose last invalidation each stripe remembers.
+    private let trackedLimit = 512
     /// `false` while invalidations from other instances cannot be received (PostgreSQL's listener is down).
     private let enabled = Atomic<Bool>(true)
 
@@ -61,12 +90,12 @@ package final class LoginCache: Sendable {
         return Generation(stripe: index, value: stripes[index].state.withLock { $0.generation })
     }
 
-    /// Keeps `device` unless its stripe saw an invalidation since `generation` was taken.
+    /// Keeps `device` unless it was invalidated since `generation` was taken.
     package func store(_ device: Device, ifStillAt generation: Generation) {
         guard isEnabled else { return }
         let key = Key(productId: device.productId, deviceName: device.name)
         stripes[generation.stripe].state.withLock { state in
-            guard state.generation == generation.value else { return }
+            guard !state.disturbed(key, since: generation.value) else { return }
             if state.devices.count >= stripeCapacity, state.devices[key] == nil {
                 state.devices.removeAll(keepingCapacity: true)
             }
@@ -74,13 +103,13 @@ package final class LoginCache: Sendable {
         }
     }
 
-    /// After a write of `device` that committed: keeps the row as written if no other invalidation came since
+    /// After a write of `device` that committed: keeps the row as written if no other invalidation of it came since
     /// `generation` (taken before the write), else drops the key. Either way, reads that began before are not kept.
     package func update(_ device: Device, writtenSince generation: Generation) {
         let key = Key(productId: device.productId, deviceName: device.name)
         stripes[generation.stripe].state.withLock { state in
-            let undisturbed = state.generation == generation.value
-            state.generation &+= 1
+            let undisturbed = !state.disturbed(key, since: generation.value)
+            state.invalidate(key, trackedLimit: trackedLimit)
             if undisturbed, isEnabled, state.devices[key] != nil || state.devices.count < stripeCapacity {
                 state.devices[key] = device
             } else {
@@ -92,7 +121,7 @@ package final class LoginCache: Sendable {
     package func invalidate(productId: String, deviceName: String) {
         let key = Key(productId: productId, deviceName: deviceName)
         stripes[stripe(key)].state.withLock { state in
-            state.generation &+= 1
+            state.invalidate(key, trackedLimit: trackedLimit)
             state.devices[key] = nil
         }
     }
@@ -100,10 +129,7 @@ package final class LoginCache: Sendable {
     /// Every device (a product deleted, or invalidations that may have been missed).
     package func invalidateAll() {
         for stripe in stripes {
-            stripe.state.withLock { state in
-                state.generation &+= 1
-                state.devices.removeAll()
-            }
+            stripe.state.withLock { $0.invalidateAll() }
         }
     }
 

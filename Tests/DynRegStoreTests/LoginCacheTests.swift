@@ -39,6 +39,27 @@ import Testing
         #expect(cache.device(productId: "P", deviceName: "d")?.psk == "third")
     }
 
+    /// A thousand devices activating at once share each stripe: one device's write must not cost the others their
+    /// place.
+    @Test func writesToOtherDevicesDisturbNothing() {
+        let cache = LoginCache(capacity: 1000, stripes: 1)
+        let read = cache.generation(productId: "P", deviceName: "a")
+        let write = cache.generation(productId: "P", deviceName: "b")
+        for index in 0..<100 {
+            cache.update(device("other\(index)"), writtenSince: cache.generation(productId: "P", deviceName: "x"))
+            cache.invalidate(productId: "P", deviceName: "gone\(index)")
+        }
+        cache.store(device("a"), ifStillAt: read)
+        cache.update(device("b"), writtenSince: write)
+        #expect(cache.device(productId: "P", deviceName: "a") != nil)
+        #expect(cache.device(productId: "P", deviceName: "b") != nil)
+        // Past what a stripe remembers of its invalidations, older tokens count as disturbed: never a stale row.
+        let old = cache.generation(productId: "P", deviceName: "c")
+        for index in 0..<2000 { cache.invalidate(productId: "P", deviceName: "many\(index)") }
+        cache.store(device("c"), ifStillAt: old)
+        #expect(cache.device(productId: "P", deviceName: "c") == nil)
+    }
+
     @Test func itHoldsNoMoreThanItsCapacity() {
         let cache = LoginCache(capacity: 640, stripes: 64)
         for index in 0..<10_000 {
