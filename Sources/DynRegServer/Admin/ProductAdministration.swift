@@ -83,9 +83,9 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
     func updateProduct(
         id: String, _ update: ProductUpdate, limits: ProductLimitsInput = ProductLimitsInput(), now: Date = Date()
     ) async throws -> Product {
-        // The rules of creation hold for changes too.
+        // The rules of creation hold for changes too; everything is checked before anything is changed, so a
+        // refused change leaves the product as it was.
         try Self.check(limits.applied(to: ProductLimits()))
-        if !limits.isEmpty { try await setLimits(productId: id, limits) }
         var update = update
         if let name = update.name { _ = try Self.validName(name) }
         if case .some(.some(let quota)) = update.deviceQuota { try Self.checkQuota(quota) }
@@ -98,6 +98,7 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             update.trustedDeviceCAs = try Self.trustedAuthorities(trusted, now: now)
         }
         if let topics = update.topicPolicy { update.topicPolicy = try Self.checkedTopics(topics) }
+        if !limits.isEmpty { try await setLimits(productId: id, limits) }
         return try await store.updateProduct(id: id, update)
     }
 
