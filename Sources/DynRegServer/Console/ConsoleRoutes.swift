@@ -12,6 +12,8 @@ import NIOCore
 struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
     typealias Context = DynRegRequestContext
     static var cookieName: String { "dynreg_console" }
+    /// The sign-in form's CSRF cookie, before there is a session.
+    static var signInCookieName: String { "dynreg_console_signin" }
 
     let administration: ProductAdministration<Store>
     let token: TokenDigest
@@ -121,12 +123,24 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         return signInPage(error: nil, status: .ok)
     }
 
+    /// The sign-in page, with a fresh CSRF pair: the challenge cookie (for the sign-in path only) and its token
+    /// in the form.
     private func signInPage(error: String?, status: HTTPResponse.Status) -> Response {
+        let (challenge, token) = sessions.signInChallenge()
         let page = ConsolePage(
-            title: "Sign in", section: "", signedIn: false, csrf: "", flash: nil, error: error, content: [:])
-        return assets.page("sign-in", page, status: status)
+            title: "Sign in", section: "", signedIn: false, csrf: token, flash: nil, error: error, content: [:])
+        var response = assets.page("sign-in", page, status: status)
+        response.headers[.setCookie] = signInCookie(challenge, maxAge: 3600)
+        return response
     }
 
+    private func signInCookie(_ value: String, maxAge: Int) -> String {
+        "\(Self.signInCookieName)=\(value); Path=/console/sign-in; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
+            + (secureCookie ? "; Secure" : "")
+    }
+
+    /// Refuses a sign-in form this console did not hand out (login CSRF: another site signing the browser in
+    /// with a token of its choosing) before looking at the token, so such a POST also counts no failure.
     @Sendable func signIn(_ request: Request, context: Context) async throws -> Response {
         let address = context.remoteAddressText
         if throttle.lockRemaining(address) != nil {
@@ -134,6 +148,12 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
                 error: "Too many wrong tokens from this address; wait a minute.", status: .tooManyRequests)
         }
         let form = try await formFields(request, context)
+        guard sessions.acceptsSignIn(cookie: request.cookies[Self.signInCookieName]?.value, token: form["csrf"])
+        else {
+            return signInPage(
+                error: "The sign-in form had expired or did not come from this console; sign in again.",
+                status: .forbidden)
+        }
         guard let presented = form["token"], token.matches(Array(presented.utf8)) else {
             let verdict = throttle.recordFailure(address)
             if verdict.log {
@@ -144,9 +164,12 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         let (cookie, _) = sessions.create()
         var response = Response(status: .seeOther, headers: [.location: "/console/"])
         let maxAge = Int(sessions.policy.lifetime)
-        response.headers[.setCookie] =
-            "\(Self.cookieName)=\(cookie); Path=/console; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
-            + (secureCookie ? "; Secure" : "")
+        response.headers.append(
+            HTTPField(
+                name: .setCookie,
+                value: "\(Self.cookieName)=\(cookie); Path=/console; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
+                    + (secureCookie ? "; Secure" : "")))
+        response.headers.append(HTTPField(name: .setCookie, value: signInCookie("", maxAge: 0)))
         return response
     }
 
