@@ -37,6 +37,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         group.post("/products/{productId}/secret", use: showSecret)
         group.post("/products/{productId}/rotate-secret", use: rotateSecret)
         group.post("/products/{productId}/delete", use: deleteProduct)
+        group.post("/products/{productId}/lockouts/clear", use: clearLockout)
         group.get("/products/{productId}/ca.pem", use: caCertificate)
         group.get("/products/{productId}/crl.pem", use: crl)
         group.get("/products/{productId}/devices", use: devices)
@@ -253,32 +254,63 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         return raw.removingPercentEncoding ?? raw
     }
 
-    private func productPage(_ product: Product, _ signed: Signed, secret: Bool) -> Response {
-        page(
-            "product", "Product \(product.name)", section: "products", signed,
-            ProductDetail(product, showSecret: secret))
+    /// The product's page; `form` and `error` show a refused change again, with what the operator typed.
+    private func productPage(
+        _ product: Product, _ signed: Signed, secret: Bool, form: ProductSettingsForm? = nil, error: String? = nil,
+        status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
+        let limits = try await administration.limits(productId: product.id)
+        let lockouts = try await administration.lockouts(productId: product.id)
+        let detail = ProductDetail(product, limits: limits, lockouts: lockouts, form: form, showSecret: secret)
+        let page = ConsolePage(
+            title: "Product \(product.name)", section: "products", signedIn: true, csrf: signed.session.csrfToken,
+            flash: sessions.takeFlash(cookie: signed.cookie), error: error, content: detail)
+        return assets.page("product", page, status: status)
     }
 
     @Sendable func product(_ request: Request, context: Context) async throws -> Response {
         let signed = try signedIn(request)
-        return productPage(try await administration.product(id: try productId(context)), signed, secret: false)
+        return try await productPage(
+            try await administration.product(id: try productId(context)), signed, secret: false)
     }
 
     @Sendable func showSecret(_ request: Request, context: Context) async throws -> Response {
         let (signed, _) = try await checkedForm(request, context)
-        return productPage(try await administration.product(id: try productId(context)), signed, secret: true)
+        return try await productPage(
+            try await administration.product(id: try productId(context)), signed, secret: true)
     }
 
+    /// The settings form: switches, quota, limits, topic rules and trusted CAs in one change, checked by
+    /// `ProductAdministration` as the admin API's PATCH is. A refusal shows the page again with the message and
+    /// the form as sent; nothing is changed.
     @Sendable func updateProduct(_ request: Request, context: Context) async throws -> Response {
         let (signed, form) = try await checkedForm(request, context)
         let id = try productId(context)
-        var update = ProductUpdate(
-            name: form.text("name"), dynamicRegistration: form.isOn("dynamicRegistration"),
-            autoCreate: form.isOn("autoCreate"), allowClocklessDevices: form.isOn("allowClocklessDevices"))
-        update.deviceQuota = try quotaField(form)
-        _ = try await administration.updateProduct(id: id, update)
+        let product = try await administration.product(id: id)
+        let settings = ProductSettingsForm(form, trustedCACount: product.trustedDeviceCAs.count)
+        do {
+            let change = try settings.change(isCertificate: product.authType == .certificate)
+            _ = try await administration.updateProduct(id: id, change.update, limits: change.limits)
+        } catch let failure as ConsoleFailure {
+            return try await productPage(
+                product, signed, secret: false, form: settings, error: failure.message, status: failure.status)
+        } catch let error as AdminError where error.code.status.code < 500 && error.code != .notFound {
+            return try await productPage(
+                product, signed, secret: false, form: settings, error: error.message,
+                status: error.code.status)
+        }
         await audit("Admin.ProductUpdated", product: id, context)
         throw redirect("/console/products/\(id)", flash: "Settings saved.", signed)
+    }
+
+    /// An address locked out after wrong signatures, let in again now (on this instance at once).
+    @Sendable func clearLockout(_ request: Request, context: Context) async throws -> Response {
+        let (signed, form) = try await checkedForm(request, context)
+        let id = try productId(context)
+        let address = form.text("address") ?? ""
+        try await administration.clearLockout(productId: id, address: address)
+        await audit("Admin.LockoutCleared", product: id, device: AuditField.bounded(address), context)
+        throw redirect("/console/products/\(id)", flash: "Lockout of \(address) cleared.", signed)
     }
 
     @Sendable func rotateSecret(_ request: Request, context: Context) async throws -> Response {
@@ -293,7 +325,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         }
         let product = try await administration.rotateSecret(productId: id)
         await audit("Admin.SecretRotated", product: id, context)
-        return productPage(product, signed, secret: true)
+        return try await productPage(product, signed, secret: true)
     }
 
     @Sendable func deleteProduct(_ request: Request, context: Context) async throws -> Response {
