@@ -300,6 +300,21 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
         return (events, events.count == limit ? events.last.map { String($0.id) } : nil)
     }
 
+    /// Every product's events, newest first, filtered in the store; a filter looks through the newest `scanLimit`
+    /// events of the log at most.
+    func recentEvents(
+        limit: Int?, outcome: String? = nil, deviceName: String? = nil, scanLimit: Int? = nil
+    ) async throws -> [RegistrationEvent] {
+        try await store.events(
+            productId: nil,
+            EventQuery(limit: Self.pageSize(limit), outcome: outcome, deviceName: deviceName, scanLimit: scanLimit))
+    }
+
+    /// Registration attempts per minute and outcome over every product since `since`, oldest first.
+    func registrationsPerMinute(since: Date) async throws -> [OutcomeMinute] {
+        try await store.registrationsPerMinute(since: since)
+    }
+
     /// Per-minute refusal counts, newest first: of one product, of requests that named no known product
     /// (`productId` ""), or of all.
     func refusals(productId: String?, limit: Int?) async throws -> [RefusalCount] {

@@ -274,8 +274,8 @@ struct EventRow {
     }
 }
 
-/// The overview: registrations per minute over the last hour as an SVG bar chart drawn here, outcomes by code,
-/// quota usage per product, recent refusals.
+/// The overview: registrations per minute over the last hour as an SVG bar chart drawn here (from the store's
+/// per-minute counts), outcomes by code, quota usage per product, recent refusals.
 struct ConsoleOverview {
     struct Bar {
         var x: Int
@@ -294,28 +294,34 @@ struct ConsoleOverview {
     var noOutcomes: Bool
 
     static let chartHeight = 120
+    static let minutes = 60
 
-    init(products: [Product], events: [RegistrationEvent], refusals: [RefusalCount], now: Date) {
-        let hourAgo = now.addingTimeInterval(-3600)
-        // Registrations only: an operator's changes are events too.
-        let recent = events.filter { $0.time > hourAgo && !$0.outcome.hasPrefix("Admin.") }
-        var perMinute = [Int](repeating: 0, count: 60)
+    /// The start of the chart's first minute: 59 whole minutes before the current one.
+    static func chartStart(now: Date) -> Date {
+        let minute = (now.timeIntervalSince1970 / 60).rounded(.down)
+        return Date(timeIntervalSince1970: (minute - Double(minutes - 1)) * 60)
+    }
+
+    init(products: [Product], counts: [OutcomeMinute], since: Date, refusals: [RefusalCount]) {
+        var perMinute = [Int](repeating: 0, count: Self.minutes)
         var outcomes: [String: Int] = [:]
-        for event in recent {
-            let minute = min(59, max(0, Int(event.time.timeIntervalSince(hourAgo) / 60)))
-            perMinute[minute] += 1
-            outcomes[event.outcome, default: 0] += 1
+        for count in counts {
+            let minute = Int((count.minute.timeIntervalSince(since) / 60).rounded(.down))
+            guard (0..<Self.minutes).contains(minute) else { continue }
+            perMinute[minute] += count.count
+            outcomes[count.outcome, default: 0] += count.count
         }
         peak = perMinute.max() ?? 0
-        total = recent.count
+        total = perMinute.reduce(0, +)
         let scale = Double(Self.chartHeight) / Double(max(peak, 1))
         bars = perMinute.enumerated().map { minute, count in
             let height = Int((Double(count) * scale).rounded())
+            let start = since.addingTimeInterval(TimeInterval(minute * 60))
             return Bar(
                 x: minute * 10, y: Self.chartHeight - height, height: height,
-                label: "\(60 - minute) min ago: \(count)")
+                label: "\(start.formatted(.iso8601.time(includingFractionalSeconds: false))) UTC: \(count)")
         }
-        self.outcomes = outcomes.sorted { $0.value > $1.value }.map {
+        self.outcomes = outcomes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map {
             ["code": $0.key, "count": $0.value, "success": $0.key == RegistrationEvent.success]
         }
         self.products = products.map(ProductRow.init)

@@ -207,13 +207,11 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
     @Sendable func overview(_ request: Request, context: Context) async throws -> Response {
         let signed = try signedIn(request)
         let products = try await administration.products()
-        var events: [RegistrationEvent] = []
-        for product in products.prefix(50) {
-            events += try await administration.events(
-                productId: product.id, limit: ProductAdministration<Store>.maximumPageSize)
-        }
+        // The last 60 clock minutes, the current one included: one store query over every product.
+        let since = ConsoleOverview.chartStart(now: Date())
+        let counts = try await administration.registrationsPerMinute(since: since)
         let refusals = try await administration.refusals(productId: nil, limit: 10)
-        let model = ConsoleOverview(products: products, events: events, refusals: refusals, now: Date())
+        let model = ConsoleOverview(products: products, counts: counts, since: since, refusals: refusals)
         return page("overview", "Overview", section: "overview", signed, model, refresh: 30)
     }
 
@@ -503,15 +501,22 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         let deviceFilter = query["device"].map { String($0) }.flatMap { $0.isEmpty ? nil : $0 }
         let outcomeFilter = query["outcome"].map { String($0) }.flatMap { $0.isEmpty ? nil : $0 }
         let products = try await administration.products()
-        var events: [RegistrationEvent] = []
-        for product in products.prefix(50) where productFilter == nil || product.id == productFilter {
-            events += try await administration.events(
-                productId: product.id, limit: ProductAdministration<Store>.maximumPageSize)
+        // Filtered in the store: one product's index, or the whole log's newest events.
+        let shown: [RegistrationEvent]
+        if let productFilter {
+            if products.contains(where: { $0.id == productFilter }) {
+                shown = try await administration.events(
+                    productId: productFilter, limit: Self.eventsShown, before: nil, outcome: outcomeFilter,
+                    deviceName: deviceFilter
+                ).events
+            } else {
+                shown = []
+            }
+        } else {
+            shown = try await administration.recentEvents(
+                limit: Self.eventsShown, outcome: outcomeFilter, deviceName: deviceFilter,
+                scanLimit: Self.eventsScannedAcrossProducts)
         }
-        let shown = events.filter {
-            (deviceFilter == nil || $0.deviceName == deviceFilter)
-                && (outcomeFilter == nil || $0.outcome == outcomeFilter)
-        }.sorted { $0.time > $1.time }.prefix(200)
         let model: [String: Any] = [
             "events": shown.map(EventRow.init), "none": shown.isEmpty, "product": productFilter ?? "",
             "device": deviceFilter ?? "", "outcome": outcomeFilter ?? "",
@@ -519,6 +524,11 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         ]
         return page("events", "Events", section: "events", signed, model, refresh: 10)
     }
+
+    static var eventsShown: Int { 200 }
+    /// Filters over every product look through this many of the newest events at most, so a rare outcome costs a
+    /// bounded scan; a product's own log is searched whole through its index.
+    static var eventsScannedAcrossProducts: Int { 100_000 }
 
     /// A device name as one path segment.
     static func pathComponent(_ text: String) -> String {
