@@ -129,6 +129,43 @@ def test_console_end_to_end(server, browser, shots):
     assert len(secret) == 24
     shoot(browser, shots, "product")
 
+    # Edit the rate limit, the burst and the new-device brake in the settings form: refused input comes back with
+    # the message and the values typed; good input sticks (in the page after a reload, and in the admin API).
+    def fill(field_id: str, value: str) -> None:
+        field = browser.find_element(By.ID, field_id)
+        field.clear()
+        field.send_keys(value)
+
+    fill("ratePerSecond", "2.5")
+    fill("rateBurst", "")
+    fill("newDevicesPerHour", "120")
+    browser.find_element(By.ID, "save-product").click()
+    wait_text(browser, "Give both the registration rate and the burst")
+    assert browser.find_element(By.CSS_SELECTOR, "p.error").text.startswith("Give both")
+    assert browser.find_element(By.ID, "ratePerSecond").get_attribute("value") == "2.5"
+    assert browser.find_element(By.ID, "newDevicesPerHour").get_attribute("value") == "120"
+    shoot(browser, shots, "product-refused")
+    assert server.admin("GET", f"/products/{product_id}").json["newDevicesPerHour"] is None
+    fill("rateBurst", "40")
+    fill("topicRules", "subscribe fleet/+/down")
+    browser.find_element(By.ID, "save-product").click()
+    wait_text(browser, "Settings saved.")
+    browser.get(url(server, f"/console/products/{product_id}"))
+    assert browser.find_element(By.ID, "ratePerSecond").get_attribute("value") == "2.5"
+    assert browser.find_element(By.ID, "rateBurst").get_attribute("value") == "40"
+    assert browser.find_element(By.ID, "newDevicesPerHour").get_attribute("value") == "120"
+    assert browser.find_element(By.ID, "topicRules").get_attribute("value") == "subscribe fleet/+/down"
+    saved = server.admin("GET", f"/products/{product_id}").json
+    assert saved["registrationRate"] == {"perSecond": 2.5, "burst": 40}
+    assert saved["newDevicesPerHour"] == 120
+    assert saved["topicRules"]["rules"] == [{"topic": "fleet/+/down", "access": "subscribe"}]
+    shoot(browser, shots, "product-settings")
+    # The brake must not stop the next step's registration: lift it again.
+    fill("newDevicesPerHour", "")
+    browser.find_element(By.ID, "save-product").click()
+    wait_text(browser, "Settings saved.")
+    assert server.admin("GET", f"/products/{product_id}").json["newDevicesPerHour"] is None
+
     # Register a device with the CLI and find it by searching its prefix.
     device = "dev-console-" + new_device_name()[4:]
     registered = subprocess.run(
@@ -179,3 +216,18 @@ def test_console_end_to_end(server, browser, shots):
     assert status == 303
     status, _ = raw_request(server, "POST", "/console/sign-out", "csrf=x", session)
     assert status == 403
+
+    # A sign-in form without its CSRF cookie (as a form posted from another site would arrive) is refused, even
+    # with the right token, and starts no session; the page it answers with signs in again.
+    browser.get(url(server, "/console/sign-in"))
+    assert browser.get_cookie("dynreg_console_signin")["httpOnly"]
+    browser.delete_cookie("dynreg_console_signin")
+    browser.find_element(By.ID, "token").send_keys(server.admin_token)
+    browser.find_element(By.ID, "sign-in").click()
+    wait_text(browser, "did not come from this console")
+    assert browser.get_cookie("dynreg_console") is None
+    shoot(browser, shots, "sign-in-no-csrf")
+    browser.find_element(By.ID, "token").send_keys(server.admin_token)
+    browser.find_element(By.ID, "sign-in").click()
+    wait_text(browser, "<h1>Overview</h1>")
+    assert browser.get_cookie("dynreg_console")

@@ -505,17 +505,33 @@ package struct PostgresStore: RegistrationStore {
             """, logger: logger)
     }
 
-    package func events(productId: String, _ query: EventQuery) async throws -> [RegistrationEvent] {
+    package func events(productId: String?, _ query: EventQuery) async throws -> [RegistrationEvent] {
         try await leased { connection in
-            let rows = try await connection.checkedQuery(
-                """
-                SELECT id, time, product_id, device_name, outcome, remote_address, endpoint FROM events
-                WHERE product_id = \(productId) AND (\(query.before)::bigint IS NULL OR id < \(query.before))
-                    AND (\(query.since)::timestamptz IS NULL OR time >= \(query.since))
-                    AND (\(query.outcome)::text IS NULL OR outcome = \(query.outcome))
-                    AND (\(query.deviceName)::text IS NULL OR device_name = \(query.deviceName))
-                ORDER BY id DESC LIMIT \(query.limit)
-                """, logger: logger)
+            let rows: PostgresRowSequence
+            if let productId {
+                rows = try await connection.checkedQuery(
+                    """
+                    SELECT id, time, product_id, device_name, outcome, remote_address, endpoint FROM events
+                    WHERE product_id = \(productId) AND (\(query.before)::bigint IS NULL OR id < \(query.before))
+                        AND (\(query.since)::timestamptz IS NULL OR time >= \(query.since))
+                        AND (\(query.outcome)::text IS NULL OR outcome = \(query.outcome))
+                        AND (\(query.deviceName)::text IS NULL OR device_name = \(query.deviceName))
+                    ORDER BY id DESC LIMIT \(query.limit)
+                    """, logger: logger)
+            } else {
+                // Every product: the primary key backwards, the newest `scanLimit` at most.
+                let scanLimit = query.scanLimit.map(Int64.init)
+                rows = try await connection.checkedQuery(
+                    """
+                    SELECT id, time, product_id, device_name, outcome, remote_address, endpoint FROM events
+                    WHERE (\(scanLimit)::bigint IS NULL OR id > (SELECT max(id) FROM events) - \(scanLimit))
+                        AND (\(query.before)::bigint IS NULL OR id < \(query.before))
+                        AND (\(query.since)::timestamptz IS NULL OR time >= \(query.since))
+                        AND (\(query.outcome)::text IS NULL OR outcome = \(query.outcome))
+                        AND (\(query.deviceName)::text IS NULL OR device_name = \(query.deviceName))
+                    ORDER BY id DESC LIMIT \(query.limit)
+                    """, logger: logger)
+            }
             var events: [RegistrationEvent] = []
             for try await row in rows {
                 let (id, time, product, device, outcome, address, endpoint) = try row.decode(
@@ -526,6 +542,29 @@ package struct PostgresStore: RegistrationStore {
                         remoteAddress: address, endpoint: endpoint))
             }
             return events
+        }
+    }
+
+    package func registrationsPerMinute(since: Date) async throws -> [OutcomeMinute] {
+        let boundary = since.addingTimeInterval(-eventClockSlack)
+        return try await leased { connection in
+            // The boundary is the newest event older than `since` minus the slack (the primary key backwards); the
+            // count reads the key's range after it.
+            let rows = try await connection.checkedQuery(
+                """
+                SELECT floor(extract(epoch FROM time) / 60)::bigint AS minute, outcome, count(*)::bigint FROM events
+                WHERE id > COALESCE((SELECT id FROM events WHERE time < \(boundary) ORDER BY id DESC LIMIT 1), 0)
+                    AND time >= \(since) AND substr(outcome, 1, 6) <> 'Admin.'
+                GROUP BY 1, 2 ORDER BY 1, 2
+                """, logger: logger)
+            var counts: [OutcomeMinute] = []
+            for try await (minute, outcome, count) in rows.decode((Int64, String, Int64).self) {
+                counts.append(
+                    OutcomeMinute(
+                        minute: Date(timeIntervalSince1970: TimeInterval(minute) * 60), outcome: outcome,
+                        count: Int(count)))
+            }
+            return counts
         }
     }
 

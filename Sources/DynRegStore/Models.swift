@@ -341,15 +341,34 @@ package struct EventQuery: Sendable, Hashable {
     package var since: Date?
     package var outcome: String?
     package var deviceName: String?
+    /// Looks at no more than the newest this many events of the log (every product's), so that a filter few
+    /// events match costs a bounded scan; `nil` for the whole log.
+    package var scanLimit: Int?
 
     package init(
-        limit: Int, before: Int64? = nil, since: Date? = nil, outcome: String? = nil, deviceName: String? = nil
+        limit: Int, before: Int64? = nil, since: Date? = nil, outcome: String? = nil, deviceName: String? = nil,
+        scanLimit: Int? = nil
     ) {
         self.limit = limit
         self.before = before
         self.since = since
         self.outcome = outcome
         self.deviceName = deviceName
+        self.scanLimit = scanLimit
+    }
+}
+
+/// Registration events of one outcome in one minute, over every product.
+package struct OutcomeMinute: Sendable, Hashable {
+    /// The start of the minute.
+    package var minute: Date
+    package var outcome: String
+    package var count: Int
+
+    package init(minute: Date, outcome: String, count: Int) {
+        self.minute = minute
+        self.outcome = outcome
+        self.count = count
     }
 }
 

@@ -62,8 +62,13 @@ package protocol RegistrationStore: Service {
 
     // MARK: Audit log
     func recordEvent(_ event: RegistrationEvent) async throws
-    /// Newest first, as `query` selects.
-    func events(productId: String, _ query: EventQuery) async throws -> [RegistrationEvent]
+    /// Newest first, as `query` selects: of one product (its index), or of every product (`nil`, the log's order).
+    func events(productId: String?, _ query: EventQuery) async throws -> [RegistrationEvent]
+    /// Registration events at or after `since`, not operators' `Admin.*` actions, counted per minute and outcome over
+    /// every product, oldest minute first. One query over the primary key: ids grow with time, so the events since
+    /// `since` are those after the newest one more than ``eventClockSlack`` older, and the cost is the rows of the
+    /// period, not of the log. Exact while events are written within that slack of their time.
+    func registrationsPerMinute(since: Date) async throws -> [OutcomeMinute]
     /// Removes events, refusal counts and ended lockouts older than `before`, a batch at a time.
     func purgeAudit(before: Date) async throws -> AuditPurge
     /// Adds counts to the per-minute refusal rows (creating them as needed), in one transaction.
@@ -103,6 +108,11 @@ package protocol RegistrationStore: Service {
         to newKey: MasterKey, progress: @escaping @Sendable (SecretRewriteProgress) -> Void
     ) async throws -> SecretRewriteProgress
 }
+
+/// How far an event's time may lag behind a later-written event's, for ``RegistrationStore/registrationsPerMinute(since:)``:
+/// events are written by the group committer (or a transaction) moments after they happen, across instances whose
+/// clocks agree to well within this.
+package let eventClockSlack: TimeInterval = 60
 
 extension RegistrationStore {
     /// The newest `limit` events of a product.

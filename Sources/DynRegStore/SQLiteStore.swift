@@ -796,21 +796,28 @@ package final class SQLiteStore: RegistrationStore, Service {
         ])
     }
 
-    package func events(productId: String, _ query: EventQuery) async throws -> [RegistrationEvent] {
+    package func events(productId: String?, _ query: EventQuery) async throws -> [RegistrationEvent] {
         try await pool.read { db in
-            try Row.fetchAll(
+            // One product: its index. Every product: the log backwards by id, the newest `scanLimit` at most.
+            let source =
+                productId == nil
+                ? "events WHERE (? IS NULL OR id > (SELECT MAX(id) FROM events) - ?)"
+                : "events INDEXED BY events_by_product WHERE product_id = ?"
+            let scope: StatementArguments =
+                productId == nil ? [query.scanLimit, query.scanLimit] : [productId]
+            return try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT * FROM events INDEXED BY events_by_product
-                    WHERE product_id = ? AND (? IS NULL OR id < ?) AND (? IS NULL OR time >= ?)
+                    SELECT * FROM \(source) AND (? IS NULL OR id < ?) AND (? IS NULL OR time >= ?)
                         AND (? IS NULL OR outcome = ?) AND (? IS NULL OR device_name = ?)
                     ORDER BY id DESC LIMIT ?
                     """,
-                arguments: [
-                    productId, query.before, query.before, query.since?.timeIntervalSince1970,
-                    query.since?.timeIntervalSince1970, query.outcome, query.outcome, query.deviceName,
-                    query.deviceName, query.limit,
-                ]
+                arguments: scope
+                    + [
+                        query.before, query.before, query.since?.timeIntervalSince1970,
+                        query.since?.timeIntervalSince1970, query.outcome, query.outcome, query.deviceName,
+                        query.deviceName, query.limit,
+                    ]
             ).map { row in
                 RegistrationEvent(
                     id: row["id"], time: Date(timeIntervalSince1970: row["time"]), productId: row["product_id"],
@@ -819,6 +826,28 @@ package final class SQLiteStore: RegistrationStore, Service {
             }
         }
     }
+
+    package func registrationsPerMinute(since: Date) async throws -> [OutcomeMinute] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: Self.perMinuteSQL,
+                arguments: [since.timeIntervalSince1970 - eventClockSlack, since.timeIntervalSince1970]
+            ).map { row in
+                OutcomeMinute(
+                    minute: Date(timeIntervalSince1970: TimeInterval(row["minute"] as Int64) * 60),
+                    outcome: row["outcome"], count: row["count"])
+            }
+        }
+    }
+
+    /// The boundary is the newest event older than `since` minus the slack, found walking the rowid back from the
+    /// end; the count then reads the rowid range after it.
+    package static let perMinuteSQL = """
+        SELECT CAST(time / 60 AS INTEGER) AS minute, outcome, COUNT(*) AS count FROM events
+        WHERE id > COALESCE((SELECT id FROM events WHERE time < ? ORDER BY id DESC LIMIT 1), 0)
+            AND time >= ? AND substr(outcome, 1, 6) <> 'Admin.'
+        GROUP BY minute, outcome ORDER BY minute, outcome
+        """
 
     /// Oldest first by id (ids grow with time), a batch per transaction, so registrations wait for no long delete.
     package func purgeAudit(before: Date) async throws -> AuditPurge {

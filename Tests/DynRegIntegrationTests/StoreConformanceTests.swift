@@ -666,6 +666,86 @@ struct StoreConformanceTests {
         }
     }
 
+    /// Events written in this order (ids grow), the times around `perMinuteBase`, a minute boundary.
+    static let perMinuteBase = Date(timeIntervalSince1970: 1_700_000_040)
+    static let perMinuteEvents: [(offset: TimeInterval, product: String, outcome: String)] = [
+        (-7200, "P1", "Success"),  // long before
+        (-90, "P1", "Success"),  // before the slack: where the scan stops
+        (-30, "P2", "Success"),  // within the slack, before `since`: read, not counted
+        (5, "P1", "Success"),
+        (50, "P2", "AuthFailure.SignatureFailure"),
+        (20, "P1", "Success"),  // written after a later one, within the slack
+        (65, "P1", "Admin.ProductUpdated"),  // an operator's action, not a registration
+        (61, "P2", "Success"),
+        (125, "P1", "Success"), (130, "P3", "Success"), (179.9, "P1", "AuthFailure.SignatureFailure"),
+        (3599, "P3", "Retry"),
+    ]
+
+    @Test(arguments: StoreKind.allCases)
+    func registrationsPerMinute(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let base = Self.perMinuteBase
+            #expect(try await store.registrationsPerMinute(since: base).isEmpty)
+            for (index, event) in Self.perMinuteEvents.enumerated() {
+                try await store.recordEvent(
+                    RegistrationEvent(
+                        time: base.addingTimeInterval(event.offset), productId: event.product, deviceName: "d\(index)",
+                        outcome: event.outcome, remoteAddress: "192.0.2.1", endpoint: "/device/register"))
+            }
+            func counts(_ since: Date) async throws -> [String] {
+                try await store.registrationsPerMinute(since: since).map {
+                    "\(Int($0.minute.timeIntervalSince(base) / 60)) \($0.outcome) \($0.count)"
+                }
+            }
+            #expect(
+                try await counts(base) == [
+                    "0 AuthFailure.SignatureFailure 1", "0 Success 2", "1 Success 1",
+                    "2 AuthFailure.SignatureFailure 1",
+                    "2 Success 2", "59 Retry 1",
+                ])
+            #expect(
+                try await counts(base.addingTimeInterval(120)) == [
+                    "2 AuthFailure.SignatureFailure 1", "2 Success 2", "59 Retry 1",
+                ])
+            #expect(try await counts(base.addingTimeInterval(-7200)).first == "-120 Success 1")
+            #expect(try await counts(base.addingTimeInterval(3600)).isEmpty)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func eventsOfEveryProduct(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let base = Self.perMinuteBase
+            for (index, event) in Self.perMinuteEvents.enumerated() {
+                try await store.recordEvent(
+                    RegistrationEvent(
+                        time: base.addingTimeInterval(event.offset), productId: event.product, deviceName: "d\(index)",
+                        outcome: event.outcome, remoteAddress: "192.0.2.1", endpoint: "/device/register"))
+            }
+            // The log's order across products, newest first, filtered by the store.
+            #expect(
+                try await store.events(productId: nil, EventQuery(limit: 3)).map(\.deviceName) == ["d11", "d10", "d9"])
+            let failures = try await store.events(
+                productId: nil, EventQuery(limit: 100, outcome: "AuthFailure.SignatureFailure"))
+            #expect(failures.map(\.deviceName) == ["d10", "d4"])
+            #expect(
+                try await store.events(productId: nil, EventQuery(limit: 100, deviceName: "d7")).map(\.productId) == [
+                    "P2"
+                ])
+            // A bounded scan: only the newest three events are looked at.
+            #expect(
+                try await store.events(
+                    productId: nil, EventQuery(limit: 100, outcome: "AuthFailure.SignatureFailure", scanLimit: 3)
+                ).map(\.deviceName) == ["d10"])
+            let page = try await store.events(productId: nil, EventQuery(limit: 100, before: failures[0].id))
+            #expect(page.count == 10 && page.first?.deviceName == "d9")
+            // One product's filter as before.
+            #expect(
+                try await store.events(productId: "P1", EventQuery(limit: 100, outcome: "Success")).map(\.deviceName)
+                    == ["d8", "d5", "d3", "d1", "d0"])
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func eventsNewestFirst(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in

@@ -11,26 +11,21 @@ struct ConsoleSecurityTests {
 
     /// Signs in; the cookie header to send and the session's CSRF token from a page.
     func signIn(_ server: TestServer) async throws -> (cookie: String, csrf: String) {
-        let answer = try await server.send(
-            .POST, "/console/sign-in", headers: Self.form, body: Array("token=\(TestServer.adminToken)".utf8))
-        #expect(answer.status == 303)
-        let setCookie = try #require(answer.headers["Set-Cookie"].first)
-        let cookie = String(try #require(setCookie.split(separator: ";").first))
-        let page = try await server.send(.GET, "/console/products", headers: [("Cookie", cookie)])
-        #expect(page.status == 200)
-        let marker = #"name="csrf" value=""#
-        let start = try #require(page.text.range(of: marker)).upperBound
-        let csrf = String(page.text[start...].prefix { $0 != "\"" })
-        return (cookie, csrf)
+        let client = try await ConsoleClient.signedIn(server)
+        return (client.cookie, client.csrf)
     }
 
     @Test("the session cookie is HttpOnly, SameSite=Strict, path-bound and expires; no Secure over plain HTTP")
     func cookieFlags() async throws {
         try await TestServer.with { server in
-            let answer = try await server.send(
-                .POST, "/console/sign-in", headers: Self.form, body: Array("token=\(TestServer.adminToken)".utf8))
+            let answer = try await ConsoleClient.postSignIn(server, token: TestServer.adminToken)
             let setCookie = try #require(answer.headers["Set-Cookie"].first)
             #expect(setCookie.hasPrefix("dynreg_console="))
+            // The sign-in form's CSRF cookie is spent.
+            #expect(
+                answer.headers["Set-Cookie"].contains {
+                    $0.hasPrefix("dynreg_console_signin=;") && $0.contains("Max-Age=0")
+                })
             for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age="] {
                 #expect(setCookie.contains(attribute), "\(attribute) missing from \(setCookie)")
             }
@@ -42,14 +37,52 @@ struct ConsoleSecurityTests {
     @Test("a wrong token is refused with no cookie, and pages without a session send the browser to sign in")
     func wrongToken() async throws {
         try await TestServer.with { server in
-            let answer = try await server.send(
-                .POST, "/console/sign-in", headers: Self.form, body: Array("token=wrong".utf8))
+            let answer = try await ConsoleClient.postSignIn(server, token: "wrong")
             #expect(answer.status == 401)
-            #expect(answer.headers["Set-Cookie"].isEmpty)
+            // Only a fresh sign-in form's CSRF cookie, no session.
+            #expect(answer.headers["Set-Cookie"].allSatisfy { $0.hasPrefix("dynreg_console_signin=") })
             #expect(answer.text.contains("Wrong admin token"))
             let page = try await server.send(.GET, "/console/products", headers: [("Cookie", "dynreg_console=forged")])
             #expect(page.status == 303)
             #expect(page.headers["Location"].first == "/console/sign-in")
+        }
+    }
+
+    @Test("a sign-in POST without the sign-in form's CSRF pair is refused before the token is looked at")
+    func signInCSRF() async throws {
+        try await TestServer.with { server in
+            let (cookie, token) = try await ConsoleClient.signInForm(server)
+            #expect(cookie.hasPrefix("dynreg_console_signin="))
+            let page = try await server.send(.GET, "/console/sign-in")
+            let setCookie = try #require(page.headers["Set-Cookie"].first)
+            for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console/sign-in", "Max-Age="] {
+                #expect(setCookie.contains(attribute), "\(attribute) missing from \(setCookie)")
+            }
+            let right = "token=\(TestServer.adminToken)"
+            let forged = "dynreg_console_signin=forged"
+            // No token, a wrong one, the cookie's value itself (a plain double-submit), no cookie, a made-up cookie.
+            for (body, cookieHeader) in [
+                (right, cookie), ("\(right)&csrf=wrong", cookie), ("\(right)&csrf=", cookie),
+                ("\(right)&csrf=\(cookie.split(separator: "=")[1])", cookie), ("\(right)&csrf=\(token)", ""),
+                ("\(right)&csrf=\(token)", forged), ("\(right)&csrf=forged", forged),
+            ] {
+                let headers = Self.form + (cookieHeader.isEmpty ? [] : [("Cookie", cookieHeader)])
+                let answer = try await server.send(.POST, "/console/sign-in", headers: headers, body: Array(body.utf8))
+                #expect(answer.status == 403, "\(body) with \(cookieHeader)")
+                #expect(answer.text.contains("did not come from this console"))
+                #expect(!answer.headers["Set-Cookie"].contains { $0.hasPrefix("dynreg_console=") })
+            }
+            // Refused forms count no wrong tokens: twelve more, then the right pair still signs in.
+            for _ in 0..<12 {
+                _ = try await server.send(
+                    .POST, "/console/sign-in", headers: Self.form + [("Cookie", cookie)],
+                    body: Array("token=wrong".utf8))
+            }
+            let signed = try await server.send(
+                .POST, "/console/sign-in", headers: Self.form + [("Cookie", cookie)],
+                body: Array("\(right)&csrf=\(token)".utf8))
+            #expect(signed.status == 303)
+            #expect(signed.headers["Set-Cookie"].contains { $0.hasPrefix("dynreg_console=") })
         }
     }
 

@@ -102,6 +102,11 @@ struct LimitTests {
                     == nil)
             let bad = try await server.admin(.PATCH, "/products/\(free.id)", json: #"{"newDevicesPerHour":0}"#)
             #expect(bad.status == 400 && bad.text.contains("InvalidLimit"), "\(bad.text)")
+            // A PATCH refused for another member changes no limit either.
+            let mixed = try await server.admin(
+                .PATCH, "/products/\(free.id)", json: #"{"newDevicesPerHour":5,"name":""}"#)
+            #expect(mixed.status == 400 && mixed.text.contains("InvalidName"), "\(mixed.text)")
+            #expect(try await server.admin(.GET, "/products/\(free.id)").json["newDevicesPerHour"] is NSNull)
         }
     }
 

@@ -42,6 +42,15 @@ import Testing
         }
     }
 
+    /// The overview's per-minute counts read the rowid range after a boundary found from the end, never the log.
+    @Test func perMinuteCountsUseTheRowid() async throws {
+        try await withSQLiteStore { store, _ in
+            let plan = try store.queryPlan(SQLiteStore.perMinuteSQL, arguments: [0, 60])
+            #expect(plan.contains { $0.contains("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)") }, "plan: \(plan)")
+            #expect(!plan.contains { $0.contains("USE TEMP B-TREE FOR ORDER BY") && !$0.contains("GROUP BY") })
+        }
+    }
+
     /// Concurrent writes share transactions; one that fails must take back its own writes and nobody else's.
     @Test func aFailingWriteRollsBackAloneInItsSharedTransaction() async throws {
         struct Refused: Error {}

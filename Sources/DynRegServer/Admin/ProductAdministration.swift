@@ -83,9 +83,9 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
     func updateProduct(
         id: String, _ update: ProductUpdate, limits: ProductLimitsInput = ProductLimitsInput(), now: Date = Date()
     ) async throws -> Product {
-        // The rules of creation hold for changes too.
+        // The rules of creation hold for changes too; everything is checked before anything is changed, so a
+        // refused change leaves the product as it was.
         try Self.check(limits.applied(to: ProductLimits()))
-        if !limits.isEmpty { try await setLimits(productId: id, limits) }
         var update = update
         if let name = update.name { _ = try Self.validName(name) }
         if case .some(.some(let quota)) = update.deviceQuota { try Self.checkQuota(quota) }
@@ -98,6 +98,7 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             update.trustedDeviceCAs = try Self.trustedAuthorities(trusted, now: now)
         }
         if let topics = update.topicPolicy { update.topicPolicy = try Self.checkedTopics(topics) }
+        if !limits.isEmpty { try await setLimits(productId: id, limits) }
         return try await store.updateProduct(id: id, update)
     }
 
@@ -297,6 +298,21 @@ struct ProductAdministration<Store: RegistrationStore>: Sendable {
             productId: productId,
             EventQuery(limit: limit, before: before, since: since, outcome: outcome, deviceName: deviceName))
         return (events, events.count == limit ? events.last.map { String($0.id) } : nil)
+    }
+
+    /// Every product's events, newest first, filtered in the store; a filter looks through the newest `scanLimit`
+    /// events of the log at most.
+    func recentEvents(
+        limit: Int?, outcome: String? = nil, deviceName: String? = nil, scanLimit: Int? = nil
+    ) async throws -> [RegistrationEvent] {
+        try await store.events(
+            productId: nil,
+            EventQuery(limit: Self.pageSize(limit), outcome: outcome, deviceName: deviceName, scanLimit: scanLimit))
+    }
+
+    /// Registration attempts per minute and outcome over every product since `since`, oldest first.
+    func registrationsPerMinute(since: Date) async throws -> [OutcomeMinute] {
+        try await store.registrationsPerMinute(since: since)
     }
 
     /// Per-minute refusal counts, newest first: of one product, of requests that named no known product

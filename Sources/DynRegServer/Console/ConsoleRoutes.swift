@@ -12,6 +12,8 @@ import NIOCore
 struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
     typealias Context = DynRegRequestContext
     static var cookieName: String { "dynreg_console" }
+    /// The sign-in form's CSRF cookie, before there is a session.
+    static var signInCookieName: String { "dynreg_console_signin" }
 
     let administration: ProductAdministration<Store>
     let token: TokenDigest
@@ -35,6 +37,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         group.post("/products/{productId}/secret", use: showSecret)
         group.post("/products/{productId}/rotate-secret", use: rotateSecret)
         group.post("/products/{productId}/delete", use: deleteProduct)
+        group.post("/products/{productId}/lockouts/clear", use: clearLockout)
         group.get("/products/{productId}/ca.pem", use: caCertificate)
         group.get("/products/{productId}/crl.pem", use: crl)
         group.get("/products/{productId}/devices", use: devices)
@@ -121,12 +124,24 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         return signInPage(error: nil, status: .ok)
     }
 
+    /// The sign-in page, with a fresh CSRF pair: the challenge cookie (for the sign-in path only) and its token
+    /// in the form.
     private func signInPage(error: String?, status: HTTPResponse.Status) -> Response {
+        let (challenge, token) = sessions.signInChallenge()
         let page = ConsolePage(
-            title: "Sign in", section: "", signedIn: false, csrf: "", flash: nil, error: error, content: [:])
-        return assets.page("sign-in", page, status: status)
+            title: "Sign in", section: "", signedIn: false, csrf: token, flash: nil, error: error, content: [:])
+        var response = assets.page("sign-in", page, status: status)
+        response.headers[.setCookie] = signInCookie(challenge, maxAge: 3600)
+        return response
     }
 
+    private func signInCookie(_ value: String, maxAge: Int) -> String {
+        "\(Self.signInCookieName)=\(value); Path=/console/sign-in; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
+            + (secureCookie ? "; Secure" : "")
+    }
+
+    /// Refuses a sign-in form this console did not hand out (login CSRF: another site signing the browser in
+    /// with a token of its choosing) before looking at the token, so such a POST also counts no failure.
     @Sendable func signIn(_ request: Request, context: Context) async throws -> Response {
         let address = context.remoteAddressText
         if throttle.lockRemaining(address) != nil {
@@ -134,6 +149,12 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
                 error: "Too many wrong tokens from this address; wait a minute.", status: .tooManyRequests)
         }
         let form = try await formFields(request, context)
+        guard sessions.acceptsSignIn(cookie: request.cookies[Self.signInCookieName]?.value, token: form["csrf"])
+        else {
+            return signInPage(
+                error: "The sign-in form had expired or did not come from this console; sign in again.",
+                status: .forbidden)
+        }
         guard let presented = form["token"], token.matches(Array(presented.utf8)) else {
             let verdict = throttle.recordFailure(address)
             if verdict.log {
@@ -144,9 +165,12 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         let (cookie, _) = sessions.create()
         var response = Response(status: .seeOther, headers: [.location: "/console/"])
         let maxAge = Int(sessions.policy.lifetime)
-        response.headers[.setCookie] =
-            "\(Self.cookieName)=\(cookie); Path=/console; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
-            + (secureCookie ? "; Secure" : "")
+        response.headers.append(
+            HTTPField(
+                name: .setCookie,
+                value: "\(Self.cookieName)=\(cookie); Path=/console; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
+                    + (secureCookie ? "; Secure" : "")))
+        response.headers.append(HTTPField(name: .setCookie, value: signInCookie("", maxAge: 0)))
         return response
     }
 
@@ -183,13 +207,11 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
     @Sendable func overview(_ request: Request, context: Context) async throws -> Response {
         let signed = try signedIn(request)
         let products = try await administration.products()
-        var events: [RegistrationEvent] = []
-        for product in products.prefix(50) {
-            events += try await administration.events(
-                productId: product.id, limit: ProductAdministration<Store>.maximumPageSize)
-        }
+        // The last 60 clock minutes, the current one included: one store query over every product.
+        let since = ConsoleOverview.chartStart(now: Date())
+        let counts = try await administration.registrationsPerMinute(since: since)
         let refusals = try await administration.refusals(productId: nil, limit: 10)
-        let model = ConsoleOverview(products: products, events: events, refusals: refusals, now: Date())
+        let model = ConsoleOverview(products: products, counts: counts, since: since, refusals: refusals)
         return page("overview", "Overview", section: "overview", signed, model, refresh: 30)
     }
 
@@ -230,32 +252,63 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         return raw.removingPercentEncoding ?? raw
     }
 
-    private func productPage(_ product: Product, _ signed: Signed, secret: Bool) -> Response {
-        page(
-            "product", "Product \(product.name)", section: "products", signed,
-            ProductDetail(product, showSecret: secret))
+    /// The product's page; `form` and `error` show a refused change again, with what the operator typed.
+    private func productPage(
+        _ product: Product, _ signed: Signed, secret: Bool, form: ProductSettingsForm? = nil, error: String? = nil,
+        status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
+        let limits = try await administration.limits(productId: product.id)
+        let lockouts = try await administration.lockouts(productId: product.id)
+        let detail = ProductDetail(product, limits: limits, lockouts: lockouts, form: form, showSecret: secret)
+        let page = ConsolePage(
+            title: "Product \(product.name)", section: "products", signedIn: true, csrf: signed.session.csrfToken,
+            flash: sessions.takeFlash(cookie: signed.cookie), error: error, content: detail)
+        return assets.page("product", page, status: status)
     }
 
     @Sendable func product(_ request: Request, context: Context) async throws -> Response {
         let signed = try signedIn(request)
-        return productPage(try await administration.product(id: try productId(context)), signed, secret: false)
+        return try await productPage(
+            try await administration.product(id: try productId(context)), signed, secret: false)
     }
 
     @Sendable func showSecret(_ request: Request, context: Context) async throws -> Response {
         let (signed, _) = try await checkedForm(request, context)
-        return productPage(try await administration.product(id: try productId(context)), signed, secret: true)
+        return try await productPage(
+            try await administration.product(id: try productId(context)), signed, secret: true)
     }
 
+    /// The settings form: switches, quota, limits, topic rules and trusted CAs in one change, checked by
+    /// `ProductAdministration` as the admin API's PATCH is. A refusal shows the page again with the message and
+    /// the form as sent; nothing is changed.
     @Sendable func updateProduct(_ request: Request, context: Context) async throws -> Response {
         let (signed, form) = try await checkedForm(request, context)
         let id = try productId(context)
-        var update = ProductUpdate(
-            name: form.text("name"), dynamicRegistration: form.isOn("dynamicRegistration"),
-            autoCreate: form.isOn("autoCreate"), allowClocklessDevices: form.isOn("allowClocklessDevices"))
-        update.deviceQuota = try quotaField(form)
-        _ = try await administration.updateProduct(id: id, update)
+        let product = try await administration.product(id: id)
+        let settings = ProductSettingsForm(form, trustedCACount: product.trustedDeviceCAs.count)
+        do {
+            let change = try settings.change(isCertificate: product.authType == .certificate)
+            _ = try await administration.updateProduct(id: id, change.update, limits: change.limits)
+        } catch let failure as ConsoleFailure {
+            return try await productPage(
+                product, signed, secret: false, form: settings, error: failure.message, status: failure.status)
+        } catch let error as AdminError where error.code.status.code < 500 && error.code != .notFound {
+            return try await productPage(
+                product, signed, secret: false, form: settings, error: error.message,
+                status: error.code.status)
+        }
         await audit("Admin.ProductUpdated", product: id, context)
         throw redirect("/console/products/\(id)", flash: "Settings saved.", signed)
+    }
+
+    /// An address locked out after wrong signatures, let in again now (on this instance at once).
+    @Sendable func clearLockout(_ request: Request, context: Context) async throws -> Response {
+        let (signed, form) = try await checkedForm(request, context)
+        let id = try productId(context)
+        let address = form.text("address") ?? ""
+        try await administration.clearLockout(productId: id, address: address)
+        await audit("Admin.LockoutCleared", product: id, device: AuditField.bounded(address), context)
+        throw redirect("/console/products/\(id)", flash: "Lockout of \(address) cleared.", signed)
     }
 
     @Sendable func rotateSecret(_ request: Request, context: Context) async throws -> Response {
@@ -270,7 +323,7 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         }
         let product = try await administration.rotateSecret(productId: id)
         await audit("Admin.SecretRotated", product: id, context)
-        return productPage(product, signed, secret: true)
+        return try await productPage(product, signed, secret: true)
     }
 
     @Sendable func deleteProduct(_ request: Request, context: Context) async throws -> Response {
@@ -448,15 +501,22 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         let deviceFilter = query["device"].map { String($0) }.flatMap { $0.isEmpty ? nil : $0 }
         let outcomeFilter = query["outcome"].map { String($0) }.flatMap { $0.isEmpty ? nil : $0 }
         let products = try await administration.products()
-        var events: [RegistrationEvent] = []
-        for product in products.prefix(50) where productFilter == nil || product.id == productFilter {
-            events += try await administration.events(
-                productId: product.id, limit: ProductAdministration<Store>.maximumPageSize)
+        // Filtered in the store: one product's index, or the whole log's newest events.
+        let shown: [RegistrationEvent]
+        if let productFilter {
+            if products.contains(where: { $0.id == productFilter }) {
+                shown = try await administration.events(
+                    productId: productFilter, limit: Self.eventsShown, before: nil, outcome: outcomeFilter,
+                    deviceName: deviceFilter
+                ).events
+            } else {
+                shown = []
+            }
+        } else {
+            shown = try await administration.recentEvents(
+                limit: Self.eventsShown, outcome: outcomeFilter, deviceName: deviceFilter,
+                scanLimit: Self.eventsScannedAcrossProducts)
         }
-        let shown = events.filter {
-            (deviceFilter == nil || $0.deviceName == deviceFilter)
-                && (outcomeFilter == nil || $0.outcome == outcomeFilter)
-        }.sorted { $0.time > $1.time }.prefix(200)
         let model: [String: Any] = [
             "events": shown.map(EventRow.init), "none": shown.isEmpty, "product": productFilter ?? "",
             "device": deviceFilter ?? "", "outcome": outcomeFilter ?? "",
@@ -464,6 +524,11 @@ struct ConsoleRoutes<Store: RegistrationStore>: Sendable {
         ]
         return page("events", "Events", section: "events", signed, model, refresh: 10)
     }
+
+    static var eventsShown: Int { 200 }
+    /// Filters over every product look through this many of the newest events at most, so a rare outcome costs a
+    /// bounded scan; a product's own log is searched whole through its index.
+    static var eventsScannedAcrossProducts: Int { 100_000 }
 
     /// A device name as one path segment.
     static func pathComponent(_ text: String) -> String {

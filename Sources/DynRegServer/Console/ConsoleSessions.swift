@@ -32,6 +32,8 @@ final class ConsoleSessions: Sendable {
 
     let policy: Policy
     private let table: Mutex<[String: ConsoleSession]> = Mutex([:])
+    /// Signs the sign-in form's tokens; only this process knows it, so a restart voids open sign-in forms.
+    private let signInKey = SymmetricKey(size: .bits256)
 
     init(policy: Policy = Policy()) { self.policy = policy }
 
@@ -86,6 +88,25 @@ final class ConsoleSessions: Sendable {
             defer { sessions[key]?.flash = nil }
             return sessions[key]?.flash
         }
+    }
+
+    /// The sign-in form's CSRF pair, before any session exists: a random value for a cookie, and its HMAC for
+    /// the form. A page that can set cookies for this host still cannot make a pair that matches (a plain
+    /// double-submit, cookie equal to field, would accept one), and a page elsewhere can read neither.
+    func signInChallenge() -> (cookie: String, token: String) {
+        let cookie = Secrets.adminToken()
+        return (cookie, signInToken(cookie))
+    }
+
+    /// Whether `token` is the sign-in form's token for the challenge cookie, compared in constant time.
+    func acceptsSignIn(cookie: String?, token: String?) -> Bool {
+        guard let cookie, let token, !cookie.isEmpty, cookie.utf8.count <= 128 else { return false }
+        return constantTimeEquals(Array(token.utf8), Array(signInToken(cookie).utf8))
+    }
+
+    private func signInToken(_ cookie: String) -> String {
+        Hex.lowercase(
+            HMAC<SHA256>.authenticationCode(for: Array("dynreg console sign-in \(cookie)".utf8), using: signInKey))
     }
 
     private func isLive(_ session: ConsoleSession, now: Date) -> Bool {
