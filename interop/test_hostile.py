@@ -88,7 +88,7 @@ def test_silent_and_idle_connections_are_closed(hostile):
     silent = connect(hostile.port)
     assert closed_within(silent, REQUEST_TIMEOUT + 8)[0], "a connection that never spoke stayed open"
     idle = connect(hostile.port)
-    idle.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    idle.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
     closed, received = closed_within(idle, IDLE_TIMEOUT + 8)
     assert received.startswith(b"HTTP/1.1 200"), received
     assert closed, "a kept-alive connection outlived the idle timeout"
@@ -136,7 +136,7 @@ def test_full_listener_evicts_the_longest_waiting_and_serves(hostile):
     try:
         time.sleep(0.3)
         # A device arriving at a full listener is served: the oldest silent connection makes room.
-        reply = http_request(hostile.port, "GET", "/health")
+        reply = http_request(hostile.port, "GET", "/livez")
         assert reply.status == 200
         closed, _ = closed_within(held.pop(0), 5)
         assert closed, "the longest-waiting connection was not evicted"
@@ -149,7 +149,7 @@ def test_oversized_head_is_refused(hostile):
     sock = connect(hostile.port)
     filler = b"a" * (20 * 1024)
     try:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\nX-Filler: " + filler + b"\r\n\r\n")
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\nX-Filler: " + filler + b"\r\n\r\n")
     except OSError:
         pass
     closed, received = closed_within(sock, 10)
@@ -171,7 +171,7 @@ def test_two_host_headers_are_refused(hostile):
 
 def test_http10_closes_after_the_answer(hostile):
     sock = connect(hostile.port)
-    sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+    sock.sendall(b"GET /livez HTTP/1.0\r\n\r\n")
     closed, received = closed_within(sock, 5)
     assert b" 200 " in received.split(b"\r\n", 1)[0] and closed, received
 

