@@ -61,8 +61,6 @@ package final class LoginCache: Sendable {
     private let stripeCapacity: Int
     /// Keys whose last invalidation each stripe remembers.
     private let trackedLimit = 512
-    /// `false` while invalidations from other instances cannot be received (PostgreSQL's listener is down).
-    private let enabled = Atomic<Bool>(true)
 
     /// `capacity` 0 keeps nothing.
     package init(capacity: Int = 100_000, stripes count: Int = 64) {
@@ -70,7 +68,7 @@ package final class LoginCache: Sendable {
         stripeCapacity = capacity / count
     }
 
-    package var isEnabled: Bool { stripeCapacity > 0 && enabled.load(ordering: .acquiring) }
+    package var isEnabled: Bool { stripeCapacity > 0 }
 
     private func stripe(_ key: Key) -> Int {
         var hasher = Hasher()
@@ -131,18 +129,6 @@ package final class LoginCache: Sendable {
         for stripe in stripes {
             stripe.state.withLock { $0.invalidateAll() }
         }
-    }
-
-    /// Stops answering from memory until ``enable()``; what it holds is dropped.
-    package func disable() {
-        enabled.store(false, ordering: .releasing)
-        invalidateAll()
-    }
-
-    /// Answers from memory again; what it held while disabled was dropped already.
-    package func enable() {
-        invalidateAll()
-        enabled.store(true, ordering: .releasing)
     }
 
     /// How many devices it holds now.

@@ -483,8 +483,35 @@ package final class SQLiteStore: RegistrationStore, Service {
         return device
     }
 
+    /// Runs `write`, which changes one device's row, and keeps the login cache exact: once it committed, the cache
+    /// holds the row it returns (or forgets the device, for `nil`); when it failed, the cache forgets the device.
+    private func writingDevice<T>(
+        productId: String, deviceName: String, _ write: () async throws -> (T, written: Device?)
+    ) async throws -> T {
+        let generation = loginCache.generation(productId: productId, deviceName: deviceName)
+        let outcome: (T, written: Device?)
+        do {
+            outcome = try await write()
+        } catch {
+            loginCache.invalidate(productId: productId, deviceName: deviceName)
+            throw error
+        }
+        if let written = outcome.written {
+            loginCache.update(written, writtenSince: generation)
+        } else {
+            loginCache.invalidate(productId: productId, deviceName: deviceName)
+        }
+        return outcome.0
+    }
+
     package func deleteDevice(productId: String, deviceName: String) async throws {
-        defer { loginCache.invalidate(productId: productId, deviceName: deviceName) }
+        try await writingDevice(productId: productId, deviceName: deviceName) {
+            try await deleteDeviceRows(productId: productId, deviceName: deviceName)
+            return ((), nil)
+        }
+    }
+
+    private func deleteDeviceRows(productId: String, deviceName: String) async throws {
         try await pool.write { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             try db.execute(
@@ -498,8 +525,14 @@ package final class SQLiteStore: RegistrationStore, Service {
     }
 
     package func resetDevice(productId: String, deviceName: String) async throws -> Device {
-        defer { loginCache.invalidate(productId: productId, deviceName: deviceName) }
-        return try await pool.write { db in
+        try await writingDevice(productId: productId, deviceName: deviceName) {
+            let device = try await resetDeviceRow(productId: productId, deviceName: deviceName)
+            return (device, device)
+        }
+    }
+
+    private func resetDeviceRow(productId: String, deviceName: String) async throws -> Device {
+        try await pool.write { db in
             _ = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             try db.execute(
                 sql: """
@@ -518,10 +551,9 @@ package final class SQLiteStore: RegistrationStore, Service {
     package func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         // Through the group commit: a broker's first logins after devices registered activate them by the thousand.
         let masterKey = self.masterKey
-        let generation = loginCache.generation(productId: productId, deviceName: deviceName)
-        let device: Device
-        do {
-            device = try await groupCommit.write { db in
+        return try await writingDevice(productId: productId, deviceName: deviceName) {
+            // The next login finds the activated device in memory, rather than reading it again.
+            let device = try await groupCommit.write { db in
                 let device = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
                 if device.status == .activated { return device }
                 try db.cachedStatement(
@@ -533,13 +565,8 @@ package final class SQLiteStore: RegistrationStore, Service {
                 ).execute(arguments: [productId, deviceName])
                 return try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
             }
-        } catch {
-            loginCache.invalidate(productId: productId, deviceName: deviceName)
-            throw error
+            return (device, device)
         }
-        // The next login finds the activated device in memory, rather than reading it again.
-        loginCache.update(device, writtenSince: generation)
-        return device
     }
 
     // MARK: Registration
@@ -550,25 +577,16 @@ package final class SQLiteStore: RegistrationStore, Service {
         let sealedPSK = try attempt.credential.psk.map {
             try masterKey.seal($0, for: .psk(productId: attempt.productId, deviceName: attempt.deviceName))
         }
-        let generation = loginCache.generation(productId: attempt.productId, deviceName: attempt.deviceName)
-        let decision: RegistrationDecision
-        do {
-            decision = try await groupCommit.write { db in
+        return try await writingDevice(productId: attempt.productId, deviceName: attempt.deviceName) {
+            let decision = try await groupCommit.write { db in
                 let decision = try Self.decide(db, attempt, sealedPSK: sealedPSK, masterKey)
                 try Self.insertEvent(db, attempt.event(for: decision))
                 return decision
             }
-        } catch {
-            loginCache.invalidate(productId: attempt.productId, deviceName: attempt.deviceName)
-            throw error
-        }
-        if case .issued(let device, _) = decision {
             // The device's first login finds its new psk in memory.
-            loginCache.update(device, writtenSince: generation)
-        } else {
-            loginCache.invalidate(productId: attempt.productId, deviceName: attempt.deviceName)
+            guard case .issued(let device, _) = decision else { return (decision, nil) }
+            return (decision, device)
         }
-        return decision
     }
 
     /// The rules are `RegistrationRules.decide`'s; this applies them to the rows and writes what they issue.

@@ -67,6 +67,9 @@ struct Bench: AsyncParsableCommand {
         if legacy, let algorithm, algorithm != .hmacSHA1 {
             throw ValidationError("--legacy requests are always signed with hmacsha1")
         }
+        if let serverPid, ProcessCPU.seconds(pid: serverPid) == nil {
+            throw ValidationError("--server-pid: no process \(serverPid) to read in /proc")
+        }
         guard !health, !livez else { return }
         guard let productId else { throw ValidationError("missing --product-id") }
         guard ProductIdRules.isValid(productId) else {
@@ -168,7 +171,7 @@ struct Bench: AsyncParsableCommand {
         let tally = result.tally
         var lines = [
             "requests     \(devices) x \(description(of: mode)), concurrency \(min(concurrency, devices))"
-                + (health || livez ? "" : ", devices \(prefix)-0..\(prefix)-\(devices - 1)"),
+                + (mode.isProbe ? "" : ", devices \(prefix)-0..\(prefix)-\(devices - 1)"),
             "duration     \(format(result.durationSeconds, 2)) s",
             "throughput   \(format(result.requestsPerSecond, 0)) requests/s",
         ]

@@ -190,6 +190,7 @@ struct BenchCommandTests {
             ["--product-id", "bad id!"],
             ["--product-id", "P1", "--device-prefix", "bad/prefix"],
             ["--product-id", "P1", "--legacy", "--algorithm", "hmacsha256"],
+            ["--livez", "--server-pid", "2147483646"],
         ])
     func badInput(extra: [String]) async throws {
         let result = try await runDynreg(
