@@ -109,7 +109,11 @@ let package = Package(
                 .nioPosix,
                 .mustache,
             ],
-            resources: [.copy("Console/Resources")],
+            // Compiled in: the binary needs no resource bundle beside it.
+            resources: [
+                .embedInCode("Console/Resources/templates"), .embedInCode("Console/Resources/console.css"),
+                .embedInCode("Console/Resources/console.js"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The device SDK.

@@ -6,38 +6,33 @@ import Logging
 import Mustache
 import NIOCore
 
-/// The console's templates and static files, package resources of this target, read once at start.
+/// The console's templates and static files, compiled into the binary from `Resources/` (SwiftPM's
+/// `embedInCode`): they stay files in the source tree, and the binary runs without a resource bundle beside it.
 struct ConsoleAssets: Sendable {
     let library: MustacheLibrary
     /// `console.css` and `console.js`: name → (content type, bytes).
     let files: [String: (contentType: String, bytes: [UInt8])]
 
-    static let templateNames = [
-        "layout-head", "layout-foot", "sign-in", "overview", "products", "product", "devices", "device", "events",
-        "confirm", "created-devices", "failure",
+    /// Template name → its text; SwiftPM names each `file_name_extension`.
+    static let templateSources: [String: [UInt8]] = [
+        "layout-head": PackageResources.layout_head_mustache, "layout-foot": PackageResources.layout_foot_mustache,
+        "sign-in": PackageResources.sign_in_mustache, "overview": PackageResources.overview_mustache,
+        "products": PackageResources.products_mustache, "product": PackageResources.product_mustache,
+        "devices": PackageResources.devices_mustache, "device": PackageResources.device_mustache,
+        "events": PackageResources.events_mustache, "confirm": PackageResources.confirm_mustache,
+        "created-devices": PackageResources.created_devices_mustache, "failure": PackageResources.failure_mustache,
     ]
 
     init() throws {
-        guard let root = Optional(Bundle.module.bundleURL.appendingPathComponent("Resources")) else {
-            throw ConsoleAssetError(name: "Resources")
-        }
         var templates: [String: MustacheTemplate] = [:]
-        for name in Self.templateNames {
-            let url = root.appendingPathComponent("templates/\(name).mustache")
-            guard let text = try? String(contentsOf: url, encoding: .utf8) else { throw ConsoleAssetError(name: name) }
-            templates[name] = try MustacheTemplate(string: text)
+        for (name, bytes) in Self.templateSources {
+            templates[name] = try MustacheTemplate(string: String(decoding: bytes, as: UTF8.self))
         }
         library = MustacheLibrary(templates: templates)
-        var files: [String: (String, [UInt8])] = [:]
-        for (name, type) in [
-            ("console.css", "text/css; charset=utf-8"), ("console.js", "text/javascript; charset=utf-8"),
-        ] {
-            guard let data = try? Data(contentsOf: root.appendingPathComponent(name)) else {
-                throw ConsoleAssetError(name: name)
-            }
-            files[name] = (type, Array(data))
-        }
-        self.files = files
+        files = [
+            "console.css": ("text/css; charset=utf-8", PackageResources.console_css),
+            "console.js": ("text/javascript; charset=utf-8", PackageResources.console_js),
+        ]
     }
 
     /// The page `template` inside the layout, every value HTML-escaped by the templates.
@@ -49,11 +44,6 @@ struct ConsoleAssets: Sendable {
             status: status, headers: [.contentType: "text/html; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(string: html)))
     }
-}
-
-struct ConsoleAssetError: Error, CustomStringConvertible {
-    var name: String
-    var description: String { "the console resource \(name) is missing from the package resources" }
 }
 
 /// What every page shows around its content: the title, the navigation, the signed-in state, the CSRF token of
