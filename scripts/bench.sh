@@ -7,7 +7,8 @@
 # Environment: N (requests per run, default 20000), C (concurrency, default 64), R (runs, default 3),
 # CERT_N (requests per certificate run, default N/10: certificates cost far more; RSA-2048 runs make CERT_N/10), THREADS (generator
 # event-loop threads, default 1), SCRATCH (build directory, default .build-bench), SKIP_BUILD=1, SERVER_BIN (a
-# different dynreg binary to serve, e.g. an older build to compare against; the load generator stays this one).
+# different dynreg binary to serve, e.g. an older build to compare against; the load generator stays this one),
+# ONLY (a space-separated subset of scenarios, e.g. ONLY="key legacy" against an older build without /livez).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,6 +90,16 @@ label() {
 }
 
 echo "bench.sh: server $URL (pid $SERVER_PID); N=$N C=$C R=$R; warming up" >&2
+if [[ -n "${ONLY:-}" ]]; then
+    read -r -a WANTED <<<"$ONLY"
+    KEPT=()
+    for scenario in "${WANTED[@]}"; do
+        [[ " ${SCENARIOS[*]} " == *" $scenario "* ]] || { echo "bench.sh: ONLY names $scenario, which is not a scenario here (${SCENARIOS[*]})" >&2; exit 2; }
+        KEPT+=("$scenario")
+    done
+    SCENARIOS=("${KEPT[@]}")
+fi
+
 for scenario in "${SCENARIOS[@]}"; do
     n=$(devices_for "$scenario")
     bench "$scenario" $((n / 10 > 0 ? n / 10 : 1)) >/dev/null 2>&1 || true
@@ -111,9 +122,9 @@ done
 
 sum() { tr ' ' '\n' | sed '/^$/d' | awk '{ s += $1 } END { print s + 0 }'; }
 
-LIVEZ_RATE=$(median <<<"${RATES[livez]}")
-HEALTH_RATE=$(median <<<"${RATES[health]}")
-KEY_RATE=$(median <<<"${RATES[key]}")
+LIVEZ_RATE=$(median <<<"${RATES[livez]:-}")
+HEALTH_RATE=$(median <<<"${RATES[health]:-}")
+KEY_RATE=$(median <<<"${RATES[key]:-}")
 echo
 echo "dynreg bench, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), C=$C, medians of $R runs"
 [[ "$SERVER_BIN" != "$BIN" ]] && echo "server binary: $SERVER_BIN"
