@@ -38,10 +38,17 @@ start_server() {
     export DYNREG_BROKER_TOKEN="broker-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
     # The load comes from one address as fast as it can: lift the rate limits (a build without them has none).
     local limits=()
-    if "$1" serve --help 2>/dev/null | grep -q -- --address-rate-limit; then
+    # Not `serve --help | grep -q`: under pipefail, grep's early exit can kill serve with SIGPIPE and read as "no".
+    local help
+    help=$("$1" serve --help 2>/dev/null || true)
+    if [[ "$help" == *--address-rate-limit* ]]; then
         limits=(--address-rate-limit 0 --product-rate-limit 0)
     fi
-    "$1" serve --port 0 --no-demo --data-dir "$DATA/data" "${limits[@]}" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+    # SERVE_ARGS: more options for serve, e.g. SERVE_ARGS="--login-cache-devices 0".
+    local extra=()
+    [[ -n "${SERVE_ARGS:-}" ]] && read -r -a extra <<<"$SERVE_ARGS"
+    "$1" serve --port 0 --no-demo --data-dir "$DATA/data" "${limits[@]}" "${extra[@]+"${extra[@]}"}" \
+        >"$DATA/serve.out" 2>"$DATA/serve.err" &
     SERVER_PID=$!
     URL=""
     for _ in $(seq 1 300); do

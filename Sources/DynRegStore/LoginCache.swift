@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// Devices as broker logins read them, kept in memory: after a broker restarts, every device logs in again within
@@ -9,11 +10,12 @@ import Synchronization
 /// kept; a device created later is read from the store on its first login.
 ///
 /// Bounded by `capacity` devices, in stripes that each drop their entries when full: memory stays flat with
-/// millions of devices, at the cost of re-reading some of them.
+/// millions of devices, at the cost of re-reading some of them. An entry is about 90 bytes of table (the key's two
+/// strings, and the device without them) plus its psk's string: 100,000 devices cost about 20 MiB.
 package final class LoginCache: Sendable {
     private final class Stripe: Sendable {
         struct State {
-            var devices: [Key: Device] = [:]
+            var devices: [Key: Entry] = [:]
             /// Raised by every invalidation of a key in this stripe.
             var generation: UInt64 = 0
             /// The generation of each key's last invalidation, so that a write to one key does not disturb reads
@@ -51,6 +53,37 @@ package final class LoginCache: Sendable {
         var deviceName: String
     }
 
+    /// A device without the strings its key already holds, its dates as seconds (NaN for none): 56 bytes where a
+    /// `Device` takes 104.
+    private struct Entry {
+        var status: DeviceStatus
+        var psk: String?
+        var createdAt: Double
+        var registeredAt: Double
+        var activatedAt: Double
+        var registrationCount: Int
+
+        init(_ device: Device) {
+            status = device.status
+            psk = device.psk
+            createdAt = device.createdAt.timeIntervalSinceReferenceDate
+            registeredAt = device.registeredAt?.timeIntervalSinceReferenceDate ?? .nan
+            activatedAt = device.activatedAt?.timeIntervalSinceReferenceDate ?? .nan
+            registrationCount = device.registrationCount
+        }
+
+        func device(_ key: Key) -> Device {
+            Device(
+                productId: key.productId, name: key.deviceName, status: status, psk: psk,
+                createdAt: Date(timeIntervalSinceReferenceDate: createdAt), registeredAt: Self.date(registeredAt),
+                activatedAt: Self.date(activatedAt), registrationCount: registrationCount)
+        }
+
+        private static func date(_ seconds: Double) -> Date? {
+            seconds.isNaN ? nil : Date(timeIntervalSinceReferenceDate: seconds)
+        }
+    }
+
     /// A stripe's generation when a read began: the read's result is kept only if its key was not invalidated since.
     package struct Generation: Sendable {
         fileprivate var stripe: Int
@@ -62,10 +95,19 @@ package final class LoginCache: Sendable {
     /// Keys whose last invalidation each stripe remembers.
     private let trackedLimit = 512
 
-    /// `capacity` 0 keeps nothing.
+    /// `capacity` 0 keeps nothing. A stripe holds at most what fills three quarters of a power-of-two table
+    /// (Swift's dictionaries grow past that load): 100,000 in 64 stripes keep 1,536 each in 2,048 slots, where
+    /// 1,562 would take 4,096 slots, twice the memory for 2% more devices.
     package init(capacity: Int = 100_000, stripes count: Int = 64) {
         stripes = (0..<count).map { _ in Stripe() }
-        stripeCapacity = capacity / count
+        stripeCapacity = Self.tableFriendly(capacity / count)
+    }
+
+    static func tableFriendly(_ perStripe: Int) -> Int {
+        guard perStripe >= 12 else { return perStripe }
+        var slots = 16
+        while slots * 2 / 4 * 3 <= perStripe { slots *= 2 }
+        return slots / 4 * 3
     }
 
     package var isEnabled: Bool { stripeCapacity > 0 }
@@ -79,7 +121,7 @@ package final class LoginCache: Sendable {
     package func device(productId: String, deviceName: String) -> Device? {
         guard isEnabled else { return nil }
         let key = Key(productId: productId, deviceName: deviceName)
-        return stripes[stripe(key)].state.withLock { $0.devices[key] }
+        return stripes[stripe(key)].state.withLock { $0.devices[key] }?.device(key)
     }
 
     /// Taken before reading the device from the store.
@@ -97,7 +139,7 @@ package final class LoginCache: Sendable {
             if state.devices.count >= stripeCapacity, state.devices[key] == nil {
                 state.devices.removeAll(keepingCapacity: true)
             }
-            state.devices[key] = device
+            state.devices[key] = Entry(device)
         }
     }
 
@@ -109,7 +151,7 @@ package final class LoginCache: Sendable {
             let undisturbed = !state.disturbed(key, since: generation.value)
             state.invalidate(key, trackedLimit: trackedLimit)
             if undisturbed, isEnabled, state.devices[key] != nil || state.devices.count < stripeCapacity {
-                state.devices[key] = device
+                state.devices[key] = Entry(device)
             } else {
                 state.devices[key] = nil
             }

@@ -92,6 +92,12 @@ struct Serve: AsyncParsableCommand {
     var trustedProxies: [String] = []
     @Option(help: "PEM certificate (chain) to serve HTTPS.") var tlsCert: String?
     @Option(help: "PEM private key to serve HTTPS.") var tlsKey: String?
+    @Option(
+        help: """
+            Devices kept in memory for broker logins (SQLite; about 300 bytes each), so that a login storm after a \
+            broker restart reads no store; 0 turns the cache off.
+            """)
+    var loginCacheDevices = 100_000
     @Flag(help: "Do not create the demo product on first start.") var noDemo = false
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
     @Option(
@@ -125,6 +131,9 @@ struct Serve: AsyncParsableCommand {
         guard lockoutFailures >= 0 else { throw ValidationError("--lockout-failures must be 0 or more") }
         guard (1...86_400).contains(lockoutWindow), (1...604_800).contains(lockoutDuration) else {
             throw ValidationError("--lockout-window must be 1-86400 and --lockout-duration 1-604800")
+        }
+        guard (0...10_000_000).contains(loginCacheDevices) else {
+            throw ValidationError("--login-cache-devices must be 0-10000000")
         }
         for proxy in trustedProxies where AddressBlock(proxy) == nil {
             throw ValidationError("--trusted-proxy \(proxy) is not an address or CIDR block")
@@ -169,7 +178,7 @@ struct Serve: AsyncParsableCommand {
             do {
                 store = try SQLiteStore(
                     path: dataDirectory.appendingPathComponent("dynreg.sqlite").path, masterKey: masterKey,
-                    metrics: metrics.storeMetrics)
+                    metrics: metrics.storeMetrics, loginCacheCapacity: loginCacheDevices)
             } catch {
                 throw CLIError("cannot open the database in \(dataDir): \(error)")
             }

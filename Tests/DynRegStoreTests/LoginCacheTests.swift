@@ -92,4 +92,26 @@ import Testing
         cache.store(device("x"), ifStillAt: inFlight)
         #expect(cache.count == 0)
     }
+
+    @Test func itAnswersTheDeviceAsStoredDatesIncluded() {
+        let cache = LoginCache(capacity: 1000)
+        let registered = Device(
+            productId: "P", name: "r", status: .activated, psk: "cHNr", createdAt: StoreSamples.t0,
+            registeredAt: StoreSamples.t0.addingTimeInterval(0.125),
+            activatedAt: StoreSamples.t0.addingTimeInterval(61),
+            registrationCount: 7)
+        let created = device("c", psk: nil, status: .created)
+        for device in [registered, created] {
+            cache.store(device, ifStillAt: cache.generation(productId: "P", deviceName: device.name))
+            #expect(cache.device(productId: "P", deviceName: device.name) == device)
+        }
+    }
+
+    @Test func stripesStopShortOfATableThatWouldDouble() {
+        #expect(LoginCache.tableFriendly(100_000 / 64) == 1536)
+        #expect(LoginCache.tableFriendly(1536) == 1536)
+        #expect(LoginCache.tableFriendly(1535) == 768)
+        #expect(LoginCache.tableFriendly(10) == 10)
+        #expect(LoginCache.tableFriendly(0) == 0)
+    }
 }
