@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Does a full store slow registration down? Measures key-product registrations on an empty store, fills the store
-# to DEVICES devices (default 1,000,000) through the registration endpoint, measures again, and reports the
-# change and the store's growth per device. See docs/performance.md ("Scale").
+# Does a full store slow registration down? Measures key-product registrations and broker logins (bench --auth:
+# N new devices, their first logins, then the measured logins) on an empty store, fills the store to DEVICES
+# devices (default 1,000,000) through the registration endpoint, measures again, and reports the change and the
+# store's growth per device. See docs/performance.md ("Scale").
 #
 # Environment: DEVICES (default 1000000), N (requests per measured run, default 20000), C (concurrency, default
 # 64), R (measured runs before and after, default 3), FILL_CHUNK (devices per fill run, default 100000),
@@ -42,15 +43,16 @@ store_bytes() {
     echo "$total"
 }
 
-# measure LABEL: R runs of N new devices; sets RATE and P99 to the medians.
+# measure LABEL [BENCH_ARGS...]: R runs of N new devices (or N logins, with --auth); sets RATE and P99 to the medians.
 measure() {
-    local rates="" p99s="" run report
+    local label=$1 rates="" p99s="" run report
+    shift
     for run in $(seq 1 "$R"); do
-        report=$("$BIN" bench --url "$URL" --product-id "$PRODUCT_ID" --devices "$N" --concurrency "$C" --json 2>/dev/null)
-        [[ "$(successes "$report")" == "$N" ]] || echo "scale.sh: $1 run $run: not every registration succeeded: $report" >&2
+        report=$("$BIN" bench --url "$URL" --product-id "$PRODUCT_ID" --devices "$N" --concurrency "$C" --json "$@" 2>/dev/null)
+        [[ "$(successes "$report")" == "$N" ]] || echo "scale.sh: $label run $run: not every request succeeded: $report" >&2
         rates+="$(json_field requestsPerSecond "$report") "
         p99s+="$(json_field p99Ms "$report") "
-        echo "scale.sh: $1 run $run/$R: $(json_field requestsPerSecond "$report") req/s, p99 $(json_field p99Ms "$report") ms" >&2
+        echo "scale.sh: $label run $run/$R: $(json_field requestsPerSecond "$report") req/s, p99 $(json_field p99Ms "$report") ms" >&2
     done
     RATE=$(median <<<"$rates")
     P99=$(median <<<"$p99s")
@@ -59,6 +61,8 @@ measure() {
 EMPTY_BYTES=$(store_bytes)
 measure "empty store"
 EMPTY_RATE=$RATE EMPTY_P99=$P99
+measure "empty store, logins" --auth
+EMPTY_AUTH_RATE=$RATE EMPTY_AUTH_P99=$P99
 
 echo "scale.sh: filling the store to $DEVICES devices, $FILL_CHUNK per run" >&2
 started=$(date +%s)
@@ -73,14 +77,22 @@ FULL_DEVICES=$(registered)
 FULL_BYTES=$(store_bytes)
 measure "$FULL_DEVICES devices"
 FULL_RATE=$RATE FULL_P99=$P99
+measure "$FULL_DEVICES devices, logins" --auth
+FULL_AUTH_RATE=$RATE FULL_AUTH_P99=$P99
 
 echo
 echo "dynreg scale, $(date -u +%Y-%m-%d), $(nproc) CPUs, N=$N C=$C, medians of $R runs"
-printf '%-28s %12s %9s\n' store "requests/s" "p99 ms"
-printf '%-28s %12.0f %9.2f\n' "empty" "$EMPTY_RATE" "$EMPTY_P99"
-printf '%-28s %12.0f %9.2f\n' "$FULL_DEVICES devices" "$FULL_RATE" "$FULL_P99"
-awk -v a="$FULL_RATE" -v b="$EMPTY_RATE" -v p="$FULL_P99" -v q="$EMPTY_P99" \
-    'BEGIN { printf "change: throughput %+.1f %%, p99 %+.1f %%\n", (a / b - 1) * 100, (p / q - 1) * 100 }'
+printf '%-44s %12s %9s\n' "scenario, store" "requests/s" "p99 ms"
+printf '%-44s %12.0f %9.2f\n' "key registrations, empty" "$EMPTY_RATE" "$EMPTY_P99"
+printf '%-44s %12.0f %9.2f\n' "key registrations, $FULL_DEVICES devices" "$FULL_RATE" "$FULL_P99"
+printf '%-44s %12.0f %9.2f\n' "broker logins, empty" "$EMPTY_AUTH_RATE" "$EMPTY_AUTH_P99"
+printf '%-44s %12.0f %9.2f\n' "broker logins, $FULL_DEVICES devices" "$FULL_AUTH_RATE" "$FULL_AUTH_P99"
+change() {
+    awk -v a="$2" -v b="$3" -v p="$4" -v q="$5" -v l="$1" \
+        'BEGIN { printf "change, %s: throughput %+.1f %%, p99 %+.1f %%\n", l, (a / b - 1) * 100, (p / q - 1) * 100 }'
+}
+change "key registrations" "$FULL_RATE" "$EMPTY_RATE" "$FULL_P99" "$EMPTY_P99"
+change "broker logins" "$FULL_AUTH_RATE" "$EMPTY_AUTH_RATE" "$FULL_AUTH_P99" "$EMPTY_AUTH_P99"
 growth=$(( FULL_BYTES - EMPTY_BYTES ))
 # Devices added between the two size readings: the fill and the empty-store measurement runs.
 awk -v g="$growth" -v d="$FULL_DEVICES" \
