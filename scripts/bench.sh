@@ -8,7 +8,9 @@
 # CERT_N (requests per certificate run, default N/10: certificates cost far more; RSA-2048 runs make CERT_N/10), THREADS (generator
 # event-loop threads, default 1), SCRATCH (build directory, default .build-bench), SKIP_BUILD=1, SERVER_BIN (a
 # different dynreg binary to serve, e.g. an older build to compare against; the load generator stays this one),
-# ONLY (a space-separated subset of scenarios, e.g. ONLY="key legacy" against an older build without /livez).
+# ONLY (a space-separated subset of scenarios, e.g. ONLY="key legacy" against an older build without /livez),
+# DATABASE_URL (serve from this PostgreSQL database instead of SQLite: an empty one, or one a run with the same
+# DYNREG_MASTER_KEY left; without DYNREG_MASTER_KEY a fresh key is made, so the database must be empty).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
