@@ -9,7 +9,9 @@
 # event-loop threads, default 1), SCRATCH (build directory, default .build-bench), SKIP_BUILD=1, SERVER_BIN (a
 # different dynreg binary to serve, e.g. an older build to compare against; the load generator stays this one),
 # ONLY (a space-separated subset of scenarios, e.g. ONLY="key legacy" against an older build without /livez),
-# SERVE_ARGS (more options for the server, e.g. SERVE_ARGS="--login-cache-devices 0").
+# SERVE_ARGS (more options for the server, e.g. SERVE_ARGS="--login-cache-devices 0"),
+# DATABASE_URL (serve from this PostgreSQL database instead of SQLite: an empty one, or one a run with the same
+# DYNREG_MASTER_KEY left; without DYNREG_MASTER_KEY a fresh key is made, so the database must be empty).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

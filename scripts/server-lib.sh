@@ -1,7 +1,8 @@
 # Sourced by bench.sh and scale.sh: a throwaway dynreg server on a free port of 127.0.0.1.
 #
-# start_server BIN: serves a fresh data directory under $DATA (which the caller made) with a random admin token
-# and broker token (exported as DYNREG_ADMIN_TOKEN and DYNREG_BROKER_TOKEN); sets URL and SERVER_PID. stop_server: stops it, also after Ctrl-C.
+# start_server BIN: serves a fresh data directory under $DATA (which the caller made), or the PostgreSQL database
+# DATABASE_URL names, with a random admin token and broker token (exported as DYNREG_ADMIN_TOKEN and
+# DYNREG_BROKER_TOKEN); sets URL and SERVER_PID. stop_server: stops it, also after Ctrl-C.
 
 SERVER_PID=""
 
@@ -47,8 +48,17 @@ start_server() {
     # SERVE_ARGS: more options for serve, e.g. SERVE_ARGS="--login-cache-devices 0".
     local extra=()
     [[ -n "${SERVE_ARGS:-}" ]] && read -r -a extra <<<"$SERVE_ARGS"
-    "$1" serve --port 0 --no-demo --data-dir "$DATA/data" "${limits[@]}" "${extra[@]+"${extra[@]}"}" \
-        >"$DATA/serve.out" 2>"$DATA/serve.err" &
+    # DATABASE_URL: PostgreSQL instead of the data directory's SQLite, through the environment (no password in ps).
+    local database=()
+    if [[ -n "${DATABASE_URL:-}" ]]; then
+        database=(env DYNREG_DATABASE="$DATABASE_URL")
+        if [[ -z "${DYNREG_MASTER_KEY:-}" ]]; then
+            DYNREG_MASTER_KEY=$(head -c 32 /dev/urandom | base64)
+            export DYNREG_MASTER_KEY
+        fi
+    fi
+    "${database[@]+"${database[@]}"}" "$1" serve --port 0 --no-demo --data-dir "$DATA/data" "${limits[@]}" \
+        "${extra[@]+"${extra[@]}"}" >"$DATA/serve.out" 2>"$DATA/serve.err" &
     SERVER_PID=$!
     URL=""
     for _ in $(seq 1 300); do

@@ -437,6 +437,42 @@ enum Migrations {
         Migration(
             id: 8, name: "v8: product secrets and psks sealed under the master key", statements: [],
             step: .sealSecrets),
+        // Every instance keeps broker logins' devices in memory (LoginListener): a committed change of a device row
+        // tells them all which device to forget, on the channel `dynreg_devices`, as `product id/device name` (no
+        // product id holds a `/`). Per statement, so that one changing many rows (a product's deletion, a page of a
+        // master-key rotation) sends one `*`, forget everything, rather than a notification per device. PostgreSQL
+        // delivers a NOTIFY after its transaction commits, never for a rollback. INSERT is left out: a cache never
+        // holds a device that does not exist, and the deletion before a re-creation notified already. Certificates
+        // are read from their table at every login, so their revocation needs nothing here.
+        Migration(
+            id: 10, name: "v10: device changes notify every instance's login cache",
+            statements: [
+                """
+                CREATE FUNCTION dynreg_notify_devices() RETURNS trigger LANGUAGE plpgsql AS $body$
+                DECLARE
+                    v_key text;
+                BEGIN
+                    IF (SELECT count(*) FROM (SELECT 1 FROM changed LIMIT 65) AS first_rows) > 64 THEN
+                        PERFORM pg_notify('dynreg_devices', '*');
+                    ELSE
+                        FOR v_key IN SELECT DISTINCT product_id || '/' || name FROM changed LOOP
+                            PERFORM pg_notify('dynreg_devices', v_key);
+                        END LOOP;
+                    END IF;
+                    RETURN NULL;
+                END
+                $body$
+                """,
+                // The old rows: their keys are the ones the caches hold.
+                """
+                CREATE TRIGGER devices_notify_update AFTER UPDATE ON devices REFERENCING OLD TABLE AS changed
+                    FOR EACH STATEMENT EXECUTE FUNCTION dynreg_notify_devices()
+                """,
+                """
+                CREATE TRIGGER devices_notify_delete AFTER DELETE ON devices REFERENCING OLD TABLE AS changed
+                    FOR EACH STATEMENT EXECUTE FUNCTION dynreg_notify_devices()
+                """,
+            ]),
     ]
 
     /// Applies what is missing, up to the migration `lastId` (tests build a previous release's database with it);

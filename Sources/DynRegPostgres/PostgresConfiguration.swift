@@ -34,6 +34,13 @@ extension PostgresStore {
         /// failing with `unavailable`: while the database is down, requests fail after this instead of queueing
         /// for the pool's minute of retries. A busy pool, still handing out connections, is waited for.
         package var leaseTimeout: Duration
+        /// Devices each instance keeps for broker logins (``LoginListener``); 0 reads every login from the database.
+        package var loginCacheCapacity = 100_000
+        /// How often the login listener proves its connection delivers notifications.
+        package var loginListenerHeartbeat = Duration.seconds(1)
+        /// How long without a heartbeat back before the login cache goes off and the listener reconnects: the
+        /// longest another instance's change can go unseen here when the listener's connection dies silently.
+        package var loginListenerTimeout = Duration.seconds(3)
 
         package init(
             host: String, port: Int = 5432, username: String, password: String?, database: String,

@@ -13,7 +13,10 @@ import Synchronization
 /// takes both locks takes the product row before the device row, and none asks for the product while holding a
 /// device, so they cannot deadlock one another.
 ///
-/// It is a `Service`: `run()` runs the connection pool and the lease watchdog. `init` does no I/O; ``migrate()``
+/// Broker logins read devices from a cache in each instance (``LoginListener`` keeps it in step with every
+/// instance's writes through LISTEN/NOTIFY, and turns it off while it cannot).
+///
+/// It is a `Service`: `run()` runs the connection pool, the lease watchdog and the login listener. `init` does no I/O; ``migrate()``
 /// connects once and applies migrations. Operations wait for `run()` to start; after it returned they fail with
 /// `unavailable`, as they do while the database cannot be reached for `leaseTimeout`.
 /// Values always travel as bound parameters: `\(value)` inside a `PostgresQuery` literal becomes `$n`.
@@ -24,6 +27,8 @@ package struct PostgresStore: RegistrationStore {
     private let watchdog: Watchdog
     private let metrics: StoreMetrics
     private let masterKey: MasterKey
+    private let loginCache: LoginCache
+    private let loginListener: LoginListener
 
     /// Prepares the pool, which connects when ``run()`` runs. Product secrets and psks are stored sealed under
     /// `masterKey` (``SealedField``): every instance on the database needs the same one.
@@ -36,6 +41,21 @@ package struct PostgresStore: RegistrationStore {
         self.configuration = configuration
         self.logger = logger
         self.watchdog = Watchdog(timeout: configuration.leaseTimeout)
+        self.loginCache = LoginCache(capacity: configuration.loginCacheCapacity)
+        // Off until the listener has confirmed LISTEN.
+        loginCache.disable()
+        self.loginListener = LoginListener(cache: loginCache, configuration: configuration, logger: logger)
+    }
+
+    /// Whether logins may be answered from memory now: the listener hears every instance's device changes.
+    package var isListeningForDeviceChanges: Bool { loginListener.isListening }
+
+    /// The listener's connection's `application_name`, to find it in `pg_stat_activity`.
+    package var loginListenerApplicationName: String { loginListener.applicationName }
+
+    /// What a login would find in memory now, without reading the database.
+    package func cachedLogin(productId: String, deviceName: String) -> Device? {
+        loginCache.device(productId: productId, deviceName: deviceName)
     }
 
     /// Connects once (failing within `connectTimeout` with the server's reason) and applies pending migrations
@@ -57,21 +77,31 @@ package struct PostgresStore: RegistrationStore {
         return applied
     }
 
-    /// Runs the connection pool and the lease watchdog until graceful shutdown.
+    /// Runs the connection pool, the lease watchdog and the login listener until graceful shutdown.
     package func run() async throws {
         watchdog.start()
         await withDiscardingTaskGroup { group in
             group.addTask { await client.run() }
             group.addTask { [watchdog] in await cancelWhenGracefulShutdown { await watchdog.watch() } }
+            if configuration.loginCacheCapacity > 0 {
+                group.addTask { [loginListener] in await cancelWhenGracefulShutdown { await loginListener.run() } }
+            }
         }
         watchdog.stop()
     }
 
-    private static func connect(_ configuration: Configuration, logger: Logger) async throws -> PostgresConnection {
+    /// One connection outside the pool; `applicationName` names it in `pg_stat_activity`.
+    static func connect(
+        _ configuration: Configuration, applicationName: String? = nil, logger: Logger
+    ) async throws -> PostgresConnection {
         let target = "PostgreSQL at \(configuration.redactedDescription)"
-        let connectionConfiguration: PostgresConnection.Configuration
+        var connectionConfiguration: PostgresConnection.Configuration
         do {
             connectionConfiguration = try configuration.connectionConfiguration()
+            if let applicationName {
+                connectionConfiguration.options.additionalStartupParameters.append(
+                    ("application_name", applicationName))
+            }
         } catch {
             throw StoreError(.unavailable, "cannot set up TLS for \(target)")
         }
@@ -203,6 +233,8 @@ package struct PostgresStore: RegistrationStore {
     }
 
     package func deleteProduct(id: String) async throws {
+        // Its devices' notifications follow, but this instance's next login must not wait for them.
+        defer { loginCache.invalidateAll() }
         try await transaction { connection in
             guard try await Self.lockProduct(connection, id: id, logger: logger) != nil else {
                 throw StoreError.productNotFound(id)
@@ -260,7 +292,23 @@ package struct PostgresStore: RegistrationStore {
         }
     }
 
+    package func deviceForLogin(productId: String, deviceName: String) async throws -> Device? {
+        try await loginCache.device(productId: productId, deviceName: deviceName) {
+            try await device(productId: productId, deviceName: deviceName)
+        }
+    }
+
+    // Each device write updates this instance's login cache as it commits, as SQLite's do; the notification it
+    // sends tells the other instances (and, later, this one again).
+
     package func deleteDevice(productId: String, deviceName: String) async throws {
+        try await loginCache.writing(productId: productId, deviceName: deviceName) {
+            try await deleteDeviceRows(productId: productId, deviceName: deviceName)
+            return ((), nil)
+        }
+    }
+
+    private func deleteDeviceRows(productId: String, deviceName: String) async throws {
         try await transaction { connection in
             // The product first, as everywhere: device_count changes below.
             _ = try await Self.lockProduct(connection, id: productId, logger: logger)
@@ -279,6 +327,13 @@ package struct PostgresStore: RegistrationStore {
     }
 
     package func resetDevice(productId: String, deviceName: String) async throws -> Device {
+        try await loginCache.writing(productId: productId, deviceName: deviceName) {
+            let device = try await resetDeviceRow(productId: productId, deviceName: deviceName)
+            return (device, device)
+        }
+    }
+
+    private func resetDeviceRow(productId: String, deviceName: String) async throws -> Device {
         try await transaction { connection in
             let rows = try await connection.checkedQuery(
                 """
@@ -297,6 +352,13 @@ package struct PostgresStore: RegistrationStore {
     }
 
     package func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
+        try await loginCache.writing(productId: productId, deviceName: deviceName) {
+            let device = try await activateDeviceRow(productId: productId, deviceName: deviceName, now: now)
+            return (device, device)
+        }
+    }
+
+    private func activateDeviceRow(productId: String, deviceName: String, now: Date) async throws -> Device {
         try await transaction { connection in
             guard
                 let device = try await fetchDevice(
@@ -350,6 +412,18 @@ package struct PostgresStore: RegistrationStore {
         // One registration per transaction: a batch of one, for the same metrics as SQLite's group commits.
         let started = ContinuousClock.now
         defer { metrics.committed(size: 1, elapsed: ContinuousClock.now - started) }
+        return try await loginCache.writing(productId: attempt.productId, deviceName: attempt.deviceName) {
+            let decision = try await registerRow(query, attempt: attempt, logger: logger)
+            // The device's first login finds its new psk in memory.
+            guard case .issued(let device, _) = decision else { return (decision, nil) }
+            return (decision, device)
+        }
+    }
+
+    private func registerRow(
+        _ query: PostgresQuery, attempt: RegistrationAttempt, logger: Logger
+    ) async throws -> RegistrationDecision {
+        let masterKey = self.masterKey
         return try await transaction { connection in
             let rows = try await connection.checkedQuery(query, logger: logger)
             var decision: RegistrationDecision?
@@ -750,6 +824,7 @@ package struct PostgresStore: RegistrationStore {
     package func rotateMasterKey(
         to newKey: MasterKey, progress: @escaping @Sendable (SecretRewriteProgress) -> Void
     ) async throws -> SecretRewriteProgress {
+        defer { loginCache.invalidateAll() }
         let rewrite = SecretRewrite.rotation(from: masterKey, to: newKey)
         return try await transaction { connection in
             // The lock migrations take: an instance starting now waits, then finds the secrets under the new key.
@@ -986,7 +1061,7 @@ extension PostgresConnection {
     /// `query`, refusing a connection that has closed: postgres-nio drops a query written to one without ever
     /// answering it, which would hold the caller forever.
     @discardableResult
-    fileprivate func checkedQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+    func checkedQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
         guard !isClosed else { throw StoreError(.unavailable, "the database connection closed") }
         return try await self.query(query, logger: logger)
     }

@@ -9,6 +9,9 @@ import Synchronization
 /// (``store(_:ifStillAt:)``). Only devices that exist are
 /// kept; a device created later is read from the store on its first login.
 ///
+/// On PostgreSQL, other instances' writes arrive as invalidations through a listener; while it cannot receive them,
+/// the store turns the cache off (``disable()``), and on again (``enable()``) once it can.
+///
 /// Bounded by `capacity` devices, in stripes that each drop their entries when full: memory stays flat with
 /// millions of devices, at the cost of re-reading some of them. An entry is about 90 bytes of table (the key's two
 /// strings, and the device without them) plus its psk's string: 100,000 devices cost about 20 MiB.
@@ -94,6 +97,8 @@ package final class LoginCache: Sendable {
     private let stripeCapacity: Int
     /// Keys whose last invalidation each stripe remembers.
     private let trackedLimit = 512
+    /// `false` while invalidations from other instances cannot be received (PostgreSQL's listener is down).
+    private let enabled = Atomic<Bool>(true)
 
     /// `capacity` 0 keeps nothing. A stripe holds at most what fills three quarters of a power-of-two table
     /// (Swift's dictionaries grow past that load): 100,000 in 64 stripes keep 1,536 each in 2,048 slots, where
@@ -110,7 +115,7 @@ package final class LoginCache: Sendable {
         return slots / 4 * 3
     }
 
-    package var isEnabled: Bool { stripeCapacity > 0 }
+    package var isEnabled: Bool { stripeCapacity > 0 && enabled.load(ordering: .acquiring) }
 
     private func stripe(_ key: Key) -> Int {
         var hasher = Hasher()
@@ -171,6 +176,53 @@ package final class LoginCache: Sendable {
         for stripe in stripes {
             stripe.state.withLock { $0.invalidateAll() }
         }
+    }
+
+    /// The device for a login: from memory, else as `read` finds it, which is kept unless a write of it raced the
+    /// read. A device that does not exist is not remembered as missing.
+    package func device(
+        productId: String, deviceName: String, reading read: () async throws -> Device?
+    ) async throws -> Device? {
+        if let cached = device(productId: productId, deviceName: deviceName) { return cached }
+        let generation = generation(productId: productId, deviceName: deviceName)
+        let device = try await read()
+        if let device { store(device, ifStillAt: generation) }
+        return device
+    }
+
+    /// Runs `write`, which changes one device's row, and keeps the cache exact: once it committed, the cache holds
+    /// the row it returns (or forgets the device, for `nil`); when it failed, which may be after its commit, the
+    /// cache forgets the device.
+    package func writing<T>(
+        productId: String, deviceName: String, _ write: () async throws -> (T, written: Device?)
+    ) async throws -> T {
+        let generation = generation(productId: productId, deviceName: deviceName)
+        let outcome: (T, written: Device?)
+        do {
+            outcome = try await write()
+        } catch {
+            invalidate(productId: productId, deviceName: deviceName)
+            throw error
+        }
+        if let written = outcome.written {
+            update(written, writtenSince: generation)
+        } else {
+            invalidate(productId: productId, deviceName: deviceName)
+        }
+        return outcome.0
+    }
+
+    /// Stops answering from memory until ``enable()``; what it holds is dropped, and so is every read in flight.
+    package func disable() {
+        enabled.store(false, ordering: .releasing)
+        invalidateAll()
+    }
+
+    /// Answers from memory again, starting empty: nothing read while it was off (when invalidations may have been
+    /// missed) is kept, since those reads' tokens are older than the clearing.
+    package func enable() {
+        invalidateAll()
+        enabled.store(true, ordering: .releasing)
     }
 
     /// How many devices it holds now.

@@ -476,32 +476,16 @@ package final class SQLiteStore: RegistrationStore, Service {
     }
 
     package func deviceForLogin(productId: String, deviceName: String) async throws -> Device? {
-        if let cached = loginCache.device(productId: productId, deviceName: deviceName) { return cached }
-        let generation = loginCache.generation(productId: productId, deviceName: deviceName)
-        let device = try await device(productId: productId, deviceName: deviceName)
-        if let device { loginCache.store(device, ifStillAt: generation) }
-        return device
+        try await loginCache.device(productId: productId, deviceName: deviceName) {
+            try await device(productId: productId, deviceName: deviceName)
+        }
     }
 
-    /// Runs `write`, which changes one device's row, and keeps the login cache exact: once it committed, the cache
-    /// holds the row it returns (or forgets the device, for `nil`); when it failed, the cache forgets the device.
+    /// Runs `write`, which changes one device's row, keeping the login cache exact (``LoginCache/writing``).
     private func writingDevice<T>(
         productId: String, deviceName: String, _ write: () async throws -> (T, written: Device?)
     ) async throws -> T {
-        let generation = loginCache.generation(productId: productId, deviceName: deviceName)
-        let outcome: (T, written: Device?)
-        do {
-            outcome = try await write()
-        } catch {
-            loginCache.invalidate(productId: productId, deviceName: deviceName)
-            throw error
-        }
-        if let written = outcome.written {
-            loginCache.update(written, writtenSince: generation)
-        } else {
-            loginCache.invalidate(productId: productId, deviceName: deviceName)
-        }
-        return outcome.0
+        try await loginCache.writing(productId: productId, deviceName: deviceName, write)
     }
 
     package func deleteDevice(productId: String, deviceName: String) async throws {

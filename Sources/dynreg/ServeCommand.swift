@@ -94,8 +94,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM private key to serve HTTPS.") var tlsKey: String?
     @Option(
         help: """
-            Devices kept in memory for broker logins (SQLite; about 300 bytes each), so that a login storm after a \
-            broker restart reads no store; 0 turns the cache off.
+            Devices kept in memory for broker logins (about 100 bytes each), so that a login storm after a broker \
+            restart reads no store; on PostgreSQL kept exact by LISTEN/NOTIFY. 0 turns the cache off.
             """)
     var loginCacheDevices = 100_000
     @Flag(help: "Do not create the demo product on first start.") var noDemo = false
@@ -187,9 +187,10 @@ struct Serve: AsyncParsableCommand {
                 brokerToken: broker, metrics: metrics, masterKey: masterKey, dataDirectory: dataDirectory,
                 logger: logger)
         }
-        let configuration: PostgresStore.Configuration
+        var configuration: PostgresStore.Configuration
         do {
             configuration = try PostgresStore.Configuration(url: databaseURL)
+            configuration.loginCacheCapacity = loginCacheDevices
         } catch {
             throw CLIError("cannot use the PostgreSQL database: \(error)")
         }

@@ -82,6 +82,73 @@ import Testing
         #expect(cache.device(productId: "P", deviceName: "d") == nil)
     }
 
+    /// Off (PostgreSQL's listener is down): it answers nothing, keeps nothing, and what it held is gone for good.
+    @Test func disabledItAnswersNothingAndForgetsWhatItHad() {
+        let cache = LoginCache(capacity: 1000)
+        cache.store(device("d"), ifStillAt: cache.generation(productId: "P", deviceName: "d"))
+        cache.disable()
+        #expect(!cache.isEnabled)
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+        cache.store(device("e"), ifStillAt: cache.generation(productId: "P", deviceName: "e"))
+        cache.update(device("f"), writtenSince: cache.generation(productId: "P", deviceName: "f"))
+        #expect(cache.count == 0)
+        cache.enable()
+        #expect(cache.isEnabled)
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+        cache.store(device("d"), ifStillAt: cache.generation(productId: "P", deviceName: "d"))
+        #expect(cache.device(productId: "P", deviceName: "d") != nil)
+        #expect(LoginCache(capacity: 0).isEnabled == false)
+    }
+
+    /// A read that began while the cache was off may have missed an invalidation: it is not kept once it is on.
+    @Test func aReadThatBeganWhileOffIsNotKeptOnceOn() {
+        let cache = LoginCache(capacity: 1000)
+        cache.disable()
+        let whileOff = cache.generation(productId: "P", deviceName: "d")
+        cache.enable()
+        cache.store(device("d"), ifStillAt: whileOff)
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+        // Nor one that began before it went off and ended after.
+        let beforeOff = cache.generation(productId: "P", deviceName: "d")
+        cache.disable()
+        cache.enable()
+        cache.store(device("d"), ifStillAt: beforeOff)
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+    }
+
+    @Test func readingAndWritingThroughTheCache() async throws {
+        let cache = LoginCache(capacity: 1000)
+        var reads = 0
+        for _ in 0..<3 {
+            let found = try await cache.device(productId: "P", deviceName: "d") {
+                reads += 1
+                return device("d", psk: "first")
+            }
+            #expect(found?.psk == "first")
+        }
+        #expect(reads == 1)
+        let written = try await cache.writing(productId: "P", deviceName: "d") { ("done", device("d", psk: "second")) }
+        #expect(written == "done")
+        #expect(cache.device(productId: "P", deviceName: "d")?.psk == "second")
+        // A failed write may still have committed: the device is forgotten.
+        struct Failed: Error {}
+        await #expect(throws: Failed.self) {
+            try await cache.writing(productId: "P", deviceName: "d") { () async throws -> (Int, written: Device?) in
+                throw Failed()
+            }
+        }
+        #expect(cache.device(productId: "P", deviceName: "d") == nil)
+        // A device that does not exist is read every time.
+        reads = 0
+        for _ in 0..<2 {
+            _ = try await cache.device(productId: "P", deviceName: "absent") {
+                reads += 1
+                return nil
+            }
+        }
+        #expect(reads == 2)
+    }
+
     @Test func invalidateAllForgetsEveryDeviceAndEveryReadInFlight() {
         let cache = LoginCache(capacity: 1000)
         let inFlight = cache.generation(productId: "P", deviceName: "x")
