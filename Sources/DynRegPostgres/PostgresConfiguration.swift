@@ -34,6 +34,11 @@ extension PostgresStore {
         /// failing with `unavailable`: while the database is down, requests fail after this instead of queueing
         /// for the pool's minute of retries. A busy pool, still handing out connections, is waited for.
         package var leaseTimeout: Duration
+        /// The most registrations one transaction of the group commit holds: the product's row lock is held for
+        /// the whole batch, so a bound keeps one batch from holding it long.
+        package var registrationBatch = 128
+        /// Batches of one instance in flight at once: while one commits, the next can wait for the lock.
+        package var registrationBatchesInFlight = 2
 
         package init(
             host: String, port: Int = 5432, username: String, password: String?, database: String,
