@@ -6,7 +6,7 @@
 # See docs/performance.md, "PostgreSQL".
 #
 # Environment: DATABASE_URL (required: postgres://user:password@host:port/database?sslmode=disable, a database
-# this may fill with devices), N (new devices per generator and run, default 10000), C (concurrency per
+# this may fill with devices: empty, or sealed under DYNREG_MASTER_KEY, which is random otherwise), N (new devices per generator and run, default 10000), C (concurrency per
 # generator, default 32), R (runs, default 3), SCRATCH (build directory, default .build-bench), SKIP_BUILD=1,
 # BIN (a built dynreg to use instead of building one), SERVER_BIN (a different dynreg binary to serve, e.g. main's
 # build to compare against; the load generators stay BIN).
@@ -36,7 +36,7 @@ trap 'exit 130' INT TERM
 
 # Both instances share the database, so they share the admin token and the master key.
 export DYNREG_ADMIN_TOKEN="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-DYNREG_MASTER_KEY=$(head -c 32 /dev/urandom | base64)
+DYNREG_MASTER_KEY=${DYNREG_MASTER_KEY:-$(head -c 32 /dev/urandom | base64)}
 export DYNREG_MASTER_KEY
 export DYNREG_DATABASE=$DATABASE_URL
 URLS=()
