@@ -136,6 +136,13 @@ for run in $(seq 1 "$R"); do
     cpu_report "$DATA/middle-before" "$DATA/middle-after" \
         "$(awk -v a="$middle_start" -v b="$middle_end" 'BEGIN { print b - a }')" "${BENCH_PIDS[*]}"
 done
+# The store's transactions over all runs: registrations and time per transaction.
+for instance in 1 2; do
+    curl -sf "${URLS[$((instance - 1))]}/metrics" -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" | awk -v i="$instance" '
+        /^dynreg_store_commit_batch_size_sum/ { bs = $2 } /^dynreg_store_commit_batch_size_count/ { bc = $2 }
+        /^dynreg_store_commit_duration_seconds_sum/ { ds = $2 } /^dynreg_store_commit_duration_seconds_count/ { dc = $2 }
+        END { if (bc > 0 && dc > 0) printf "instance %d: %d transactions, %.1f registrations and %.1f ms each\n", i, bc, bs / bc, ds / dc * 1000 }'
+done
 count=$(curl -sf "$URL/admin/v1/products/$PRODUCT_ID" -H "Authorization: Bearer $DYNREG_ADMIN_TOKEN" |
     sed -n 's/.*"deviceCount":\([0-9]*\).*/\1/p')
 echo "device count of $PRODUCT_ID: ${count:-?} (expected $((2 * N * R)))"
