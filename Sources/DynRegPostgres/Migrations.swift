@@ -437,6 +437,71 @@ enum Migrations {
         Migration(
             id: 8, name: "v8: product secrets and psks sealed under the master key", statements: [],
             step: .sealSecrets),
+        // Group commit (PostgresStore.RegistrationBatches): many registrations in one transaction and one round
+        // trip, so a product's row lock (the quota's) is taken once per batch instead of once per new device.
+        // Each attempt still goes through v5's dynreg_register_repeatable, so the rules stay in one place and an
+        // instance of the previous release keeps working beside this one.
+        Migration(
+            id: 9, name: "v9: registrations in batches",
+            statements: [
+                // The lock order of every writer holds: the products this batch may add devices to are locked
+                // first, in one order ("C"), before any device; then the attempts run sorted by product and device
+                // (arrival order for the same device), so two batches lock the device rows they share in the
+                // same order too. A product whose device was deleted after the first lookup is locked late, by
+                // dynreg_register, and can deadlock: PostgreSQL aborts one batch, which the store retries.
+                // The answers come back in attempt order (`b_attempt`, 1-based).
+                """
+                CREATE FUNCTION dynreg_register_batch(
+                    p_product_ids text[], p_device_names text[], p_timestamps bigint[], p_nonces bigint[],
+                    p_expires_at timestamptz[], p_psks text[], p_nows timestamptz[],
+                    p_serials text[], p_fingerprints text[], p_pems text[], p_not_befores timestamptz[],
+                    p_not_afters timestamptz[],
+                    p_event_product_ids text[], p_event_device_names text[], p_remote_addresses text[],
+                    p_endpoints text[],
+                    p_request_digests bytea[], p_answer_lengths bigint[], p_answer_payloads text[]
+                ) RETURNS TABLE (
+                    b_attempt integer, b_outcome text, b_status text, b_psk text, b_created_at timestamptz,
+                    b_registered_at timestamptz, b_activated_at timestamptz, b_registration_count bigint,
+                    b_created boolean, b_answer_length bigint, b_answer_payload text
+                ) LANGUAGE plpgsql AS $body$
+                DECLARE
+                    v_order integer[];
+                    v_index integer;
+                    v record;
+                BEGIN
+                    PERFORM 1 FROM products p
+                        WHERE p.id IN (
+                            SELECT a.product_id FROM unnest(p_product_ids, p_device_names) AS a(product_id, name)
+                            WHERE NOT EXISTS (SELECT 1 FROM devices d
+                                WHERE d.product_id = a.product_id AND d.name = a.name))
+                        ORDER BY p.id COLLATE "C" FOR NO KEY UPDATE;
+                    SELECT array_agg(a.i ORDER BY a.product_id COLLATE "C", a.name COLLATE "C", a.i) INTO v_order
+                        FROM unnest(p_product_ids, p_device_names) WITH ORDINALITY AS a(product_id, name, i);
+                    FOREACH v_index IN ARRAY v_order LOOP
+                        SELECT * INTO v FROM dynreg_register_repeatable(p_product_ids[v_index],
+                            p_device_names[v_index], p_timestamps[v_index], p_nonces[v_index],
+                            p_expires_at[v_index], p_psks[v_index], p_nows[v_index], p_serials[v_index],
+                            p_fingerprints[v_index], p_pems[v_index], p_not_befores[v_index],
+                            p_not_afters[v_index], p_event_product_ids[v_index], p_event_device_names[v_index],
+                            p_remote_addresses[v_index], p_endpoints[v_index], p_request_digests[v_index],
+                            p_answer_lengths[v_index], p_answer_payloads[v_index]);
+                        b_attempt := v_index;
+                        b_outcome := v.r_outcome;
+                        b_status := v.d_status;
+                        b_psk := v.d_psk;
+                        b_created_at := v.d_created_at;
+                        b_registered_at := v.d_registered_at;
+                        b_activated_at := v.d_activated_at;
+                        b_registration_count := v.d_registration_count;
+                        b_created := v.r_created;
+                        b_answer_length := v.r_answer_length;
+                        b_answer_payload := v.r_answer_payload;
+                        RETURN NEXT;
+                    END LOOP;
+                END
+                $body$
+                """
+            ]),
         // Every instance keeps broker logins' devices in memory (LoginListener): a committed change of a device row
         // tells them all which device to forget, on the channel `dynreg_devices`, as `product id/device name` (no
         // product id holds a `/`). Per statement, so that one changing many rows (a product's deletion, a page of a

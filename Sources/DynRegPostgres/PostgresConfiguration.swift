@@ -41,6 +41,11 @@ extension PostgresStore {
         /// How long without a heartbeat back before the login cache goes off and the listener reconnects: the
         /// longest another instance's change can go unseen here when the listener's connection dies silently.
         package var loginListenerTimeout = Duration.seconds(3)
+        /// The most registrations one transaction of the group commit holds: the product's row lock is held for
+        /// the whole batch, so a bound keeps one batch from holding it long.
+        package var registrationBatch = 128
+        /// Batches of one instance in flight at once: while one commits, the next can wait for the lock.
+        package var registrationBatchesInFlight = 2
 
         package init(
             host: String, port: Int = 5432, username: String, password: String?, database: String,

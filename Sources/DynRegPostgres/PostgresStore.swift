@@ -29,6 +29,7 @@ package struct PostgresStore: RegistrationStore {
     private let masterKey: MasterKey
     private let loginCache: LoginCache
     private let loginListener: LoginListener
+    private let registrations: RegistrationBatches<PendingRegistration, RegistrationDecision>
 
     /// Prepares the pool, which connects when ``run()`` runs. Product secrets and psks are stored sealed under
     /// `masterKey` (``SealedField``): every instance on the database needs the same one.
@@ -45,6 +46,8 @@ package struct PostgresStore: RegistrationStore {
         // Off until the listener has confirmed LISTEN.
         loginCache.disable()
         self.loginListener = LoginListener(cache: loginCache, configuration: configuration, logger: logger)
+        self.registrations = RegistrationBatches(
+            maximumBatch: configuration.registrationBatch, concurrency: configuration.registrationBatchesInFlight)
     }
 
     /// Whether logins may be answered from memory now: the listener hears every instance's device changes.
@@ -77,11 +80,13 @@ package struct PostgresStore: RegistrationStore {
         return applied
     }
 
-    /// Runs the connection pool, the lease watchdog and the login listener until graceful shutdown.
+    /// Runs the connection pool, the lease watchdog, the login listener and the registrations' group commit until
+    /// graceful shutdown.
     package func run() async throws {
         watchdog.start()
         await withDiscardingTaskGroup { group in
             group.addTask { await client.run() }
+            group.addTask { await registrations.run { batch in await self.commit(batch) } }
             group.addTask { [watchdog] in await cancelWhenGracefulShutdown { await watchdog.watch() } }
             if configuration.loginCacheCapacity > 0 {
                 group.addTask { [loginListener] in await cancelWhenGracefulShutdown { await loginListener.run() } }
@@ -382,57 +387,133 @@ package struct PostgresStore: RegistrationStore {
 
     // MARK: Registration
 
-    /// One statement makes the decision, the credential and the audit event: `dynreg_register` (migration v4),
-    /// which mirrors `RegistrationRules.decide` and answers with its symbol. In an explicit transaction: in
-    /// autocommit, PostgreSQL sends the rows before it commits, and postgres-nio would not report a failure of
-    /// that commit (a serialization failure, a deferred constraint) to this call.
+    /// Registrations go through the instance's group commit (``RegistrationBatches``): attempts that arrive
+    /// together share one transaction and one call of `dynreg_register_batch` (migration v9), so a product's row
+    /// lock, which keeps the quota exact across instances, is taken once per batch rather than once per new
+    /// device. Each attempt is decided by `dynreg_register_repeatable` (v5), which mirrors
+    /// `RegistrationRules.decide`, and answered only after the batch's `COMMIT` returned.
     package func register(_ attempt: RegistrationAttempt) async throws -> RegistrationDecision {
-        let event = attempt.event(for: .rejected(.internalError))
-        var certificate: DeviceCertificate?
-        if case .certificate(let issued) = attempt.credential { certificate = issued }
-        let repeatable = attempt.repeatable
-        let masterKey = self.masterKey
-        // The psk as the row keeps it; the device this returns gets the attempt's own, with no second AES-GCM.
-        let sealedPSK = try attempt.credential.psk.map {
-            try masterKey.seal($0, for: .psk(productId: attempt.productId, deviceName: attempt.deviceName))
-        }
-        let query: PostgresQuery = """
-            SELECT r_outcome, d_status, d_psk, d_created_at, d_registered_at, d_activated_at, d_registration_count,
-                r_created, r_answer_length, r_answer_payload
-            FROM dynreg_register_repeatable(
-                \(attempt.productId), \(attempt.deviceName), \(attempt.timestamp), \(attempt.nonce),
-                \(attempt.replayExpiry), \(sealedPSK), \(attempt.now),
-                \(certificate?.serial), \(certificate?.fingerprint), \(certificate?.pem), \(certificate?.notBefore),
-                \(certificate?.notAfter),
-                \(event.productId), \(event.deviceName), \(event.remoteAddress), \(event.endpoint),
-                \(repeatable.map { ByteBuffer(bytes: $0.digest) }), \(repeatable?.payload.length),
-                \(repeatable?.payload.payload))
-            """
-        let logger = self.logger
-        // One registration per transaction: a batch of one, for the same metrics as SQLite's group commits.
-        let started = ContinuousClock.now
-        defer { metrics.committed(size: 1, elapsed: ContinuousClock.now - started) }
+        // Sealed here, in the caller's task: one AES-GCM operation that no batch waits for.
+        let pending = try PendingRegistration(attempt, masterKey: masterKey)
         return try await loginCache.writing(productId: attempt.productId, deviceName: attempt.deviceName) {
-            let decision = try await registerRow(query, attempt: attempt, logger: logger)
+            let decision = try await registrations.submit(pending)
             // The device's first login finds its new psk in memory.
             guard case .issued(let device, _) = decision else { return (decision, nil) }
             return (decision, device)
         }
     }
 
-    private func registerRow(
-        _ query: PostgresQuery, attempt: RegistrationAttempt, logger: Logger
-    ) async throws -> RegistrationDecision {
+    /// One batch as ``register(_:)`` commits it, the attempts in this order: one answer per attempt, in order.
+    /// Tests use it to make batches of their choosing.
+    package func register(batch attempts: [RegistrationAttempt]) async -> [Result<RegistrationDecision, any Error>] {
+        var pending: [PendingRegistration] = []
+        for attempt in attempts {
+            do {
+                pending.append(try PendingRegistration(attempt, masterKey: masterKey))
+            } catch {
+                return attempts.map { _ in .failure(error) }
+            }
+        }
+        return await commit(pending)
+    }
+
+    /// An attempt ready for the database: its psk sealed as the row keeps it, its audit event made.
+    struct PendingRegistration: Sendable {
+        var attempt: RegistrationAttempt
+        var sealedPSK: String?
+        var event: RegistrationEvent
+        var certificate: DeviceCertificate?
+
+        init(_ attempt: RegistrationAttempt, masterKey: MasterKey) throws {
+            self.attempt = attempt
+            // The device this answers gets the attempt's own psk, with no second AES-GCM.
+            sealedPSK = try attempt.credential.psk.map {
+                try masterKey.seal($0, for: .psk(productId: attempt.productId, deviceName: attempt.deviceName))
+            }
+            event = attempt.event(for: .rejected(.internalError))
+            if case .certificate(let issued) = attempt.credential { certificate = issued }
+        }
+    }
+
+    /// Commits `batch` in one transaction; when the database refused it (one attempt's own error, say, rolls
+    /// back everyone's work), each attempt again in a transaction of its own, so only that one fails. A failure
+    /// whose outcome is unknown (the connection lost during `COMMIT`) is every attempt's error: retrying could
+    /// answer a committed registration with a replay refusal.
+    private func commit(_ batch: [PendingRegistration]) async -> [Result<RegistrationDecision, any Error>] {
+        let started = ContinuousClock.now
+        do {
+            let decisions = try await registerInOneTransaction(batch)
+            metrics.committed(size: batch.count, elapsed: ContinuousClock.now - started)
+            return decisions.map { .success($0) }
+        } catch {
+            metrics.committed(size: batch.count, elapsed: ContinuousClock.now - started)
+            guard batch.count > 1, Self.rolledBack(error) else { return batch.map { _ in .failure(error) } }
+            logger.debug(
+                "registering a refused batch one by one",
+                metadata: ["dynreg.sqlstate": "\((error as? PSQLError)?.serverInfo?[.sqlState] ?? "")"])
+            return await withTaskGroup(of: (Int, Result<RegistrationDecision, any Error>).self) { group in
+                for (index, pending) in batch.enumerated() {
+                    group.addTask {
+                        let started = ContinuousClock.now
+                        defer { metrics.committed(size: 1, elapsed: ContinuousClock.now - started) }
+                        do {
+                            return (index, .success(try await registerInOneTransaction([pending])[0]))
+                        } catch {
+                            return (index, .failure(error))
+                        }
+                    }
+                }
+                var results = [Result<RegistrationDecision, any Error>?](repeating: nil, count: batch.count)
+                for await (index, result) in group { results[index] = result }
+                return results.map { $0! }
+            }
+        }
+    }
+
+    /// Whether PostgreSQL answered the error itself, so the transaction it ended is certainly rolled back.
+    private static func rolledBack(_ error: any Error) -> Bool {
+        (error as? PSQLError)?.serverInfo?[.sqlState] != nil
+    }
+
+    /// One transaction, one call of `dynreg_register_batch`: the decisions in the attempts' order. In an explicit
+    /// transaction: in autocommit, PostgreSQL sends the rows before it commits, and postgres-nio would not report
+    /// a failure of that commit (a serialization failure, a deferred constraint) to this call.
+    private func registerInOneTransaction(_ batch: [PendingRegistration]) async throws -> [RegistrationDecision] {
+        let attempts = batch.map(\.attempt)
+        let query: PostgresQuery = """
+            SELECT b_attempt, b_outcome, b_status, b_created_at, b_registered_at, b_activated_at,
+                b_registration_count, b_created, b_answer_length, b_answer_payload
+            FROM dynreg_register_batch(
+                \(attempts.map(\.productId)), \(attempts.map(\.deviceName)), \(attempts.map(\.timestamp)),
+                \(attempts.map(\.nonce)), \(NullableArray(attempts.map(\.replayExpiry))),
+                \(NullableArray(batch.map(\.sealedPSK))), \(attempts.map(\.now)),
+                \(NullableArray(batch.map(\.certificate?.serial))),
+                \(NullableArray(batch.map(\.certificate?.fingerprint))),
+                \(NullableArray(batch.map(\.certificate?.pem))),
+                \(NullableArray(batch.map(\.certificate?.notBefore))),
+                \(NullableArray(batch.map(\.certificate?.notAfter))),
+                \(batch.map(\.event.productId)), \(batch.map(\.event.deviceName)),
+                \(batch.map(\.event.remoteAddress)), \(batch.map(\.event.endpoint)),
+                \(NullableArray(attempts.map { $0.repeatable.map { ByteBuffer(bytes: $0.digest) } })),
+                \(NullableArray(attempts.map(\.repeatable?.payload.length))),
+                \(NullableArray(attempts.map(\.repeatable?.payload.payload))))
+            """
+        let logger = self.logger
         let masterKey = self.masterKey
         return try await transaction { connection in
             let rows = try await connection.checkedQuery(query, logger: logger)
-            var decision: RegistrationDecision?
-            for try await row in rows where decision == nil {
-                let (symbol, status, _, createdAt, registeredAt, activatedAt, count, created, length, payload) =
-                    try row.decode((String, String?, String?, Date?, Date?, Date?, Int?, Bool?, Int?, String?).self)
+            var decisions = [RegistrationDecision?](repeating: nil, count: batch.count)
+            for try await row in rows {
+                let (index, symbol, status, createdAt, registeredAt, activatedAt, count, created, length, payload) =
+                    try row.decode(
+                        (Int, String, String?, Date?, Date?, Date?, Int?, Bool?, Int?, String?).self)
+                guard decisions.indices.contains(index - 1), decisions[index - 1] == nil else {
+                    throw StoreError(.unavailable, "dynreg_register_batch answered an attempt it was not given")
+                }
+                let attempt = attempts[index - 1]
                 switch RegistrationRules.Outcome(symbol: symbol) {
                 case .refuse(let code):
-                    decision = .rejected(code)
+                    decisions[index - 1] = .rejected(code)
                 case .issue:
                     guard let status, let createdAt, let count, let created else {
                         throw StoreError.corruptRow(
@@ -443,23 +524,25 @@ package struct PostgresStore: RegistrationStore {
                         createdAt: createdAt, registeredAt: registeredAt, activatedAt: activatedAt,
                         registrationCount: count, masterKey: masterKey)
                     device.psk = attempt.credential.psk
-                    decision = .issued(device, created: created)
+                    decisions[index - 1] = .issued(device, created: created)
                 case .repeatAnswer:
                     guard let created, let length, let payload else {
                         throw StoreError.corruptRow(
                             table: "nonces", key: "\(attempt.productId)/\(attempt.deviceName)", column: "answer_*")
                     }
-                    decision = .repeated(
+                    decisions[index - 1] = .repeated(
                         RegistrationAnswer(
                             payload: EncryptedPayload(length: length, payload: payload), created: created))
                 case nil:
                     throw StoreError(.unavailable, "dynreg_register answered an outcome this server does not know")
                 }
             }
-            guard let decision else {
-                throw StoreError(.unavailable, "dynreg_register returned no decision")
+            // Checked before COMMIT: a batch answered in part is rolled back whole.
+            let complete = decisions.compactMap { $0 }
+            guard complete.count == batch.count else {
+                throw StoreError(.unavailable, "dynreg_register_batch left an attempt without a decision")
             }
-            return decision
+            return complete
         }
     }
 
