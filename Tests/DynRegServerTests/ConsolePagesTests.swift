@@ -53,7 +53,7 @@ struct ConsolePagesTests {
             func rows(_ query: String) async throws -> Int {
                 let page = try await console.get("/console/events?\(query)")
                 #expect(page.status == 200)
-                return page.text.components(separatedBy: "<tr><td>").count - 1
+                return page.text.components(separatedBy: "<tr><td class=\"time\">").count - 1
             }
             // Three registrations and the two products' creation.
             #expect(try await rows("") == 5)
