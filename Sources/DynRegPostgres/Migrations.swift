@@ -437,7 +437,7 @@ enum Migrations {
         Migration(
             id: 8, name: "v8: product secrets and psks sealed under the master key", statements: [],
             step: .sealSecrets),
-        // Group commit (PostgresStore.RegistrationBatches): many registrations in one transaction and one round
+        // Group commit (CommitBatches): many registrations in one transaction and one round
         // trip, so a product's row lock (the quota's) is taken once per batch instead of once per new device.
         // Each attempt still goes through v5's dynreg_register_repeatable, so the rules stay in one place and an
         // instance of the previous release keeps working beside this one.

@@ -29,7 +29,7 @@ package struct PostgresStore: RegistrationStore {
     private let masterKey: MasterKey
     private let loginCache: LoginCache
     private let loginListener: LoginListener
-    private let registrations: RegistrationBatches<PendingRegistration, RegistrationDecision>
+    private let registrations: CommitBatches<PendingRegistration, RegistrationDecision>
 
     /// Prepares the pool, which connects when ``run()`` runs. Product secrets and psks are stored sealed under
     /// `masterKey` (``SealedField``): every instance on the database needs the same one.
@@ -46,7 +46,7 @@ package struct PostgresStore: RegistrationStore {
         // Off until the listener has confirmed LISTEN.
         loginCache.disable()
         self.loginListener = LoginListener(cache: loginCache, configuration: configuration, logger: logger)
-        self.registrations = RegistrationBatches(
+        self.registrations = CommitBatches(
             maximumBatch: configuration.registrationBatch, concurrency: configuration.registrationBatchesInFlight)
     }
 
@@ -387,7 +387,7 @@ package struct PostgresStore: RegistrationStore {
 
     // MARK: Registration
 
-    /// Registrations go through the instance's group commit (``RegistrationBatches``): attempts that arrive
+    /// Registrations go through the instance's group commit (``CommitBatches``): attempts that arrive
     /// together share one transaction and one call of `dynreg_register_batch` (migration v9), so a product's row
     /// lock, which keeps the quota exact across instances, is taken once per batch rather than once per new
     /// device. Each attempt is decided by `dynreg_register_repeatable` (v5), which mirrors

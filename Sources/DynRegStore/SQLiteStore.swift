@@ -481,15 +481,8 @@ package final class SQLiteStore: RegistrationStore, Service {
         }
     }
 
-    /// Runs `write`, which changes one device's row, keeping the login cache exact (``LoginCache/writing``).
-    private func writingDevice<T>(
-        productId: String, deviceName: String, _ write: () async throws -> (T, written: Device?)
-    ) async throws -> T {
-        try await loginCache.writing(productId: productId, deviceName: deviceName, write)
-    }
-
     package func deleteDevice(productId: String, deviceName: String) async throws {
-        try await writingDevice(productId: productId, deviceName: deviceName) {
+        try await loginCache.writing(productId: productId, deviceName: deviceName) {
             try await deleteDeviceRows(productId: productId, deviceName: deviceName)
             return ((), nil)
         }
@@ -509,7 +502,7 @@ package final class SQLiteStore: RegistrationStore, Service {
     }
 
     package func resetDevice(productId: String, deviceName: String) async throws -> Device {
-        try await writingDevice(productId: productId, deviceName: deviceName) {
+        try await loginCache.writing(productId: productId, deviceName: deviceName) {
             let device = try await resetDeviceRow(productId: productId, deviceName: deviceName)
             return (device, device)
         }
@@ -535,7 +528,7 @@ package final class SQLiteStore: RegistrationStore, Service {
     package func activateDevice(productId: String, deviceName: String, now: Date) async throws -> Device {
         // Through the group commit: a broker's first logins after devices registered activate them by the thousand.
         let masterKey = self.masterKey
-        return try await writingDevice(productId: productId, deviceName: deviceName) {
+        return try await loginCache.writing(productId: productId, deviceName: deviceName) {
             // The next login finds the activated device in memory, rather than reading it again.
             let device = try await groupCommit.write { db in
                 let device = try Self.requireDevice(db, productId: productId, name: deviceName, masterKey)
@@ -561,7 +554,7 @@ package final class SQLiteStore: RegistrationStore, Service {
         let sealedPSK = try attempt.credential.psk.map {
             try masterKey.seal($0, for: .psk(productId: attempt.productId, deviceName: attempt.deviceName))
         }
-        return try await writingDevice(productId: attempt.productId, deviceName: attempt.deviceName) {
+        return try await loginCache.writing(productId: attempt.productId, deviceName: attempt.deviceName) {
             let decision = try await groupCommit.write { db in
                 let decision = try Self.decide(db, attempt, sealedPSK: sealedPSK, masterKey)
                 try Self.insertEvent(db, attempt.event(for: decision))

@@ -1,9 +1,8 @@
-import DynRegStore
-import PostgresNIO
 import ServiceLifecycle
 import Synchronization
 
-/// Group commit for PostgreSQL's registrations: concurrent attempts of one instance share one transaction.
+/// The queue of a group commit: concurrent writes of one instance are handed to `commit` together, so they share
+/// one transaction (SQLite's ``GroupCommitter``, PostgreSQL's registrations).
 ///
 /// Up to `concurrency` batches are in flight; while they run, new attempts queue and go into the next one, so an
 /// idle instance sends an attempt at once and a busy one sends up to `maximumBatch` per round trip. `commit`
@@ -11,8 +10,8 @@ import Synchronization
 ///
 /// Inputs submitted before `run` starts wait for it; after `run` returned they fail with `unavailable`. At
 /// graceful shutdown (after the HTTP server drained) `run` commits what is queued and returns.
-final class RegistrationBatches<Input: Sendable, Output: Sendable>: Sendable {
-    typealias Commit = @Sendable ([Input]) async -> [Result<Output, any Error>]
+package final class CommitBatches<Input: Sendable, Output: Sendable>: Sendable {
+    package typealias Commit = @Sendable ([Input]) async -> [Result<Output, any Error>]
 
     private struct Item: Sendable {
         var input: Input
@@ -44,13 +43,13 @@ final class RegistrationBatches<Input: Sendable, Output: Sendable>: Sendable {
     private let concurrency: Int
     private let state = Mutex(State())
 
-    init(maximumBatch: Int, concurrency: Int) {
+    package init(maximumBatch: Int, concurrency: Int) {
         precondition(maximumBatch >= 1 && concurrency >= 1)
         self.maximumBatch = maximumBatch
         self.concurrency = concurrency
     }
 
-    func submit(_ input: Input) async throws -> Output {
+    package func submit(_ input: Input) async throws -> Output {
         try await withCheckedThrowingContinuation { continuation in
             let (accepted, runner) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
                 if case .stopped = state.phase { return (false, nil) }
@@ -63,20 +62,20 @@ final class RegistrationBatches<Input: Sendable, Output: Sendable>: Sendable {
     }
 
     /// Commits batches with `commit` until graceful shutdown or cancellation, then what is still queued.
-    func run(commit: @escaping Commit) async {
+    package func run(commit: @escaping Commit) async {
         let started = state.withLock { state in
             guard case .idle = state.phase else { return false }
             state.phase = .running
             return true
         }
-        precondition(started, "RegistrationBatches.run() runs once")
+        precondition(started, "CommitBatches.run() runs once")
         await withTaskCancellationOrGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for _ in 0..<concurrency {
                     group.addTask {
                         while let batch = await self.nextBatch() {
                             let results = await commit(batch.map(\.input))
-                            precondition(results.count == batch.count, "one answer per registration")
+                            precondition(results.count == batch.count, "one answer per write")
                             for (item, result) in zip(batch, results) { item.continuation.resume(with: result) }
                         }
                     }
@@ -132,43 +131,6 @@ final class RegistrationBatches<Input: Sendable, Output: Sendable>: Sendable {
                     if resumeNow { continuation.resume() }
                 }
             }
-        }
-    }
-}
-
-/// A PostgreSQL array whose elements may be NULL, which postgres-nio's `Array` cannot encode: the binary array
-/// format marks a NULL element with the length -1.
-struct NullableArray<Element: PostgresArrayEncodable & PostgresNonThrowingEncodable>: PostgresNonThrowingEncodable,
-    PostgresDynamicTypeEncodable
-{
-    var elements: [Element?]
-
-    init(_ elements: [Element?]) { self.elements = elements }
-
-    static var psqlType: PostgresDataType { Element.psqlArrayType }
-    static var psqlFormat: PostgresFormat { .binary }
-
-    func encode<JSONEncoder: PostgresJSONEncoder>(
-        into buffer: inout ByteBuffer, context: PostgresEncodingContext<JSONEncoder>
-    ) {
-        // Dimensions, whether there are NULLs, the element type; then the length and lower bound of the one
-        // dimension, and each element as length and bytes.
-        buffer.writeInteger(elements.isEmpty ? 0 : 1, as: Int32.self)
-        buffer.writeInteger(elements.contains { $0 == nil } ? 1 : 0, as: Int32.self)
-        buffer.writeInteger(Element.psqlType.rawValue)
-        guard !elements.isEmpty else { return }
-        buffer.writeInteger(Int32(elements.count))
-        buffer.writeInteger(1, as: Int32.self)
-        for element in elements {
-            guard let element else {
-                buffer.writeInteger(-1, as: Int32.self)
-                continue
-            }
-            let lengthIndex = buffer.writerIndex
-            buffer.writeInteger(0, as: Int32.self)
-            let start = buffer.writerIndex
-            element.encode(into: &buffer, context: context)
-            buffer.setInteger(Int32(buffer.writerIndex - start), at: lengthIndex)
         }
     }
 }
