@@ -11,7 +11,8 @@
 # ONLY (a space-separated subset of scenarios, e.g. ONLY="key legacy" against an older build without /livez),
 # SERVE_ARGS (more options for the server, e.g. SERVE_ARGS="--login-cache-devices 0"),
 # DATABASE_URL (serve from this PostgreSQL database instead of SQLite: an empty one, or one a run with the same
-# DYNREG_MASTER_KEY left; without DYNREG_MASTER_KEY a fresh key is made, so the database must be empty).
+# DYNREG_MASTER_KEY left; without DYNREG_MASTER_KEY a fresh key is made, so the database must be empty),
+# MEDIANS_OUT (a file to append "scenario requests/s p99-ms CPU-µs/req" lines to, one per scenario: scripts/compare.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -144,6 +145,7 @@ for scenario in "${SCENARIOS[@]}"; do
     total=$(( $(devices_for "$scenario") * R ))
     printf '%-40s %7s %12.0f %9.2f %9s %10s %8s %11s %12s  %s\n' "$(label "$scenario")" "$(devices_for "$scenario")" \
         "$rate" "$p99" "$vslivez" "$ratio" "$vskey" "${cpu:--}" "$(sum <<<"${OKS[$scenario]}")/$total" "${RATES[$scenario]}"
+    if [[ -n "${MEDIANS_OUT:-}" ]]; then echo "$scenario $rate $p99 ${cpu:-0}" >>"$MEDIANS_OUT"; fi
 done
 HWM=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo "")
 RSS=$(awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || echo "")

@@ -128,9 +128,20 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     private let gauge: ConnectionGauge
     private let requestTimeout: TimeAmount
     private var admitted = false
-    /// Between the first byte of a request (or the connection's start) and its last byte.
-    private var receiving = false
-    private var deadline: Scheduled<Void>?
+
+    private enum Phase {
+        /// Since the first byte of a request (or the connection's start), until its last byte.
+        case receiving(since: NIODeadline)
+        /// Its last byte read, the answer not yet written: no time limit, and bytes that come meanwhile (a pipelined
+        /// request) do not start one.
+        case answering
+        case idle
+    }
+
+    private var phase = Phase.idle
+    /// The pending check of the time limit. Scheduled at most once per time limit, not on every request: a request
+    /// moves the limit, and the check, when due, schedules itself again for the limit as it is then.
+    private var check: Scheduled<Void>?
 
     init(gauge: ConnectionGauge, requestTimeout: TimeAmount) {
         self.gauge = gauge
@@ -147,18 +158,20 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func start(_ context: ChannelHandlerContext) {
-        guard !admitted, deadline == nil else { return }
-        guard gauge.admit(ObjectIdentifier(self), channel: context.channel, now: .now()) else {
+        guard !admitted, check == nil else { return }
+        let now = NIODeadline.now()
+        guard gauge.admit(ObjectIdentifier(self), channel: context.channel, now: now) else {
             context.close(promise: nil)
             return
         }
         admitted = true
-        arm(context)
+        receive(context, since: now)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+        check?.cancel()
+        check = nil
+        phase = .idle
         if admitted {
             admitted = false
             gauge.release(ObjectIdentifier(self))
@@ -168,31 +181,40 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard admitted else { return }
-        if !receiving { arm(context) }
+        if case .idle = phase { receive(context, since: .now()) }
         context.fireChannelRead(data)
     }
 
-    private func arm(_ context: ChannelHandlerContext) {
-        receiving = true
-        deadline?.cancel()
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: requestTimeout) { [weak self] in
-            guard let self, self.receiving else { return }
-            self.deadline = nil
-            context.close(promise: nil)
+    private func receive(_ context: ChannelHandlerContext, since: NIODeadline) {
+        phase = .receiving(since: since)
+        if check == nil { scheduleCheck(context, at: since + requestTimeout) }
+    }
+
+    private func scheduleCheck(_ context: ChannelHandlerContext, at due: NIODeadline) {
+        check = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { [weak self] in
+            guard let self else { return }
+            self.check = nil
+            // Idle or answering: the next request schedules a check again.
+            guard case .receiving(let since) = self.phase else { return }
+            let limit = since + self.requestTimeout
+            if NIODeadline.now() >= limit {
+                context.close(promise: nil)
+            } else {
+                self.scheduleCheck(context, at: limit)
+            }
         }
     }
 
     /// The request's last byte has been read: the time limit is over until the next request begins, and the
     /// connection may not be evicted while it is answered.
     func requestReceived() {
-        deadline?.cancel()
-        deadline = nil
+        phase = .answering
         gauge.update(ObjectIdentifier(self), waitingSince: nil)
     }
 
     /// The answer has been written: the next byte starts a new request; until then the connection is idle.
     func answerSent() {
-        receiving = false
+        phase = .idle
         gauge.update(ObjectIdentifier(self), waitingSince: .now())
     }
 }

@@ -4,8 +4,9 @@ import Synchronization
 /// Group commit: concurrent writes share one transaction, so one fsync acknowledges many registrations.
 ///
 /// `run()` is the only writer of the batches: while a transaction commits, new work queues up and goes into the
-/// next one. Each item runs in its own savepoint, so one failing item does not fail the others. Nothing is
-/// acknowledged before its transaction has committed.
+/// next one. A batch runs as one transaction; when an item fails, it runs again with each item in its own
+/// savepoint, so one failing item does not fail the others. Nothing is acknowledged before its transaction has
+/// committed.
 ///
 /// Work queued before `run()` starts waits for it; work that comes after `run()` returned fails with
 /// `unavailable`. At graceful shutdown (which a ServiceGroup gives the store after the HTTP server has drained)
@@ -42,8 +43,15 @@ final class GroupCommitter: Sendable {
         let started = ContinuousClock.now
         defer { metrics.committed(size: works.count, elapsed: ContinuousClock.now - started) }
         do {
-            // Under cancellation GRDB refuses the access: the batch fails, and nothing uncommitted is acknowledged.
-            let results = try await pool.write { db in try Self.run(works, in: db) }
+            let results: [Result<any Sendable, any Error>]
+            do {
+                // Under cancellation GRDB refuses the access: the batch fails, and nothing uncommitted is acknowledged.
+                results = try await pool.write { db in try works.map { work in .success(try work(db)) } }
+            } catch  where works.count > 1 {
+                // An item failed (or the commit did): the batch rolled back, and runs again with each item in a
+                // savepoint of its own, so that only the failing item fails.
+                results = try await pool.write { db in try Self.isolating(works, in: db) }
+            }
             writesFailing.store(false, ordering: .relaxed)
             return results
         } catch {
@@ -56,7 +64,9 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    private static func run(_ works: [Work], in db: Database) throws -> [Result<any Sendable, any Error>] {
+    /// Each item in a savepoint: only after a batch failed, because a savepoint makes SQLite copy every page an item
+    /// changes that an earlier item had changed (its statement journal, on disk past 64 KiB): a few pages an item.
+    private static func isolating(_ works: [Work], in db: Database) throws -> [Result<any Sendable, any Error>] {
         // Prepared once per connection, unlike Database.inSavepoint's statements.
         let begin = try db.cachedStatement(sql: "SAVEPOINT item")
         let release = try db.cachedStatement(sql: "RELEASE SAVEPOINT item")

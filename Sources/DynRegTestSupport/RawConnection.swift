@@ -14,9 +14,10 @@ package enum RawConnection {
 
     /// Sends `request` (one or more requests back to back) to 127.0.0.1:`port` and reads until the server closes
     /// the connection or `timeout` passes. `firstBytes` is called once, when the first bytes of the answer arrive.
+    /// `later`: more bytes, sent on the same connection after a pause.
     package static func exchange(
         port: Int, _ request: [UInt8], timeout: Duration = .seconds(10),
-        firstBytes: (@Sendable () -> Void)? = nil
+        later: (after: Duration, bytes: [UInt8])? = nil, firstBytes: (@Sendable () -> Void)? = nil
     ) async throws
         -> Exchange
     {
@@ -42,6 +43,15 @@ package enum RawConnection {
                 group.addTask {
                     try await Task.sleep(for: timeout)
                     return false
+                }
+                if let later {
+                    group.addTask {
+                        try await Task.sleep(for: later.after)
+                        try await outbound.write(ByteBuffer(bytes: later.bytes))
+                        // Not an outcome: wait for the reader or the timeout.
+                        try await Task.sleep(for: timeout)
+                        return false
+                    }
                 }
                 let first = try await group.next() ?? false
                 group.cancelAll()

@@ -42,6 +42,13 @@ struct ConnectionLimitTests {
                 port: port, Array("GET /livez HTTP/1.1\r\nHost: a\r\n\r\n".utf8), timeout: .seconds(3))
             #expect(whole.text.hasPrefix("HTTP/1.1 200"))
             #expect(!whole.closedByServer, "the request timeout ends with the request")
+            // A second request on a kept-alive connection has a time limit of its own, counted from its first byte:
+            // begun after the first limit's check was due, and never finished, it is closed too.
+            let second = try await RawConnection.exchange(
+                port: port, Array("GET /livez HTTP/1.1\r\nHost: a\r\n\r\n".utf8), timeout: .seconds(10),
+                later: (after: .milliseconds(700), bytes: Array("POST /device/register HTTP/1.1\r\nHost: a\r\n".utf8)))
+            #expect(second.text.hasPrefix("HTTP/1.1 200"))
+            #expect(second.closedByServer, "the unfinished second request is cut off")
         }
     }
 
