@@ -90,11 +90,16 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
         keepsAlive(request.headers) ? response : response.closingConnection(context.channel)
     }
 
-    /// Whether a `Connection` header lists `keep-alive`.
+    /// Whether a `Connection` header lists `keep-alive`, in any case, on bytes (Foundation's case-insensitive
+    /// comparison showed in the registration profile).
     static func keepsAlive(_ headers: HTTPFields) -> Bool {
         headers[values: .connection].contains { value in
-            value.split(separator: ",").contains { token in
-                token.trimmingCharacters(in: .whitespaces).caseInsensitiveCompare("keep-alive") == .orderedSame
+            value.utf8.split(separator: UInt8(ascii: ",")).contains { token in
+                let trimmed = token.drop { $0 == 0x20 || $0 == 0x09 }.reversed().drop { $0 == 0x20 || $0 == 0x09 }
+                return trimmed.count == 10
+                    && zip(trimmed.reversed(), "keep-alive".utf8).allSatisfy { byte, expected in
+                        (0x41...0x5A).contains(byte) ? byte + 0x20 == expected : byte == expected
+                    }
             }
         }
     }
