@@ -69,10 +69,16 @@ extension MQTTCredentials {
     /// The expiry is not checked here: it depends on the caller's clock.
     public static func verify(username: String, password: String, psk: String) -> Bool {
         guard let key = Data(base64Encoded: psk), !key.isEmpty else { return false }
-        let parts = password.split(separator: ";", omittingEmptySubsequences: false)
-        guard parts.count == 2, let algorithm = SignatureAlgorithm(headerValue: parts[1]) else { return false }
+        // On bytes: a broker asks this on every MQTT CONNECT. `signature;algorithm`, with exactly one `;`.
+        let bytes = Array(password.utf8)
+        guard let semicolon = bytes.firstIndex(of: UInt8(ascii: ";")),
+            !bytes[(semicolon + 1)...].contains(UInt8(ascii: ";")),
+            let algorithm = SignatureAlgorithm(headerValue: String(decoding: bytes[(semicolon + 1)...], as: UTF8.self))
+        else { return false }
         let expected = Hex.lowercaseBytes(algorithm.mac(key: key, message: Array(username.utf8)))
-        return constantTimeEquals(expected, Array(parts[0].lowercased().utf8))
+        // Upper-case hex is accepted: only ASCII letters are folded, as nothing else can match a hex digit.
+        let presented = bytes[..<semicolon].map { (0x41...0x5A).contains($0) ? $0 + 0x20 : $0 }
+        return constantTimeEquals(expected, presented)
     }
 }
 

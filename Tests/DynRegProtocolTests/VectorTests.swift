@@ -109,8 +109,25 @@ struct VectorTests {
         #expect(credentials.password == vector.password)
         #expect(MQTTCredentials.verify(username: vector.username, password: vector.password, psk: vector.psk))
         #expect(!MQTTCredentials.verify(username: vector.username + "1", password: vector.password, psk: vector.psk))
+        // The password's shape: upper-case hex and algorithm names pass; a second `;`, no `;`, or another
+        // algorithm do not.
+        let (signature, name) = try #require(vector.password.split(separator: ";").map(String.init).pairs)
+        for good in [signature.uppercased() + ";" + name, signature + ";" + name.uppercased()] {
+            #expect(MQTTCredentials.verify(username: vector.username, password: good, psk: vector.psk))
+        }
+        let other = name.lowercased() == "hmacsha256" ? "hmacsha1" : "hmacsha256"
+        for bad in [
+            signature + ";" + name + ";", signature, signature + ";" + other, ";" + name, signature + "0;" + name,
+        ] {
+            #expect(!MQTTCredentials.verify(username: vector.username, password: bad, psk: vector.psk), "\(bad)")
+        }
         let parsed = try #require(MQTTUsername(vector.username))
         #expect(parsed.clientId == vector.clientId)
         #expect(parsed.expiry == vector.expiry)
     }
+}
+
+extension Array {
+    /// The two elements of a two-element array.
+    fileprivate var pairs: (Element, Element)? { count == 2 ? (self[0], self[1]) : nil }
 }

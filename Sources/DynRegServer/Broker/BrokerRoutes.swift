@@ -52,7 +52,7 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     /// device's topic rules as `acl`, ending in a deny of everything else.
     @Sendable func emqxAuthentication(_ request: Request, _ context: Context) async -> Answer {
         guard let body = try? await request.body.collect(upTo: maxBodySize),
-            let auth = try? emqxDecoder.decode(EMQXAuthentication.self, from: Data(body.readableBytesView))
+            let auth = EMQXAuthentication.decode(Array(body.readableBytesView))
         else { return Self.emqxResult(allowed: false) }
         let login: BrokerService<Store>.Login?
         if auth.certificate != nil || auth.fingerprint != nil {
@@ -74,7 +74,7 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
     /// EMQX 5 HTTP authorization: one topic, one action.
     @Sendable func emqxAuthorization(_ request: Request, _ context: Context) async -> Answer {
         guard let body = try? await request.body.collect(upTo: maxBodySize),
-            let check = try? emqxDecoder.decode(EMQXAuthorization.self, from: Data(body.readableBytesView)),
+            let check = EMQXAuthorization.decode(Array(body.readableBytesView)),
             let action = TopicAction(rawValue: check.action)
         else { return Self.emqxResult(allowed: false) }
         // The username, when sent, must name the same client: a device's credentials are its own.
@@ -178,20 +178,61 @@ struct BrokerRoutes<Store: RegistrationStore>: Sendable {
 }
 
 /// EMQX's authentication request, as the configuration in docs/brokers.md sends it.
-private struct EMQXAuthentication: Decodable {
+struct EMQXAuthentication: Decodable, Equatable {
     var clientid: String
     var username: String?
     var password: String?
     /// The peer certificate EMQX verified (`${cert_pem}`), or its SHA-256 fingerprint.
     var certificate: String?
     var fingerprint: String?
+
+    /// Read on bytes when the body is a flat object of strings (``FlatJSONObject``), else by `JSONDecoder`.
+    static func decode(_ body: [UInt8]) -> Self? {
+        if let fields = FlatJSONObject.fields(body), let fields = EMQXFields(fields), let clientid = fields["clientid"]
+        {
+            return Self(
+                clientid: clientid, username: fields["username"], password: fields["password"],
+                certificate: fields["certificate"], fingerprint: fields["fingerprint"])
+        }
+        return try? emqxDecoder.decode(Self.self, from: Data(body))
+    }
 }
 
-private struct EMQXAuthorization: Decodable {
+struct EMQXAuthorization: Decodable, Equatable {
     var clientid: String
     var username: String?
     var topic: String
     var action: String
+
+    /// As ``EMQXAuthentication/decode(_:)``.
+    static func decode(_ body: [UInt8]) -> Self? {
+        if let fields = FlatJSONObject.fields(body), let fields = EMQXFields(fields), let clientid = fields["clientid"],
+            let topic = fields["topic"], let action = fields["action"]
+        {
+            return Self(clientid: clientid, username: fields["username"], topic: topic, action: action)
+        }
+        return try? emqxDecoder.decode(Self.self, from: Data(body))
+    }
+}
+
+/// The string fields of an EMQX body read on bytes. `nil` when a field EMQX's requests define holds a number, a
+/// boolean or `null`: what that means (an absent optional, or an error) is `JSONDecoder`'s to say.
+private struct EMQXFields {
+    static let known: Set<String> = [
+        "clientid", "username", "password", "certificate", "fingerprint", "topic", "action",
+    ]
+    private let strings: [String: String]
+
+    init?(_ fields: [String: String?]) {
+        var strings: [String: String] = [:]
+        for (key, value) in fields where Self.known.contains(key) {
+            guard let value else { return nil }
+            strings[key] = value
+        }
+        self.strings = strings
+    }
+
+    subscript(key: String) -> String? { strings[key] }
 }
 
 /// One decoder for every EMQX request: making one per request costs more than the decoding.
