@@ -60,39 +60,53 @@ package enum FlatJSONObject {
 
         private mutating func string() -> String? {
             guard take(UInt8(ascii: "\"")) else { return nil }
-            var out: [UInt8] = []
+            let start = index
+            // Copied only from the first escape on: most strings have none, and are made from the input itself.
+            var unescaped: [UInt8]?
             while index < bytes.count {
                 let byte = bytes[index]
                 index += 1
                 switch byte {
                 case UInt8(ascii: "\""):
-                    return String(validating: out, as: UTF8.self)
-                case UInt8(ascii: "\\"):
-                    guard index < bytes.count else { return nil }
-                    let escape = bytes[index]
-                    index += 1
-                    switch escape {
-                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(escape)
-                    case UInt8(ascii: "b"): out.append(0x08)
-                    case UInt8(ascii: "f"): out.append(0x0C)
-                    case UInt8(ascii: "n"): out.append(0x0A)
-                    case UInt8(ascii: "r"): out.append(0x0D)
-                    case UInt8(ascii: "t"): out.append(0x09)
-                    case UInt8(ascii: "u"):
-                        // Surrogates (characters past U+FFFF) are left to JSONDecoder.
-                        guard let unit = hex4(), !(0xD800...0xDFFF).contains(unit), let scalar = Unicode.Scalar(unit)
-                        else { return nil }
-                        out.append(contentsOf: String(Character(scalar)).utf8)
-                    default: return nil
+                    guard let unescaped else {
+                        return String(
+                            validating: UnsafeBufferPointer(rebasing: bytes[start..<index - 1]), as: UTF8.self)
                     }
+                    return String(validating: unescaped, as: UTF8.self)
+                case UInt8(ascii: "\\"):
+                    if unescaped == nil { unescaped = Array(bytes[start..<index - 1]) }
+                    guard escape(into: &unescaped!) else { return nil }
                 case 0x00..<0x20:
                     // A control character must be escaped.
                     return nil
                 default:
-                    out.append(byte)
+                    unescaped?.append(byte)
                 }
             }
             return nil
+        }
+
+        /// The escape after a backslash, appended to `out`; false for one this reader leaves to JSONDecoder.
+        private mutating func escape(into out: inout [UInt8]) -> Bool {
+            guard index < bytes.count else { return false }
+            let escape = bytes[index]
+            index += 1
+            switch escape {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(escape)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                // Surrogates (characters past U+FFFF) are left to JSONDecoder.
+                guard let unit = hex4(), !(0xD800...0xDFFF).contains(unit), let scalar = Unicode.Scalar(unit) else {
+                    return false
+                }
+                UTF8.encode(scalar) { out.append($0) }
+            default: return false
+            }
+            return true
         }
 
         private mutating func hex4() -> UInt32? {

@@ -53,3 +53,14 @@ where A.Element == UInt8, B.Element == UInt8 {
     }
     return difference == 0
 }
+
+/// Byte-level text helpers for what the protocol and HTTP define in ASCII.
+package enum ASCII {
+    /// `byte` with A–Z folded to a–z; every other byte as it is.
+    @inline(__always)
+    package static func lowercased(_ byte: UInt8) -> UInt8 { (0x41...0x5A).contains(byte) ? byte | 0x20 : byte }
+
+    /// Space or horizontal tab: HTTP's optional white space.
+    @inline(__always)
+    package static func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+}

@@ -77,7 +77,7 @@ extension MQTTCredentials {
         else { return false }
         let expected = Hex.lowercaseBytes(algorithm.mac(key: key, message: Array(username.utf8)))
         // Upper-case hex is accepted: only ASCII letters are folded, as nothing else can match a hex digit.
-        let presented = bytes[..<semicolon].map { (0x41...0x5A).contains($0) ? $0 + 0x20 : $0 }
+        let presented = bytes[..<semicolon].map(ASCII.lowercased)
         return constantTimeEquals(expected, presented)
     }
 }

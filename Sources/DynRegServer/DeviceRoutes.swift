@@ -95,11 +95,10 @@ struct DeviceRoutes<Store: RegistrationStore>: Sendable {
     static func keepsAlive(_ headers: HTTPFields) -> Bool {
         headers[values: .connection].contains { value in
             value.utf8.split(separator: UInt8(ascii: ",")).contains { token in
-                let trimmed = token.drop { $0 == 0x20 || $0 == 0x09 }.reversed().drop { $0 == 0x20 || $0 == 0x09 }
-                return trimmed.count == 10
-                    && zip(trimmed.reversed(), "keep-alive".utf8).allSatisfy { byte, expected in
-                        (0x41...0x5A).contains(byte) ? byte + 0x20 == expected : byte == expected
-                    }
+                guard let first = token.firstIndex(where: { !ASCII.isBlank($0) }),
+                    let last = token.lastIndex(where: { !ASCII.isBlank($0) })
+                else { return false }
+                return token[first...last].lazy.map(ASCII.lowercased).elementsEqual("keep-alive".utf8)
             }
         }
     }

@@ -24,20 +24,45 @@ struct FlatJSONObjectTests {
         return fields
     }
 
-    @Test("what it reads, Foundation reads the same; random JSON-shaped input")
+    /// Keys and values it reads, and values it leaves to Foundation (valid JSON or not).
+    static let keys = [#""clientid""#, #""username""#, #""a""#, #""""#, #""x\"y""#, #""\u00e9t\u00e9""#, #""😀""#]
+    static let values = [
+        #""v""#, #""""#, #""x\"y\\z""#, #""\/""#, #""\n\t\r\b\f""#, #""\u0000""#, #""é😀""#, "1", "-0", "0.5",
+        "1e3", "-1E-2", "true", "false", "null",
+    ]
+    static let leftValues = [
+        #""\ud83d\ude00""#, #""\ud800""#, #""\x""#, "01", "1.", "-", "nul", "[]", "{}", "\"\u{01}\"", #""open"#,
+    ]
+    static let blanks = ["", " ", "\n", "\t ", "\r\n"]
+
+    @Test("what it reads, Foundation reads the same; objects it must read, it reads")
     func agreesWithFoundation() async {
-        let fragments = [
-            "{", "}", "{", "}", ":", ":", ",", ",", " ", "\n", "\"clientid\"", "\"username\"", "\"a\"", "\"\"",
-            "\"x\\\"y\"", "\"\\\\\"", "\"\\/\"", "\"\\n\\t\\r\\b\\f\"", "\"\\u00e9\"", "\"\\u0000\"",
-            "\"\\ud83d\\ude00\"",
-            "\"\\ud800\"", "\"\\x\"", "\"é😀\"", "1", "-0", "0.5", "1e3", "-1E-2", "01", "1.", "-", "true", "false",
-            "null", "nul", "[", "]", "\"\u{01}\"",
-        ]
-        await propertyCheck(count: 3000, input: Gen.element(of: fragments).array(of: 0...14)) { parts in
-            let bytes = Array(parts.compactMap { $0 }.joined().utf8)
-            if let fast = FlatJSONObject.fields(bytes) {
+        let pair = PropertyBased.zip(
+            Gen.int(in: 0..<Self.keys.count), Gen.int(in: 0..<(Self.values.count + Self.leftValues.count)),
+            Gen.int(in: 0..<Self.blanks.count))
+        await propertyCheck(count: 3000, input: pair.array(of: 0...6)) { pairs in
+            let members = pairs.map { key, value, blank in
+                let text = value < Self.values.count ? Self.values[value] : Self.leftValues[value - Self.values.count]
+                return Self.keys[key] + Self.blanks[blank] + ":" + Self.blanks[blank] + text
+            }
+            let bytes = Array(("{" + members.joined(separator: ",") + "}").utf8)
+            let fast = FlatJSONObject.fields(bytes)
+            if let fast {
                 #expect(Self.foundation(bytes) == fast, "\(String(decoding: bytes, as: UTF8.self))")
             }
+            let distinct = Set(pairs.map(\.0)).count == pairs.count
+            if distinct && pairs.allSatisfy({ $0.1 < Self.values.count }) {
+                #expect(fast != nil, "a flat object of plain values: \(String(decoding: bytes, as: UTF8.self))")
+            }
+        }
+    }
+
+    @Test("random JSON-shaped bytes never trap, and what it reads Foundation reads the same")
+    func jsonShapedBytes() async {
+        let fragments = ["{", "}", ":", ",", " "] + Self.keys + Self.values + Self.leftValues
+        await propertyCheck(count: 2000, input: Gen.element(of: fragments).array(of: 0...14)) { parts in
+            let bytes = Array(parts.compactMap { $0 }.joined().utf8)
+            if let fast = FlatJSONObject.fields(bytes) { #expect(Self.foundation(bytes) == fast) }
         }
     }
 
@@ -71,6 +96,11 @@ struct FlatJSONObjectTests {
         ])
     func leftToFoundation(_ text: String) {
         #expect(FlatJSONObject.fields(Array(text.utf8)) == nil)
+    }
+
+    @Test func bytesThatAreNotUTF8AreLeftToFoundation() {
+        // {"a":"\xFF"} and the same in a key.
         #expect(FlatJSONObject.fields([0x7B, 0x22, 0x61, 0x22, 0x3A, 0x22, 0xFF, 0x22, 0x7D]) == nil)
+        #expect(FlatJSONObject.fields([0x7B, 0x22, 0xC3, 0x22, 0x3A, 0x22, 0x61, 0x22, 0x7D]) == nil)
     }
 }

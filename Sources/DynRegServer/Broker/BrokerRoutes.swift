@@ -188,8 +188,7 @@ struct EMQXAuthentication: Decodable, Equatable {
 
     /// Read on bytes when the body is a flat object of strings (``FlatJSONObject``), else by `JSONDecoder`.
     static func decode(_ body: [UInt8]) -> Self? {
-        if let fields = FlatJSONObject.fields(body), let fields = EMQXFields(fields), let clientid = fields["clientid"]
-        {
+        if let fields = emqxStrings(body), let clientid = fields["clientid"] {
             return Self(
                 clientid: clientid, username: fields["username"], password: fields["password"],
                 certificate: fields["certificate"], fingerprint: fields["fingerprint"])
@@ -206,8 +205,8 @@ struct EMQXAuthorization: Decodable, Equatable {
 
     /// As ``EMQXAuthentication/decode(_:)``.
     static func decode(_ body: [UInt8]) -> Self? {
-        if let fields = FlatJSONObject.fields(body), let fields = EMQXFields(fields), let clientid = fields["clientid"],
-            let topic = fields["topic"], let action = fields["action"]
+        if let fields = emqxStrings(body), let clientid = fields["clientid"], let topic = fields["topic"],
+            let action = fields["action"]
         {
             return Self(clientid: clientid, username: fields["username"], topic: topic, action: action)
         }
@@ -215,25 +214,22 @@ struct EMQXAuthorization: Decodable, Equatable {
     }
 }
 
-/// The string fields of an EMQX body read on bytes. `nil` when a field EMQX's requests define holds a number, a
-/// boolean or `null`: what that means (an absent optional, or an error) is `JSONDecoder`'s to say.
-private struct EMQXFields {
-    static let known: Set<String> = [
-        "clientid", "username", "password", "certificate", "fingerprint", "topic", "action",
-    ]
-    private let strings: [String: String]
-
-    init?(_ fields: [String: String?]) {
-        var strings: [String: String] = [:]
-        for (key, value) in fields where Self.known.contains(key) {
-            guard let value else { return nil }
-            strings[key] = value
-        }
-        self.strings = strings
+/// The string fields of an EMQX body read on bytes (``FlatJSONObject``). `nil` when it is not a flat object, or a
+/// field EMQX's requests define holds a number, a boolean or `null`: what that means (an absent optional, or an
+/// error) is `JSONDecoder`'s to say.
+private func emqxStrings(_ body: [UInt8]) -> [String: String]? {
+    guard let fields = FlatJSONObject.fields(body) else { return nil }
+    var strings: [String: String] = [:]
+    for (key, value) in fields where emqxFields.contains(key) {
+        guard let value else { return nil }
+        strings[key] = value
     }
-
-    subscript(key: String) -> String? { strings[key] }
+    return strings
 }
+
+private let emqxFields: Set<String> = [
+    "clientid", "username", "password", "certificate", "fingerprint", "topic", "action",
+]
 
 /// One decoder for every EMQX request: making one per request costs more than the decoding.
 private let emqxDecoder = JSONDecoder()
