@@ -14,10 +14,10 @@ package enum RawConnection {
 
     /// Sends `request` (one or more requests back to back) to 127.0.0.1:`port` and reads until the server closes
     /// the connection or `timeout` passes. `firstBytes` is called once, when the first bytes of the answer arrive.
-    /// `later`: more bytes, sent on the same connection after a pause.
+    /// `later`: more bytes, each sent on the same connection once its time since the connection was made has passed.
     package static func exchange(
         port: Int, _ request: [UInt8], timeout: Duration = .seconds(10),
-        later: (after: Duration, bytes: [UInt8])? = nil, firstBytes: (@Sendable () -> Void)? = nil
+        later: [(after: Duration, bytes: [UInt8])] = [], firstBytes: (@Sendable () -> Void)? = nil
     ) async throws
         -> Exchange
     {
@@ -44,10 +44,13 @@ package enum RawConnection {
                     try await Task.sleep(for: timeout)
                     return false
                 }
-                if let later {
+                if !later.isEmpty {
+                    let start = ContinuousClock.now
                     group.addTask {
-                        try await Task.sleep(for: later.after)
-                        try await outbound.write(ByteBuffer(bytes: later.bytes))
+                        for part in later {
+                            try await Task.sleep(until: start + part.after)
+                            try await outbound.write(ByteBuffer(bytes: part.bytes))
+                        }
                         // Not an outcome: wait for the reader or the timeout.
                         try await Task.sleep(for: timeout)
                         return false
